@@ -1,0 +1,84 @@
+// blip/autograd/engine.hpp — backward(): walks the recorded graph from a one-element result.
+//
+// Contract: gradients of leaves that require grad are accumulated (added) into their `grad()`;
+// intermediate gradients live only during the call. Each node's backward runs once, after all
+// gradients flowing into it are summed (reverse topological order), with grad mode off. The
+// graph's saved tensors are released as it goes, so a second backward() through the same graph
+// throws. Sits above ops/ because summing gradients is an op.
+#pragma once
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "blip/ops/elementwise.hpp"
+
+namespace blip {
+
+namespace detail {
+
+template <Element T, Device D>
+void accumulate(Tensor<T, D>& into, const Tensor<T, D>& g) {
+  into = into.defined() ? add(into, g) : g;
+}
+
+}  // namespace detail
+
+template <Element T, Device D>
+void Tensor<T, D>::backward() const {
+  static_assert(Differentiable<T>, "backward() needs a float32/float64 tensor");
+  BLIP_CHECK(numel() == 1, "backward: called on a tensor of shape ", shape_,
+             "; it needs a one-element result (reduce it first)");
+  BLIP_CHECK(requires_grad(), "backward: the tensor does not require grad (no recorded op led to it)");
+  NoGradGuard no_grad;
+  const Tensor seed = full<T, D>(shape_, T(1));
+  if (!autograd_->grad_fn) {  // a leaf
+    detail::accumulate(autograd_->grad, seed);
+    return;
+  }
+  // Reverse post-order of an iterative depth-first walk = a topological order.
+  using NodeT = Node<T, D>;
+  std::vector<NodeT*> order;
+  std::unordered_set<NodeT*> seen;
+  std::vector<std::pair<NodeT*, size_t>> stack{{autograd_->grad_fn.get(), 0}};
+  seen.insert(autograd_->grad_fn.get());
+  while (!stack.empty()) {
+    auto& [node, next] = stack.back();
+    if (next < node->inputs.size()) {
+      const auto& input = node->inputs[next++];
+      if (input && input->grad_fn && seen.insert(input->grad_fn.get()).second)
+        stack.emplace_back(input->grad_fn.get(), 0);
+    } else {
+      order.push_back(node);
+      stack.pop_back();
+    }
+  }
+  std::unordered_map<NodeT*, Tensor> grads;
+  grads[autograd_->grad_fn.get()] = seed;
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    NodeT* node = *it;
+    auto found = grads.find(node);
+    if (found == grads.end()) continue;  // no gradient reached it
+    const Tensor grad_output = std::move(found->second);
+    grads.erase(found);
+    BLIP_CHECK(static_cast<bool>(node->backward), "backward: the graph through op '", node->op,
+               "' was already used by an earlier backward()");
+    std::vector<Tensor> input_grads = node->backward(grad_output);
+    node->backward = nullptr;  // frees what the op saved
+    BLIP_CHECK(input_grads.size() == node->inputs.size(), "backward: op '", node->op, "' returned ",
+               input_grads.size(), " gradients for ", node->inputs.size(), " inputs");
+    for (size_t i = 0; i < input_grads.size(); ++i) {
+      const auto& input = node->inputs[i];
+      Tensor& g = input_grads[i];
+      if (!input || !g.defined()) continue;
+      BLIP_CHECK(g.shape() == node->input_shapes[i], "backward: op '", node->op, "' gave input ", i,
+                 " a gradient of shape ", g.shape(), ", expected ", node->input_shapes[i]);
+      if (input->grad_fn) {
+        detail::accumulate(grads[input->grad_fn.get()], g);
+      } else if (input->requires_grad) {
+        detail::accumulate(input->grad, contiguous(g));
+      }
+    }
+  }
+}
+
+}  // namespace blip

@@ -1,0 +1,100 @@
+// blip/backend/cuda/runtime.hpp — the CUDA runtime services of blip::cuda: device discovery,
+// the caching allocator's controls, per-thread current streams and cuBLAS handles.
+//
+// Contract:
+// - Compiles in any C++20 build and never needs the CUDA toolkit headers: native handles are
+//   void* (cudaStream_t / cublasHandle_t underneath).
+// - With BLIP_WITH_CUDA (defined by linking blip::cuda) the functions are implemented there and
+//   throw blip::Error naming the failed CUDA call. Without it, device_count() returns 0 and
+//   everything else throws blip::Error saying the program was built without CUDA.
+// - device_count() never throws: it returns 0 when there is no GPU or no usable driver, so
+//   callers (tests, examples) can test it before touching a device.
+// - All device work issued by blip (kernels, copies, cuBLAS) goes to the calling thread's
+//   current stream: the default stream unless a StreamGuard is active on that thread.
+// - Memory released by a Tensor returns to a cache and is reused only by allocations on the
+//   same device and stream it was allocated on; empty_cache() gives the cached blocks back to
+//   the driver. A tensor used on a stream other than its allocation stream must be kept alive
+//   by the caller until that work finishes.
+#pragma once
+
+#include <cstddef>
+
+#include "blip/core/error.hpp"
+
+namespace blip::cuda {
+
+// Number of usable CUDA devices; 0 without a GPU, a driver, or a CUDA build.
+int device_count() noexcept;
+
+// Waits for all work on the current device (every stream).
+void synchronize();
+
+// Frees every cached (unused) block back to the driver; blocks in use are untouched.
+void empty_cache();
+
+struct CacheStats {
+  size_t bytes_in_use = 0;  // held by live allocations (rounded block sizes)
+  size_t bytes_cached = 0;  // released blocks kept for reuse
+};
+CacheStats cache_stats();
+
+// An owned CUDA stream, created blocking: it orders itself with the legacy default stream, so
+// tensors made on the default stream may be used on it. Destruction waits for its pending work
+// first, so memory cached under this stream can never be reused while a kernel on it still runs.
+class Stream {
+ public:
+  Stream();
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  void* native() const { return stream_; }  // cudaStream_t
+  void synchronize() const;                 // waits for the work queued on this stream
+
+ private:
+  void* stream_ = nullptr;
+};
+
+// Makes `stream` the calling thread's current stream for the guard's lifetime (restoring the
+// previous one after). Guards nest; the stream must outlive the guard.
+class StreamGuard {
+ public:
+  explicit StreamGuard(const Stream& stream);
+  ~StreamGuard();
+  StreamGuard(const StreamGuard&) = delete;
+  StreamGuard& operator=(const StreamGuard&) = delete;
+
+ private:
+  void* previous_ = nullptr;
+};
+
+// The calling thread's current stream (nullptr = the legacy default stream).
+void* current_stream();
+
+// The calling thread's cuBLAS handle for the current device (created on first use), already
+// bound to current_stream().
+void* cublas_handle();
+
+#ifndef BLIP_WITH_CUDA
+// CPU-only build: inline stand-ins so programs that merely mention the CUDA API still link.
+namespace detail {
+[[noreturn]] inline void built_without_cuda(const char* what) {
+  fail("blip::cuda::", what, ": this program was built without CUDA (configure blip with the "
+       "CUDA toolkit and link blip::cuda)");
+}
+}  // namespace detail
+
+inline int device_count() noexcept { return 0; }
+inline void synchronize() { detail::built_without_cuda("synchronize"); }
+inline void empty_cache() { detail::built_without_cuda("empty_cache"); }
+inline CacheStats cache_stats() { detail::built_without_cuda("cache_stats"); }
+inline Stream::Stream() { detail::built_without_cuda("Stream"); }
+inline Stream::~Stream() = default;
+inline void Stream::synchronize() const { detail::built_without_cuda("Stream::synchronize"); }
+inline StreamGuard::StreamGuard(const Stream&) { detail::built_without_cuda("StreamGuard"); }
+inline StreamGuard::~StreamGuard() = default;
+inline void* current_stream() { detail::built_without_cuda("current_stream"); }
+inline void* cublas_handle() { detail::built_without_cuda("cublas_handle"); }
+#endif
+
+}  // namespace blip::cuda

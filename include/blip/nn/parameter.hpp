@@ -1,0 +1,99 @@
+// blip/nn/parameter.hpp — Parameter: a trainable value, its gradient and an optional momentum
+// (EMA) copy; named visiting of a module's parameters.
+//
+// Contract:
+// - value() requires grad; grad() is what backward() accumulated (undefined before).
+// - The momentum copy is what BLIP's momentum encoders use: copy_params() sets it to the
+//   value; momentum_update(m) applies m_copy = m_copy * m + value * (1 - m) in the element
+//   type (m as float, 1 - m computed in double then rounded, as mmpretrain); alias_momentum()
+//   makes the copy share the value's memory, so it follows every later in-place optimiser
+//   update (mmpretrain's `param_m.data = param.data`), and EMA updates leave it alone.
+// - Modules expose `visit_parameters(fn, prefix)` calling fn(dotted_name, Parameter&) with
+//   mmpretrain's state_dict names; named_parameters() collects them.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "blip/autograd/engine.hpp"
+
+namespace blip {
+
+template <Differentiable T = float, Device D = Cpu>
+class Parameter {
+ public:
+  using value_type = T;
+  using device_type = D;
+
+  Parameter() = default;
+  explicit Parameter(Tensor<T, D> initial) : value_(std::move(initial)) { value_.set_requires_grad(true); }
+
+  const Tensor<T, D>& value() const { return value_; }
+  const Shape& shape() const { return value_.shape(); }
+  Tensor<T, D> grad() const { return value_.grad(); }
+  void zero_grad() { value_.zero_grad(); }
+  bool defined() const { return value_.defined(); }
+
+  // Overwrites the value in place (a checkpoint load); shapes must match.
+  void assign(const Tensor<T, D>& values, const std::string& name = "parameter") {
+    BLIP_CHECK(values.shape() == value_.shape(), name, ": shape ", values.shape(), " does not match ", value_.shape());
+    copy_into(value_, values.detach());
+  }
+
+  bool has_momentum() const { return momentum_.defined(); }
+  bool momentum_aliased() const { return aliased_; }
+  const Tensor<T, D>& momentum() const { return momentum_; }
+
+  // momentum <- value (a separate copy; ends aliasing).
+  void copy_params() {
+    momentum_ = clone(value_.detach());
+    aliased_ = false;
+  }
+  void alias_momentum() {
+    momentum_ = value_.detach();
+    aliased_ = true;
+  }
+  void assign_momentum(const Tensor<T, D>& values, const std::string& name = "momentum") {
+    if (!has_momentum() || aliased_) copy_params();
+    BLIP_CHECK(values.shape() == momentum_.shape(), name, ": shape ", values.shape(), " does not match ",
+               momentum_.shape());
+    copy_into(momentum_, values.detach());
+  }
+  void momentum_update(double momentum) {
+    BLIP_CHECK(has_momentum(), "Parameter::momentum_update: no momentum copy (call copy_params first)");
+    if (aliased_) return;
+    if constexpr (on_cpu<D>) {
+      const T keep = static_cast<T>(momentum), take = static_cast<T>(1.0 - momentum);
+      T* m = momentum_.data();
+      const T* v = value_.data();
+      cpu::parallel_for(momentum_.numel(), 2, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) m[i] = m[i] * keep + v[i] * take;
+      });
+    } else {
+      no_kernel<D>("Parameter::momentum_update");
+    }
+  }
+
+ private:
+  Tensor<T, D> value_;
+  Tensor<T, D> momentum_;
+  bool aliased_ = false;
+};
+
+template <Differentiable T, Device D>
+using NamedParameter = std::pair<std::string, Parameter<T, D>*>;
+
+template <class M>
+std::vector<NamedParameter<typename M::value_type, typename M::device_type>> named_parameters(
+    M& module, const std::string& prefix = "") {
+  std::vector<NamedParameter<typename M::value_type, typename M::device_type>> out;
+  module.visit_parameters([&](const std::string& name, auto& p) { out.emplace_back(name, &p); }, prefix);
+  return out;
+}
+
+inline std::string join_name(const std::string& prefix, const std::string& name) {
+  return prefix.empty() ? name : prefix + "." + name;
+}
+
+}  // namespace blip

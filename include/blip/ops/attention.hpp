@@ -1,0 +1,94 @@
+// blip/ops/attention.hpp — scaled dot-product attention with an additive mask.
+//
+// Contract: q [B, H, Sq, d], k [B, H, Sk, d], v [B, H, Sk, dv] -> [B, H, Sq, dv];
+// out = softmax(q kᵀ · scale + mask) v with scale = 1/sqrt(d) unless given. `mask` (optional,
+// undefined = none) is added to the scores and broadcasts to [B, H, Sq, Sk] (BERT's
+// [B, 1, 1, Sk] key mask, for example); it gets no gradient. Fused on the CPU: query blocks
+// run in parallel and, when no gradient is needed, no [B, H, Sq, Sk] tensor is kept — only a
+// per-thread block of scores. With gradients the probabilities are kept for the backward.
+#pragma once
+
+#include <cmath>
+
+#include "blip/ops/matmul.hpp"
+#include "blip/ops/softmax.hpp"
+
+namespace blip {
+
+namespace detail {
+
+// Scores -> probabilities for `rows` query rows of one (b, h): adds the mask rows and
+// applies a row softmax in place.
+template <class T>
+void mask_and_softmax(T* scores, int64_t rows, int64_t sk, const T* mask, int64_t mask_row_stride,
+                      int64_t mask_col_stride) {
+  for (int64_t r = 0; r < rows; ++r) {
+    T* s = scores + r * sk;
+    if (mask) {
+      const T* m = mask + r * mask_row_stride;
+      if (mask_col_stride == 1) for (int64_t j = 0; j < sk; ++j) s[j] += m[j];
+      else for (int64_t j = 0; j < sk; ++j) s[j] += m[j * mask_col_stride];
+    }
+  }
+  cpu::softmax_rows(scores, scores, rows, sk);
+}
+
+}  // namespace detail
+
+template <Element T, Device D>
+Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T, D>& k, const Tensor<T, D>& v,
+                                          const Tensor<T, D>& mask = {}, double scale = 0.0) {
+  BLIP_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "scaled_dot_product_attention: q, k, v must be 4-D, got ",
+             q.shape(), ", ", k.shape(), ", ", v.shape());
+  const int64_t B = q.size(0), H = q.size(1), Sq = q.size(2), d = q.size(3), Sk = k.size(2), dv = v.size(3);
+  BLIP_CHECK(k.size(0) == B && k.size(1) == H && k.size(3) == d && v.size(0) == B && v.size(1) == H && v.size(2) == Sk,
+             "scaled_dot_product_attention: shapes q ", q.shape(), ", k ", k.shape(), ", v ", v.shape(), " do not agree");
+  const T factor = static_cast<T>(scale > 0 ? scale : 1.0 / std::sqrt(static_cast<double>(d)));
+  Tensor<T, D> m;
+  if (mask.defined()) {
+    const Shape full_shape{B, H, Sq, Sk};
+    BLIP_CHECK(broadcast_shapes(mask.shape(), full_shape, "scaled_dot_product_attention") == full_shape,
+               "scaled_dot_product_attention: mask ", mask.shape(), " does not broadcast to ", full_shape);
+    m = expand(mask.detach(), full_shape);
+  }
+  const Tensor<T, D> qc = contiguous(q.detach()), kc = contiguous(k.detach()), vc = contiguous(v.detach());
+  const bool keep = grad_needed(q, k, v);
+  Tensor<T, D> out = Tensor<T, D>::empty({B, H, Sq, dv});
+  Tensor<T, D> probs = keep ? Tensor<T, D>::empty({B, H, Sq, Sk}) : Tensor<T, D>();
+  if constexpr (on_cpu<D>) {
+    constexpr int64_t kBlock = 64;  // query rows per task
+    const int64_t blocks = (Sq + kBlock - 1) / kBlock;
+    cpu::parallel_for(B * H * blocks, kBlock * Sk * (d + dv), [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(keep ? 0 : static_cast<size_t>(kBlock * Sk));
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t bh = task / blocks, r0 = (task % blocks) * kBlock, rows = std::min(kBlock, Sq - r0);
+        const int64_t b = bh / H, h = bh % H;
+        T* scores = keep ? probs.data() + (bh * Sq + r0) * Sk : scratch.data();
+        cpu::gemm(false, true, rows, Sk, d, factor, qc.data() + (bh * Sq + r0) * d, d, kc.data() + bh * Sk * d, d,
+                  T(0), scores, Sk);
+        const T* mask_rows = m.defined() ? m.data() + b * m.stride(0) + h * m.stride(1) + r0 * m.stride(2) : nullptr;
+        detail::mask_and_softmax(scores, rows, Sk, mask_rows, m.defined() ? m.stride(2) : 0,
+                                 m.defined() ? m.stride(3) : 0);
+        cpu::gemm(false, false, rows, dv, Sk, T(1), scores, Sk, vc.data() + bh * Sk * dv, dv, T(0),
+                  out.data() + (bh * Sq + r0) * dv, dv);
+      }
+    });
+  } else {
+    no_kernel<D>("scaled_dot_product_attention");
+  }
+  if (keep)
+    record(out, "scaled_dot_product_attention", {&q, &k, &v}, [qc, kc, vc, probs, factor](const Tensor<T, D>& gy) {
+      const Tensor<T, D> g = contiguous(gy);
+      const Tensor<T, D> gv = matmul(transpose(probs, -1, -2), g);
+      const Tensor<T, D> gp = matmul(g, transpose(vc, -1, -2));
+      Tensor<T, D> gs = Tensor<T, D>::empty(probs.shape());
+      const int64_t cols = probs.size(-1);
+      if constexpr (on_cpu<D>) cpu::softmax_backward_rows(probs.data(), gp.data(), gs.data(), probs.numel() / cols, cols);
+      const Tensor<T, D> gq = blip::scale(matmul(gs, kc), factor);
+      const Tensor<T, D> gk = blip::scale(matmul(transpose(gs, -1, -2), qc), factor);
+      return std::vector{gq, gk, gv};
+    });
+  return out;
+}
+
+}  // namespace blip

@@ -1,0 +1,89 @@
+// blip/ops/copy.hpp — contiguous(), clone(), device moves (to<D>) and element-type casts.
+//
+// Contract: contiguous() returns its input when already row-major, else a row-major copy;
+// clone() always copies. to<D2>() copies across devices and detaches: each device keeps its
+// own tape (a graph is built where the data lives; move leaves, not intermediate results). cast<U>() converts element types (bf16/fp16 round to nearest even) on the CPU
+// and is not recorded by autograd. Fills write into existing memory (no autograd).
+#pragma once
+
+#include "blip/autograd/graph.hpp"
+#include "blip/backend/cpu/copy.hpp"
+#include "blip/backend/cuda/kernels.hpp"
+#include "blip/ops/dispatch.hpp"
+
+namespace blip {
+
+// Writes `src` (any layout) into `dst` (any non-overlapping layout) of the same shape.
+template <Element T, Device D>
+void copy_into(const Tensor<T, D>& dst, const Tensor<T, D>& src) {
+  BLIP_CHECK(dst.shape() == src.shape(), "copy_into: destination shape ", dst.shape(),
+             " differs from source shape ", src.shape());
+  if constexpr (on_cpu<D>) {
+    cpu::assign(src.shape(), src.data(), src.strides(), dst.data(), dst.strides());
+  } else {
+    if (dst.is_contiguous()) {
+      cuda::copy_strided(src.shape(), src.data(), src.strides(), dst.data());
+    } else {
+      no_kernel<D>("copy_into (non-contiguous destination)");
+    }
+  }
+}
+
+template <Element T, Device D>
+void fill_(const Tensor<T, D>& dst, T value) {
+  BLIP_CHECK(dst.is_contiguous(), "fill_: destination of shape ", dst.shape(), " must be contiguous");
+  if constexpr (on_cpu<D>) cpu::fill(dst.data(), dst.numel(), value);
+  else cuda::fill(dst.data(), dst.numel(), value);
+}
+
+template <Element T, Device D>
+Tensor<T, D> clone(const Tensor<T, D>& x) {
+  Tensor<T, D> y = Tensor<T, D>::empty(x.shape());
+  copy_into(y, x);
+  if (grad_needed(x)) record(y, "clone", {&x}, [](const Tensor<T, D>& gy) { return std::vector{gy}; });
+  return y;
+}
+
+template <Element T, Device D>
+Tensor<T, D> contiguous(const Tensor<T, D>& x) {
+  if (x.is_contiguous()) return x;
+  Tensor<T, D> y = Tensor<T, D>::empty(x.shape());
+  copy_into(y, x);
+  if (grad_needed(x))
+    record(y, "contiguous", {&x}, [](const Tensor<T, D>& gy) { return std::vector{gy}; });
+  return y;
+}
+
+template <Device To, Element T, Device From>
+Tensor<T, To> to(const Tensor<T, From>& x) {
+  if constexpr (std::same_as<To, From>) {
+    return x;
+  } else {
+    const Tensor<T, From> xc = contiguous(x.detach());
+    Tensor<T, To> y = Tensor<T, To>::empty(x.shape());
+    const size_t bytes = sizeof(T) * static_cast<size_t>(x.numel());
+    if constexpr (on_cpu<From>) {
+      DeviceMemory<To>::copy_from_host(y.data(), xc.data(), bytes);
+    } else {
+      DeviceMemory<From>::copy_to_host(y.data(), xc.data(), bytes);
+    }
+    return y;
+  }
+}
+
+template <Element U, Element T>
+Tensor<U, Cpu> cast(const Tensor<T, Cpu>& x) {
+  Tensor<U, Cpu> y = Tensor<U, Cpu>::empty(x.shape());
+  cpu::assign(x.shape(), x.data(), x.strides(), y.data(), y.strides(), [](T v) {
+    if constexpr (std::same_as<T, bf16> || std::same_as<T, fp16>) {
+      return static_cast<U>(static_cast<float>(v));
+    } else if constexpr (std::same_as<U, bf16> || std::same_as<U, fp16>) {
+      return U(static_cast<float>(v));
+    } else {
+      return static_cast<U>(v);
+    }
+  });
+  return y;
+}
+
+}  // namespace blip

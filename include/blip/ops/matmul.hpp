@@ -1,0 +1,160 @@
+// blip/ops/matmul.hpp — matmul (batched, transposes as views) and linear (PyTorch weight layout).
+//
+// Contract:
+// - matmul(a, b): a [..., m, k] @ b [..., k, n] -> [..., m, n]. Batch axes broadcast (a 2-D
+//   operand is shared by every batch). Transposed operands are passed as views
+//   (transpose(x, -1, -2)): a row- or column-major matrix goes to the GEMM without a copy.
+// - linear(x, weight, bias): y = x · weightᵀ + bias with weight [out, in] (torch.nn.Linear),
+//   x [..., in] -> [..., out]; bias may be an undefined tensor.
+// Throws blip::Error naming the op and the shapes on a rank < 2 or inner-size mismatch.
+#pragma once
+
+#include "blip/backend/cpu/blas.hpp"
+#include "blip/ops/elementwise.hpp"
+
+namespace blip {
+
+namespace detail {
+
+// How a [batch..., rows, cols] tensor is handed to a GEMM: op(X) is the logical matrix.
+struct MatrixLayout {
+  bool ok = false;          // false: needs a contiguous copy first
+  bool transposed = false;  // memory holds Xᵀ row-major
+  int64_t ld = 0;
+  int64_t batch_stride = 0;
+};
+
+template <Element T, Device D>
+MatrixLayout matrix_layout(const Tensor<T, D>& x) {
+  const int64_t rank = x.dim();
+  const int64_t rows = x.shape()[rank - 2], cols = x.shape()[rank - 1];
+  const int64_t sr = x.strides()[rank - 2], sc = x.strides()[rank - 1];
+  MatrixLayout layout;
+  if ((sc == 1 || cols == 1) && (rows == 1 || sr >= std::max<int64_t>(cols, 1))) {
+    layout.ok = true;
+    layout.ld = rows == 1 ? std::max<int64_t>(cols, 1) : sr;
+  } else if ((sr == 1 || rows == 1) && (cols == 1 || sc >= std::max<int64_t>(rows, 1))) {
+    layout.ok = true;
+    layout.transposed = true;
+    layout.ld = cols == 1 ? std::max<int64_t>(rows, 1) : sc;
+  } else {
+    return layout;
+  }
+  // Batch axes must collapse to one stride (stride 0 for a broadcast operand also works).
+  int64_t inner_extent = 1;
+  bool have_stride = false;
+  for (int64_t axis = rank - 3; axis >= 0; --axis) {
+    const int64_t extent = x.shape()[static_cast<size_t>(axis)];
+    const int64_t stride = x.strides()[static_cast<size_t>(axis)];
+    if (extent == 1) continue;
+    if (!have_stride) {
+      layout.batch_stride = stride;
+      have_stride = true;
+    } else if (stride != layout.batch_stride * inner_extent) {
+      layout.ok = false;
+      return layout;
+    }
+    inner_extent *= extent;
+  }
+  return layout;
+}
+
+// C[b] = op(A[b]) op(B[b]) for logical matrices a [batch.., m, k], b [batch.., k, n] (same batch
+// shape, possibly stride 0) into contiguous c.
+template <Element T, Device D>
+void batched_product(const Tensor<T, D>& a_in, const Tensor<T, D>& b_in, const Tensor<T, D>& c) {
+  Tensor<T, D> a = a_in, b = b_in;
+  MatrixLayout la = matrix_layout(a), lb = matrix_layout(b);
+  if (!la.ok) { a = contiguous(a); la = matrix_layout(a); }
+  if (!lb.ok) { b = contiguous(b); lb = matrix_layout(b); }
+  const int64_t rank = c.dim();
+  const int64_t m = c.shape()[rank - 2], n = c.shape()[rank - 1], k = a.shape()[rank - 1];
+  const int64_t batch = c.numel() / std::max<int64_t>(m * n, 1);
+  if (c.numel() == 0) return;
+  if constexpr (on_cpu<D>) {
+    cpu::gemm_batched(la.transposed, lb.transposed, m, n, k, T(1), a.data(), la.ld, la.batch_stride,
+                      b.data(), lb.ld, lb.batch_stride, T(0), c.data(), n, m * n, batch);
+  } else {
+    cuda::gemm(la.transposed, lb.transposed, m, n, k, T(1), a.data(), la.ld, la.batch_stride, b.data(),
+               lb.ld, lb.batch_stride, T(0), c.data(), n, m * n, batch);
+  }
+}
+
+}  // namespace detail
+
+template <Element T, Device D>
+Tensor<T, D> matmul(const Tensor<T, D>& a, const Tensor<T, D>& b) {
+  BLIP_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: operands need rank >= 2, got ", a.shape(), " and ", b.shape());
+  const int64_t m = a.size(-2), k = a.size(-1), n = b.size(-1);
+  BLIP_CHECK(b.size(-2) == k, "matmul: inner sizes differ: ", a.shape(), " @ ", b.shape());
+  const Shape a_batch(a.shape().begin(), a.shape().end() - 2), b_batch(b.shape().begin(), b.shape().end() - 2);
+  Shape batch = broadcast_shapes(a_batch, b_batch, "matmul");
+  Shape out_shape = batch;
+  out_shape.push_back(m);
+  out_shape.push_back(n);
+  Tensor<T, D> y = Tensor<T, D>::empty(out_shape);
+  Shape a_full = batch, b_full = batch;
+  a_full.insert(a_full.end(), {m, k});
+  b_full.insert(b_full.end(), {k, n});
+  if (b.dim() == 2 && a.dim() > 2 && a.is_contiguous()) {  // fold a's batch into rows: one GEMM
+    const int64_t all_rows = numel(batch) * m;
+    detail::batched_product(reshape(a.detach(), {all_rows, k}), b.detach(), reshape(y, {all_rows, n}));
+  } else {
+    detail::batched_product(expand(a.detach(), a_full), expand(b.detach(), b_full), y);
+  }
+  if (grad_needed(a, b))
+    record(y, "matmul", {&a, &b}, [a = a.detach(), b = b.detach(), ra = a.requires_grad(),
+                                   rb = b.requires_grad()](const Tensor<T, D>& gy) {
+      Tensor<T, D> ga, gb;
+      if (ra) ga = sum_to(matmul(gy, transpose(b, -1, -2)), a.shape());
+      if (rb) {
+        if (b.dim() == 2 && a.dim() > 2) {
+          const int64_t kk = a.size(-1), nn = b.size(-1), rows = numel(Shape(a.shape().begin(), a.shape().end() - 1));
+          gb = matmul(transpose(reshape(a, {rows, kk}), 0, 1), reshape(gy, {rows, nn}));
+        } else {
+          gb = sum_to(matmul(transpose(a, -1, -2), gy), b.shape());
+        }
+      }
+      return std::vector{ga, gb};
+    });
+  return y;
+}
+
+template <Element T, Device D>
+Tensor<T, D> linear(const Tensor<T, D>& x, const Tensor<T, D>& weight, const Tensor<T, D>& bias = {}) {
+  BLIP_CHECK(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: input ", x.shape(),
+             " does not match weight ", weight.shape(), " (expected [..., ", weight.dim() == 2 ? weight.size(1) : -1, "])");
+  const int64_t in = weight.size(1), out = weight.size(0);
+  BLIP_CHECK(!bias.defined() || bias.shape() == Shape{out}, "linear: bias ", bias.shape(),
+             " does not match weight ", weight.shape());
+  const int64_t rows = numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  const Tensor<T, D> x2 = reshape(x.detach(), {rows, in});
+  const Tensor<T, D> w = contiguous(weight.detach());
+  Tensor<T, D> y2 = Tensor<T, D>::empty({rows, out});
+  if (bias.defined()) copy_into(y2, expand(bias.detach(), {rows, out}));
+  if (rows > 0 && out > 0) {
+    const T beta = bias.defined() ? T(1) : T(0);
+    if constexpr (on_cpu<D>) {
+      cpu::gemm(false, true, rows, out, in, T(1), x2.data(), in, w.data(), in, beta, y2.data(), out);
+    } else {
+      cuda::gemm(false, true, rows, out, in, T(1), x2.data(), in, 0, w.data(), in, 0, beta, y2.data(), out, 0, 1);
+    }
+  }
+  Shape out_shape = x.shape();
+  out_shape.back() = out;
+  Tensor<T, D> y = reshape(y2, out_shape);
+  if (grad_needed(x, weight, bias))
+    record(y, "linear", {&x, &weight, &bias},
+           [x2, w, in_shape = x.shape(), rx = x.requires_grad(), rw = weight.requires_grad(),
+            rb = bias.defined() && bias.requires_grad()](const Tensor<T, D>& gy) {
+             const Tensor<T, D> g2 = reshape(gy, {x2.size(0), w.size(0)});
+             Tensor<T, D> gx, gw, gb;
+             if (rx) gx = reshape(matmul(g2, w), in_shape);
+             if (rw) gw = matmul(transpose(g2, 0, 1), x2);
+             if (rb) gb = sum(g2, {0});
+             return std::vector{gx, gw, gb};
+           });
+  return y;
+}
+
+}  // namespace blip

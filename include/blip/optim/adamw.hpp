@@ -1,0 +1,103 @@
+// blip/optim/adamw.hpp — AdamW equal to torch.optim.AdamW (PyTorch 1.13, single-tensor path).
+//
+// Contract: for each parameter with a gradient, at its own step t:
+//   p *= 1 - lr*wd;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;
+//   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+// in the element type, with the scalars formed in double and rounded once (as torch's
+// Python-scalar arguments). Parameters without a gradient are skipped (their t does not move).
+// State (m, v, t) is addressable by parameter name for checkpoints.
+#pragma once
+
+#include <cmath>
+#include <map>
+
+#include "blip/nn/parameter.hpp"
+
+namespace blip {
+
+struct AdamWOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 1e-2;
+};
+
+template <Differentiable T = float, Device D = Cpu>
+class AdamW {
+ public:
+  struct State {
+    Tensor<T, D> exp_avg, exp_avg_sq;
+    int64_t step = 0;
+  };
+
+  AdamW(std::vector<NamedParameter<T, D>> params, AdamWOptions options)
+      : params_(std::move(params)), options_(options) {
+    BLIP_CHECK(options.lr >= 0 && options.eps >= 0 && options.beta1 >= 0 && options.beta1 < 1 &&
+                   options.beta2 >= 0 && options.beta2 < 1 && options.weight_decay >= 0,
+               "AdamW: invalid options (lr ", options.lr, ", betas ", options.beta1, "/", options.beta2, ", eps ",
+               options.eps, ", weight_decay ", options.weight_decay, ")");
+  }
+
+  double lr() const { return options_.lr; }
+  void set_lr(double lr) { options_.lr = lr; }
+  const AdamWOptions& options() const { return options_; }
+  std::map<std::string, State>& state() { return state_; }
+  const std::vector<NamedParameter<T, D>>& params() const { return params_; }
+
+  void zero_grad() {
+    for (auto& [name, p] : params_) p->zero_grad();
+  }
+
+  void step() {
+    NoGradGuard no_grad;
+    for (auto& [name, p] : params_) {
+      const Tensor<T, D> g = p->grad();
+      if (!g.defined()) continue;
+      BLIP_CHECK(g.shape() == p->shape(), "AdamW: gradient of ", name, " has shape ", g.shape(), ", parameter ",
+                 p->shape());
+      State& s = state_[name];
+      if (!s.exp_avg.defined()) {
+        s.exp_avg = Tensor<T, D>::zeros(p->shape());
+        s.exp_avg_sq = Tensor<T, D>::zeros(p->shape());
+      }
+      ++s.step;
+      update(p->value(), contiguous(g), s);
+    }
+  }
+
+ private:
+  void update(const Tensor<T, D>& param, const Tensor<T, D>& grad, State& s) const {
+    const double bias_correction1 = 1.0 - std::pow(options_.beta1, static_cast<double>(s.step));
+    const double bias_correction2 = 1.0 - std::pow(options_.beta2, static_cast<double>(s.step));
+    const T decay = static_cast<T>(1.0 - options_.lr * options_.weight_decay);
+    const T b1 = static_cast<T>(options_.beta1), one_minus_b1 = static_cast<T>(1.0 - options_.beta1);
+    const T b2 = static_cast<T>(options_.beta2), one_minus_b2 = static_cast<T>(1.0 - options_.beta2);
+    const T neg_step_size = static_cast<T>(-(options_.lr / bias_correction1));
+    const T bc2_sqrt = static_cast<T>(std::sqrt(bias_correction2));
+    const T eps = static_cast<T>(options_.eps);
+    if constexpr (on_cpu<D>) {
+      T* p = param.data();
+      T* m = s.exp_avg.data();
+      T* v = s.exp_avg_sq.data();
+      const T* g = grad.data();
+      cpu::parallel_for(param.numel(), 8, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          p[i] *= decay;
+          m[i] = m[i] * b1 + one_minus_b1 * g[i];
+          v[i] = v[i] * b2 + one_minus_b2 * (g[i] * g[i]);
+          const T denom = std::sqrt(v[i]) / bc2_sqrt + eps;
+          p[i] += neg_step_size * (m[i] / denom);
+        }
+      });
+    } else {
+      no_kernel<D>("AdamW::step");
+    }
+  }
+
+  std::vector<NamedParameter<T, D>> params_;
+  AdamWOptions options_;
+  std::map<std::string, State> state_;
+};
+
+}  // namespace blip

@@ -1,0 +1,392 @@
+// tests/test_cuda.cpp — the blip::cuda component against CPU references computed here in plain
+// loops. Its own main: without a CUDA device it prints why and exits 77, which ctest reports
+// as skipped (SKIP_RETURN_CODE 77).
+
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "blip/backend/cuda/kernels.hpp"
+#include "blip/backend/cuda/runtime.hpp"
+#include "blip/core/tensor.hpp"
+
+using blip::Cuda;
+using blip::Shape;
+using blip::Strides;
+template <class T>
+using DTensor = blip::Tensor<T, Cuda>;
+
+namespace {
+
+template <class T>
+std::vector<T> random_values(size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> dist(-1.0, 1.0);
+  std::vector<T> v(n);
+  for (auto& x : v) x = static_cast<T>(dist(rng));
+  return v;
+}
+
+// Strides of a contiguous tensor of `in` read as `out` (its broadcast shape): leading axes
+// added by broadcasting and extent-1 axes get stride 0.
+Strides broadcast_strides(const Shape& in, const Shape& out) {
+  const Strides own = blip::contiguous_strides(in);
+  Strides s(out.size(), 0);
+  const size_t lead = out.size() - in.size();
+  for (size_t i = 0; i < in.size(); ++i) s[lead + i] = in[i] == 1 ? 0 : own[i];
+  return s;
+}
+
+template <class T>
+T apply(blip::cuda::BinaryOp op, T x, T y) {
+  switch (op) {
+    case blip::cuda::BinaryOp::add: return x + y;
+    case blip::cuda::BinaryOp::sub: return x - y;
+    case blip::cuda::BinaryOp::mul: return x * y;
+    case blip::cuda::BinaryOp::div: return x / y;
+  }
+  return T(0);
+}
+
+}  // namespace
+
+TEST_CASE("cuda: device memory round trip through host, device copy and zero fill") {
+  using Mem = blip::DeviceMemory<Cuda>;
+  const std::vector<double> host = random_values<double>(1000, 1);
+  const size_t bytes = host.size() * sizeof(double);
+  void* a = Mem::allocate(bytes);
+  void* b = Mem::allocate(bytes);
+  REQUIRE(a != nullptr);
+  REQUIRE(b != nullptr);
+  REQUIRE(a != b);
+  Mem::copy_from_host(a, host.data(), bytes);
+  Mem::copy_within(b, a, bytes);
+  std::vector<double> back(host.size(), -7.0);
+  Mem::copy_to_host(back.data(), b, bytes);
+  CHECK(back == host);
+
+  Mem::fill_zero(a, bytes / 2);
+  Mem::copy_to_host(back.data(), a, bytes);
+  for (size_t i = 0; i < host.size(); ++i) CHECK(back[i] == (i < host.size() / 2 ? 0.0 : host[i]));
+
+  CHECK(Mem::allocate(0) == nullptr);
+  Mem::release(nullptr, 0);  // no-op
+  Mem::release(a, bytes);
+  Mem::release(b, bytes);
+}
+
+TEST_CASE("cuda: caching allocator reuses released blocks and empties on request") {
+  using Mem = blip::DeviceMemory<Cuda>;
+  blip::cuda::empty_cache();
+  const auto start = blip::cuda::cache_stats();
+  CHECK(start.bytes_cached == 0);
+
+  void* p = Mem::allocate(1000);
+  const auto held = blip::cuda::cache_stats();
+  CHECK(held.bytes_in_use >= start.bytes_in_use + 1000);
+  CHECK(held.bytes_cached == 0);
+
+  Mem::release(p, 1000);
+  const auto released = blip::cuda::cache_stats();
+  CHECK(released.bytes_in_use == start.bytes_in_use);
+  CHECK(released.bytes_cached == held.bytes_in_use - start.bytes_in_use);
+
+  // A nearby size rounds to the same block size and gets the cached block back.
+  void* q = Mem::allocate(1001);
+  CHECK(q == p);
+  CHECK(blip::cuda::cache_stats().bytes_cached == 0);
+  Mem::release(q, 1001);
+
+  // Sizes above 1 MiB are bucketed too.
+  void* big = Mem::allocate((3u << 20) + 5);
+  Mem::release(big, (3u << 20) + 5);
+  void* big2 = Mem::allocate((3u << 20) + 17);
+  CHECK(big2 == big);
+  Mem::release(big2, (3u << 20) + 17);
+
+  blip::cuda::empty_cache();
+  const auto emptied = blip::cuda::cache_stats();
+  CHECK(emptied.bytes_cached == 0);
+  CHECK(emptied.bytes_in_use == start.bytes_in_use);
+}
+
+TEST_CASE("cuda: an impossible allocation throws blip::Error naming the byte count") {
+  const size_t huge = size_t{1} << 50;  // 1 PiB
+  try {
+    blip::DeviceMemory<Cuda>::allocate(huge);
+    FAIL("allocation of 1 PiB succeeded");
+  } catch (const blip::Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains(std::to_string(huge)));
+  }
+  // The failure leaves the runtime usable.
+  auto t = DTensor<float>::from_vector({3}, {1.f, 2.f, 3.f});
+  CHECK(t.to_vector() == std::vector<float>{1.f, 2.f, 3.f});
+}
+
+TEST_CASE("cuda: Tensor<float, Cuda> from_vector / to_vector / zeros / item") {
+  const std::vector<float> values = random_values<float>(2 * 3 * 4, 2);
+  const auto t = DTensor<float>::from_vector({2, 3, 4}, values);
+  CHECK(t.shape() == Shape{2, 3, 4});
+  CHECK(t.to_vector() == values);
+
+  const auto z = DTensor<double>::zeros({5, 7});
+  CHECK(z.to_vector() == std::vector<double>(35, 0.0));
+  CHECK(DTensor<int64_t>::scalar(42).item() == 42);
+  CHECK(DTensor<float>::empty({0, 3}).to_vector().empty());
+
+  // A transposed view of device memory cannot be read back without a copy kernel.
+  const DTensor<float> view(t.storage(), t.storage_numel(), 0, {4, 3}, {1, 4});
+  CHECK_THROWS_AS(view.to_vector(), blip::Error);
+}
+
+TEMPLATE_TEST_CASE("cuda: copy_strided materialises transposed and broadcast layouts", "", float,
+                   double, int64_t) {
+  // 3 x 5 row-major source, read as its 5 x 3 transpose.
+  std::vector<TestType> src(15);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<TestType>(i * 3 + 1);
+  const auto d_src = DTensor<TestType>::from_vector({3, 5}, src);
+  auto d_dst = DTensor<TestType>::empty({5, 3});
+  blip::cuda::copy_strided<TestType>({5, 3}, d_src.data(), {1, 5}, d_dst.data());
+  std::vector<TestType> expected(15);
+  for (int64_t i = 0; i < 5; ++i)
+    for (int64_t j = 0; j < 3; ++j) expected[static_cast<size_t>(i * 3 + j)] = src[static_cast<size_t>(j * 5 + i)];
+  CHECK(d_dst.to_vector() == expected);
+
+  // Rank 4: a permutation with an offset, a stride-0 (broadcast) axis and a stepped axis.
+  const Shape shape{2, 3, 2, 2};
+  const Strides strides{1, 0, 6, 3};  // elements of src at offset 2
+  auto d_out = DTensor<TestType>::empty(shape);
+  blip::cuda::copy_strided<TestType>(shape, d_src.data() + 2, strides, d_out.data());
+  std::vector<TestType> ref;
+  for (int64_t a = 0; a < 2; ++a)
+    for (int64_t b = 0; b < 3; ++b)
+      for (int64_t c = 0; c < 2; ++c)
+        for (int64_t d = 0; d < 2; ++d) ref.push_back(src[static_cast<size_t>(2 + a + 6 * c + 3 * d)]);
+  CHECK(d_out.to_vector() == ref);
+
+  // Rank 0: one element.
+  auto d_scalar = DTensor<TestType>::empty({});
+  blip::cuda::copy_strided<TestType>({}, d_src.data() + 4, {}, d_scalar.data());
+  CHECK(d_scalar.item() == src[4]);
+}
+
+TEMPLATE_TEST_CASE("cuda: fill, including counts beyond one grid's reach", "", float, double,
+                   int64_t) {
+  for (const int64_t n : {int64_t{1}, int64_t{1000}, (int64_t{1} << 24) + 333}) {
+    auto t = DTensor<TestType>::zeros({n});
+    blip::cuda::fill<TestType>(t.data(), n, static_cast<TestType>(3));
+    const std::vector<TestType> back = t.to_vector();
+    CHECK(std::count(back.begin(), back.end(), static_cast<TestType>(3)) == n);
+  }
+  blip::cuda::fill<TestType>(nullptr, 0, TestType(1));  // nothing to do
+  CHECK_THROWS_AS(blip::cuda::fill<TestType>(nullptr, -1, TestType(1)), blip::Error);
+}
+
+TEMPLATE_TEST_CASE("cuda: binary ops with broadcasting match a CPU loop", "", float, double) {
+  using blip::cuda::BinaryOp;
+  const Shape a_shape{4, 1, 5}, b_shape{3, 1};
+  const Shape out_shape = blip::broadcast_shapes(a_shape, b_shape, "test");
+  REQUIRE(out_shape == Shape{4, 3, 5});
+  const auto a = random_values<TestType>(20, 3);
+  auto b = random_values<TestType>(3, 4);
+  for (auto& x : b) x += x < 0 ? TestType(-0.5) : TestType(0.5);  // keep division tame
+  const auto d_a = DTensor<TestType>::from_vector(a_shape, a);
+  const auto d_b = DTensor<TestType>::from_vector(b_shape, b);
+  const Strides a_str = broadcast_strides(a_shape, out_shape);
+  const Strides b_str = broadcast_strides(b_shape, out_shape);
+  CHECK(a_str == Strides{5, 0, 1});
+  CHECK(b_str == Strides{0, 1, 0});
+
+  for (const BinaryOp op : {BinaryOp::add, BinaryOp::sub, BinaryOp::mul, BinaryOp::div}) {
+    auto d_out = DTensor<TestType>::empty(out_shape);
+    blip::cuda::binary<TestType>(op, out_shape, d_a.data(), a_str, d_b.data(), b_str, d_out.data());
+    const std::vector<TestType> got = d_out.to_vector();
+    for (int64_t i = 0; i < 4; ++i)
+      for (int64_t j = 0; j < 3; ++j)
+        for (int64_t k = 0; k < 5; ++k) {
+          const TestType want = apply(op, a[static_cast<size_t>(i * 5 + k)], b[static_cast<size_t>(j)]);
+          CHECK(got[static_cast<size_t>((i * 3 + j) * 5 + k)] == Approx(want).epsilon(1e-6));
+        }
+  }
+
+  // Both operands read through a transpose, no broadcasting: out = a^T * a^T.
+  const auto d_m = DTensor<TestType>::from_vector({4, 5}, a);
+  auto d_t = DTensor<TestType>::empty({5, 4});
+  blip::cuda::binary<TestType>(BinaryOp::mul, {5, 4}, d_m.data(), {1, 5}, d_m.data(), {1, 5},
+                               d_t.data());
+  const std::vector<TestType> t = d_t.to_vector();
+  for (int64_t i = 0; i < 5; ++i)
+    for (int64_t j = 0; j < 4; ++j) {
+      const TestType x = a[static_cast<size_t>(j * 5 + i)];
+      CHECK(t[static_cast<size_t>(i * 4 + j)] == Approx(x * x).epsilon(1e-6));
+    }
+
+  // Contract violations are reported before any launch.
+  const Shape rank9(9, 1);
+  const Strides strides9(9, 0);
+  CHECK_THROWS_AS(blip::cuda::binary<TestType>(BinaryOp::add, rank9, d_a.data(), strides9,
+                                               d_b.data(), strides9, d_t.data()),
+                  blip::Error);
+  CHECK_THROWS_AS(blip::cuda::binary<TestType>(BinaryOp::add, out_shape, d_a.data(), {5, 1},
+                                               d_b.data(), b_str, d_t.data()),
+                  blip::Error);
+}
+
+namespace {
+
+// Naive row-major reference with the same argument meaning as blip::cuda::gemm.
+template <class T>
+void gemm_reference(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+                    int64_t lda, int64_t sa, const T* b, int64_t ldb, int64_t sb, T beta, T* c,
+                    int64_t ldc, int64_t sc, int64_t batch) {
+  for (int64_t p = 0; p < batch; ++p)
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = 0;
+        for (int64_t l = 0; l < k; ++l) {
+          const T av = ta ? a[p * sa + l * lda + i] : a[p * sa + i * lda + l];
+          const T bv = tb ? b[p * sb + j * ldb + l] : b[p * sb + l * ldb + j];
+          acc += static_cast<double>(av) * static_cast<double>(bv);
+        }
+        T& cv = c[p * sc + i * ldc + j];
+        cv = static_cast<T>(alpha * acc + (beta == T(0) ? 0.0 : beta * static_cast<double>(cv)));
+      }
+}
+
+template <class T>
+void check_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, int64_t batch, T alpha, T beta,
+                double tolerance) {
+  // Padded leading dimensions and batch strides, so a mix-up of any of them shows.
+  const int64_t a_rows = ta ? k : m, a_cols = ta ? m : k;
+  const int64_t b_rows = tb ? n : k, b_cols = tb ? k : n;
+  const int64_t lda = a_cols + 2, ldb = b_cols + 3, ldc = n + 1;
+  const int64_t sa = a_rows * lda + 5, sb = b_rows * ldb + 7, sc = m * ldc + 4;
+  const auto a = random_values<T>(static_cast<size_t>(sa * batch), 10);
+  const auto b = random_values<T>(static_cast<size_t>(sb * batch), 11);
+  auto c = random_values<T>(static_cast<size_t>(sc * batch), 12);
+  const auto d_a = DTensor<T>::from_vector({sa * batch}, a);
+  const auto d_b = DTensor<T>::from_vector({sb * batch}, b);
+  const auto d_c = DTensor<T>::from_vector({sc * batch}, c);
+
+  blip::cuda::gemm<T>(ta, tb, m, n, k, alpha, d_a.data(), lda, sa, d_b.data(), ldb, sb, beta,
+                      d_c.data(), ldc, sc, batch);
+  gemm_reference<T>(ta, tb, m, n, k, alpha, a.data(), lda, sa, b.data(), ldb, sb, beta, c.data(),
+                    ldc, sc, batch);
+  const std::vector<T> got = d_c.to_vector();
+  for (size_t i = 0; i < got.size(); ++i) {
+    INFO("trans_a=" << ta << " trans_b=" << tb << " index " << i);
+    // Padding between rows and batches is outside C's matrices and must be left alone.
+    CHECK(got[i] == Approx(c[i]).margin(tolerance));
+  }
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("cuda: batched gemm, all transpose combinations, matches a triple loop", "",
+                   float, double) {
+  const double tolerance = std::is_same_v<TestType, float> ? 1e-4 : 1e-12;
+  for (const bool ta : {false, true})
+    for (const bool tb : {false, true}) {
+      check_gemm<TestType>(ta, tb, 7, 5, 9, 3, TestType(1), TestType(0), tolerance);
+      check_gemm<TestType>(ta, tb, 7, 5, 9, 3, TestType(0.5), TestType(-2), tolerance);
+      check_gemm<TestType>(ta, tb, 33, 17, 65, 2, TestType(1.5), TestType(0.25), tolerance * 4);
+    }
+  // k == 0 leaves beta * C.
+  check_gemm<TestType>(false, false, 4, 3, 0, 2, TestType(1), TestType(3), tolerance);
+  check_gemm<TestType>(true, true, 4, 3, 0, 2, TestType(1), TestType(0), tolerance);
+}
+
+TEST_CASE("cuda: gemm with beta = 0 ignores NaN in C; bad leading dimensions throw") {
+  const int64_t m = 2, n = 3, k = 4;
+  const auto d_a = DTensor<float>::from_vector({m * k}, std::vector<float>(m * k, 1.f));
+  const auto d_b = DTensor<float>::from_vector({k * n}, std::vector<float>(k * n, 2.f));
+  const auto d_c = DTensor<float>::from_vector(
+      {m * n}, std::vector<float>(m * n, std::numeric_limits<float>::quiet_NaN()));
+  blip::cuda::gemm<float>(false, false, m, n, k, 1.f, d_a.data(), k, 0, d_b.data(), n, 0, 0.f,
+                          d_c.data(), n, 0, 1);
+  CHECK(d_c.to_vector() == std::vector<float>(m * n, 8.f));
+
+  CHECK_THROWS_AS(blip::cuda::gemm<float>(false, false, m, n, k, 1.f, d_a.data(), k - 1, 0,
+                                          d_b.data(), n, 0, 0.f, d_c.data(), n, 0, 1),
+                  blip::Error);
+  CHECK_THROWS_AS(blip::cuda::gemm<float>(false, true, m, n, k, 1.f, d_a.data(), k, 0,
+                                          d_b.data(), n, 0, 0.f, d_c.data(), n, 0, 1),
+                  blip::Error);  // B^T is stored n x k: ldb must be >= k
+  CHECK_THROWS_AS(blip::cuda::gemm<float>(false, false, m, n, k, 1.f, d_a.data(), k, 0,
+                                          d_b.data(), n, 0, 0.f, d_c.data(), n - 1, 0, 1),
+                  blip::Error);
+}
+
+TEST_CASE("cuda: StreamGuard makes a stream current for this thread only") {
+  REQUIRE(blip::cuda::current_stream() == nullptr);
+  blip::cuda::Stream s1, s2;
+  REQUIRE(s1.native() != nullptr);
+  REQUIRE(s1.native() != s2.native());
+  {
+    blip::cuda::StreamGuard g1(s1);
+    CHECK(blip::cuda::current_stream() == s1.native());
+    void* other_thread_stream = reinterpret_cast<void*>(1);
+    std::thread([&] { other_thread_stream = blip::cuda::current_stream(); }).join();
+    CHECK(other_thread_stream == nullptr);
+    {
+      blip::cuda::StreamGuard g2(s2);
+      CHECK(blip::cuda::current_stream() == s2.native());
+      CHECK(blip::cuda::cublas_handle() != nullptr);
+    }
+    CHECK(blip::cuda::current_stream() == s1.native());
+
+    // Work queued on the guarded stream: allocation, fill, gemm and read-back stay ordered.
+    auto a = DTensor<float>::empty({64, 32});
+    auto b = DTensor<float>::empty({32, 16});
+    auto c = DTensor<float>::empty({64, 16});
+    blip::cuda::fill<float>(a.data(), a.numel(), 1.f);
+    blip::cuda::fill<float>(b.data(), b.numel(), 0.5f);
+    blip::cuda::gemm<float>(false, false, 64, 16, 32, 1.f, a.data(), 32, 0, b.data(), 16, 0, 0.f,
+                            c.data(), 16, 0, 1);
+    CHECK(c.to_vector() == std::vector<float>(64 * 16, 16.f));
+    s1.synchronize();
+  }
+  CHECK(blip::cuda::current_stream() == nullptr);
+  blip::cuda::synchronize();
+}
+
+TEST_CASE("cuda: cached blocks are reused only on the stream they were allocated on") {
+  using Mem = blip::DeviceMemory<Cuda>;
+  blip::cuda::empty_cache();
+  blip::cuda::Stream s;
+  void* on_stream = nullptr;
+  {
+    blip::cuda::StreamGuard guard(s);
+    on_stream = Mem::allocate(4096);
+    Mem::release(on_stream, 4096);
+  }
+  void* on_default = Mem::allocate(4096);
+  CHECK(on_default != on_stream);  // the stream's block stays cached, so this is a new one
+  Mem::release(on_default, 4096);
+  {
+    blip::cuda::StreamGuard guard(s);
+    void* again = Mem::allocate(4096);
+    CHECK(again == on_stream);
+    Mem::release(again, 4096);
+  }
+  blip::cuda::empty_cache();
+  CHECK(blip::cuda::cache_stats().bytes_cached == 0);
+}
+
+int main(int argc, char** argv) {
+  if (blip::cuda::device_count() == 0) {
+    std::puts("no CUDA device: skipped");
+    return 77;
+  }
+  return Catch::Session().run(argc, argv);
+}

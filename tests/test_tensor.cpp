@@ -1,0 +1,105 @@
+// Tensor layout, views, devices, element types, RNG and bad-input errors.
+#include <catch2/catch.hpp>
+
+#include "blip/blip.hpp"
+
+using namespace blip;
+using Catch::Matchers::Contains;
+
+TEST_CASE("views share memory and contiguous() copies only when needed", "[tensor]") {
+  auto x = Tensor<float>::from_vector({2, 3}, {0, 1, 2, 3, 4, 5});
+  auto t = transpose(x, 0, 1);
+  REQUIRE(t.shape() == Shape{3, 2});
+  REQUIRE(t.shares_storage_with(x));
+  REQUIRE_FALSE(t.is_contiguous());
+  REQUIRE(t.to_vector() == std::vector<float>{0, 3, 1, 4, 2, 5});
+  auto c = contiguous(t);
+  REQUIRE(c.is_contiguous());
+  REQUIRE_FALSE(c.shares_storage_with(x));
+  REQUIRE(contiguous(x).shares_storage_with(x));
+  auto s = slice(x, 1, 1, 3);
+  REQUIRE(s.to_vector() == std::vector<float>{1, 2, 4, 5});
+  x.data()[1] = 10;  // writes through to the view
+  REQUIRE(s.to_vector()[0] == 10);
+  auto e = expand(Tensor<float>::from_vector({3}, {1, 2, 3}), {2, 3});
+  REQUIRE(e.strides() == Strides{0, 1});
+  REQUIRE(e.to_vector() == std::vector<float>{1, 2, 3, 1, 2, 3});
+  auto r = reshape(t, {6});  // non-contiguous input: reshape copies
+  REQUIRE(r.to_vector() == std::vector<float>{0, 3, 10, 4, 2, 5});
+  REQUIRE(select(x, 0, 1).to_vector() == std::vector<float>{3, 4, 5});
+  REQUIRE(unsqueeze(x, 0).shape() == Shape{1, 2, 3});
+  REQUIRE(squeeze(unsqueeze(x, 2), 2).shape() == Shape{2, 3});
+  const auto p = permute(reshape(arange<float>(24), {2, 3, 4}), {2, 0, 1});  // p[i,j,k] = x[j,k,i]
+  REQUIRE(p.shape() == Shape{4, 2, 3});
+  REQUIRE(p.to_vector()[1] == 4);
+  REQUIRE(p.to_vector()[3] == 12);
+}
+
+TEST_CASE("bad shapes, axes and indices throw errors that name them", "[tensor][errors]") {
+  auto a = zeros<float>({2, 3});
+  auto b = zeros<float>({4, 5});
+  REQUIRE_THROWS_WITH(add(a, b), Contains("add") && Contains("[2, 3]") && Contains("[4, 5]"));
+  REQUIRE_THROWS_WITH(matmul(a, b), Contains("matmul") && Contains("[2, 3]"));
+  REQUIRE_THROWS_WITH(transpose(a, 0, 2), Contains("axis 2"));
+  REQUIRE_THROWS_WITH(reshape(a, {4, 2}), Contains("reshape"));
+  REQUIRE_THROWS_WITH(narrow(a, 1, 2, 2), Contains("narrow"));
+  auto ids = Tensor<int64_t>::from_vector({2}, {1, 7});
+  REQUIRE_THROWS_WITH(embedding(ids, zeros<float>({5, 2})), Contains("index 7") && Contains("position 1"));
+  REQUIRE_THROWS_WITH(index_select(a, 0, ids), Contains("index_select"));
+  REQUIRE_THROWS_WITH(cross_entropy(a, Tensor<int64_t>::from_vector({2}, {0, 3})), Contains("label 3"));
+  REQUIRE_THROWS_WITH(topk(a, 4), Contains("topk"));
+  REQUIRE_THROWS_WITH(layer_norm(a, zeros<float>({2}), zeros<float>({3}), 1e-5), Contains("layer_norm"));
+  REQUIRE_THROWS_WITH(conv2d(zeros<float>({1, 3, 5, 4}), zeros<float>({2, 3, 2, 2}), Tensor<float>(), {2, 2}),
+                      Contains("multiple"));
+  REQUIRE_THROWS_WITH(a.item(), Contains("6 elements"));
+  REQUIRE_THROWS_WITH(Tensor<float>::from_vector({2}, {1, 2, 3}), Contains("[2]"));
+  REQUIRE_THROWS_WITH(dropout(a, 1.5, *std::make_unique<Generator>(1)), Contains("dropout"));
+}
+
+TEST_CASE("bf16 and fp16 round to nearest even", "[tensor][dtype]") {
+  REQUIRE(static_cast<float>(bf16(1.0f)) == 1.0f);
+  REQUIRE(bf16(1.0f + 0x1.0p-8f).bits == bf16(1.0f).bits);               // tie -> even
+  REQUIRE(bf16(1.0f + 0x1.8p-8f).bits == bf16(1.0f).bits + 1);           // above half -> up
+  REQUIRE(static_cast<float>(fp16(0.333251953125f)) == 0.333251953125f);  // exact in half
+  REQUIRE(fp16(65504.0f).bits == 0x7bff);
+  REQUIRE(fp16(1e6f).bits == 0x7c00);
+  REQUIRE(static_cast<float>(fp16(5.9604644775390625e-8f)) == 5.9604644775390625e-8f);  // smallest subnormal
+  REQUIRE(fp16(1.0f + 0x1.0p-11f).bits == fp16(1.0f).bits);  // tie -> even
+  REQUIRE(std::isnan(static_cast<float>(fp16(std::nanf("")))));
+  auto halves = cast<fp16>(Tensor<float>::from_vector({3}, {1.5f, -2.0f, 0.1f}));
+  auto back = cast<float>(halves).to_vector();
+  REQUIRE(back[0] == 1.5f);
+  REQUIRE(back[2] == Approx(0.1f).epsilon(1e-3));
+}
+
+TEST_CASE("generators are deterministic and independent", "[tensor][rng]") {
+  Generator a(42), b(42), c(43);
+  auto x = randn<float>({100}, a).to_vector();
+  REQUIRE(x == randn<float>({100}, b).to_vector());
+  REQUIRE(x != randn<float>({100}, c).to_vector());
+  const auto saved = a.state();
+  const double next = a.uniform();
+  a.set_state(saved);
+  REQUIRE(a.uniform() == next);
+  double mean = 0, var = 0;
+  Generator g(5);
+  for (int i = 0; i < 20000; ++i) {
+    const double v = g.normal();
+    mean += v / 20000;
+    var += v * v / 20000;
+  }
+  REQUIRE(std::abs(mean) < 0.03);
+  REQUIRE(std::abs(var - 1) < 0.05);
+  for (int i = 0; i < 1000; ++i) {
+    const double t = g.truncated_normal(0, 1, -0.5, 0.5);
+    REQUIRE((t >= -0.5 && t <= 0.5));
+  }
+}
+
+TEST_CASE("the Cuda device fails clearly in a build without CUDA", "[tensor][cuda]") {
+#ifndef BLIP_WITH_CUDA
+  REQUIRE_THROWS_WITH((Tensor<float, Cuda>::zeros({2})), Contains("without CUDA"));
+#else
+  SUCCEED("CUDA build: covered by test_cuda");
+#endif
+}
