@@ -1,0 +1,292 @@
+// bench/bench_ops.cpp — throughput of the CPU ops that dominate BLIP-base inference.
+//
+// What it measures (docs/performance.md has the numbers and the commands):
+// - GEMM at the BLIP-base shapes M×K×N (x [M,K] · wᵀ with w [N,K], PyTorch's Linear layout):
+//     Blip_Linear      blip::linear(x, w, b): the library path (output allocation + bias + sgemm)
+//     Blip_LinearNoBias blip::linear(x, w): the same path without the bias pre-fill
+//     OpenBLAS         cblas_sgemm(NoTrans, Trans) on the same buffers into a preallocated C
+//     Eigen            Eigen's own GEMM (row-major Maps, noalias) into a preallocated C
+//   Counter GFLOPs = 2·M·N·K per iteration as a rate (GFLOP/s).
+// - layer_norm, softmax, GELU (library, raw kernel on 1 thread, scalar std::erf loop):
+//   bytes/s (read + write of the tensor) and elements/s; no FLOP count, they are memory- and
+//   transcendental-bound.
+// - scaled_dot_product_attention [1, 12, 577, 64] without gradients, with and without a
+//   [B,1,1,S] key mask, against an unfused OpenBLAS baseline; GFLOP/s with 4·H·S²·d FLOPs.
+//
+// All inputs are made before the timed loop; results go through DoNotOptimize/ClobberMemory.
+// Threads: 2 (omp_set_num_threads in main; OpenBLAS is the OpenMP build and follows it;
+// BLIP_BENCH_THREADS=1 for single-thread numbers). Times
+// are wall-clock (UseRealTime) because the work runs on several threads.
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+#include <omp.h>
+
+#include <Eigen/Core>
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <numbers>
+#include <string>
+#include <vector>
+
+#include "blip/blip.hpp"
+
+extern "C" char* openblas_get_corename(void);
+extern "C" char* openblas_get_config(void);
+extern "C" void openblas_set_num_threads(int);
+
+namespace {
+
+// 2 by default (the whole machine the docs were measured on); BLIP_BENCH_THREADS overrides it,
+// e.g. 1 to take OpenMP fork/join out of the comparison on a loaded machine.
+int bench_threads() {
+  static const int threads = [] {
+    const char* env = std::getenv("BLIP_BENCH_THREADS");
+    return env && std::atoi(env) > 0 ? std::atoi(env) : 2;
+  }();
+  return threads;
+}
+
+using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+blip::Tensor<float> random_tensor(const blip::Shape& shape, uint64_t seed) {
+  blip::Generator gen(seed);
+  return blip::randn<float>(shape, gen);
+}
+
+// GEMM operands for one M×K×N shape; built once per benchmark run, outside the timed loop.
+struct GemmCase {
+  int64_t m, k, n;
+  blip::Tensor<float> x, w, b, c;
+  GemmCase(int64_t m_, int64_t k_, int64_t n_)
+      : m(m_), k(k_), n(n_),
+        x(random_tensor({m_, k_}, 1)), w(random_tensor({n_, k_}, 2)), b(random_tensor({n_}, 3)),
+        c(blip::zeros<float>({m_, n_})) {}
+};
+
+void set_gemm_counters(benchmark::State& state, int64_t m, int64_t k, int64_t n) {
+  const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  // kIsIterationInvariantRate = kIsRate × iterations: GFLOP per iteration over wall seconds.
+  state.counters["GFLOPs"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_Gemm_Blip_Linear(benchmark::State& state) {
+  blip::NoGradGuard no_grad;
+  GemmCase g(state.range(0), state.range(1), state.range(2));
+  for (auto _ : state) {
+    blip::Tensor<float> y = blip::linear(g.x, g.w, g.b);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_gemm_counters(state, g.m, g.k, g.n);
+}
+
+void BM_Gemm_Blip_LinearNoBias(benchmark::State& state) {
+  blip::NoGradGuard no_grad;
+  GemmCase g(state.range(0), state.range(1), state.range(2));
+  for (auto _ : state) {
+    blip::Tensor<float> y = blip::linear(g.x, g.w);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_gemm_counters(state, g.m, g.k, g.n);
+}
+
+void BM_Gemm_OpenBLAS(benchmark::State& state) {
+  GemmCase g(state.range(0), state.range(1), state.range(2));
+  const int m = static_cast<int>(g.m), k = static_cast<int>(g.k), n = static_cast<int>(g.n);
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, g.x.data(), k, g.w.data(), k, 0.0f,
+                g.c.data(), n);
+    benchmark::DoNotOptimize(g.c.data());
+    benchmark::ClobberMemory();
+  }
+  set_gemm_counters(state, g.m, g.k, g.n);
+}
+
+void BM_Gemm_Eigen(benchmark::State& state) {
+  GemmCase g(state.range(0), state.range(1), state.range(2));
+  Eigen::Map<const RowMatrix> x(g.x.data(), g.m, g.k), w(g.w.data(), g.n, g.k);
+  Eigen::Map<RowMatrix> c(g.c.data(), g.m, g.n);
+  for (auto _ : state) {
+    c.noalias() = x * w.transpose();
+    benchmark::DoNotOptimize(g.c.data());
+    benchmark::ClobberMemory();
+  }
+  set_gemm_counters(state, g.m, g.k, g.n);
+}
+
+// The BLIP-base GEMMs: ViT qkv/fc1/fc2/proj on 577 tokens, BERT on 35 tokens, and the qkv of a
+// batch of 8 images (rows stacked).
+void gemm_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "K", "N"});
+  for (auto [m, k, n] : std::vector<std::array<int64_t, 3>>{{577, 768, 2304},
+                                                            {577, 768, 3072},
+                                                            {577, 3072, 768},
+                                                            {577, 768, 768},
+                                                            {35, 768, 768},
+                                                            {35, 768, 3072},
+                                                            {4616, 768, 2304}})
+    b->Args({m, k, n});
+  b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
+BENCHMARK(BM_Gemm_Blip_Linear)->Apply(gemm_shapes);
+BENCHMARK(BM_Gemm_Blip_LinearNoBias)->Apply(gemm_shapes);
+BENCHMARK(BM_Gemm_OpenBLAS)->Apply(gemm_shapes);
+BENCHMARK(BM_Gemm_Eigen)->Apply(gemm_shapes);
+
+// ---- Row-wise and elementwise ops: bytes (one read + one write of the tensor) and elements.
+
+void set_stream_counters(benchmark::State& state, int64_t elements) {
+  state.SetBytesProcessed(state.iterations() * elements * 2 * static_cast<int64_t>(sizeof(float)));
+  state.SetItemsProcessed(state.iterations() * elements);
+}
+
+void BM_LayerNorm(benchmark::State& state) {
+  blip::NoGradGuard no_grad;
+  const int64_t rows = state.range(0), cols = state.range(1);
+  const auto x = random_tensor({rows, cols}, 4), w = random_tensor({cols}, 5), b = random_tensor({cols}, 6);
+  for (auto _ : state) {
+    blip::Tensor<float> y = blip::layer_norm(x, w, b, 1e-6);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_stream_counters(state, rows * cols);
+}
+BENCHMARK(BM_LayerNorm)->ArgNames({"rows", "cols"})->Args({577, 768})->Args({4616, 768})
+    ->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+void BM_Softmax(benchmark::State& state) {
+  blip::NoGradGuard no_grad;
+  const auto x = random_tensor({12, 577, 577}, 7);
+  for (auto _ : state) {
+    blip::Tensor<float> y = blip::softmax(x);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_stream_counters(state, x.numel());
+}
+BENCHMARK(BM_Softmax)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+constexpr int64_t kGeluElements = 577 * 3072;
+
+// The library op: allocation + the vectorised (Eigen packet erf) kernel on 2 threads.
+void BM_Gelu_Blip(benchmark::State& state) {
+  blip::NoGradGuard no_grad;
+  const auto x = random_tensor({577, 3072}, 8);
+  for (auto _ : state) {
+    blip::Tensor<float> y = blip::gelu(x);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_stream_counters(state, kGeluElements);
+}
+BENCHMARK(BM_Gelu_Blip)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// The vectorised kernel alone on one thread: the like-for-like partner of the scalar loop.
+void BM_Gelu_Kernel_1Thread(benchmark::State& state) {
+  const auto x = random_tensor({577, 3072}, 8);
+  auto y = blip::zeros<float>({577, 3072});
+  omp_set_num_threads(1);
+  for (auto _ : state) {
+    blip::cpu::gelu(x.data(), y.data(), kGeluElements);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  omp_set_num_threads(bench_threads());
+  set_stream_counters(state, kGeluElements);
+}
+BENCHMARK(BM_Gelu_Kernel_1Thread)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// What a straightforward implementation does: scalar std::erf per element, one thread.
+void BM_Gelu_ScalarStdErf_1Thread(benchmark::State& state) {
+  const auto x = random_tensor({577, 3072}, 8);
+  auto y = blip::zeros<float>({577, 3072});
+  const float* in = x.data();
+  float* out = y.data();
+  constexpr float kInvSqrt2 = static_cast<float>(std::numbers::sqrt2 / 2);
+  for (auto _ : state) {
+    for (int64_t i = 0; i < kGeluElements; ++i) out[i] = 0.5f * in[i] * (1.0f + std::erf(in[i] * kInvSqrt2));
+    benchmark::DoNotOptimize(out);
+    benchmark::ClobberMemory();
+  }
+  set_stream_counters(state, kGeluElements);
+}
+BENCHMARK(BM_Gelu_ScalarStdErf_1Thread)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// ---- Attention: [B=1, H=12, S=577, d=64], no gradient (inference path).
+
+constexpr int64_t kHeads = 12, kSeq = 577, kHeadDim = 64;
+
+void set_attention_counters(benchmark::State& state) {
+  const double flops = 4.0 * kHeads * kSeq * kSeq * kHeadDim;
+  state.counters["GFLOPs"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// A BERT-style additive key mask [B,1,1,S]: the last 77 keys masked out.
+blip::Tensor<float> key_mask() {
+  std::vector<float> values(kSeq, 0.0f);
+  for (int64_t j = kSeq - 77; j < kSeq; ++j) values[static_cast<size_t>(j)] = -10000.0f;
+  return blip::Tensor<float>::from_vector({1, 1, 1, kSeq}, values);
+}
+
+void BM_Attention_Blip(benchmark::State& state) {
+  blip::NoGradGuard no_grad;
+  const bool masked = state.range(0) != 0;
+  const auto q = random_tensor({1, kHeads, kSeq, kHeadDim}, 9), k = random_tensor({1, kHeads, kSeq, kHeadDim}, 10),
+             v = random_tensor({1, kHeads, kSeq, kHeadDim}, 11);
+  const blip::Tensor<float> mask = masked ? key_mask() : blip::Tensor<float>();
+  for (auto _ : state) {
+    blip::Tensor<float> y = blip::scaled_dot_product_attention(q, k, v, mask);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_attention_counters(state);
+}
+BENCHMARK(BM_Attention_Blip)->ArgName("masked")->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// Unfused baseline: per head, a full [S,S] score matrix from cblas_sgemm (OpenBLAS threads),
+// the library's row softmax, then cblas_sgemm with v. Buffers preallocated.
+void BM_Attention_OpenBLAS_Unfused(benchmark::State& state) {
+  const auto q = random_tensor({1, kHeads, kSeq, kHeadDim}, 9), k = random_tensor({1, kHeads, kSeq, kHeadDim}, 10),
+             v = random_tensor({1, kHeads, kSeq, kHeadDim}, 11);
+  auto scores = blip::zeros<float>({kSeq, kSeq}), out = blip::zeros<float>({1, kHeads, kSeq, kHeadDim});
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+  const int s = static_cast<int>(kSeq), d = static_cast<int>(kHeadDim);
+  for (auto _ : state) {
+    for (int64_t h = 0; h < kHeads; ++h) {
+      const int64_t off = h * kSeq * kHeadDim;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s, s, d, scale, q.data() + off, d, k.data() + off, d, 0.0f,
+                  scores.data(), s);
+      blip::cpu::softmax_rows(scores.data(), scores.data(), kSeq, kSeq);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s, d, s, 1.0f, scores.data(), s, v.data() + off, d, 0.0f,
+                  out.data() + off, d);
+    }
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  set_attention_counters(state);
+}
+BENCHMARK(BM_Attention_OpenBLAS_Unfused)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Fixed thread count so the numbers are comparable across runs and with the docs.
+  const int threads = bench_threads();
+  omp_set_num_threads(threads);
+  openblas_set_num_threads(threads);
+  Eigen::setNbThreads(threads);
+  benchmark::AddCustomContext("threads", std::to_string(threads));
+  benchmark::AddCustomContext("openblas_core", openblas_get_corename());
+  benchmark::AddCustomContext("openblas_config", openblas_get_config());
+  benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
