@@ -19,6 +19,7 @@
 #include "blip/backend/cuda/kernels.hpp"
 #include "blip/backend/cuda/runtime.hpp"
 #include "blip/core/tensor.hpp"
+#include "blip/ops/matmul.hpp"
 
 using blip::Cuda;
 using blip::Shape;
@@ -381,6 +382,25 @@ TEST_CASE("cuda: cached blocks are reused only on the stream they were allocated
   }
   blip::cuda::empty_cache();
   CHECK(blip::cuda::cache_stats().bytes_cached == 0);
+}
+
+// Op-level parity (ggml test-backend-ops style): the same op on Cpu and Cuda tensors.
+TEST_CASE("cuda: ops matmul (batched, transposed views), linear, add/mul with broadcasting match the CPU") {
+  blip::Generator gen(11);
+  auto a = blip::randn<float>({3, 17, 9}, gen), b = blip::randn<float>({3, 12, 9}, gen);
+  auto w = blip::randn<float>({5, 9}, gen), bias = blip::randn<float>({5}, gen), row = blip::randn<float>({9}, gen);
+  auto close = [](const std::vector<float>& x, const std::vector<float>& y) {
+    REQUIRE(x.size() == y.size());
+    for (size_t i = 0; i < x.size(); ++i) REQUIRE(std::abs(x[i] - y[i]) <= 1e-4f * (1 + std::abs(y[i])));
+  };
+  auto on_gpu = [](const blip::Tensor<float>& t) { return blip::to<blip::Cuda>(t); };
+  close(blip::matmul(on_gpu(a), blip::transpose(on_gpu(b), -1, -2)).to_vector(),
+        blip::matmul(a, blip::transpose(b, -1, -2)).to_vector());
+  close(blip::linear(on_gpu(a), on_gpu(w), on_gpu(bias)).to_vector(), blip::linear(a, w, bias).to_vector());
+  close(blip::add(on_gpu(a), on_gpu(row)).to_vector(), blip::add(a, row).to_vector());
+  close(blip::mul(on_gpu(a), on_gpu(row)).to_vector(), blip::mul(a, row).to_vector());
+  auto back = blip::to<blip::Cpu>(blip::matmul(on_gpu(a), on_gpu(blip::transpose(w, 0, 1))));
+  close(back.to_vector(), blip::matmul(a, blip::transpose(w, 0, 1)).to_vector());
 }
 
 int main(int argc, char** argv) {
