@@ -24,3 +24,4 @@
 #include "blip/nn/layers.hpp"
 #include "blip/optim/adamw.hpp"
 #include "blip/optim/schedule.hpp"
+#include "blip/io/safetensors.hpp"

@@ -1,0 +1,190 @@
+// blip/io/safetensors.hpp — reading safetensors files (memory-mapped, validated).
+//
+// Contract: SafeTensorsFile(path) maps the file and validates the whole header before any
+// tensor is read: an 8-byte little-endian header length inside the file, a JSON object whose
+// entries have a known dtype, non-negative shape, and data_offsets [begin, end) that lie inside
+// the data section, agree with dtype x shape, and do not overlap. Any violation throws
+// blip::Error naming the file, the key and the byte offsets. load<T>(name) converts
+// F32/F64/F16/BF16/I64/I32 into T (integers into floats and back only where exact types ask).
+// `__metadata__` is kept as a string map.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "blip/core/tensor.hpp"
+
+namespace blip::io {
+
+struct SafeTensorsEntry {
+  std::string dtype;
+  Shape shape;
+  uint64_t begin = 0, end = 0;  // relative to the first data byte
+};
+
+inline size_t safetensors_dtype_size(const std::string& dtype) {
+  if (dtype == "F64" || dtype == "I64" || dtype == "U64") return 8;
+  if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
+  if (dtype == "F16" || dtype == "BF16" || dtype == "I16" || dtype == "U16") return 2;
+  if (dtype == "I8" || dtype == "U8" || dtype == "BOOL") return 1;
+  return 0;
+}
+
+class SafeTensorsFile {
+ public:
+  explicit SafeTensorsFile(std::string path) : path_(std::move(path)) {
+    const int fd = ::open(path_.c_str(), O_RDONLY);
+    BLIP_CHECK(fd >= 0, "safetensors: cannot open '", path_, "': ", std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      ::close(fd);
+      fail("safetensors: cannot stat '", path_, "'");
+    }
+    size_ = static_cast<uint64_t>(st.st_size);
+    if (size_ > 0) {
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      ::close(fd);
+      BLIP_CHECK(p != MAP_FAILED, "safetensors: cannot map '", path_, "'");
+      base_ = static_cast<const uint8_t*>(p);
+    } else {
+      ::close(fd);
+    }
+    try {
+      parse_header();
+    } catch (...) {
+      unmap();
+      throw;
+    }
+  }
+  ~SafeTensorsFile() { unmap(); }
+  SafeTensorsFile(const SafeTensorsFile&) = delete;
+  SafeTensorsFile& operator=(const SafeTensorsFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  const std::map<std::string, SafeTensorsEntry>& entries() const { return entries_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  bool contains(const std::string& name) const { return entries_.count(name) > 0; }
+  const SafeTensorsEntry& entry(const std::string& name) const {
+    auto it = entries_.find(name);
+    BLIP_CHECK(it != entries_.end(), "safetensors: '", path_, "' has no tensor '", name, "'");
+    return it->second;
+  }
+
+  template <Element T>
+  Tensor<T, Cpu> load(const std::string& name) const {
+    const SafeTensorsEntry& e = entry(name);
+    const uint8_t* src = base_ + data_start_ + e.begin;
+    const int64_t n = numel(e.shape);
+    std::vector<T> values(static_cast<size_t>(n));
+    auto convert = [&](auto tag) {
+      using S = decltype(tag);
+      for (int64_t i = 0; i < n; ++i) {
+        S s;
+        std::memcpy(&s, src + static_cast<size_t>(i) * sizeof(S), sizeof(S));
+        if constexpr (std::same_as<S, bf16> || std::same_as<S, fp16>) {
+          values[static_cast<size_t>(i)] = static_cast<T>(static_cast<float>(s));
+        } else if constexpr (std::same_as<T, bf16> || std::same_as<T, fp16>) {
+          values[static_cast<size_t>(i)] = T(static_cast<float>(s));
+        } else {
+          values[static_cast<size_t>(i)] = static_cast<T>(s);
+        }
+      }
+    };
+    if (e.dtype == "F32") convert(float{});
+    else if (e.dtype == "F64") convert(double{});
+    else if (e.dtype == "F16") convert(fp16{});
+    else if (e.dtype == "BF16") convert(bf16{});
+    else if (e.dtype == "I64") convert(int64_t{});
+    else if (e.dtype == "I32") convert(int32_t{});
+    else fail("safetensors: '", path_, "' tensor '", name, "' has dtype ", e.dtype, ", which blip does not load");
+    return Tensor<T, Cpu>::from_vector(e.shape, values);
+  }
+
+ private:
+  void unmap() {
+    if (base_) ::munmap(const_cast<uint8_t*>(base_), size_);
+    base_ = nullptr;
+  }
+
+  void parse_header() {
+    BLIP_CHECK(size_ >= 8, "safetensors: '", path_, "' is ", size_, " bytes, too short for the 8-byte header length");
+    uint64_t header_len = 0;
+    std::memcpy(&header_len, base_, 8);
+    BLIP_CHECK(header_len <= size_ - 8, "safetensors: '", path_, "' header length ", header_len,
+               " at byte 0 runs past the end of the file (", size_, " bytes)");
+    data_start_ = 8 + header_len;
+    const uint64_t data_size = size_ - data_start_;
+    nlohmann::json header;
+    try {
+      header = nlohmann::json::parse(base_ + 8, base_ + 8 + header_len);
+    } catch (const nlohmann::json::exception& e) {
+      fail("safetensors: '", path_, "' header (bytes 8..", data_start_, ") is not valid JSON: ", e.what());
+    }
+    BLIP_CHECK(header.is_object(), "safetensors: '", path_, "' header is not a JSON object");
+    std::vector<std::pair<uint64_t, std::string>> spans;
+    for (auto it = header.begin(); it != header.end(); ++it) {
+      const std::string& key = it.key();
+      const nlohmann::json& v = it.value();
+      if (key == "__metadata__") {
+        BLIP_CHECK(v.is_object(), "safetensors: '", path_, "' __metadata__ is not an object");
+        for (auto m = v.begin(); m != v.end(); ++m)
+          metadata_[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+        continue;
+      }
+      BLIP_CHECK(v.is_object() && v.contains("dtype") && v.contains("shape") && v.contains("data_offsets") &&
+                     v["dtype"].is_string() && v["shape"].is_array() && v["data_offsets"].is_array() &&
+                     v["data_offsets"].size() == 2,
+                 "safetensors: '", path_, "' entry '", key, "' needs dtype, shape and data_offsets [begin, end]");
+      SafeTensorsEntry e;
+      e.dtype = v["dtype"].get<std::string>();
+      const size_t item = safetensors_dtype_size(e.dtype);
+      BLIP_CHECK(item > 0, "safetensors: '", path_, "' entry '", key, "' has unknown dtype '", e.dtype, "'");
+      uint64_t count = 1;
+      for (const auto& d : v["shape"]) {
+        BLIP_CHECK(d.is_number_integer() && d.get<int64_t>() >= 0, "safetensors: '", path_, "' entry '", key,
+                   "' has an invalid shape ", v["shape"].dump());
+        const uint64_t extent = d.get<uint64_t>();
+        BLIP_CHECK(extent == 0 || count <= data_size / extent, "safetensors: '", path_, "' entry '", key,
+                   "' shape ", v["shape"].dump(), " needs more bytes than the file holds");
+        count *= extent;
+        e.shape.push_back(static_cast<int64_t>(extent));
+      }
+      for (const auto& o : v["data_offsets"])
+        BLIP_CHECK(o.is_number_unsigned() || (o.is_number_integer() && o.get<int64_t>() >= 0), "safetensors: '",
+                   path_, "' entry '", key, "' has invalid data_offsets ", v["data_offsets"].dump());
+      e.begin = v["data_offsets"][0].get<uint64_t>();
+      e.end = v["data_offsets"][1].get<uint64_t>();
+      BLIP_CHECK(e.begin <= e.end && e.end <= data_size, "safetensors: '", path_, "' entry '", key,
+                 "' data_offsets [", e.begin, ", ", e.end, ") lie outside the data section of ", data_size,
+                 " bytes (file offset ", data_start_, ")");
+      BLIP_CHECK(e.end - e.begin == count * item, "safetensors: '", path_, "' entry '", key, "' holds ",
+                 e.end - e.begin, " bytes but dtype ", e.dtype, " x shape ", e.shape, " needs ", count * item);
+      if (e.end > e.begin) spans.emplace_back(e.begin, key);
+      entries_[key] = std::move(e);
+    }
+    std::sort(spans.begin(), spans.end());
+    for (size_t i = 1; i < spans.size(); ++i) {
+      const SafeTensorsEntry& prev = entries_[spans[i - 1].second];
+      BLIP_CHECK(spans[i].first >= prev.end, "safetensors: '", path_, "' entries '", spans[i - 1].second, "' and '",
+                 spans[i].second, "' overlap at data offset ", spans[i].first);
+    }
+  }
+
+  std::string path_;
+  const uint8_t* base_ = nullptr;
+  uint64_t size_ = 0;
+  uint64_t data_start_ = 0;
+  std::map<std::string, SafeTensorsEntry> entries_;
+  std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace blip::io
