@@ -65,6 +65,13 @@ class SafeTensorsFile {
       throw;
     }
   }
+  // Parses an in-memory image of a file (a copy is kept); `name` stands for the path in errors.
+  SafeTensorsFile(const uint8_t* bytes, size_t size, std::string name) : path_(std::move(name)) {
+    owned_.assign(bytes, bytes + size);
+    base_ = owned_.data();
+    size_ = size;
+    parse_header();
+  }
   ~SafeTensorsFile() { unmap(); }
   SafeTensorsFile(const SafeTensorsFile&) = delete;
   SafeTensorsFile& operator=(const SafeTensorsFile&) = delete;
@@ -111,7 +118,7 @@ class SafeTensorsFile {
 
  private:
   void unmap() {
-    if (base_) ::munmap(const_cast<uint8_t*>(base_), size_);
+    if (base_ && owned_.empty()) ::munmap(const_cast<uint8_t*>(base_), size_);
     base_ = nullptr;
   }
 
@@ -185,6 +192,7 @@ class SafeTensorsFile {
   uint64_t data_start_ = 0;
   std::map<std::string, SafeTensorsEntry> entries_;
   std::map<std::string, std::string> metadata_;
+  std::vector<uint8_t> owned_;
 };
 
 }  // namespace blip::io
