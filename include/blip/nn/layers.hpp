@@ -28,8 +28,8 @@ struct Linear {
   int64_t in_features() const { return weight.shape()[1]; }
   int64_t out_features() const { return weight.shape()[0]; }
 
-  Tensor<T, D> operator()(const Tensor<T, D>& x) const {
-    return linear(x, weight.value(), bias.defined() ? bias.value() : Tensor<T, D>());
+  Tensor<T, D> operator()(const Tensor<T, D>& x, Branch branch = Branch::online) const {
+    return linear(x, weight.get(branch), bias.defined() ? bias.get(branch) : Tensor<T, D>());
   }
   template <class F>
   void visit_parameters(F&& f, const std::string& prefix) {
@@ -49,7 +49,9 @@ struct LayerNorm {
   LayerNorm(int64_t dim, double eps_)
       : weight(full<T, D>({dim}, T(1))), bias(Tensor<T, D>::zeros({dim})), eps(eps_) {}
 
-  Tensor<T, D> operator()(const Tensor<T, D>& x) const { return layer_norm(x, weight.value(), bias.value(), eps); }
+  Tensor<T, D> operator()(const Tensor<T, D>& x, Branch branch = Branch::online) const {
+    return layer_norm(x, weight.get(branch), bias.get(branch), eps);
+  }
   template <class F>
   void visit_parameters(F&& f, const std::string& prefix) {
     f(join_name(prefix, "weight"), weight);
@@ -68,7 +70,9 @@ struct Embedding {
   Embedding(int64_t vocab, int64_t dim, int64_t padding_idx_ = -1)
       : weight(Tensor<T, D>::zeros({vocab, dim})), padding_idx(padding_idx_) {}
 
-  Tensor<T, D> operator()(const Tensor<int64_t, D>& ids) const { return embedding(ids, weight.value(), padding_idx); }
+  Tensor<T, D> operator()(const Tensor<int64_t, D>& ids, Branch branch = Branch::online) const {
+    return embedding(ids, weight.get(branch), padding_idx);
+  }
   template <class F>
   void visit_parameters(F&& f, const std::string& prefix) {
     f(join_name(prefix, "weight"), weight);

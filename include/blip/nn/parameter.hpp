@@ -20,6 +20,9 @@
 
 namespace blip {
 
+// Which weights a forward pass reads: the trained ones, or their momentum (EMA) copies.
+enum class Branch { online, momentum };
+
 template <Differentiable T = float, Device D = Cpu>
 class Parameter {
  public:
@@ -30,6 +33,12 @@ class Parameter {
   explicit Parameter(Tensor<T, D> initial) : value_(std::move(initial)) { value_.set_requires_grad(true); }
 
   const Tensor<T, D>& value() const { return value_; }
+  // The tensor a forward pass on `branch` uses (momentum copies never require grad).
+  const Tensor<T, D>& get(Branch branch) const {
+    if (branch == Branch::online) return value_;
+    BLIP_CHECK(has_momentum(), "Parameter: a momentum forward needs a momentum copy (call copy_params first)");
+    return momentum_;
+  }
   const Shape& shape() const { return value_.shape(); }
   Tensor<T, D> grad() const { return value_.grad(); }
   void zero_grad() { value_.zero_grad(); }

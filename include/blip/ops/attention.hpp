@@ -6,10 +6,14 @@
 // [B, 1, 1, Sk] key mask, for example); it gets no gradient. Fused on the CPU: query blocks
 // run in parallel and, when no gradient is needed, no [B, H, Sq, Sk] tensor is kept — only a
 // per-thread block of scores. With gradients the probabilities are kept for the backward.
+// `kv_index` (optional) maps each query batch row b to the key/value batch row kv_index[b]:
+// many texts attend to one image's cross-attention keys/values without copies of them
+// (ITM re-ranking, hard negatives); k and v then have their own batch size.
 #pragma once
 
 #include <cmath>
 
+#include "blip/ops/index.hpp"
 #include "blip/ops/matmul.hpp"
 #include "blip/ops/softmax.hpp"
 
@@ -37,12 +41,19 @@ void mask_and_softmax(T* scores, int64_t rows, int64_t sk, const T* mask, int64_
 
 template <Element T, Device D>
 Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T, D>& k, const Tensor<T, D>& v,
-                                          const Tensor<T, D>& mask = {}, double scale = 0.0) {
+                                          const Tensor<T, D>& mask = {}, double scale = 0.0,
+                                          const std::vector<int64_t>& kv_index = {}) {
   BLIP_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "scaled_dot_product_attention: q, k, v must be 4-D, got ",
              q.shape(), ", ", k.shape(), ", ", v.shape());
   const int64_t B = q.size(0), H = q.size(1), Sq = q.size(2), d = q.size(3), Sk = k.size(2), dv = v.size(3);
-  BLIP_CHECK(k.size(0) == B && k.size(1) == H && k.size(3) == d && v.size(0) == B && v.size(1) == H && v.size(2) == Sk,
-             "scaled_dot_product_attention: shapes q ", q.shape(), ", k ", k.shape(), ", v ", v.shape(), " do not agree");
+  const int64_t Bkv = k.size(0);
+  BLIP_CHECK((kv_index.empty() ? Bkv == B : static_cast<int64_t>(kv_index.size()) == B) && k.size(1) == H &&
+                 k.size(3) == d && v.size(0) == Bkv && v.size(1) == H && v.size(2) == Sk,
+             "scaled_dot_product_attention: shapes q ", q.shape(), ", k ", k.shape(), ", v ", v.shape(),
+             " do not agree (kv_index of ", kv_index.size(), " rows)");
+  for (size_t i = 0; i < kv_index.size(); ++i)
+    BLIP_CHECK(kv_index[i] >= 0 && kv_index[i] < Bkv, "scaled_dot_product_attention: kv_index ", kv_index[i],
+               " at position ", i, " is outside [0, ", Bkv, ")");
   const T factor = static_cast<T>(scale > 0 ? scale : 1.0 / std::sqrt(static_cast<double>(d)));
   Tensor<T, D> m;
   if (mask.defined()) {
@@ -63,13 +74,14 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
       for (int64_t task = begin; task < end; ++task) {
         const int64_t bh = task / blocks, r0 = (task % blocks) * kBlock, rows = std::min(kBlock, Sq - r0);
         const int64_t b = bh / H, h = bh % H;
+        const int64_t kv_bh = (kv_index.empty() ? b : kv_index[static_cast<size_t>(b)]) * H + h;
         T* scores = keep ? probs.data() + (bh * Sq + r0) * Sk : scratch.data();
-        cpu::gemm(false, true, rows, Sk, d, factor, qc.data() + (bh * Sq + r0) * d, d, kc.data() + bh * Sk * d, d,
+        cpu::gemm(false, true, rows, Sk, d, factor, qc.data() + (bh * Sq + r0) * d, d, kc.data() + kv_bh * Sk * d, d,
                   T(0), scores, Sk);
         const T* mask_rows = m.defined() ? m.data() + b * m.stride(0) + h * m.stride(1) + r0 * m.stride(2) : nullptr;
         detail::mask_and_softmax(scores, rows, Sk, mask_rows, m.defined() ? m.stride(2) : 0,
                                  m.defined() ? m.stride(3) : 0);
-        cpu::gemm(false, false, rows, dv, Sk, T(1), scores, Sk, vc.data() + bh * Sk * dv, dv, T(0),
+        cpu::gemm(false, false, rows, dv, Sk, T(1), scores, Sk, vc.data() + kv_bh * Sk * dv, dv, T(0),
                   out.data() + (bh * Sq + r0) * dv, dv);
       }
     });
@@ -77,15 +89,32 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
     no_kernel<D>("scaled_dot_product_attention");
   }
   if (keep)
-    record(out, "scaled_dot_product_attention", {&q, &k, &v}, [qc, kc, vc, probs, factor](const Tensor<T, D>& gy) {
+    record(out, "scaled_dot_product_attention", {&q, &k, &v}, [qc, kc, vc, probs, factor, kv_index](const Tensor<T, D>& gy) {
       const Tensor<T, D> g = contiguous(gy);
-      const Tensor<T, D> gv = matmul(transpose(probs, -1, -2), g);
-      const Tensor<T, D> gp = matmul(g, transpose(vc, -1, -2));
+      // Per query row: its keys/values (gathered only here, for the backward).
+      Tensor<T, D> k_rows = kc, v_rows = vc;
+      if (!kv_index.empty()) {
+        const Tensor<int64_t, D> idx = Tensor<int64_t, D>::from_vector({static_cast<int64_t>(kv_index.size())}, kv_index);
+        k_rows = index_select(kc, 0, idx);
+        v_rows = index_select(vc, 0, idx);
+      }
+      Tensor<T, D> gv = matmul(transpose(probs, -1, -2), g);
+      const Tensor<T, D> gp = matmul(g, transpose(v_rows, -1, -2));
       Tensor<T, D> gs = Tensor<T, D>::empty(probs.shape());
       const int64_t cols = probs.size(-1);
       if constexpr (on_cpu<D>) cpu::softmax_backward_rows(probs.data(), gp.data(), gs.data(), probs.numel() / cols, cols);
-      const Tensor<T, D> gq = blip::scale(matmul(gs, kc), factor);
-      const Tensor<T, D> gk = blip::scale(matmul(transpose(gs, -1, -2), qc), factor);
+      const Tensor<T, D> gq = blip::scale(matmul(gs, k_rows), factor);
+      Tensor<T, D> gk = blip::scale(matmul(transpose(gs, -1, -2), qc), factor);
+      if (!kv_index.empty()) {  // sum the per-row gradients into each shared key/value batch row
+        Tensor<T, D> gk_sum = Tensor<T, D>::zeros(kc.shape()), gv_sum = Tensor<T, D>::zeros(vc.shape());
+        const int64_t kv_slice = kc.numel() / kc.size(0), v_slice = vc.numel() / vc.size(0);
+        if constexpr (on_cpu<D>) {
+          detail::scatter_add_slices(gk.data(), gk_sum.data(), kc.size(0), kv_index, 1, kv_slice);
+          detail::scatter_add_slices(gv.data(), gv_sum.data(), vc.size(0), kv_index, 1, v_slice);
+        }
+        gk = gk_sum;
+        gv = gv_sum;
+      }
       return std::vector{gq, gk, gv};
     });
   return out;

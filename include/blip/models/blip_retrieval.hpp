@@ -1,0 +1,486 @@
+// blip/models/blip_retrieval.hpp — BlipRetrieval<...>: mmpretrain's BLIP retrieval model,
+// composed at compile time from a vision backbone, a text backbone (with cross-attention),
+// two necks, the ITC head and the ITM head; sizes come from BlipConfig at run time.
+//
+// Contract (mirrors mmpretrain's BlipRetrieval; see docs/model.md):
+// - extract_feat(images?, texts?, return_embeds): image_embeds [N, S, Dv], image_feat [N, E]
+//   (normalised neck of the CLS token), text_embeds [T, L, Dt], text_feat [T, E]; either
+//   modality may be absent; embeds only when return_embeds (default: !fast_match).
+// - compute_score_matrix_i2t/_t2i: fast_match -> the similarity matrix; otherwise -100
+//   everywhere but each query's top-k by similarity, re-scored as itm_logit[:, 1] + sim. The
+//   ITM passes are batched across queries, and each image's cross-attention keys/values are
+//   computed once per batch of pairs and shared by all its candidate texts (kv_index).
+// - loss(images, texts, image_ids, sampler): mmpretrain's order — online features; then
+//   without grad the momentum update and momentum features; ITC with the queues (which are
+//   then updated); ITM on positives and hard negatives sampled from the masked softmax weights
+//   (one 3B-row multimodal pass). The sampler is injectable; the default one never fails: a row
+//   with no valid weight (all masked, NaN, inf) falls back to a uniform pick of another image id.
+// - momentum_update(): MomentumRule::mmpretrain (EMA, except ViT params whose relative name
+//   contains one of "8","9","10","11" and "layers" and ("attn" or "ffn"): they alias the online
+//   weights, as mmpretrain's `param_m.data = param.data`) or MomentumRule::ema (Salesforce BLIP).
+// Wrong compositions fail with one static_assert naming the slot and what it must provide.
+#pragma once
+
+#include <algorithm>
+#include <functional>
+#include <variant>
+
+#include "blip/heads/itc_head.hpp"
+#include "blip/heads/itm_head.hpp"
+#include "blip/nn/bert.hpp"
+#include "blip/nn/vision_transformer.hpp"
+#include "blip/ops/topk.hpp"
+
+namespace blip {
+
+enum class MomentumRule { mmpretrain, ema };
+enum class NegativeKind { image_for_text, text_for_image };
+
+struct TokenIds {
+  int64_t pad = 0, cls = 101, sep = 102, dec = 30522, enc = 30523;
+};
+
+struct BlipConfig {
+  VisionConfig vision;
+  TextConfig text;
+  int64_t embed_dim = 256;
+  int64_t queue_size = 57600;
+  double temperature = 0.07;
+  double alpha = 0.4;
+  double momentum = 0.995;
+  int64_t topk = 256;
+  int64_t max_txt_len = 35;
+  bool fast_match = false;
+  TokenIds tokens;
+  std::array<double, 3> mean{122.770938, 116.7460125, 104.09373615};  // RGB, 0-255
+  std::array<double, 3> std{68.5005327, 66.6321579, 70.32316305};
+  MomentumRule momentum_rule = MomentumRule::mmpretrain;
+  bool clamp_temperature = false;  // Salesforce BLIP clamps temp to [0.001, 0.5]
+  int64_t itm_pair_batch = 128;    // pairs per multimodal pass when re-ranking
+  uint64_t seed = 0;               // queue initialisation and the default negative sampler
+};
+
+template <Differentiable T, Device D>
+struct TextBatch {
+  Tensor<int64_t, D> ids, mask;  // [T, L]
+};
+
+template <Differentiable T, Device D>
+struct Features {
+  Tensor<T, D> image_embeds, image_feat, text_embeds, text_feat;
+  Tensor<int64_t, D> text_ids, text_attn_mask;
+};
+
+template <Differentiable T, Device D>
+struct Losses {
+  Tensor<T, D> itc_loss, itm_loss;
+  // What the reference computes on the way (for tests and diagnostics).
+  Tensor<T, D> image_feat, text_feat, image_feat_m, text_feat_m, weights_i2t, weights_t2i, vl_embeddings, itm_logits;
+  Tensor<int64_t, D> itm_labels;
+  std::vector<int64_t> neg_image_idx, neg_text_idx;
+};
+
+template <Differentiable T, Device D>
+struct Predictions {
+  Tensor<T, D> score_i2t, score_t2i;  // [N, T], [T, N]
+  std::vector<int64_t> label_i2t, label_t2i;  // argmax of each row
+};
+
+// Picks the hard negative for `row` from its weights (same-image entries already zero).
+using NegativeSampler = std::function<int64_t(NegativeKind kind, int64_t row, const std::vector<float>& weights)>;
+
+// ---- composition concepts -------------------------------------------------------------------
+template <class V>
+concept VisionBackboneSlot = requires(const V& v, const Tensor<typename V::value_type, typename V::device_type>& x) {
+  { v(x, Branch::online) } -> std::same_as<Tensor<typename V::value_type, typename V::device_type>>;
+  { v.config().embed_dims } -> std::convertible_to<int64_t>;
+};
+template <class B>
+concept TextBackboneSlot = requires(const B& b, const Tensor<int64_t, typename B::device_type>& ids,
+                                    const Tensor<typename B::value_type, typename B::device_type>& embeds,
+                                    const typename B::KV& kv, const std::vector<int64_t>& index) {
+  { b.text(ids, ids, Branch::online) } -> std::same_as<Tensor<typename B::value_type, typename B::device_type>>;
+  { b.multimodal(ids, ids, kv, index, Branch::online) } -> std::same_as<Tensor<typename B::value_type, typename B::device_type>>;
+  { b.cross_keys_values(embeds, Branch::online) } -> std::same_as<typename B::KV>;
+};
+template <class N, class T, class D>
+concept NeckSlot = requires(const N& n, const Tensor<T, D>& x) {
+  { n(x, Branch::online) } -> std::same_as<Tensor<T, D>>;
+};
+
+struct NoMultimodalBackbone {};
+
+template <class VisionBackbone, class TextBackbone, class VisionNeck = Linear<float, Cpu>,
+          class TextNeck = Linear<float, Cpu>, class Head = ItcHead<float, Cpu>,
+          class MultimodalHead = ItmHead<NoPooler, float, Cpu>, class MultimodalBackbone = NoMultimodalBackbone>
+class BlipRetrieval {
+  static_assert(VisionBackboneSlot<VisionBackbone>,
+                "BlipRetrieval: the vision backbone must map images [B, C, H, W] to tokens [B, S, D] "
+                "(operator()(images, Branch)) and expose config().embed_dims — e.g. blip::VisionTransformer<...>");
+  static_assert(TextBackboneSlot<TextBackbone>,
+                "BlipRetrieval: the text backbone must provide text(ids, mask, Branch), multimodal(ids, mask, kv, "
+                "kv_index, Branch) and cross_keys_values(image_embeds, Branch) — e.g. blip::BertEncoder<...> with "
+                "TransformerLayer<PostNorm, WithCrossAttention>");
+
+ public:
+  using T = typename VisionBackbone::value_type;
+  using D = typename VisionBackbone::device_type;
+  using value_type = T;
+  using device_type = D;
+
+  static_assert(std::same_as<T, typename TextBackbone::value_type> && std::same_as<D, typename TextBackbone::device_type>,
+                "BlipRetrieval: the vision and text backbones must use the same element type and device");
+  static_assert(NeckSlot<VisionNeck, T, D> && NeckSlot<TextNeck, T, D>,
+                "BlipRetrieval: necks must map [N, width] to [N, embed_dim] (operator()(x, Branch)) — e.g. blip::Linear");
+  static constexpr bool separate_multimodal = !std::same_as<MultimodalBackbone, NoMultimodalBackbone>;
+
+  explicit BlipRetrieval(const BlipConfig& config)
+      : config_(config),
+        gen_(config.seed),
+        vision_backbone(config.vision),
+        text_backbone(config.text),
+        vision_neck(config.vision.embed_dims, config.embed_dim),
+        text_neck(config.text.hidden_size, config.embed_dim),
+        multimodal_head(config.text.hidden_size),
+        head(config.embed_dim, config.queue_size, config.alpha, gen_),
+        temp(full<T, D>({}, static_cast<T>(config.temperature))) {
+    BLIP_CHECK(config.text.encoder_width == config.vision.embed_dims, "BlipRetrieval: text.encoder_width ",
+               config.text.encoder_width, " must equal vision.embed_dims ", config.vision.embed_dims);
+    if constexpr (separate_multimodal) multimodal_backbone.emplace(config.text);
+    copy_params();
+  }
+
+  const BlipConfig& config() const { return config_; }
+  Generator& generator() { return gen_; }
+  void set_fast_match(bool on) { config_.fast_match = on; }
+  void set_alpha(double alpha) { head.alpha = alpha; }  // WarmupParamHook ramps it during training
+
+  // ---- parameters --------------------------------------------------------------------------
+  // Trainable parameters with mmpretrain's named_parameters() names (temp once).
+  template <class F>
+  void visit_parameters(F&& f, const std::string& prefix = "") {
+    for_each_momentum_pair([&](const std::string& name, auto& module) { module.visit_parameters(f, join_name(prefix, name)); });
+    if constexpr (separate_multimodal) multimodal_backbone->visit_parameters(f, join_name(prefix, "multimodal_backbone"));
+    multimodal_head.visit_parameters(f, join_name(prefix, "multimodal_head"));
+    f(join_name(prefix, "temp"), temp);
+  }
+  // Online parameters that have momentum copies, with the momentum copy's state-dict name.
+  template <class F>
+  void visit_momentum_parameters(F&& f) {
+    for_each_momentum_pair([&](const std::string& name, auto& module) {
+      module.visit_parameters([&](const std::string& relative, Parameter<T, D>& p) {
+        f(join_name(name + "_m", relative), relative, p);
+      }, "");
+    });
+  }
+
+  void copy_params() {
+    visit_momentum_parameters([](const std::string&, const std::string&, Parameter<T, D>& p) { p.copy_params(); });
+  }
+
+  void momentum_update() {
+    NoGradGuard no_grad;
+    visit_momentum_parameters([&](const std::string&, const std::string& relative, Parameter<T, D>& p) {
+      if (config_.momentum_rule == MomentumRule::mmpretrain && follows_online(relative)) p.alias_momentum();
+      else p.momentum_update(config_.momentum);
+    });
+  }
+
+  // mmpretrain's substring rule (a raw substring test, so "layers.18" matches "8" too).
+  static bool follows_online(const std::string& relative) {
+    const bool digit = relative.find('8') != std::string::npos || relative.find('9') != std::string::npos ||
+                       relative.find("10") != std::string::npos || relative.find("11") != std::string::npos;
+    return digit && relative.find("layers") != std::string::npos &&
+           (relative.find("attn") != std::string::npos || relative.find("ffn") != std::string::npos);
+  }
+
+  void init_weights(Generator& gen) {
+    vision_backbone.init_weights(gen);
+    text_backbone.init_weights(gen);
+    if constexpr (separate_multimodal) multimodal_backbone->init_weights(gen);
+    for (Linear<T, D>* neck : {&vision_neck, &text_neck}) {
+      init_trunc_normal(neck->weight, gen, 0.02);
+      init_constant(neck->bias, T(0));
+    }
+    multimodal_head.init_weights(gen);
+    init_constant(temp, static_cast<T>(config_.temperature));
+    copy_params();
+  }
+
+  // ---- features ----------------------------------------------------------------------------
+  Tensor<T, D> image_embeds(const Tensor<T, D>& images, Branch branch = Branch::online) const {
+    return vision_backbone(images, branch);
+  }
+  Tensor<T, D> image_feat(const Tensor<T, D>& embeds, Branch branch = Branch::online) const {
+    return l2_normalize(vision_neck(select(embeds, 1, 0), branch));
+  }
+  Tensor<T, D> text_embeds(const TextBatch<T, D>& texts, Branch branch = Branch::online) const {
+    return text_backbone.text(texts.ids, texts.mask, branch);
+  }
+  Tensor<T, D> text_feat(const Tensor<T, D>& embeds, Branch branch = Branch::online) const {
+    return l2_normalize(text_neck(select(embeds, 1, 0), branch));
+  }
+
+  Features<T, D> extract_feat(const Tensor<T, D>* images, const TextBatch<T, D>* texts,
+                              std::optional<bool> return_embeds = std::nullopt) const {
+    BLIP_CHECK(images || texts, "BlipRetrieval::extract_feat: at least one modality must be given");
+    const bool embeds = return_embeds.value_or(!config_.fast_match);
+    Features<T, D> out;
+    if (images) {
+      const Tensor<T, D> e = image_embeds(*images);
+      out.image_feat = image_feat(e);
+      if (embeds) out.image_embeds = e;
+    }
+    if (texts) {
+      out.text_ids = texts->ids;
+      out.text_attn_mask = texts->mask;
+      const Tensor<T, D> e = text_embeds(*texts);
+      out.text_feat = text_feat(e);
+      if (embeds) out.text_embeds = e;
+    }
+    return out;
+  }
+
+  // ---- ITM ---------------------------------------------------------------------------------
+  // ids with [ENC] in column 0, as every ITM / cross-attention pass uses them.
+  Tensor<int64_t, D> encoder_ids(const Tensor<int64_t, D>& ids) const {
+    std::vector<int64_t> v = ids.to_vector();
+    const int64_t L = ids.size(1);
+    for (size_t r = 0; r < v.size(); r += static_cast<size_t>(L)) v[r] = config_.tokens.enc;
+    return Tensor<int64_t, D>::from_vector(ids.shape(), v);
+  }
+
+  // Multimodal CLS embeddings of (text row, image kv row) pairs over precomputed keys/values.
+  Tensor<T, D> multimodal_cls(const Tensor<int64_t, D>& ids_enc, const Tensor<int64_t, D>& mask,
+                              const typename TextBackbone::KV& kv, const std::vector<int64_t>& kv_index) const {
+    const Tensor<T, D> h = multimodal_text_backbone().multimodal(ids_enc, mask, kv, kv_index);
+    return select(h, 1, 0);
+  }
+
+  // itm_logit[:, 1] for each (image, text) pair; pairs are processed in batches, each distinct
+  // image's keys/values computed once per batch.
+  std::vector<T> itm_scores(const std::vector<std::pair<int64_t, int64_t>>& pairs, const Tensor<T, D>& image_embeds,
+                            const Tensor<int64_t, D>& ids_enc, const Tensor<int64_t, D>& mask) const {
+    NoGradGuard no_grad;
+    std::vector<T> scores(pairs.size());
+    std::vector<size_t> order(pairs.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return pairs[a].first < pairs[b].first; });
+    const size_t batch = static_cast<size_t>(std::max<int64_t>(config_.itm_pair_batch, 1));
+    for (size_t start = 0; start < order.size(); start += batch) {
+      const size_t end = std::min(order.size(), start + batch);
+      std::vector<int64_t> images, kv_index, texts;
+      for (size_t i = start; i < end; ++i) {
+        const auto [image, text] = pairs[order[i]];
+        if (images.empty() || images.back() != image) images.push_back(image);
+        kv_index.push_back(static_cast<int64_t>(images.size()) - 1);
+        texts.push_back(text);
+      }
+      const auto as_tensor = [](const std::vector<int64_t>& v) {
+        return Tensor<int64_t, D>::from_vector({static_cast<int64_t>(v.size())}, v);
+      };
+      const auto kv = multimodal_text_backbone().cross_keys_values(index_select(image_embeds, 0, as_tensor(images)));
+      const Tensor<int64_t, D> text_rows = as_tensor(texts);
+      const Tensor<T, D> logits = multimodal_head(
+          multimodal_cls(index_select(ids_enc, 0, text_rows), index_select(mask, 0, text_rows), kv, kv_index));
+      const std::vector<T> l = logits.to_vector();
+      for (size_t i = start; i < end; ++i) scores[order[i]] = l[(i - start) * 2 + 1];
+    }
+    return scores;
+  }
+
+  Tensor<T, D> compute_score_matrix_i2t(const Tensor<T, D>& img_feats, const Tensor<T, D>& img_embeds,
+                                        const Tensor<T, D>& text_feats, const Tensor<int64_t, D>& text_ids,
+                                        const Tensor<int64_t, D>& text_atts) const {
+    NoGradGuard no_grad;
+    const Tensor<T, D> sim = matmul(img_feats, transpose(text_feats, 0, 1));
+    if (config_.fast_match) return sim;
+    return rerank(sim, img_embeds, text_ids, text_atts, /*rows_are_images=*/true);
+  }
+
+  Tensor<T, D> compute_score_matrix_t2i(const Tensor<T, D>& img_feats, const Tensor<T, D>& img_embeds,
+                                        const Tensor<T, D>& text_feats, const Tensor<int64_t, D>& text_ids,
+                                        const Tensor<int64_t, D>& text_atts) const {
+    NoGradGuard no_grad;
+    const Tensor<T, D> sim = matmul(text_feats, transpose(img_feats, 0, 1));
+    if (config_.fast_match) return sim;
+    return rerank(sim, img_embeds, text_ids, text_atts, /*rows_are_images=*/false);
+  }
+
+  Predictions<T, D> predict(const Tensor<T, D>& images, const TextBatch<T, D>& texts) const {
+    NoGradGuard no_grad;
+    const Features<T, D> f = extract_feat(&images, &texts, true);
+    Predictions<T, D> p;
+    p.score_i2t = compute_score_matrix_i2t(f.image_feat, f.image_embeds, f.text_feat, texts.ids, texts.mask);
+    p.score_t2i = compute_score_matrix_t2i(f.image_feat, f.image_embeds, f.text_feat, texts.ids, texts.mask);
+    p.label_i2t = row_argmax(p.score_i2t);
+    p.label_t2i = row_argmax(p.score_t2i);
+    return p;
+  }
+
+  // ---- training ----------------------------------------------------------------------------
+  Losses<T, D> loss(const Tensor<T, D>& images, const TextBatch<T, D>& texts, const std::vector<int64_t>& image_ids,
+                    const NegativeSampler& sampler = {}) {
+    const int64_t B = images.size(0);
+    BLIP_CHECK(B > 0 && texts.ids.size(0) == B && static_cast<int64_t>(image_ids.size()) == B,
+               "BlipRetrieval::loss: ", B, " images, ", texts.ids.size(0), " texts and ", image_ids.size(),
+               " image ids must agree");
+    if (config_.clamp_temperature) {
+      NoGradGuard no_grad;
+      const T t = std::clamp(temp.value().item(), T(0.001), T(0.5));
+      fill_(temp.value(), t);
+    }
+    Losses<T, D> out;
+    const Tensor<T, D> embeds = image_embeds(images);
+    out.image_feat = image_feat(embeds);
+    out.text_feat = text_feat(text_embeds(texts));
+    {
+      NoGradGuard no_grad;
+      momentum_update();
+      out.image_feat_m = image_feat(image_embeds(images, Branch::momentum), Branch::momentum);
+      out.text_feat_m = text_feat(text_embeds(texts, Branch::momentum), Branch::momentum);
+    }
+    out.itc_loss = head.loss(out.image_feat, out.text_feat, out.image_feat_m, out.text_feat_m, image_ids, temp.value());
+
+    // ITM: hard negatives from the similarity weights (same image id masked out).
+    const Tensor<int64_t, D> ids_enc = encoder_ids(texts.ids);
+    {
+      NoGradGuard no_grad;
+      const Tensor<T, D> t = temp.value();
+      out.weights_i2t = masked_softmax_weights(div(matmul(out.image_feat, transpose(out.text_feat, 0, 1)), t), image_ids);
+      out.weights_t2i = masked_softmax_weights(div(matmul(out.text_feat, transpose(out.image_feat, 0, 1)), t), image_ids);
+    }
+    const std::vector<T> w_t2i = out.weights_t2i.to_vector(), w_i2t = out.weights_i2t.to_vector();
+    for (int64_t b = 0; b < B; ++b)
+      out.neg_image_idx.push_back(draw_negative(sampler, NegativeKind::image_for_text, b, w_t2i, image_ids));
+    for (int64_t b = 0; b < B; ++b)
+      out.neg_text_idx.push_back(draw_negative(sampler, NegativeKind::text_for_image, b, w_i2t, image_ids));
+
+    // One pass over 3B pairs: (text b, image b), (text b, neg image), (neg text, image b).
+    std::vector<int64_t> text_rows, kv_index;
+    for (int64_t b = 0; b < B; ++b) { text_rows.push_back(b); kv_index.push_back(b); }
+    for (int64_t b = 0; b < B; ++b) { text_rows.push_back(b); kv_index.push_back(out.neg_image_idx[static_cast<size_t>(b)]); }
+    for (int64_t b = 0; b < B; ++b) { text_rows.push_back(out.neg_text_idx[static_cast<size_t>(b)]); kv_index.push_back(b); }
+    const Tensor<int64_t, D> rows = Tensor<int64_t, D>::from_vector({3 * B}, text_rows);
+    const auto kv = multimodal_text_backbone().cross_keys_values(embeds);
+    out.vl_embeddings = multimodal_cls(index_select(ids_enc, 0, rows), index_select(texts.mask, 0, rows), kv, kv_index);
+    out.itm_logits = multimodal_head(out.vl_embeddings);
+    std::vector<int64_t> labels(static_cast<size_t>(3 * B), 0);
+    std::fill(labels.begin(), labels.begin() + B, 1);
+    out.itm_labels = Tensor<int64_t, D>::from_vector({3 * B}, labels);
+    out.itm_loss = multimodal_head.loss(out.itm_logits, out.itm_labels);
+    return out;
+  }
+
+  // ---- members (public: they are the model's state, named as in mmpretrain) -----------------
+ private:
+  BlipConfig config_;
+  Generator gen_;
+
+ public:
+  VisionBackbone vision_backbone;
+  TextBackbone text_backbone;
+  std::optional<MultimodalBackbone> multimodal_backbone;
+  VisionNeck vision_neck;
+  TextNeck text_neck;
+  MultimodalHead multimodal_head;
+  Head head;
+  Parameter<T, D> temp;  // also `head.temp` in state dicts: one parameter
+
+ private:
+  template <class F>
+  void for_each_momentum_pair(F&& f) {
+    f("vision_backbone", vision_backbone);
+    f("text_backbone", text_backbone);
+    f("vision_neck", vision_neck);
+    f("text_neck", text_neck);
+  }
+
+  const auto& multimodal_text_backbone() const {
+    if constexpr (separate_multimodal) return *multimodal_backbone;
+    else return text_backbone;
+  }
+
+  Tensor<T, D> rerank(const Tensor<T, D>& sim, const Tensor<T, D>& img_embeds, const Tensor<int64_t, D>& text_ids,
+                      const Tensor<int64_t, D>& text_atts, bool rows_are_images) const {
+    BLIP_CHECK(img_embeds.defined(), "BlipRetrieval: re-ranking (fast_match = false) needs the image embeddings");
+    const int64_t rows = sim.size(0), cols = sim.size(1);
+    const int64_t k = std::min(config_.topk, cols);
+    const auto top = topk(sim, k);
+    const std::vector<int64_t> idx = top.indices.to_vector();
+    const std::vector<T> vals = top.values.to_vector();
+    std::vector<std::pair<int64_t, int64_t>> pairs;  // (image, text)
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t c = idx[static_cast<size_t>(r * k + j)];
+        pairs.emplace_back(rows_are_images ? r : c, rows_are_images ? c : r);
+      }
+    const std::vector<T> itm = itm_scores(pairs, img_embeds, encoder_ids(text_ids), text_atts);
+    std::vector<T> score(static_cast<size_t>(rows * cols), T(-100));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < k; ++j) {
+        const size_t p = static_cast<size_t>(r * k + j);
+        score[static_cast<size_t>(r * cols + idx[p])] = itm[p] + vals[p];
+      }
+    return Tensor<T, D>::from_vector({rows, cols}, score);
+  }
+
+  static std::vector<int64_t> row_argmax(const Tensor<T, D>& scores) {
+    const std::vector<T> v = scores.to_vector();
+    const int64_t cols = scores.size(1);
+    std::vector<int64_t> out;
+    for (int64_t r = 0; r < scores.size(0); ++r) {
+      const auto begin = v.begin() + r * cols;
+      out.push_back(std::max_element(begin, begin + cols) - begin);
+    }
+    return out;
+  }
+
+  // softmax(sim) with entries of the same image id set to 0 (not renormalised).
+  static Tensor<T, D> masked_softmax_weights(const Tensor<T, D>& sim, const std::vector<int64_t>& image_ids) {
+    const int64_t B = sim.size(0);
+    std::vector<uint8_t> same(static_cast<size_t>(B * B));
+    for (int64_t i = 0; i < B; ++i)
+      for (int64_t j = 0; j < B; ++j) same[static_cast<size_t>(i * B + j)] = image_ids[static_cast<size_t>(i)] == image_ids[static_cast<size_t>(j)];
+    return masked_fill(softmax(sim), Tensor<uint8_t, D>::from_vector({B, B}, same), T(0));
+  }
+
+  int64_t draw_negative(const NegativeSampler& sampler, NegativeKind kind, int64_t row, const std::vector<T>& weights,
+                        const std::vector<int64_t>& image_ids) {
+    const int64_t B = static_cast<int64_t>(image_ids.size());
+    std::vector<float> w(weights.begin() + row * B, weights.begin() + (row + 1) * B);
+    if (sampler) {
+      const int64_t pick = sampler(kind, row, w);
+      BLIP_CHECK(pick >= 0 && pick < B, "BlipRetrieval::loss: the negative sampler returned ", pick,
+                 " for row ", row, ", outside [0, ", B, ")");
+      return pick;
+    }
+    // multinomial over finite positive weights
+    double total = 0;
+    for (float x : w) total += std::isfinite(x) && x > 0 ? x : 0.0;
+    if (total > 0 && std::isfinite(total)) {
+      double u = gen_.uniform() * total;
+      int64_t last_valid = -1;
+      for (int64_t j = 0; j < B; ++j) {
+        const float x = w[static_cast<size_t>(j)];
+        if (!(std::isfinite(x) && x > 0)) continue;
+        last_valid = j;
+        if (u < x) return j;
+        u -= x;
+      }
+      return last_valid;
+    }
+    // Fallback (the reference raises "invalid multinomial distribution"): another image id,
+    // else another sample, else the row itself.
+    std::vector<int64_t> candidates;
+    for (int64_t j = 0; j < B; ++j)
+      if (image_ids[static_cast<size_t>(j)] != image_ids[static_cast<size_t>(row)]) candidates.push_back(j);
+    if (candidates.empty())
+      for (int64_t j = 0; j < B; ++j)
+        if (j != row) candidates.push_back(j);
+    if (candidates.empty()) return row;
+    return candidates[static_cast<size_t>(gen_.uniform_int(static_cast<int64_t>(candidates.size())))];
+  }
+};
+
+}  // namespace blip

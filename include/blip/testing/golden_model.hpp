@@ -1,0 +1,363 @@
+// blip/testing/golden_model.hpp — checks a model case set produced by the reference
+// (mmpretrain BlipRetrieval) against this library: cases P, A, B, C, D, E, F, O, T, I of
+// ../shared/golden/README.md, at its tolerances.
+//
+// Contract: run_model_case_set(dir) builds StandardBlip<float> at the sizes config.json
+// declares, loads weights.safetensors and returns one CaseResult per check (name, max error,
+// tolerance, pass). Optional files (trajectory.safetensors, interp.safetensors) add cases T
+// and I when present. A set it cannot read gives a failed "read" result with the reason.
+#pragma once
+
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "blip/io/config_json.hpp"
+#include "blip/io/model_state.hpp"
+#include "blip/models/presets.hpp"
+#include "blip/optim/adamw.hpp"
+#include "blip/vision/preprocess.hpp"
+
+namespace blip::testing {
+
+struct CaseResult {
+  std::string name;
+  double max_error = 0;
+  double tolerance = 0;
+  bool ok = true;
+  std::string detail;
+};
+
+namespace golden_detail {
+
+using Model = StandardBlip<float, Cpu>;
+
+inline double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = std::abs(a[i] - b[i]);
+    if (std::isnan(d)) return INFINITY;
+    m = std::max(m, d);
+  }
+  return m;
+}
+
+class Checker {
+ public:
+  std::vector<CaseResult> results;
+
+  template <Element T>
+  void compare(const std::string& name, const Tensor<T, Cpu>& ours, const io::SafeTensorsFile& file,
+               const std::string& key, double tol) {
+    CaseResult r{name, 0, tol, true, ""};
+    if (!file.contains(key)) {
+      r.ok = false;
+      r.detail = "missing golden key " + key;
+    } else {
+      const Tensor<double, Cpu> ref = file.load<double>(key);
+      if (ref.shape() != ours.shape()) {
+        r.ok = false;
+        r.detail = str("shape ", ours.shape(), " vs golden ", ref.shape());
+      } else {
+        r.max_error = max_abs_diff(cast<double>(contiguous(ours.detach())).to_vector(), ref.to_vector());
+        r.ok = r.max_error <= tol;
+      }
+    }
+    results.push_back(r);
+  }
+  void compare_ints(const std::string& name, const std::vector<int64_t>& ours, const io::SafeTensorsFile& file,
+                    const std::string& key) {
+    CaseResult r{name, 0, 0, true, ""};
+    const std::vector<int64_t> ref = file.load<int64_t>(key).to_vector();
+    r.ok = ours == ref;
+    if (!r.ok) r.detail = str("ours ", ours, " golden ", ref);
+    results.push_back(r);
+  }
+  // Groups many tensors into one line: the worst ratio error/tolerance decides.
+  struct Group {
+    CaseResult r;
+    double worst_ratio = 0;
+  };
+  void add_to_group(Group& g, double error, double tol, const std::string& what) {
+    const double ratio = error / tol;
+    if (ratio > g.worst_ratio || std::isnan(error)) {
+      g.worst_ratio = std::isnan(error) ? INFINITY : ratio;
+      g.r.max_error = error;
+      g.r.tolerance = tol;
+      g.r.detail = what;
+    }
+    if (!(error <= tol)) g.r.ok = false;
+  }
+};
+
+// Attention key biases have mathematically zero gradient (softmax is shift invariant).
+inline bool is_key_bias(const std::string& name) {
+  return name.ends_with(".self.key.bias");
+}
+
+}  // namespace golden_detail
+
+inline std::vector<CaseResult> run_model_case_set(const std::filesystem::path& dir) {
+  using namespace golden_detail;
+  Checker ck;
+  try {
+    const BlipConfig config = io::load_blip_config((dir / "config.json").string());
+    const io::SafeTensorsFile weights((dir / "weights.safetensors").string());
+    const io::SafeTensorsFile inputs((dir / "inputs.safetensors").string());
+    const io::SafeTensorsFile outputs((dir / "outputs.safetensors").string());
+    auto fresh_model = [&] {
+      auto m = std::make_unique<Model>(config);
+      io::load_state_dict(*m, weights);
+      return m;
+    };
+    auto in = [&](const std::string& k) { return inputs.load<float>(k); };
+    auto ids = [&](const io::SafeTensorsFile& f, const std::string& k) { return f.load<int64_t>(k); };
+    const double fwd = 2e-5;
+
+    // P: data preprocessor
+    ck.compare("P.images", normalize_images(in("P.raw_images_bgr"), config.mean, config.std), outputs, "P.images", fwd);
+
+    auto model = fresh_model();
+    // A: extract_feat
+    const Tensor<float> images = in("A.images");
+    const TextBatch<float, Cpu> texts{ids(inputs, "A.text_ids"), ids(inputs, "A.text_attn_mask")};
+    const Features<float, Cpu> feats = [&] {
+      NoGradGuard g;
+      return model->extract_feat(&images, &texts, true);
+    }();
+    ck.compare("A.image_embeds", feats.image_embeds, outputs, "A.image_embeds", fwd);
+    ck.compare("A.image_feat", feats.image_feat, outputs, "A.image_feat", fwd);
+    ck.compare("A.text_embeds", feats.text_embeds, outputs, "A.text_embeds", fwd);
+    ck.compare("A.text_feat", feats.text_feat, outputs, "A.text_feat", fwd);
+
+    // B: multimodal forward on given encoder states
+    {
+      NoGradGuard g;
+      const Tensor<float> enc = in("B.encoder_hidden_states");
+      const auto kv = model->text_backbone.cross_keys_values(enc);
+      std::vector<int64_t> identity(static_cast<size_t>(enc.size(0)));
+      std::iota(identity.begin(), identity.end(), 0);
+      const Tensor<float> h = model->text_backbone.multimodal(ids(inputs, "B.input_ids"), ids(inputs, "B.attention_mask"), kv, identity);
+      ck.compare("B.last_hidden_state", h, outputs, "B.last_hidden_state", fwd);
+      ck.compare("B.itm_logits", model->multimodal_head(select(h, 1, 0)), outputs, "B.itm_logits", fwd);
+    }
+
+    // C: score matrices (re-ranked and fast)
+    {
+      const Tensor<int64_t> enc_ids = ids(inputs, "C.text_ids_enc");
+      const Tensor<int64_t> mask = texts.mask;
+      ck.compare("C.score_i2t", model->compute_score_matrix_i2t(feats.image_feat, feats.image_embeds, feats.text_feat, enc_ids, mask),
+                 outputs, "C.score_i2t", 5e-5);
+      ck.compare("C.score_t2i", model->compute_score_matrix_t2i(feats.image_feat, feats.image_embeds, feats.text_feat, enc_ids, mask),
+                 outputs, "C.score_t2i", 5e-5);
+      const int64_t k = std::min<int64_t>(config.topk, feats.text_feat.size(0));
+      NoGradGuard g;
+      const Tensor<float> sim_i2t = matmul(feats.image_feat, transpose(feats.text_feat, 0, 1));
+      ck.compare_ints("C.topk_idx_i2t", topk(sim_i2t, k).indices.to_vector(), outputs, "C.topk_idx_i2t");
+      model->set_fast_match(true);
+      ck.compare("C.sim_i2t_fast", model->compute_score_matrix_i2t(feats.image_feat, {}, feats.text_feat, enc_ids, mask),
+                 outputs, "C.sim_i2t_fast", fwd);
+      ck.compare("C.sim_t2i_fast", model->compute_score_matrix_t2i(feats.image_feat, {}, feats.text_feat, enc_ids, mask),
+                 outputs, "C.sim_t2i_fast", fwd);
+      const Features<float, Cpu> fast = model->extract_feat(&images, &texts);
+      CaseResult r{"C.fast_match_no_embeds", 0, 0, !fast.image_embeds.defined() && !fast.text_embeds.defined(), ""};
+      ck.results.push_back(r);
+      model->set_fast_match(config.fast_match);
+    }
+
+    // D, E, F, O: one training step with the recorded negatives
+    auto sampler_for = [](std::vector<int64_t> neg_image, std::vector<int64_t> neg_text) -> NegativeSampler {
+      return [neg_image, neg_text](NegativeKind kind, int64_t row, const std::vector<float>&) {
+        return kind == NegativeKind::image_for_text ? neg_image[static_cast<size_t>(row)] : neg_text[static_cast<size_t>(row)];
+      };
+    };
+    model = fresh_model();
+    const std::vector<int64_t> image_ids = ids(inputs, "D.image_ids").to_vector();
+    Losses<float, Cpu> losses = model->loss(in("D.images"), {ids(inputs, "D.text_ids"), ids(inputs, "D.text_attn_mask")}, image_ids,
+                                            sampler_for(ids(inputs, "D.neg_image_idx").to_vector(), ids(inputs, "D.neg_text_idx").to_vector()));
+    for (const char* key : {"image_feat", "text_feat", "image_feat_m", "text_feat_m", "weights_i2t", "weights_t2i",
+                            "vl_embeddings", "itm_logits"}) {
+      const std::string k = key;
+      const Tensor<float>& t = k == "image_feat" ? losses.image_feat : k == "text_feat" ? losses.text_feat
+                               : k == "image_feat_m" ? losses.image_feat_m : k == "text_feat_m" ? losses.text_feat_m
+                               : k == "weights_i2t" ? losses.weights_i2t : k == "weights_t2i" ? losses.weights_t2i
+                               : k == "vl_embeddings" ? losses.vl_embeddings : losses.itm_logits;
+      ck.compare("D." + k, t, outputs, "D." + k, fwd);
+    }
+    ck.compare_ints("D.itm_labels", losses.itm_labels.to_vector(), outputs, "D.itm_labels");
+    ck.compare("D.itc_loss", losses.itc_loss, outputs, "D.itc_loss", 2e-5);
+    ck.compare("D.itm_loss", losses.itm_loss, outputs, "D.itm_loss", 2e-5);
+
+    // F: momentum parameters and queues after loss()
+    {
+      Checker::Group g{{"F.momentum_params", 0, 2e-5, true, ""}};
+      model->visit_momentum_parameters([&](const std::string& name_m, const std::string&, Parameter<float>& p) {
+        const auto ref = outputs.load<double>("F." + name_m).to_vector();
+        ck.add_to_group(g, max_abs_diff(cast<double>(p.momentum()).to_vector(), ref), 2e-5, name_m);
+      });
+      ck.results.push_back(g.r);
+      ck.compare("F.head.image_queue", model->head.image_queue, outputs, "F.head.image_queue", 2e-5);
+      ck.compare("F.head.text_queue", model->head.text_queue, outputs, "F.head.text_queue", 2e-5);
+      ck.compare_ints("F.head.idx_queue", model->head.idx_queue.to_vector(), outputs, "F.head.idx_queue");
+      ck.compare_ints("F.head.queue_ptr", model->head.queue_ptr.to_vector(), outputs, "F.head.queue_ptr");
+    }
+
+    // E: every gradient
+    add(losses.itc_loss, losses.itm_loss).backward();
+    {
+      Checker::Group g{{"E.gradients", 0, 0, true, ""}};
+      int64_t count = 0;
+      model->visit_parameters([&](const std::string& name, Parameter<float>& p) {
+        ++count;
+        const std::string key = "E.grad." + name;
+        if (!outputs.contains(key)) {
+          ck.add_to_group(g, INFINITY, 0, "missing " + key);
+          return;
+        }
+        const Tensor<double> ref = outputs.load<double>(key);
+        if (!p.grad().defined()) {
+          ck.add_to_group(g, INFINITY, 1, name + " has no gradient");
+          return;
+        }
+        const auto r = ref.to_vector();
+        double ref_max = 0;
+        for (double v : r) ref_max = std::max(ref_max, std::abs(v));
+        double tol = 1e-3 * (1e-3 + ref_max);
+        if (is_key_bias(name)) tol = 1e-6;  // rounding noise on a zero gradient
+        std::vector<double> ours = cast<double>(p.grad()).to_vector();
+        if (name.ends_with("attn.qkv.bias")) {  // the key third: noise as well
+          const size_t third = ours.size() / 3;
+          std::vector<double> ours_qv, ref_qv;
+          for (size_t i = 0; i < ours.size(); ++i)
+            if (i < third || i >= 2 * third) { ours_qv.push_back(ours[i]); ref_qv.push_back(r[i]); }
+            else ck.add_to_group(g, std::abs(ours[i] - r[i]), 1e-6, name + " (key part)");
+          ck.add_to_group(g, max_abs_diff(ours_qv, ref_qv), tol, name);
+          return;
+        }
+        ck.add_to_group(g, max_abs_diff(ours, r), tol, name);
+      });
+      g.r.detail = str(count, " parameters; worst: ", g.r.detail);
+      ck.results.push_back(g.r);
+    }
+
+    // O: one AdamW step
+    {
+      AdamW<float> opt(named_parameters(*model), {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.04});
+      opt.step();
+      Checker::Group g{{"O.params", 0, 1e-6, true, ""}};
+      // From zero state the step is p*(1 - lr*wd) - lr * g / (|g| + eps). Where |g| is near eps
+      // (attention key biases: noise), a gradient difference that case E accepts moves the step
+      // visibly, so each element's tolerance adds the exact step difference the two gradients give.
+      model->visit_parameters([&](const std::string& name, Parameter<float>& p) {
+        const auto ref = outputs.load<double>("O.param." + name).to_vector();
+        const auto ours = cast<double>(p.value()).to_vector();
+        const auto grad = cast<double>(p.grad()).to_vector();
+        const auto grad_ref = outputs.load<double>("E.grad." + name).to_vector();
+        const double lr = 1e-3, eps = 1e-8;
+        auto step = [&](double gv) { return lr * gv / (std::abs(gv) + eps); };
+        for (size_t i = 0; i < ours.size(); ++i)
+          ck.add_to_group(g, std::abs(ours[i] - ref[i]), 1e-6 + std::abs(step(grad[i]) - step(grad_ref[i])), name);
+      });
+      ck.results.push_back(g.r);
+      // The hack-copied momentum params alias the online storage: after the step they are the
+      // online values (golden O.<name_m>); every other momentum copy is unchanged from F.
+      Checker::Group gm{{"O.momentum", 0, 0, true, ""}};
+      model->visit_momentum_parameters([&](const std::string& name_m, const std::string& relative, Parameter<float>& p) {
+        const bool hack = outputs.contains("O." + name_m);
+        if (hack != Model::follows_online(relative)) ck.add_to_group(gm, INFINITY, 0, name_m + ": aliasing rule differs");
+        if (hack) {
+          const bool aliased = p.momentum().shares_storage_with(p.value());
+          ck.add_to_group(gm, aliased ? 0.0 : INFINITY, 0, name_m + (aliased ? "" : " does not alias the online value"));
+        } else {
+          const auto ref = outputs.load<double>("F." + name_m).to_vector();
+          ck.add_to_group(gm, max_abs_diff(cast<double>(p.momentum()).to_vector(), ref), 2e-5, name_m);
+        }
+      });
+      ck.results.push_back(gm.r);
+    }
+
+    // T: a three-step trajectory
+    if (std::filesystem::exists(dir / "trajectory.safetensors")) {
+      const io::SafeTensorsFile traj((dir / "trajectory.safetensors").string());
+      auto m = fresh_model();
+      AdamW<float> opt(named_parameters(*m), {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.04});
+      for (int s = 1; traj.contains("T.s" + std::to_string(s) + ".images"); ++s) {
+        const std::string p = "T.s" + std::to_string(s) + ".";
+        ck.compare_ints(p + "queue_ptr_before", m->head.queue_ptr.to_vector(), traj, p + "queue_ptr_before");
+        const std::vector<int64_t> step_ids = traj.load<int64_t>(p + "image_ids").to_vector();
+        Losses<float, Cpu> l = m->loss(traj.load<float>(p + "images"),
+                                       {traj.load<int64_t>(p + "text_ids"), traj.load<int64_t>(p + "text_attn_mask")}, step_ids,
+                                       sampler_for(traj.load<int64_t>(p + "neg_image_idx").to_vector(),
+                                                   traj.load<int64_t>(p + "neg_text_idx").to_vector()));
+        ck.compare(p + "itc_loss", l.itc_loss, traj, p + "itc_loss", 2e-5);
+        ck.compare(p + "itm_loss", l.itm_loss, traj, p + "itm_loss", 2e-5);
+        ck.compare(p + "weights_i2t", l.weights_i2t, traj, p + "weights_i2t", fwd);
+        ck.compare(p + "weights_t2i", l.weights_t2i, traj, p + "weights_t2i", fwd);
+        ck.compare_ints(p + "idx_queue_after", m->head.idx_queue.to_vector(), traj, p + "idx_queue_after");
+        ck.compare_ints(p + "queue_ptr_after", m->head.queue_ptr.to_vector(), traj, p + "queue_ptr_after");
+        const Tensor<float> total = add(l.itc_loss, l.itm_loss);
+        ck.compare(p + "loss", total, traj, p + "loss", 2e-5);
+        opt.zero_grad();
+        total.backward();
+        opt.step();
+      }
+      const double noise_tol = 2 * 3 * 1e-3;
+      Checker::Group gp{{"T.final.params", 0, 2e-5, true, ""}};
+      m->visit_parameters([&](const std::string& name, Parameter<float>& p) {
+        const auto ref = traj.load<double>("T.final.param." + name).to_vector();
+        const auto ours = cast<double>(p.value()).to_vector();
+        if (is_key_bias(name)) { ck.add_to_group(gp, max_abs_diff(ours, ref), noise_tol, name); return; }
+        if (name.ends_with("attn.qkv.bias")) {
+          const size_t third = ours.size() / 3;
+          for (size_t i = 0; i < ours.size(); ++i)
+            ck.add_to_group(gp, std::abs(ours[i] - ref[i]), i >= third && i < 2 * third ? noise_tol : 2e-5, name);
+          return;
+        }
+        ck.add_to_group(gp, max_abs_diff(ours, ref), 2e-5, name);
+      });
+      ck.results.push_back(gp.r);
+      Checker::Group gm{{"T.final.momentum", 0, 2e-5, true, ""}};
+      m->visit_momentum_parameters([&](const std::string& name_m, const std::string& relative, Parameter<float>& p) {
+        const auto ref = traj.load<double>("T.final." + name_m).to_vector();
+        const auto ours = cast<double>(p.momentum()).to_vector();
+        if (is_key_bias(relative)) { ck.add_to_group(gm, max_abs_diff(ours, ref), noise_tol, name_m); return; }
+        if (relative.ends_with("attn.qkv.bias")) {
+          const size_t third = ours.size() / 3;
+          for (size_t i = 0; i < ours.size(); ++i)
+            ck.add_to_group(gm, std::abs(ours[i] - ref[i]), i >= third && i < 2 * third ? noise_tol : 2e-5, name_m);
+          return;
+        }
+        ck.add_to_group(gm, max_abs_diff(ours, ref), 2e-5, name_m);
+      });
+      ck.results.push_back(gm.r);
+      ck.compare("T.final.head.image_queue", m->head.image_queue, traj, "T.final.head.image_queue", 2e-5);
+      ck.compare("T.final.head.text_queue", m->head.text_queue, traj, "T.final.head.text_queue", 2e-5);
+      ck.compare_ints("T.final.head.idx_queue", m->head.idx_queue.to_vector(), traj, "T.final.head.idx_queue");
+      ck.compare_ints("T.final.head.queue_ptr", m->head.queue_ptr.to_vector(), traj, "T.final.head.queue_ptr");
+    }
+
+    // I: the ViT at other input sizes
+    if (std::filesystem::exists(dir / "interp.safetensors")) {
+      const io::SafeTensorsFile interp((dir / "interp.safetensors").string());
+      auto m = fresh_model();
+      NoGradGuard g;
+      for (int c = 0; interp.contains("I.c" + std::to_string(c) + ".images"); ++c) {
+        const std::string p = "I.c" + std::to_string(c) + ".";
+        const Tensor<float> imgs = interp.load<float>(p + "images");
+        const std::vector<int64_t> grid = interp.load<int64_t>(p + "grid_hw").to_vector();
+        ck.compare(p + "pos_embed_resized",
+                   resize_pos_embed(m->vision_backbone.pos_embed.value(), config.vision.grid(), grid[0], grid[1]), interp,
+                   p + "pos_embed_resized", 2e-6);
+        const Tensor<float> e = m->image_embeds(imgs);
+        ck.compare(p + "image_embeds", e, interp, p + "image_embeds", 2e-5);
+        ck.compare(p + "image_feat", m->image_feat(e), interp, p + "image_feat", 2e-5);
+      }
+    }
+  } catch (const std::exception& e) {
+    ck.results.push_back({"read", 0, 0, false, e.what()});
+  }
+  return ck.results;
+}
+
+}  // namespace blip::testing
