@@ -123,6 +123,12 @@ TEST_CASE("gradient: scaled dot-product attention with an additive mask", "[grad
                   {random({1, 3, 5, 2}, 50), random({1, 3, 2, 2}, 51), random({1, 3, 2, 4}, 52)});
 }
 
+TEST_CASE("gradient: attention with shared keys/values (kv_index)", "[grad]") {
+  // Four query rows over two key/value rows: gradients of shared rows are summed.
+  require_grad_ok([](const Inputs& x) { return scaled_dot_product_attention(x[0], x[1], x[2], Tensor<double>(), 0.0, {1, 0, 1, 1}); },
+                  {random({4, 2, 3, 4}, 58), random({2, 2, 5, 4}, 59), random({2, 2, 5, 3}, 60)});
+}
+
 TEST_CASE("gradient: conv2d with stride = kernel", "[grad]") {
   require_grad_ok([](const Inputs& x) { return conv2d(x[0], x[1], x[2], {2, 3}); },
                   {random({2, 3, 4, 6}, 53), random({4, 3, 2, 3}, 54), random({4}, 55)});

@@ -1,0 +1,212 @@
+// BlipRetrieval behaviour beyond the golden cases: K/V sharing, queue wrap-around, negative
+// sampling fallbacks, temperature clamp, momentum rules, the separate multimodal slot.
+#include <catch2/catch.hpp>
+
+#include "blip/blip.hpp"
+#include "blip/models/presets.hpp"
+
+using namespace blip;
+using Model = StandardBlip<float, Cpu>;
+
+namespace {
+
+BlipConfig small_config() {
+  BlipConfig c = presets::tiny();
+  c.vision.embed_dims = c.text.encoder_width = 16;
+  c.vision.feedforward_channels = 32;
+  c.vision.num_heads = 2;
+  c.text.hidden_size = 16;
+  c.text.intermediate_size = 32;
+  c.text.num_attention_heads = 2;
+  c.embed_dim = 8;
+  c.queue_size = 5;
+  return c;
+}
+
+template <class M>
+M& initialised(M& m, uint64_t seed) {
+  Generator gen(seed);
+  m.init_weights(gen);
+  return m;
+}
+
+TextBatch<float, Cpu> random_texts(int64_t n, int64_t len, int64_t vocab, Generator& gen) {
+  std::vector<int64_t> ids(static_cast<size_t>(n * len)), mask(static_cast<size_t>(n * len));
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t valid = 3 + gen.uniform_int(len - 3);
+    for (int64_t j = 0; j < len; ++j) {
+      const size_t k = static_cast<size_t>(i * len + j);
+      ids[k] = j == 0 ? 101 % vocab : (j < valid ? 1 + gen.uniform_int(vocab - 3) : 0);
+      mask[k] = j < valid;
+    }
+  }
+  return {Tensor<int64_t>::from_vector({n, len}, ids), Tensor<int64_t>::from_vector({n, len}, mask)};
+}
+
+}  // namespace
+
+TEST_CASE("re-ranking shares image keys/values and equals the reference's repeated-embeds pass", "[model]") {
+  Model m(small_config());
+  initialised(m, 1);
+  Generator gen(2);
+  const Tensor<float> images = randn<float>({4, 3, 32, 32}, gen);
+  const auto texts = random_texts(6, 10, 128, gen);
+  NoGradGuard no_grad;
+  const auto f = m.extract_feat(&images, &texts, true);
+  const Tensor<float> scores = m.compute_score_matrix_i2t(f.image_feat, f.image_embeds, f.text_feat, texts.ids, texts.mask);
+  // The reference: per image, its embeds repeated k times against its top-k texts.
+  const Tensor<float> sim = matmul(f.image_feat, transpose(f.text_feat, 0, 1));
+  const auto top = topk(sim, 3);
+  const auto enc = m.encoder_ids(texts.ids);
+  const auto s = scores.to_vector();
+  int64_t ranked = 0;
+  for (int64_t i = 0; i < 4; ++i) {
+    const Tensor<int64_t> idx = reshape(contiguous(select(top.indices, 0, i)), {3});
+    const Tensor<float> repeated = contiguous(expand(narrow(f.image_embeds, 0, i, 1), {3, f.image_embeds.size(1), 16}));
+    const auto kv = m.text_backbone.cross_keys_values(repeated);
+    const Tensor<float> h = m.text_backbone.multimodal(index_select(enc, 0, idx), index_select(texts.mask, 0, idx), kv, {0, 1, 2});
+    const auto logits = m.multimodal_head(select(h, 1, 0)).to_vector();
+    const auto ids = idx.to_vector();
+    const auto vals = select(top.values, 0, i).to_vector();
+    for (int64_t j = 0; j < 3; ++j) {
+      REQUIRE(s[static_cast<size_t>(i * 6 + ids[static_cast<size_t>(j)])] == Approx(logits[static_cast<size_t>(j * 2 + 1)] + vals[static_cast<size_t>(j)]).margin(1e-5));
+      ++ranked;
+    }
+  }
+  int64_t filler = 0;
+  for (float v : s) filler += v == -100.0f;
+  REQUIRE(filler == 4 * 6 - ranked);
+  // Batching of the pairs does not change the result.
+  BlipConfig one_pair = small_config();
+  one_pair.itm_pair_batch = 1;
+  Model m1(one_pair);
+  initialised(m1, 1);
+  const auto s1 = m1.compute_score_matrix_t2i(f.image_feat, f.image_embeds, f.text_feat, texts.ids, texts.mask).to_vector();
+  const auto s2 = m.compute_score_matrix_t2i(f.image_feat, f.image_embeds, f.text_feat, texts.ids, texts.mask).to_vector();
+  for (size_t i = 0; i < s1.size(); ++i) REQUIRE(s1[i] == Approx(s2[i]).margin(1e-5));
+}
+
+TEST_CASE("the queue wraps around when the batch does not divide its size", "[model][queue]") {
+  Model m(small_config());  // queue 5
+  initialised(m, 3);
+  Generator gen(4);
+  std::vector<int64_t> ptrs;
+  for (int step = 0; step < 3; ++step) {
+    const auto texts = random_texts(3, 8, 128, gen);
+    m.loss(randn<float>({3, 3, 32, 32}, gen), texts, {10 + step, 20 + step, 10 + step});
+    ptrs.push_back(m.head.queue_ptr.item());
+  }
+  REQUIRE(ptrs == std::vector<int64_t>{3, 1, 4});
+  // Step 1 wrote columns 0-2 (ids 10, 20, 10), step 2 wrote 3, 4, 0 (11, 21, 11), step 3 wrote 1, 2, 3.
+  REQUIRE(m.head.idx_queue.to_vector() == std::vector<int64_t>{11, 12, 22, 12, 21});
+}
+
+TEST_CASE("hard negatives never fail: all rows masked or non-finite weights", "[model][negatives]") {
+  Model m(small_config());
+  initialised(m, 5);
+  Generator gen(6);
+  const auto texts = random_texts(3, 8, 128, gen);
+  // Every sample shares one image id: every weight is masked to zero.
+  const auto out = m.loss(randn<float>({3, 3, 32, 32}, gen), texts, {7, 7, 7});
+  for (size_t b = 0; b < 3; ++b) {
+    REQUIRE(out.neg_image_idx[b] != static_cast<int64_t>(b));  // another sample when no other id exists
+    REQUIRE(out.neg_text_idx[b] != static_cast<int64_t>(b));
+  }
+  REQUIRE(std::isfinite(out.itm_loss.item()));
+  // A single-sample batch falls back to itself.
+  const auto single = m.loss(randn<float>({1, 3, 32, 32}, gen), random_texts(1, 8, 128, gen), {1});
+  REQUIRE(single.neg_image_idx == std::vector<int64_t>{0});
+  // NaN weights: the injected sampler sees them; the default falls back to another image id.
+  fill_(m.temp.value(), std::numeric_limits<float>::quiet_NaN());
+  const auto nan_out = m.loss(randn<float>({3, 3, 32, 32}, gen), texts, {1, 2, 1});
+  REQUIRE(nan_out.neg_image_idx[0] == 1);  // the only sample with another id
+  REQUIRE(nan_out.neg_image_idx[1] != 1);
+}
+
+TEST_CASE("temperature clamp (Salesforce BLIP) is optional", "[model]") {
+  BlipConfig c = small_config();
+  c.clamp_temperature = true;
+  Model m(c);
+  initialised(m, 7);
+  fill_(m.temp.value(), 3.0f);
+  Generator gen(8);
+  m.loss(randn<float>({2, 3, 32, 32}, gen), random_texts(2, 8, 128, gen), {1, 2});
+  REQUIRE(m.temp.value().item() == 0.5f);
+  Model unclamped(small_config());
+  initialised(unclamped, 7);
+  fill_(unclamped.temp.value(), 3.0f);
+  unclamped.loss(randn<float>({2, 3, 32, 32}, gen), random_texts(2, 8, 128, gen), {1, 2});
+  REQUIRE(unclamped.temp.value().item() == 3.0f);
+}
+
+TEST_CASE("momentum rules: mmpretrain's substring aliasing vs pure EMA", "[model][momentum]") {
+  REQUIRE(Model::follows_online("layers.8.attn.qkv.weight"));
+  REQUIRE(Model::follows_online("layers.11.ffn.layers.1.bias"));
+  REQUIRE(Model::follows_online("layers.18.ffn.layers.0.0.weight"));  // raw substring test
+  REQUIRE_FALSE(Model::follows_online("layers.8.ln1.weight"));
+  REQUIRE_FALSE(Model::follows_online("layers.7.attn.qkv.weight"));
+  REQUIRE_FALSE(Model::follows_online("encoder.layer.8.attention.self.query.weight"));  // BERT never matches
+  for (MomentumRule rule : {MomentumRule::mmpretrain, MomentumRule::ema}) {
+    BlipConfig c = small_config();
+    c.vision.num_layers = 9;
+    c.momentum_rule = rule;
+    Model m(c);
+    initialised(m, 9);
+    m.momentum_update();
+    int aliased = 0;
+    m.visit_momentum_parameters([&](const std::string&, const std::string&, Parameter<float>& p) {
+      aliased += p.momentum_aliased();
+    });
+    REQUIRE(aliased == (rule == MomentumRule::mmpretrain ? 8 : 0));
+  }
+}
+
+TEST_CASE("initialisation from scratch: momentum equal, statistics as the reference's", "[model][init]") {
+  BlipConfig c = small_config();
+  c.vision.embed_dims = c.text.encoder_width = 64;
+  c.vision.num_heads = 4;
+  Model m(c);
+  initialised(m, 10);
+  m.visit_momentum_parameters([&](const std::string& name, const std::string&, Parameter<float>& p) {
+    INFO(name);
+    REQUIRE(p.momentum().to_vector() == p.value().to_vector());
+  });
+  const auto pos = m.vision_backbone.pos_embed.value().to_vector();
+  double var = 0;
+  for (float v : pos) var += v * v / static_cast<double>(pos.size());
+  REQUIRE(std::sqrt(var) == Approx(0.02).epsilon(0.1));
+  REQUIRE(m.vision_backbone.cls_token.value().to_vector() == std::vector<float>(64, 0.0f));
+  REQUIRE(m.vision_backbone.layers[0].ln1.weight.value().to_vector() == std::vector<float>(64, 1.0f));
+  const auto word = m.text_backbone.word_embeddings.weight.value();
+  REQUIRE(select(word, 0, 0).to_vector() == std::vector<float>(16, 0.0f));  // pad row
+  REQUIRE(m.temp.value().item() == Approx(0.07));
+}
+
+TEST_CASE("a separate multimodal backbone takes the ITM passes", "[model][composition]") {
+  using Separate = BlipRetrieval<StandardVisionTransformer<>, StandardBertEncoder<>, Linear<>, Linear<>, ItcHead<>,
+                                 ItmHead<WithPooler>, StandardBertEncoder<>>;
+  Separate m(small_config());
+  Generator gen(11);
+  m.init_weights(gen);
+  const auto out = m.loss(randn<float>({2, 3, 32, 32}, gen), random_texts(2, 8, 128, gen), {1, 2});
+  add(out.itc_loss, out.itm_loss).backward();
+  REQUIRE(m.multimodal_backbone->layers[0].crossattention->query.weight.grad().defined());
+  REQUIRE_FALSE(m.text_backbone.layers[0].crossattention->query.weight.grad().defined());
+  REQUIRE(m.multimodal_head.pooler->weight.grad().defined());
+  size_t names = 0;
+  m.visit_parameters([&](const std::string& name, Parameter<float>&) { names += name.starts_with("multimodal_backbone."); });
+  REQUIRE(names > 0);
+}
+
+TEST_CASE("bad inputs to the model are reported", "[model][errors]") {
+  Model m(small_config());
+  Generator gen(12);
+  using Catch::Matchers::Contains;
+  REQUIRE_THROWS_WITH(m.loss(randn<float>({2, 3, 32, 32}, gen), random_texts(3, 8, 128, gen), {1, 2}), Contains("must agree"));
+  REQUIRE_THROWS_WITH(m.image_embeds(randn<float>({1, 4, 32, 32}, gen)), Contains("[B, 3, H, W]"));
+  REQUIRE_THROWS_WITH(m.text_embeds(random_texts(1, 30, 128, gen)), Contains("max_position_embeddings"));
+  REQUIRE_THROWS_WITH(m.extract_feat(nullptr, nullptr), Contains("at least one modality"));
+  BlipConfig bad = small_config();
+  bad.text.encoder_width = 7;
+  REQUIRE_THROWS_WITH(Model(bad), Contains("encoder_width"));
+}
