@@ -1,4 +1,4 @@
-# Compiles SOURCE, expects failure, and expects the diagnostics to contain EXPECT once.
+# Compiles SOURCE, expects failure with exactly one error whose text contains EXPECT.
 execute_process(COMMAND ${CXX} -std=c++20 -fsyntax-only ${FLAGS} ${SOURCE}
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(rc EQUAL 0)
@@ -10,4 +10,7 @@ if(at EQUAL -1)
 endif()
 string(REGEX MATCHALL "error:" errors "${err}")
 list(LENGTH errors count)
-message("compile-fail ok: ${count} error line(s), the first naming the slot")
+if(NOT count EQUAL 1)
+  message(FATAL_ERROR "expected one error, got ${count}:\n${err}")
+endif()
+message("compile-fail ok: one error, naming the slot")

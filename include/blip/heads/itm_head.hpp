@@ -6,6 +6,8 @@
 // Names: fc.{weight,bias} [, pooler.dense.{weight,bias}].
 #pragma once
 
+#include <optional>
+
 #include "blip/nn/layers.hpp"
 #include "blip/ops/loss.hpp"
 
