@@ -4,8 +4,8 @@
 // out = softmax(q kᵀ · scale + mask) v with scale = 1/sqrt(d) unless given. `mask` (optional,
 // undefined = none) is added to the scores and broadcasts to [B, H, Sq, Sk] (BERT's
 // [B, 1, 1, Sk] key mask, for example); it gets no gradient. Fused on the CPU: query blocks
-// run in parallel and, when no gradient is needed, no [B, H, Sq, Sk] tensor is kept — only a
-// per-thread block of scores. With gradients the probabilities are kept for the backward.
+// run in parallel and no [B, H, Sq, Sk] tensor is kept — only a per-thread block of scores;
+// the backward recomputes the probabilities it needs.
 // `kv_index` (optional) maps each query batch row b to the key/value batch row kv_index[b]:
 // many texts attend to one image's cross-attention keys/values without copies of them
 // (ITM re-ranking, hard negatives); k and v then have their own batch size.
@@ -20,6 +20,8 @@
 namespace blip {
 
 namespace detail {
+
+inline constexpr int64_t kAttentionRows = 64;  // query rows per task: a block of scores stays in L2
 
 // Scores -> probabilities for `rows` query rows of one (b, h): adds the mask rows and
 // applies a row softmax in place.
@@ -63,33 +65,45 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
     m = expand(mask.detach(), full_shape);
   }
   const Tensor<T, D> qc = contiguous(q.detach()), kc = contiguous(k.detach()), vc = contiguous(v.detach());
-  const bool keep = grad_needed(q, k, v);
   Tensor<T, D> out = Tensor<T, D>::empty({B, H, Sq, dv});
-  Tensor<T, D> probs = keep ? Tensor<T, D>::empty({B, H, Sq, Sk}) : Tensor<T, D>();
+  // Probabilities of query rows [r0, r0 + rows) of batch-head bh, written to `scores`.
+  const int64_t blocks = (Sq + detail::kAttentionRows - 1) / detail::kAttentionRows;
+  const auto probabilities = [=](T* scores, int64_t bh, int64_t r0, int64_t rows) {
+    const int64_t b = bh / H, h = bh % H;
+    const int64_t kv_bh = (kv_index.empty() ? b : kv_index[static_cast<size_t>(b)]) * H + h;
+    cpu::gemm(false, true, rows, Sk, d, factor, qc.data() + (bh * Sq + r0) * d, d, kc.data() + kv_bh * Sk * d, d, T(0),
+              scores, Sk);
+    const T* mask_rows = m.defined() ? m.data() + b * m.stride(0) + h * m.stride(1) + r0 * m.stride(2) : nullptr;
+    detail::mask_and_softmax(scores, rows, Sk, mask_rows, m.defined() ? m.stride(2) : 0, m.defined() ? m.stride(3) : 0);
+    return kv_bh;
+  };
   if constexpr (on_cpu<D>) {
-    constexpr int64_t kBlock = 64;  // query rows per task
-    const int64_t blocks = (Sq + kBlock - 1) / kBlock;
-    cpu::parallel_for(B * H * blocks, kBlock * Sk * (d + dv), [&](int64_t begin, int64_t end) {
-      std::vector<T> scratch(keep ? 0 : static_cast<size_t>(kBlock * Sk));
+    cpu::parallel_for(B * H * blocks, detail::kAttentionRows * Sk * (d + dv), [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(static_cast<size_t>(detail::kAttentionRows * Sk));
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t bh = task / blocks, r0 = (task % blocks) * kBlock, rows = std::min(kBlock, Sq - r0);
-        const int64_t b = bh / H, h = bh % H;
-        const int64_t kv_bh = (kv_index.empty() ? b : kv_index[static_cast<size_t>(b)]) * H + h;
-        T* scores = keep ? probs.data() + (bh * Sq + r0) * Sk : scratch.data();
-        cpu::gemm(false, true, rows, Sk, d, factor, qc.data() + (bh * Sq + r0) * d, d, kc.data() + kv_bh * Sk * d, d,
-                  T(0), scores, Sk);
-        const T* mask_rows = m.defined() ? m.data() + b * m.stride(0) + h * m.stride(1) + r0 * m.stride(2) : nullptr;
-        detail::mask_and_softmax(scores, rows, Sk, mask_rows, m.defined() ? m.stride(2) : 0,
-                                 m.defined() ? m.stride(3) : 0);
-        cpu::gemm(false, false, rows, dv, Sk, T(1), scores, Sk, vc.data() + kv_bh * Sk * dv, dv, T(0),
+        const int64_t bh = task / blocks, r0 = (task % blocks) * detail::kAttentionRows, rows = std::min(detail::kAttentionRows, Sq - r0);
+        const int64_t kv_bh = probabilities(scratch.data(), bh, r0, rows);
+        cpu::gemm(false, false, rows, dv, Sk, T(1), scratch.data(), Sk, vc.data() + kv_bh * Sk * dv, dv, T(0),
                   out.data() + (bh * Sq + r0) * dv, dv);
       }
     });
   } else {
     no_kernel<D>("scaled_dot_product_attention");
   }
-  if (keep)
-    record(out, "scaled_dot_product_attention", {&q, &k, &v}, [qc, kc, vc, probs, factor, kv_index](const Tensor<T, D>& gy) {
+  // The backward recomputes the probabilities instead of keeping [B, H, Sq, Sk] per layer
+  // between forward and backward (for BLIP-base training that is ~64 MB a ViT layer).
+  if (grad_needed(q, k, v))
+    record(out, "scaled_dot_product_attention", {&q, &k, &v},
+           [qc, kc, vc, factor, kv_index, probabilities, B, H, Sq, Sk, blocks](const Tensor<T, D>& gy) {
+      Tensor<T, D> probs = Tensor<T, D>::empty({B, H, Sq, Sk});
+      if constexpr (on_cpu<D>) {
+        cpu::parallel_for(B * H * blocks, detail::kAttentionRows * Sk * 64, [&](int64_t begin, int64_t end) {
+          for (int64_t task = begin; task < end; ++task) {
+            const int64_t bh = task / blocks, r0 = (task % blocks) * detail::kAttentionRows;
+            probabilities(probs.data() + (bh * Sq + r0) * Sk, bh, r0, std::min(detail::kAttentionRows, Sq - r0));
+          }
+        });
+      }
       const Tensor<T, D> g = contiguous(gy);
       // Per query row: its keys/values (gathered only here, for the backward).
       Tensor<T, D> k_rows = kc, v_rows = vc;

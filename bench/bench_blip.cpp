@@ -1,0 +1,102 @@
+// BLIP-base retrieval (random weights) at 2 threads: the four cases of the reference timing
+//   (a) image features, batch 8 at 384x384 — seconds per image
+//   (b) text features, batch 32 at length 35 — seconds per text
+//   (c) ITM re-rank of one image against k = 16 texts — seconds per pair
+//   (d) one training step (loss + backward) at batch 4 — seconds per step
+// and the process's peak resident memory after each case (counter peak_rss_GiB; run one case
+// per process with --benchmark_filter for per-case peaks). bench/pytorch_peers.py times the
+// same cases on PyTorch.
+#include <benchmark/benchmark.h>
+#include <sys/resource.h>
+
+#include <blip/blip.hpp>
+#include <blip/models/presets.hpp>
+
+using namespace blip;
+using Model = StandardBlip<float, Cpu>;
+
+namespace {
+
+Model& model() {
+  static Model* m = [] {
+    auto* p = new Model(presets::blip_base());
+    Generator gen(0);
+    p->init_weights(gen);
+    return p;
+  }();
+  return *m;
+}
+
+double peak_rss_gib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);
+}
+
+TextBatch<float, Cpu> texts(int64_t n, int64_t len, Generator& gen) {
+  std::vector<int64_t> ids(static_cast<size_t>(n * len)), mask(static_cast<size_t>(n * len), 1);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < len; ++j)
+      ids[static_cast<size_t>(i * len + j)] = j == 0 ? 101 : (j == len - 1 ? 102 : 1000 + gen.uniform_int(20000));
+  return {Tensor<int64_t>::from_vector({n, len}, ids), Tensor<int64_t>::from_vector({n, len}, mask)};
+}
+
+void finish(benchmark::State& state, int64_t items) {
+  state.counters["per_item_s"] = benchmark::Counter(static_cast<double>(items) * static_cast<double>(state.iterations()),
+                                                    benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["peak_rss_GiB"] = peak_rss_gib();
+}
+
+void BM_a_image_features(benchmark::State& state) {
+  Model& m = model();
+  Generator gen(1);
+  const Tensor<float> images = randn<float>({8, 3, 384, 384}, gen);
+  NoGradGuard no_grad;
+  for (auto _ : state) benchmark::DoNotOptimize(m.image_feat(m.image_embeds(images)).data());
+  finish(state, 8);
+}
+
+void BM_b_text_features(benchmark::State& state) {
+  Model& m = model();
+  Generator gen(2);
+  const auto batch = texts(32, 35, gen);
+  NoGradGuard no_grad;
+  for (auto _ : state) benchmark::DoNotOptimize(m.text_feat(m.text_embeds(batch)).data());
+  finish(state, 32);
+}
+
+void BM_c_itm_rerank(benchmark::State& state) {
+  Model& m = model();
+  Generator gen(3);
+  const Tensor<float> embeds = [&] {
+    NoGradGuard no_grad;
+    return m.image_embeds(randn<float>({1, 3, 384, 384}, gen));
+  }();
+  const auto batch = texts(16, 35, gen);
+  std::vector<std::pair<int64_t, int64_t>> pairs;
+  for (int64_t j = 0; j < 16; ++j) pairs.emplace_back(0, j);
+  const auto ids_enc = m.encoder_ids(batch.ids);
+  for (auto _ : state) benchmark::DoNotOptimize(m.itm_scores(pairs, embeds, ids_enc, batch.mask).data());
+  finish(state, 16);
+}
+
+void BM_d_train_step(benchmark::State& state) {
+  Model& m = model();
+  Generator gen(4);
+  const Tensor<float> images = randn<float>({4, 3, 384, 384}, gen);
+  const auto batch = texts(4, 35, gen);
+  for (auto _ : state) {
+    auto losses = m.loss(images, batch, {0, 1, 2, 3});
+    add(losses.itc_loss, losses.itm_loss).backward();
+    m.visit_parameters([](const std::string&, Parameter<float>& p) { p.zero_grad(); });
+  }
+  finish(state, 1);
+}
+
+}  // namespace
+
+BENCHMARK(BM_a_image_features)->Unit(benchmark::kSecond)->Iterations(3)->UseRealTime();
+BENCHMARK(BM_b_text_features)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+BENCHMARK(BM_c_itm_rerank)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+BENCHMARK(BM_d_train_step)->Unit(benchmark::kSecond)->Iterations(2)->UseRealTime();
+BENCHMARK_MAIN();
