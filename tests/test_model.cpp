@@ -210,3 +210,25 @@ TEST_CASE("bad inputs to the model are reported", "[model][errors]") {
   bad.text.encoder_width = 7;
   REQUIRE_THROWS_WITH(Model(bad), Contains("encoder_width"));
 }
+
+TEST_CASE("forward modes: tensor, loss, predict", "[model]") {
+  Model m(small_config());
+  initialised(m, 13);
+  Generator gen(14);
+  const Tensor<float> images = randn<float>({3, 3, 32, 32}, gen);
+  const auto batch = random_texts(3, 8, 128, gen);
+  const std::vector<int64_t> ids{1, 2, 3};
+  const auto feats = std::get<Features<float, Cpu>>(m.forward(&images, &batch, Mode::tensor));
+  REQUIRE(feats.image_feat.shape() == Shape{3, 8});
+  REQUIRE(feats.image_embeds.shape() == Shape{3, 17, 16});  // fast_match off: embeds returned
+  const auto text_only = std::get<Features<float, Cpu>>(m.forward(nullptr, &batch, Mode::tensor));
+  REQUIRE_FALSE(text_only.image_feat.defined());
+  const auto losses = std::get<Losses<float, Cpu>>(m.forward(&images, &batch, Mode::loss, &ids));
+  REQUIRE(losses.itm_logits.shape() == Shape{9, 2});
+  const auto pred = std::get<Predictions<float, Cpu>>(m.forward(&images, &batch, Mode::predict));
+  REQUIRE(pred.score_i2t.shape() == Shape{3, 3});
+  REQUIRE(pred.label_t2i.size() == 3);
+  const auto row = select(pred.score_i2t, 0, 1).to_vector();
+  REQUIRE(pred.label_i2t[1] == std::max_element(row.begin(), row.end()) - row.begin());
+  REQUIRE_THROWS_WITH(m.forward(&images, &batch, Mode::loss), Catch::Matchers::Contains("image ids"));
+}

@@ -34,6 +34,7 @@
 namespace blip {
 
 enum class MomentumRule { mmpretrain, ema };
+enum class Mode { tensor, loss, predict };  // the reference's forward modes
 enum class NegativeKind { image_for_text, text_for_image };
 
 struct TokenIds {
@@ -370,6 +371,24 @@ class BlipRetrieval {
     out.itm_labels = Tensor<int64_t, D>::from_vector({3 * B}, labels);
     out.itm_loss = multimodal_head.loss(out.itm_logits, out.itm_labels);
     return out;
+  }
+
+  // The reference's unified entry: tensor = extract_feat, loss = loss (needs image ids),
+  // predict = score rows and argmax labels for every image and text (needs both).
+  std::variant<Features<T, D>, Losses<T, D>, Predictions<T, D>> forward(const Tensor<T, D>* images,
+                                                                         const TextBatch<T, D>* texts, Mode mode,
+                                                                         const std::vector<int64_t>* image_ids = nullptr) {
+    switch (mode) {
+      case Mode::tensor:
+        return extract_feat(images, texts);
+      case Mode::loss:
+        BLIP_CHECK(images && texts && image_ids, "BlipRetrieval::forward(loss): images, texts and image ids are required");
+        return loss(*images, *texts, *image_ids);
+      case Mode::predict:
+        BLIP_CHECK(images && texts, "BlipRetrieval::forward(predict): images and texts are required");
+        return predict(*images, *texts);
+    }
+    fail("BlipRetrieval::forward: invalid mode");
   }
 
   // ---- members (public: they are the model's state, named as in mmpretrain) -----------------
