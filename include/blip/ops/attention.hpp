@@ -64,27 +64,35 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
                "scaled_dot_product_attention: mask ", mask.shape(), " does not broadcast to ", full_shape);
     m = expand(mask.detach(), full_shape);
   }
-  const Tensor<T, D> qc = contiguous(q.detach()), kc = contiguous(k.detach()), vc = contiguous(v.detach());
-  Tensor<T, D> out = Tensor<T, D>::empty({B, H, Sq, dv});
+  // q, k, v are read in place when their rows are unit-stride (e.g. the q/k/v thirds of a
+  // fused qkv projection); the output is written as [B, Sq, H, dv] so merging heads is free.
+  const auto rows_unit_stride = [](const Tensor<T, D>& x) { return x.stride(3) == 1 ? x.detach() : contiguous(x.detach()); };
+  const Tensor<T, D> qc = rows_unit_stride(q), kc = rows_unit_stride(k), vc = rows_unit_stride(v);
+  const Tensor<T, D> out_memory = Tensor<T, D>::empty({B, Sq, H, dv});
+  Tensor<T, D> out = permute(out_memory, {0, 2, 1, 3});
+  const auto at = [](const Tensor<T, D>& x, int64_t b, int64_t h, int64_t row) {
+    return x.data() + b * x.stride(0) + h * x.stride(1) + row * x.stride(2);
+  };
   // Probabilities of query rows [r0, r0 + rows) of batch-head bh, written to `scores`.
   const int64_t blocks = (Sq + detail::kAttentionRows - 1) / detail::kAttentionRows;
   const auto probabilities = [=](T* scores, int64_t bh, int64_t r0, int64_t rows) {
     const int64_t b = bh / H, h = bh % H;
-    const int64_t kv_bh = (kv_index.empty() ? b : kv_index[static_cast<size_t>(b)]) * H + h;
-    cpu::gemm(false, true, rows, Sk, d, factor, qc.data() + (bh * Sq + r0) * d, d, kc.data() + kv_bh * Sk * d, d, T(0),
+    const int64_t kv_b = kv_index.empty() ? b : kv_index[static_cast<size_t>(b)];
+    cpu::gemm(false, true, rows, Sk, d, factor, at(qc, b, h, r0), qc.stride(2), at(kc, kv_b, h, 0), kc.stride(2), T(0),
               scores, Sk);
     const T* mask_rows = m.defined() ? m.data() + b * m.stride(0) + h * m.stride(1) + r0 * m.stride(2) : nullptr;
     detail::mask_and_softmax(scores, rows, Sk, mask_rows, m.defined() ? m.stride(2) : 0, m.defined() ? m.stride(3) : 0);
-    return kv_bh;
+    return kv_b;
   };
   if constexpr (on_cpu<D>) {
     cpu::parallel_for(B * H * blocks, detail::kAttentionRows * Sk * (d + dv), [&](int64_t begin, int64_t end) {
       std::vector<T> scratch(static_cast<size_t>(detail::kAttentionRows * Sk));
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t bh = task / blocks, r0 = (task % blocks) * detail::kAttentionRows, rows = std::min(detail::kAttentionRows, Sq - r0);
-        const int64_t kv_bh = probabilities(scratch.data(), bh, r0, rows);
-        cpu::gemm(false, false, rows, dv, Sk, T(1), scratch.data(), Sk, vc.data() + kv_bh * Sk * dv, dv, T(0),
-                  out.data() + (bh * Sq + r0) * dv, dv);
+        const int64_t bh = task / blocks, r0 = (task % blocks) * detail::kAttentionRows;
+        const int64_t rows = std::min(detail::kAttentionRows, Sq - r0);
+        const int64_t kv_b = probabilities(scratch.data(), bh, r0, rows);
+        cpu::gemm(false, false, rows, dv, Sk, T(1), scratch.data(), Sk, at(vc, kv_b, bh % H, 0), vc.stride(2), T(0),
+                  at(out, bh / H, bh % H, r0), out.stride(2));
       }
     });
   } else {
