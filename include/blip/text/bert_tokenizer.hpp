@@ -1,0 +1,257 @@
+// blip/text/bert_tokenizer.hpp — BlipTokenizer: BERT WordPiece (bert-base-uncased) plus the
+// added special tokens [DEC] and [ENC], exactly as HuggingFace tokenizers' BertTokenizerFast
+// with mmpretrain's additions.
+//
+// Contract (the reference's pipeline, in order):
+// 1. Added tokens ([PAD] [UNK] [CLS] [SEP] [MASK] [DEC] [ENC]) are found in the raw text,
+//    case-sensitively, leftmost-longest; they become their ids and split the text.
+// 2. Each remaining segment is normalised (BertNormalizer): drop NUL, U+FFFD and category C*
+//    except \t \n \r; White_Space -> ' '; spaces around CJK ideographs (the tokenizers crate's
+//    ranges, with its gap at U+2B820..U+2B91F); NFD + drop Mn (accents); per-char lowercase.
+// 3. Pre-tokenised on whitespace and punctuation (ASCII punctuation or category P*).
+// 4. WordPiece: greedy longest match with "##" continuations; a word over 100 chars, or one with
+//    an unmatched piece, is a single [UNK].
+// 5. encode(): [CLS] + first max_length-2 pieces + [SEP], padded with [PAD] to max_length,
+//    attention mask 1 on real tokens. encode_batch() gives int64 tensors [N, max_length].
+// The vocabulary file is one token per line (line number = id); a missing file or a vocabulary
+// without the special tokens throws blip::Error naming the file and token.
+#pragma once
+
+#include <fstream>
+#include <unordered_map>
+
+#include "blip/core/tensor.hpp"
+#include "blip/text/utf8.hpp"
+
+namespace blip::text {
+
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
+class Vocab {
+ public:
+  static Vocab load(const std::string& path) {
+    std::ifstream in(path);
+    BLIP_CHECK(in.good(), "Vocab: cannot open '", path, "'");
+    Vocab v;
+    std::string line;
+    while (std::getline(in, line)) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      v.add(line);
+    }
+    BLIP_CHECK(v.size() > 0, "Vocab: '", path, "' is empty");
+    v.origin_ = path;
+    return v;
+  }
+  int64_t add(const std::string& token) {
+    auto [it, inserted] = ids_.emplace(token, static_cast<int64_t>(tokens_.size()));
+    if (inserted) tokens_.push_back(token);
+    return it->second;
+  }
+  int64_t find(std::string_view token) const {
+    auto it = ids_.find(token);
+    return it == ids_.end() ? -1 : it->second;
+  }
+  int64_t id(std::string_view token) const {
+    const int64_t i = find(token);
+    BLIP_CHECK(i >= 0, "Vocab: '", origin_, "' has no token '", std::string(token), "'");
+    return i;
+  }
+  const std::string& token(int64_t id) const {
+    BLIP_CHECK(id >= 0 && id < size(), "Vocab: id ", id, " is outside [0, ", size(), ")");
+    return tokens_[static_cast<size_t>(id)];
+  }
+  int64_t size() const { return static_cast<int64_t>(tokens_.size()); }
+
+ private:
+  std::unordered_map<std::string, int64_t, StringHash, std::equal_to<>> ids_;
+  std::vector<std::string> tokens_;
+  std::string origin_ = "vocab";
+};
+
+template <Device D = Cpu>
+struct Encoded {
+  Tensor<int64_t, D> input_ids, attention_mask;  // [N, max_length]
+};
+
+class BertTokenizer {
+ public:
+  struct Options {
+    int64_t max_length = 35;
+    int64_t max_input_chars_per_word = 100;
+    std::vector<std::string> added_tokens = {"[DEC]", "[ENC]"};  // appended after the vocab (BLIP)
+  };
+
+  explicit BertTokenizer(Vocab vocab) : BertTokenizer(std::move(vocab), Options{}) {}
+  BertTokenizer(Vocab vocab, Options options) : vocab_(std::move(vocab)), options_(std::move(options)) {
+    for (const char* t : {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}) specials_.push_back(t);
+    for (const auto& t : options_.added_tokens) {
+      vocab_.add(t);
+      specials_.push_back(t);
+    }
+    pad_ = vocab_.id("[PAD]");
+    unk_ = vocab_.id("[UNK]");
+    cls_ = vocab_.id("[CLS]");
+    sep_ = vocab_.id("[SEP]");
+    BLIP_CHECK(options_.max_length >= 2, "BertTokenizer: max_length ", options_.max_length, " leaves no room for [CLS]/[SEP]");
+  }
+  static BertTokenizer blip(const std::string& vocab_path, int64_t max_length = 35) {
+    Options o;
+    o.max_length = max_length;
+    return BertTokenizer(Vocab::load(vocab_path), o);
+  }
+
+  const Vocab& vocab() const { return vocab_; }
+  int64_t token_id(std::string_view t) const { return vocab_.id(t); }
+
+  // Word pieces of a text (tokenizer.tokenize): no [CLS]/[SEP], no truncation.
+  std::vector<std::string> tokenize(std::string_view text) const {
+    std::vector<std::string> out;
+    for (int64_t id : piece_ids(text)) out.push_back(vocab_.token(id));
+    return out;
+  }
+
+  std::vector<int64_t> piece_ids(std::string_view text) const {
+    std::vector<int64_t> ids;
+    size_t pos = 0;
+    while (pos <= text.size()) {
+      // leftmost-longest added token
+      size_t best_at = std::string_view::npos, best_len = 0;
+      int64_t best_id = -1;
+      for (const auto& s : specials_) {
+        const size_t at = text.find(s, pos);
+        if (at == std::string_view::npos) continue;
+        if (at < best_at || (at == best_at && s.size() > best_len)) {
+          best_at = at;
+          best_len = s.size();
+          best_id = vocab_.id(s);
+        }
+      }
+      const size_t segment_end = best_at == std::string_view::npos ? text.size() : best_at;
+      if (segment_end > pos) encode_segment(text.substr(pos, segment_end - pos), ids);
+      if (best_at == std::string_view::npos) break;
+      ids.push_back(best_id);
+      pos = best_at + best_len;
+    }
+    return ids;
+  }
+
+  // [CLS] pieces [SEP] [PAD]..., with the attention mask.
+  std::pair<std::vector<int64_t>, std::vector<int64_t>> encode(std::string_view text) const {
+    std::vector<int64_t> pieces = piece_ids(text);
+    const size_t room = static_cast<size_t>(options_.max_length - 2);
+    if (pieces.size() > room) pieces.resize(room);
+    std::vector<int64_t> ids{cls_};
+    ids.insert(ids.end(), pieces.begin(), pieces.end());
+    ids.push_back(sep_);
+    std::vector<int64_t> mask(ids.size(), 1);
+    ids.resize(static_cast<size_t>(options_.max_length), pad_);
+    mask.resize(static_cast<size_t>(options_.max_length), 0);
+    return {ids, mask};
+  }
+
+  template <Device D = Cpu>
+  Encoded<D> encode_batch(const std::vector<std::string>& texts) const {
+    const int64_t n = static_cast<int64_t>(texts.size()), L = options_.max_length;
+    std::vector<int64_t> ids(static_cast<size_t>(n * L)), mask(static_cast<size_t>(n * L));
+    for (int64_t i = 0; i < n; ++i) {
+      auto [row_ids, row_mask] = encode(texts[static_cast<size_t>(i)]);
+      std::copy(row_ids.begin(), row_ids.end(), ids.begin() + i * L);
+      std::copy(row_mask.begin(), row_mask.end(), mask.begin() + i * L);
+    }
+    return {Tensor<int64_t, D>::from_vector({n, L}, ids), Tensor<int64_t, D>::from_vector({n, L}, mask)};
+  }
+
+  // Normalised text of a segment (BertNormalizer), as code points.
+  static CodePoints normalize(std::string_view segment) {
+    CodePoints spaced;
+    for (char32_t c : decode(segment)) {
+      if (c == 0 || c == 0xFFFD || (c != U'\t' && c != U'\n' && c != U'\r' && is_other(c))) continue;
+      if (is_white_space(c)) {
+        spaced.push_back(U' ');
+      } else if (is_chinese_char(c)) {
+        spaced.push_back(U' ');
+        spaced.push_back(c);
+        spaced.push_back(U' ');
+      } else {
+        spaced.push_back(c);
+      }
+    }
+    CodePoints out;
+    for (char32_t c : nfd(spaced))
+      if (category(c) != UTF8PROC_CATEGORY_MN) out.push_back(simple_lower(c));
+    return out;
+  }
+
+ private:
+  static bool is_chinese_char(char32_t c) {
+    return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x2A6DF) ||
+           (c >= 0x2A700 && c <= 0x2B73F) || (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B920 && c <= 0x2CEAF) ||
+           (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
+  }
+
+  void encode_segment(std::string_view segment, std::vector<int64_t>& ids) const {
+    const CodePoints norm = normalize(segment);
+    // pre-tokenise: whitespace separates, punctuation stands alone
+    size_t i = 0;
+    while (i < norm.size()) {
+      if (is_white_space(norm[i])) {
+        ++i;
+        continue;
+      }
+      if (is_ascii_punctuation(norm[i]) || is_punctuation(norm[i])) {
+        word_pieces(norm, i, i + 1, ids);
+        ++i;
+        continue;
+      }
+      size_t j = i;
+      while (j < norm.size() && !is_white_space(norm[j]) && !is_ascii_punctuation(norm[j]) && !is_punctuation(norm[j])) ++j;
+      word_pieces(norm, i, j, ids);
+      i = j;
+    }
+  }
+
+  void word_pieces(const CodePoints& cps, size_t begin, size_t end, std::vector<int64_t>& ids) const {
+    if (static_cast<int64_t>(end - begin) > options_.max_input_chars_per_word) {
+      ids.push_back(unk_);
+      return;
+    }
+    // byte offsets of each code point of the word
+    std::string word;
+    std::vector<size_t> offsets;
+    for (size_t k = begin; k < end; ++k) {
+      offsets.push_back(word.size());
+      append_utf8(word, cps[k]);
+    }
+    offsets.push_back(word.size());
+    const size_t n = end - begin;
+    std::vector<int64_t> pieces;
+    std::string candidate;
+    for (size_t start = 0; start < n;) {
+      int64_t found = -1;
+      size_t stop = n;
+      for (; stop > start; --stop) {
+        candidate.assign(start > 0 ? "##" : "");
+        candidate.append(word, offsets[start], offsets[stop] - offsets[start]);
+        found = vocab_.find(candidate);
+        if (found >= 0) break;
+      }
+      if (found < 0) {
+        ids.push_back(unk_);
+        return;
+      }
+      pieces.push_back(found);
+      start = stop;
+    }
+    ids.insert(ids.end(), pieces.begin(), pieces.end());
+  }
+
+  Vocab vocab_;
+  Options options_;
+  std::vector<std::string> specials_;
+  int64_t pad_ = 0, unk_ = 100, cls_ = 101, sep_ = 102;
+};
+
+}  // namespace blip::text
