@@ -12,7 +12,8 @@ using namespace blip::text;
 
 namespace {
 
-std::string vocab_path() { return (golden_root().parent_path() / "assets" / "bert-base-uncased-vocab.txt").string(); }
+// The vocabulary the project ships (data/), byte-identical to ../shared/assets'.
+std::string vocab_path() { return BLIP_SOURCE_DIR "/data/bert-base-uncased-vocab.txt"; }
 
 std::vector<nlohmann::json> golden_cases() {
   std::vector<nlohmann::json> cases;
