@@ -1,9 +1,17 @@
-# Seeds a corpus with the golden *.safetensors files (small ones) and runs the fuzzer for SECONDS.
+# Seeds a corpus with golden files matching SEED_GLOB (small ones; a .jsonl file gives one seed
+# per line) and runs the fuzzer for SECONDS.
 file(MAKE_DIRECTORY "${WORK}")
-file(GLOB_RECURSE seeds "${SEEDS}/*.safetensors")
+file(GLOB_RECURSE seeds "${SEEDS}/${SEED_GLOB}")
 foreach(seed ${seeds})
   file(SIZE "${seed}" size)
-  if(size LESS 2000000)
+  if(seed MATCHES "\\.jsonl$")
+    file(STRINGS "${seed}" lines)
+    set(i 0)
+    foreach(line IN LISTS lines)
+      math(EXPR i "${i} + 1")
+      file(WRITE "${WORK}/seed_line_${i}" "${line}")
+    endforeach()
+  elseif(size LESS 2000000)
     get_filename_component(name "${seed}" NAME)
     string(MD5 tag "${seed}")
     file(COPY_FILE "${seed}" "${WORK}/seed_${tag}_${name}" ONLY_IF_DIFFERENT)
