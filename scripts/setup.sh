@@ -4,7 +4,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config
-  libeigen3-dev libopenblas-openmp-dev catch2 libbenchmark-dev nlohmann-json3-dev libutf8proc-dev
+  libeigen3-dev libopenblas-openmp-dev catch2 libbenchmark-dev nlohmann-json3-dev libutf8proc-dev libsentencepiece-dev
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -63,3 +63,11 @@ TEST_CASE("tokenizer edge cases: invalid UTF-8, empty, huge captions", "[text]")
   const auto batch = tok.encode_batch({"a dog", "two cats on a mat"});
   REQUIRE(batch.input_ids.shape() == blip::Shape{2, 35});
 }
+
+TEST_CASE("decode inverts encode up to normalisation, like HuggingFace's decode", "[text]") {
+  const BertTokenizer tok = BertTokenizer::blip(vocab_path());
+  const auto [ids, mask] = tok.encode("A man's surfboard, isn't it?");
+  REQUIRE(tok.decode(ids) == "a man's surfboard, isn't it?");
+  REQUIRE(tok.decode(tok.piece_ids("unaffable")) == "unaffable");
+  REQUIRE(tok.decode({101, 1037, 102}, false) == "[CLS] a [SEP]");
+}

@@ -164,10 +164,32 @@ class BertTokenizer {
     return {Tensor<int64_t, D>::from_vector({n, L}, ids), Tensor<int64_t, D>::from_vector({n, L}, mask)};
   }
 
+  // Text from ids as HuggingFace's decode(): special tokens skipped (by default), pieces joined
+  // with spaces, "##" continuations glued, then clean_up_tokenization_spaces.
+  std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = true) const {
+    std::string out;
+    for (int64_t id : ids) {
+      const std::string& t = vocab_.token(id);
+      if (skip_special_tokens && std::find(specials_.begin(), specials_.end(), t) != specials_.end()) continue;
+      if (t.starts_with("##")) {
+        out += t.substr(2);
+      } else {
+        if (!out.empty()) out += ' ';
+        out += t;
+      }
+    }
+    for (const char* from : {" .", " ?", " !", " ,", " ' ", " n't", " 'm", " 's", " 've", " 're"}) {
+      const std::string f = from;
+      const std::string to = f == " ' " ? "'" : f.substr(1);
+      for (size_t at = out.find(f); at != std::string::npos; at = out.find(f, at + to.size())) out.replace(at, f.size(), to);
+    }
+    return out;
+  }
+
   // Normalised text of a segment (BertNormalizer), as code points.
   static CodePoints normalize(std::string_view segment) {
     CodePoints spaced;
-    for (char32_t c : decode(segment)) {
+    for (char32_t c : text::decode(segment)) {
       if (c == 0 || c == 0xFFFD || (c != U'\t' && c != U'\n' && c != U'\r' && is_other(c))) continue;
       if (is_white_space(c)) {
         spaced.push_back(U' ');
