@@ -5,7 +5,7 @@
 // entries have a known dtype, non-negative shape, and data_offsets [begin, end) that lie inside
 // the data section, agree with dtype x shape, and do not overlap. Any violation throws
 // blip::Error naming the file, the key and the byte offsets. load<T>(name) converts
-// F32/F64/F16/BF16/I64/I32 into T (integers into floats and back only where exact types ask).
+// F32/F64/F16/BF16/I64/I32/U8 into T (integers into floats and back only where exact types ask).
 // `__metadata__` is kept as a string map.
 #pragma once
 
@@ -112,6 +112,7 @@ class SafeTensorsFile {
     else if (e.dtype == "BF16") convert(bf16{});
     else if (e.dtype == "I64") convert(int64_t{});
     else if (e.dtype == "I32") convert(int32_t{});
+    else if (e.dtype == "U8") convert(uint8_t{});
     else fail("safetensors: '", path_, "' tensor '", name, "' has dtype ", e.dtype, ", which blip does not load");
     return Tensor<T, Cpu>::from_vector(e.shape, values);
   }
