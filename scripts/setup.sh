@@ -4,7 +4,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config
-  libeigen3-dev libopenblas-openmp-dev catch2 libbenchmark-dev nlohmann-json3-dev libutf8proc-dev libsentencepiece-dev
+  libeigen3-dev libopenblas-openmp-dev catch2 libbenchmark-dev nlohmann-json3-dev libutf8proc-dev libsentencepiece-dev libpng-dev libjpeg62-turbo-dev
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,224 @@
+// blip/vision/decode.hpp — PNG (libpng) and JPEG (libjpeg-turbo) decoding as mmcv's
+// LoadImageFromFile / cv2.imdecode(IMREAD_COLOR) does it.
+//
+// Contract: always 3 channels, BGR by default (RGB on request): gray is replicated, palette
+// expanded (tRNS ignored), alpha dropped without compositing, 16-bit samples become v >> 8, and
+// a JPEG's EXIF Orientation (1-8) is applied. JPEG uses libjpeg's defaults (ISLOW IDCT, fancy
+// upsampling), so pixels equal OpenCV's. The pixel count is checked against `max_pixels` from
+// the header, before any allocation. Truncated or corrupt data, zero sizes, CMYK JPEGs and other
+// formats throw blip::Error naming the file (or `name`) and what is wrong.
+#pragma once
+
+#include <png.h>
+#include <stdio.h>
+
+#include <jpeglib.h>
+
+#include <csetjmp>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+#include "blip/vision/image.hpp"
+
+namespace blip::vision {
+
+struct DecodeOptions {
+  ChannelOrder order = ChannelOrder::bgr;
+  int64_t max_pixels = int64_t{1} << 28;  // 268 M pixels; Pillow's bomb limit is 179 M
+  bool apply_exif_orientation = true;
+};
+
+namespace detail {
+
+inline void check_size(int64_t w, int64_t h, const DecodeOptions& o, const std::string& name) {
+  BLIP_CHECK(w > 0 && h > 0, "decode_image: '", name, "' has an empty size ", w, "x", h);
+  BLIP_CHECK(w <= o.max_pixels / h, "decode_image: '", name, "' claims ", w, "x", h, " pixels, over the limit of ",
+             o.max_pixels, " (DecodeOptions::max_pixels)");
+}
+
+// ---- PNG ------------------------------------------------------------------------------------
+struct PngReader {
+  const uint8_t* data;
+  size_t size, pos;
+};
+
+inline Image decode_png(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& o) {
+  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  BLIP_CHECK(png, "decode_image: libpng could not start for '", name, "'");
+  png_infop info = png_create_info_struct(png);
+  std::string error;
+  png_set_error_fn(png, &error, [](png_structp p, png_const_charp msg) {
+    *static_cast<std::string*>(png_get_error_ptr(p)) = msg;
+    png_longjmp(p, 1);
+  }, [](png_structp, png_const_charp) {});
+  PngReader reader{data, size, 0};
+  Image img;
+  std::vector<png_bytep> rows;
+  // Nothing with a destructor may be created between setjmp and a longjmp back to it.
+  if (setjmp(png_jmpbuf(png))) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    fail("decode_image: '", name, "' is not a valid PNG: ", error.empty() ? "corrupt data" : error);
+  }
+  png_set_read_fn(png, &reader, [](png_structp p, png_bytep out, png_size_t n) {
+    auto* r = static_cast<PngReader*>(png_get_io_ptr(p));
+    if (r->pos + n > r->size) png_error(p, "truncated data");
+    std::memcpy(out, r->data + r->pos, n);
+    r->pos += n;
+  });
+  png_read_info(png, info);
+  const png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
+  const int color = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
+  error.clear();
+  try {
+    check_size(w, h, o, name);
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  if (!error.empty()) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    throw Error(error);
+  }
+  if (depth == 16) png_set_strip_16(png);  // v >> 8
+  if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+  if ((color & PNG_COLOR_MASK_COLOR) == 0 && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+  png_set_strip_alpha(png);  // also the alpha that palette expansion makes from tRNS
+  if (color == PNG_COLOR_TYPE_GRAY || color == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
+  if (o.order == ChannelOrder::bgr) png_set_bgr(png);
+  png_set_interlace_handling(png);
+  png_read_update_info(png, info);
+  if (png_get_rowbytes(png, info) != static_cast<png_size_t>(w) * 3) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    fail("decode_image: '", name, "' has an unsupported PNG layout (color type ", color, ", depth ", depth, ")");
+  }
+  img = Image(h, w, 3, o.order);
+  rows.resize(h);
+  for (png_uint_32 y = 0; y < h; ++y) rows[y] = img.row(y);
+  png_read_image(png, rows.data());
+  png_destroy_read_struct(&png, &info, nullptr);
+  return img;
+}
+
+// ---- JPEG -----------------------------------------------------------------------------------
+struct JpegError {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+// EXIF Orientation (tag 0x0112) from the APP1 segment, 1 when absent or malformed.
+inline int exif_orientation(const uint8_t* p, size_t n) {
+  if (n < 14 || std::memcmp(p, "Exif\0\0", 6) != 0) return 1;
+  const uint8_t* t = p + 6;
+  const size_t tn = n - 6;
+  const bool little = t[0] == 'I' && t[1] == 'I';
+  if (!little && !(t[0] == 'M' && t[1] == 'M')) return 1;
+  auto u16 = [&](size_t at) -> uint32_t { return little ? t[at] | (t[at + 1] << 8) : (t[at] << 8) | t[at + 1]; };
+  auto u32 = [&](size_t at) -> uint32_t {
+    return little ? t[at] | (t[at + 1] << 8) | (t[at + 2] << 16) | (static_cast<uint32_t>(t[at + 3]) << 24)
+                  : (static_cast<uint32_t>(t[at]) << 24) | (t[at + 1] << 16) | (t[at + 2] << 8) | t[at + 3];
+  };
+  const uint32_t ifd = u32(4);
+  if (ifd + 2 > tn) return 1;
+  const uint32_t count = u16(ifd);
+  for (uint32_t i = 0; i < count; ++i) {
+    const size_t e = ifd + 2 + static_cast<size_t>(i) * 12;
+    if (e + 12 > tn) return 1;
+    if (u16(e) == 0x0112) {
+      const uint32_t v = u16(e + 8);
+      return v >= 1 && v <= 8 ? static_cast<int>(v) : 1;
+    }
+  }
+  return 1;
+}
+
+inline Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& o) {
+  jpeg_decompress_struct cinfo{};
+  JpegError err{};
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = [](j_common_ptr c) {
+    auto* e = reinterpret_cast<JpegError*>(c->err);
+    (*c->err->format_message)(c, e->message);
+    std::longjmp(e->jump, 1);
+  };
+  err.mgr.output_message = [](j_common_ptr) {};
+  int orientation = 1;
+  int64_t w = 0, h = 0;
+  uint8_t* volatile pixels = nullptr;  // volatile: read after a longjmp
+  if (setjmp(err.jump)) {
+    std::free(pixels);
+    jpeg_destroy_decompress(&cinfo);
+    fail("decode_image: '", name, "' is not a valid JPEG: ", err.message);
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
+  jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xFFFF);
+  jpeg_read_header(&cinfo, TRUE);
+  for (jpeg_saved_marker_ptr m = cinfo.marker_list; m; m = m->next)
+    if (m->marker == JPEG_APP0 + 1 && orientation == 1) orientation = exif_orientation(m->data, m->data_length);
+  w = cinfo.image_width;
+  h = cinfo.image_height;
+  const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
+  const bool too_big = w <= 0 || h <= 0 || w > o.max_pixels / std::max<int64_t>(h, 1);
+  if (cmyk || too_big) {
+    jpeg_destroy_decompress(&cinfo);
+    BLIP_CHECK(!cmyk, "decode_image: '", name, "' is a CMYK JPEG, which blip does not decode");
+    check_size(w, h, o, name);
+  }
+  cinfo.out_color_space = o.order == ChannelOrder::bgr ? JCS_EXT_BGR : JCS_EXT_RGB;
+  jpeg_start_decompress(&cinfo);
+  pixels = static_cast<uint8_t*>(std::malloc(static_cast<size_t>(w * h * 3)));
+  if (!pixels) {
+    jpeg_destroy_decompress(&cinfo);
+    fail("decode_image: out of memory for '", name, "'");
+  }
+  while (cinfo.output_scanline < cinfo.output_height) {
+    JSAMPROW row = pixels + static_cast<size_t>(cinfo.output_scanline) * static_cast<size_t>(w) * 3;
+    jpeg_read_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  Image img(h, w, 3, o.order);
+  std::memcpy(img.pixels.data(), pixels, img.pixels.size());
+  std::free(pixels);
+  if (o.apply_exif_orientation && orientation != 1) {
+    // OpenCV's ExifTransform: 2 flip-x, 3 rot180, 4 flip-y, 5 transpose, 6 rot90 cw,
+    // 7 transverse, 8 rot90 ccw.
+    const bool transpose = orientation >= 5;
+    const bool flip_x = orientation == 2 || orientation == 3 || orientation == 6 || orientation == 7;
+    const bool flip_y = orientation == 3 || orientation == 4 || orientation == 7 || orientation == 8;
+    Image out(transpose ? w : h, transpose ? h : w, 3, o.order);
+    for (int64_t y = 0; y < out.height; ++y)
+      for (int64_t x = 0; x < out.width; ++x) {
+        int64_t tx = x, ty = y;  // position in the (possibly transposed) intermediate
+        if (flip_x) tx = out.width - 1 - tx;
+        if (flip_y) ty = out.height - 1 - ty;
+        const int64_t src_x = transpose ? ty : tx, src_y = transpose ? tx : ty;
+        std::memcpy(out.row(y) + x * 3, img.row(src_y) + src_x * 3, 3);
+      }
+    return out;
+  }
+  return img;
+}
+
+}  // namespace detail
+
+inline Image decode_image(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& options = {}) {
+  BLIP_CHECK(size >= 8, "decode_image: '", name, "' is ", size, " bytes, too short to be an image");
+  if (std::memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0) return detail::decode_png(data, size, name, options);
+  if (data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return detail::decode_jpeg(data, size, name, options);
+  fail("decode_image: '", name, "' is neither PNG nor JPEG (unsupported format)");
+}
+
+inline std::vector<uint8_t> read_file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  BLIP_CHECK(in.good(), "read_file: cannot open '", path, "'");
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
+
+inline Image load_image(const std::string& path, const DecodeOptions& options = {}) {
+  const std::vector<uint8_t> bytes = read_file_bytes(path);
+  return decode_image(bytes.data(), bytes.size(), path, options);
+}
+
+}  // namespace blip::vision
