@@ -44,7 +44,7 @@ TXT_BATCH, TXT_LEN = 32, 35
 K = 16                      # texts re-ranked per image in (c)
 TRAIN_BATCH = 4
 VOCAB = 30524
-CLS_ID, ENC_ID = 101, 30523  # BLIP's tokenizer: [CLS] for text mode, [ENC] replaces it for ITM
+CLS_ID, SEP_ID, ENC_ID = 101, 102, 30523  # [CLS] starts text mode; [ENC] replaces it for ITM
 
 CASES = {
     "a": ("image features (batch 8, 384px)", IMG_BATCH, "ms/image"),
@@ -84,7 +84,7 @@ def make_inputs(torch):
 
     def ids(batch, first):
         t = torch.randint(1000, 29000, (batch, TXT_LEN), generator=g)
-        t[:, 0] = first
+        t[:, 0], t[:, -1] = first, SEP_ID  # as bench_blip.cpp: full length, no padding
         return t
 
     return {

@@ -1,8 +1,9 @@
 // blip-golden-check DIR: finds every golden set under DIR and verifies this library against
 // it, one line per case with its max error; exits non-zero on any mismatch or unreadable set.
-// Model case sets (config.json + weights.safetensors) today; tokenizer, image and retrieval
-// sets join as those parts land.
-#include <blip/testing/golden_model.hpp>
+// Set kinds, found by their marker files: model case sets (config.json + weights.safetensors),
+// tokenizer sets (tokenizer/cases.jsonl), image sets (image/manifest.json). The BERT vocabulary
+// comes from --vocab, else the copy installed with blip, else data/ of the source tree.
+#include <blip/testing/golden_inputs.hpp>
 
 #include <cstdio>
 #include <filesystem>
@@ -10,31 +11,46 @@
 namespace fs = std::filesystem;
 
 int main(int argc, char** argv) {
-  if (argc != 2 || std::string(argv[1]) == "--help") {
-    std::fprintf(stderr, "usage: blip-golden-check DIR\n  verifies every golden case set found under DIR\n");
-    return argc == 2 ? 0 : 2;
+  std::string vocab = BLIP_DEFAULT_VOCAB;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == "--vocab") {
+      vocab = args[i + 1];
+      args.erase(args.begin() + static_cast<std::ptrdiff_t>(i), args.begin() + static_cast<std::ptrdiff_t>(i) + 2);
+      break;
+    }
+  if (args.size() != 1 || args[0] == "--help") {
+    std::fprintf(stderr, "usage: blip-golden-check [--vocab bert-vocab.txt] DIR\n"
+                         "  verifies every golden set (model, tokenizer, image) found under DIR\n");
+    return args.size() == 1 ? 0 : 2;
   }
-  const fs::path root = argv[1];
+  const fs::path root = args[0];
   if (!fs::is_directory(root)) {
     std::fprintf(stderr, "blip-golden-check: '%s' is not a directory\n", argv[1]);
     return 2;
   }
-  std::vector<fs::path> model_sets;
-  for (const auto& entry : fs::recursive_directory_iterator(root))
-    if (entry.is_directory() && fs::exists(entry.path() / "config.json") && fs::exists(entry.path() / "weights.safetensors"))
-      model_sets.push_back(entry.path());
-  std::sort(model_sets.begin(), model_sets.end());
+  std::vector<fs::path> model_sets, tokenizer_sets, image_sets;
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    if (!entry.is_directory()) continue;
+    const fs::path& p = entry.path();
+    if (fs::exists(p / "config.json") && fs::exists(p / "weights.safetensors")) model_sets.push_back(p);
+    if (fs::exists(p / "cases.jsonl") && p.filename() == "tokenizer") tokenizer_sets.push_back(p);
+    if (fs::exists(p / "manifest.json") && p.filename() == "image") image_sets.push_back(p);
+  }
+  for (auto* sets : {&model_sets, &tokenizer_sets, &image_sets}) std::sort(sets->begin(), sets->end());
   int failures = 0, cases = 0;
-  for (const auto& dir : model_sets) {
-    for (const auto& r : blip::testing::run_model_case_set(dir)) {
+  auto report = [&](const fs::path& dir, const std::vector<blip::testing::CaseResult>& results) {
+    for (const auto& r : results) {
       ++cases;
       failures += !r.ok;
-      std::printf("%-4s %s/%s  max error %.3g (tolerance %.3g)%s%s\n", r.ok ? "ok" : "FAIL",
-                  dir.filename().c_str(), r.name.c_str(), r.max_error, r.tolerance, r.detail.empty() ? "" : "  ",
-                  r.detail.c_str());
+      std::printf("%-4s %s/%s  max error %.3g (tolerance %.3g)%s%s\n", r.ok ? "ok" : "FAIL", dir.filename().c_str(),
+                  r.name.c_str(), r.max_error, r.tolerance, r.detail.empty() ? "" : "  ", r.detail.c_str());
     }
-  }
-  if (model_sets.empty()) {
+  };
+  for (const auto& dir : model_sets) report(dir, blip::testing::run_model_case_set(dir));
+  for (const auto& dir : tokenizer_sets) report(dir, blip::testing::run_tokenizer_cases(dir, vocab));
+  for (const auto& dir : image_sets) report(dir, blip::testing::run_image_cases(dir));
+  if (model_sets.empty() && tokenizer_sets.empty() && image_sets.empty()) {
     std::fprintf(stderr, "blip-golden-check: no golden sets found under '%s'\n", argv[1]);
     return 1;
   }

@@ -4,8 +4,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "blip/text/bert_tokenizer.hpp"
-#include "blip/text/clean_caption.hpp"
+#include "blip/testing/golden_inputs.hpp"
 #include "golden_dirs.hpp"
 
 using namespace blip::text;
@@ -15,35 +14,18 @@ namespace {
 // The vocabulary the project ships (data/), byte-identical to ../shared/assets'.
 std::string vocab_path() { return BLIP_SOURCE_DIR "/data/bert-base-uncased-vocab.txt"; }
 
-std::vector<nlohmann::json> golden_cases() {
-  std::vector<nlohmann::json> cases;
-  std::ifstream in(golden_root() / "tokenizer" / "cases.jsonl");
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) cases.push_back(nlohmann::json::parse(line));
-  return cases;
-}
-
 }  // namespace
 
 TEST_CASE("BlipTokenizer and CleanCaption reproduce every golden case", "[text][golden]") {
-  const auto cases = golden_cases();
-  REQUIRE(cases.size() >= 200);
+  const auto results = blip::testing::run_tokenizer_cases(golden_root() / "tokenizer", vocab_path());
+  REQUIRE(results.size() >= 200);
+  for (const auto& r : results) {
+    INFO(r.name << ": " << r.detail);
+    CHECK(r.ok);
+  }
   const BertTokenizer tok = BertTokenizer::blip(vocab_path());
   REQUIRE(tok.token_id("[DEC]") == 30522);
   REQUIRE(tok.token_id("[ENC]") == 30523);
-  for (const auto& c : cases) {
-    const std::string text = c["text"].get<std::string>();
-    INFO(c["id"].get<std::string>() << " (" << c["category"].get<std::string>() << "): " << c["text"].dump());
-    CHECK(clean_caption(text) == c["clean_text"].get<std::string>());
-    CHECK(tok.tokenize(text) == c["tokens"].get<std::vector<std::string>>());
-    const auto [ids, mask] = tok.encode(text);
-    CHECK(ids == c["input_ids"].get<std::vector<int64_t>>());
-    CHECK(mask == c["attention_mask"].get<std::vector<int64_t>>());
-    const auto [clean_ids, clean_mask] = tok.encode(c["clean_text"].get<std::string>());
-    CHECK(clean_ids == c["clean_input_ids"].get<std::vector<int64_t>>());
-    CHECK(clean_mask == c["clean_attention_mask"].get<std::vector<int64_t>>());
-  }
 }
 
 TEST_CASE("tokenizer edge cases: invalid UTF-8, empty, huge captions", "[text]") {
