@@ -129,6 +129,14 @@ TEST_CASE("gradient: attention with shared keys/values (kv_index)", "[grad]") {
                   {random({4, 2, 3, 4}, 58), random({2, 2, 5, 4}, 59), random({2, 2, 5, 3}, 60)});
 }
 
+TEST_CASE("gradient: fused feed-forward (linear, GELU, linear) equals the composition", "[grad]") {
+  const Inputs in{random({2, 3, 4}, 61), random({6, 4}, 62), random({6}, 63), random({4, 6}, 64), random({4}, 65)};
+  require_grad_ok([](const Inputs& x) { return feed_forward_gelu(x[0], x[1], x[2], x[3], x[4]); }, in);
+  const auto fused = feed_forward_gelu(in[0], in[1], in[2], in[3], in[4]).to_vector();
+  const auto composed = linear(gelu(linear(in[0], in[1], in[2])), in[3], in[4]).to_vector();
+  for (size_t i = 0; i < fused.size(); ++i) REQUIRE(fused[i] == Approx(composed[i]).epsilon(1e-14));
+}
+
 TEST_CASE("gradient: conv2d with stride = kernel", "[grad]") {
   require_grad_ok([](const Inputs& x) { return conv2d(x[0], x[1], x[2], {2, 3}); },
                   {random({2, 3, 4, 6}, 53), random({4, 3, 2, 3}, 54), random({4}, 55)});

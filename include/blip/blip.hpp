@@ -17,6 +17,7 @@
 #include "blip/ops/loss.hpp"
 #include "blip/ops/index.hpp"
 #include "blip/ops/attention.hpp"
+#include "blip/ops/feed_forward.hpp"
 #include "blip/ops/conv.hpp"
 #include "blip/ops/dropout.hpp"
 #include "blip/ops/topk.hpp"

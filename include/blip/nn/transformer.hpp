@@ -18,6 +18,7 @@
 #include "blip/nn/activation.hpp"
 #include "blip/nn/layers.hpp"
 #include "blip/ops/attention.hpp"
+#include "blip/ops/feed_forward.hpp"
 
 namespace blip {
 
@@ -51,6 +52,16 @@ struct CrossKV {
 };
 
 namespace detail {
+
+// linear -> activation -> linear; the fused op when the activation is GELU(erf).
+template <class Act, Differentiable T, Device D>
+Tensor<T, D> ffn(const Tensor<T, D>& x, const Linear<T, D>& up, const Linear<T, D>& down, Branch branch) {
+  if constexpr (std::same_as<Act, GeluErf>) {
+    return feed_forward_gelu(x, up.weight.get(branch), up.bias.get(branch), down.weight.get(branch), down.bias.get(branch));
+  } else {
+    return down(Act::apply(up(x, branch)), branch);
+  }
+}
 
 // [B, S, H*hd] -> [B, H, S, hd] (a view)
 template <Element T, Device D>
@@ -98,7 +109,7 @@ class TransformerLayer<PreNorm, Cross, Act, T, D> {
     const Tensor<T, D> parts = permute(reshape(packed, {B, S, 3, heads, W / heads}), {2, 0, 3, 1, 4});
     const Tensor<T, D> context = scaled_dot_product_attention(select(parts, 0, 0), select(parts, 0, 1), select(parts, 0, 2));
     const Tensor<T, D> h = add(x, proj(detail::merge_heads(context), branch));
-    return add(h, fc2(Act::apply(fc1(ln2(h, branch), branch)), branch));
+    return add(h, detail::ffn<Act>(ln2(h, branch), fc1, fc2, branch));
   }
 
   template <class F>
@@ -181,7 +192,7 @@ class TransformerLayer<PostNorm, Cross, Act, T, D> {
         fail("TransformerLayer<PostNorm, NoCrossAttention>: a multimodal pass needs a layer with cross-attention");
       }
     }
-    return output_norm(add(output(Act::apply(intermediate(h, branch)), branch), h), branch);
+    return output_norm(add(detail::ffn<Act>(h, intermediate, output, branch), h), branch);
   }
 
   CrossKV<T, D> cross_keys_values(const Tensor<T, D>& image_embeds, Branch branch = Branch::online) const {
