@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "blip/eval/retrieval_recall.hpp"
 #include "blip/io/safetensors.hpp"
 #include "blip/testing/golden_model.hpp"
 #include "blip/text/bert_tokenizer.hpp"
@@ -76,6 +77,14 @@ inline CaseResult compare_pixels(const std::string& name, const vision::Image& g
 
 }  // namespace golden_detail
 
+inline bool topk_indices_differ(const io::SafeTensorsFile& tensors, const std::string& name, int64_t k) {
+  for (const char* d : {"i2t", "t2i"}) {
+    const auto scores = tensors.load<float>(name + ".score_" + d);
+    if (topk(scores, k).indices.to_vector() != tensors.load<int64_t>(name + ".topk_idx_" + d).to_vector()) return true;
+  }
+  return false;
+}
+
 inline std::vector<CaseResult> run_image_cases(const std::filesystem::path& dir) {
   using namespace golden_detail;
   std::vector<CaseResult> results;
@@ -105,6 +114,37 @@ inline std::vector<CaseResult> run_image_cases(const std::filesystem::path& dir)
       if (r.ok)
         for (size_t i = 0; i < got.size(); ++i) r.max_error = std::max(r.max_error, static_cast<double>(std::abs(got[i] - expected[i])));
       r.ok = r.ok && r.max_error == 0;
+      results.push_back(r);
+    }
+  } catch (const std::exception& e) {
+    results.push_back({"read", 0, 0, false, e.what()});
+  }
+  return results;
+}
+
+// retrieval/cases.json + cases.safetensors: the metric dict (values and key order) and the
+// top-k indices of every row, exactly.
+inline std::vector<CaseResult> run_retrieval_cases(const std::filesystem::path& dir) {
+  std::vector<CaseResult> results;
+  try {
+    std::ifstream in(dir / "cases.json");
+    BLIP_CHECK(in.good(), "retrieval golden: cannot open ", (dir / "cases.json").string());
+    const auto j = nlohmann::ordered_json::parse(in);  // keeps the reference's key order
+    const io::SafeTensorsFile tensors((dir / "cases.safetensors").string());
+    for (const auto& [name, c] : j["cases"].items()) {
+      const auto gt = c["gt_text_id"].get<std::vector<std::vector<int64_t>>>();
+      const auto topk = c["topk"].is_array() ? c["topk"].get<std::vector<int64_t>>() : std::vector<int64_t>{1, 5, 10};
+      CaseResult r{name, 0, 0, true, ""};
+      const auto metrics = eval::retrieval_recall(tensors.load<float>(name + ".score_i2t"), tensors.load<float>(name + ".score_t2i"), gt, topk);
+      std::vector<std::string> expected_keys, keys;
+      for (const auto& [key, value] : c["expected"].items()) expected_keys.push_back(key);
+      for (const auto& [key, value] : metrics) keys.push_back(key);
+      if (keys != expected_keys) r.detail += "keys or their order differ; ";
+      for (const auto& [key, value] : metrics)
+        if (c["expected"].contains(key)) r.max_error = std::max(r.max_error, std::abs(value - c["expected"][key].get<double>()));
+      const int64_t max_k = *std::max_element(topk.begin(), topk.end());
+      if (topk_indices_differ(tensors, name, max_k)) r.detail += "top-k indices differ; ";
+      r.ok = r.detail.empty() && r.max_error == 0;
       results.push_back(r);
     }
   } catch (const std::exception& e) {
