@@ -19,14 +19,27 @@ inline Tensor<float, Cpu> normalize_to_chw(const Image& img, const std::array<do
   BLIP_CHECK(img.channels == 3, "normalize_to_chw: needs 3 channels, got ", img.channels);
   const int64_t H = img.height, W = img.width;
   Tensor<float, Cpu> out = Tensor<float, Cpu>::empty({3, H, W});
-  float* o = out.data();
+  // Only 256 inputs per channel exist: a table of (v - mean) / std, each computed exactly as
+  // torch does (float subtraction, then float division), replaces a division per element.
+  float table[3][256];
   for (int64_t c = 0; c < 3; ++c) {
-    const int64_t src_c = img.order == ChannelOrder::rgb ? c : 2 - c;
     const float m = static_cast<float>(mean[static_cast<size_t>(c)]), s = static_cast<float>(std[static_cast<size_t>(c)]);
-    for (int64_t i = 0; i < H * W; ++i) {
-      const float diff = static_cast<float>(img.pixels[static_cast<size_t>(i * 3 + src_c)]) - m;
-      o[c * H * W + i] = diff / s;
+    for (int v = 0; v < 256; ++v) {
+      const float diff = static_cast<float>(v) - m;
+      table[c][v] = diff / s;
     }
+  }
+  float* o = out.data();
+  const uint8_t* p = img.pixels.data();
+  const bool rgb = img.order == ChannelOrder::rgb;
+  float* r = o;
+  float* g = o + H * W;
+  float* b = o + 2 * H * W;
+  for (int64_t i = 0; i < H * W; ++i) {
+    const uint8_t first = p[i * 3], second = p[i * 3 + 1], third = p[i * 3 + 2];
+    r[i] = table[0][rgb ? first : third];
+    g[i] = table[1][second];
+    b[i] = table[2][rgb ? third : first];
   }
   return out;
 }

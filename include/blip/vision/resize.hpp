@@ -75,64 +75,70 @@ inline uint8_t clip8(int32_t v) {
 
 }  // namespace detail
 
+namespace detail {
+
+// One vertical pass; rows are accumulated whole (contiguous, so the compiler vectorises it).
+inline void resample_vertical(const Image& src, Image& dst, const ResampleCoefficients& c, int64_t shift) {
+  const int64_t n = dst.width * dst.channels;
+  std::vector<int32_t> acc(static_cast<size_t>(n));
+  for (int64_t yy = 0; yy < dst.height; ++yy) {
+    const int64_t ymin = c.bounds[static_cast<size_t>(yy * 2)] - shift, count = c.bounds[static_cast<size_t>(yy * 2 + 1)];
+    const int32_t* k = c.weights.data() + yy * c.ksize;
+    std::fill(acc.begin(), acc.end(), 1 << (kPrecisionBits - 1));
+    for (int64_t y = 0; y < count; ++y) {
+      const uint8_t* row = src.row(y + ymin);
+      const int32_t w = k[y];
+      int32_t* a = acc.data();
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) a[i] += static_cast<int32_t>(row[i]) * w;
+    }
+    uint8_t* out = dst.row(yy);
+    const int32_t* a = acc.data();
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = clip8(a[i]);
+  }
+}
+
+// Rows [begin, end) of an HxWxC image as a Wx(end-begin)xC image (pixels stay whole).
+inline Image transposed(const Image& in, int64_t begin, int64_t end) {
+  const int64_t C = in.channels;
+  Image out(in.width, end - begin, C, in.order);
+  for (int64_t y = begin; y < end; ++y) {
+    const uint8_t* src = in.row(y);
+    for (int64_t x = 0; x < in.width; ++x)
+      for (int64_t ch = 0; ch < C; ++ch) out.pixels[static_cast<size_t>((x * out.width + (y - begin)) * C + ch)] = src[x * C + ch];
+  }
+  return out;
+}
+
+}  // namespace detail
+
 inline Image resize_bicubic(const Image& in, int64_t out_width, int64_t out_height) {
   BLIP_CHECK(out_width > 0 && out_height > 0, "resize_bicubic: target ", out_width, "x", out_height, " must be positive");
   BLIP_CHECK(in.width > 0 && in.height > 0, "resize_bicubic: empty input image");
-  const int64_t C = in.channels;
   const bool horizontal = out_width != in.width, vertical = out_height != in.height;
   if (!horizontal && !vertical) return in;
   const auto vert = detail::precompute(in.height, out_height);
+  if (!horizontal) {
+    Image out(out_height, in.width, in.channels, in.order);
+    detail::resample_vertical(in, out, vert, 0);
+    return out;
+  }
   const auto horiz = detail::precompute(in.width, out_width);
-  Image current = in;
-  if (horizontal) {
-    // only the rows the vertical pass reads
-    const int64_t first = vertical ? vert.bounds[0] : 0;
-    const int64_t last = vertical ? vert.bounds[static_cast<size_t>(out_height * 2 - 2)] + vert.bounds[static_cast<size_t>(out_height * 2 - 1)]
-                                  : in.height;
-    Image tmp(last - first, out_width, C, in.order);
-    for (int64_t y = 0; y < tmp.height; ++y) {
-      const uint8_t* src = in.row(y + first);
-      uint8_t* dst = tmp.row(y);
-      for (int64_t xx = 0; xx < out_width; ++xx) {
-        const int64_t xmin = horiz.bounds[static_cast<size_t>(xx * 2)], count = horiz.bounds[static_cast<size_t>(xx * 2 + 1)];
-        const int32_t* k = horiz.weights.data() + xx * horiz.ksize;
-        for (int64_t ch = 0; ch < C; ++ch) {
-          int32_t acc = 1 << (detail::kPrecisionBits - 1);
-          for (int64_t x = 0; x < count; ++x) acc += static_cast<int32_t>(src[(x + xmin) * C + ch]) * k[x];
-          dst[xx * C + ch] = detail::clip8(acc);
-        }
-      }
-    }
-    current = std::move(tmp);
-    if (vertical) {  // shift the vertical bounds to the rows kept
-      auto shifted = vert;
-      for (int64_t i = 0; i < out_height; ++i) shifted.bounds[static_cast<size_t>(i * 2)] -= first;
-      Image out(out_height, out_width, C, in.order);
-      for (int64_t yy = 0; yy < out_height; ++yy) {
-        const int64_t ymin = shifted.bounds[static_cast<size_t>(yy * 2)], count = shifted.bounds[static_cast<size_t>(yy * 2 + 1)];
-        const int32_t* k = shifted.weights.data() + yy * shifted.ksize;
-        uint8_t* dst = out.row(yy);
-        for (int64_t i = 0; i < out_width * C; ++i) {
-          int32_t acc = 1 << (detail::kPrecisionBits - 1);
-          for (int64_t y = 0; y < count; ++y) acc += static_cast<int32_t>(current.row(y + ymin)[i]) * k[y];
-          dst[i] = detail::clip8(acc);
-        }
-      }
-      return out;
-    }
-    return current;
-  }
-  Image out(out_height, in.width, C, in.order);
-  for (int64_t yy = 0; yy < out_height; ++yy) {
-    const int64_t ymin = vert.bounds[static_cast<size_t>(yy * 2)], count = vert.bounds[static_cast<size_t>(yy * 2 + 1)];
-    const int32_t* k = vert.weights.data() + yy * vert.ksize;
-    uint8_t* dst = out.row(yy);
-    for (int64_t i = 0; i < in.width * C; ++i) {
-      int32_t acc = 1 << (detail::kPrecisionBits - 1);
-      for (int64_t y = 0; y < count; ++y) acc += static_cast<int32_t>(in.row(y + ymin)[i]) * k[y];
-      dst[i] = detail::clip8(acc);
-    }
-  }
+  // The horizontal pass covers only the rows the vertical pass reads.
+  const int64_t first = vertical ? vert.bounds[0] : 0;
+  const int64_t last = vertical ? vert.bounds[static_cast<size_t>(out_height * 2 - 2)] +
+                                      vert.bounds[static_cast<size_t>(out_height * 2 - 1)]
+                                : in.height;
+  // The horizontal pass runs as a vertical pass over the transposed rows: the same sums in the
+  // same order per output value, but over contiguous memory the compiler vectorises.
+  const Image columns = detail::transposed(in, first, last);
+  Image resampled(out_width, last - first, in.channels, in.order);
+  detail::resample_vertical(columns, resampled, horiz, 0);
+  const Image tmp = detail::transposed(resampled, 0, out_width);
+  if (!vertical) return tmp;
+  Image out(out_height, out_width, in.channels, in.order);
+  detail::resample_vertical(tmp, out, vert, first);
   return out;
 }
 
