@@ -17,6 +17,7 @@
 // without the special tokens throws blip::Error naming the file and token.
 #pragma once
 
+#include <algorithm>
 #include <fstream>
 #include <unordered_map>
 
