@@ -77,6 +77,37 @@ struct Encoded {
   Tensor<int64_t, D> input_ids, attention_mask;  // [N, max_length]
 };
 
+using IdsAndMask = std::pair<std::vector<int64_t>, std::vector<int64_t>>;
+
+// [cls] + the first max_length - 2 pieces + [sep], padded to max_length; mask 1 on real tokens.
+// (HF's TemplateProcessing + right truncation + Fixed padding, shared by every tokenizer.)
+inline IdsAndMask frame_and_pad(std::vector<int64_t> pieces, int64_t cls, int64_t sep, int64_t pad, int64_t max_length) {
+  const size_t room = static_cast<size_t>(max_length - 2);
+  if (pieces.size() > room) pieces.resize(room);
+  std::vector<int64_t> ids{cls};
+  ids.insert(ids.end(), pieces.begin(), pieces.end());
+  ids.push_back(sep);
+  std::vector<int64_t> mask(ids.size(), 1);
+  ids.resize(static_cast<size_t>(max_length), pad);
+  mask.resize(static_cast<size_t>(max_length), 0);
+  return {ids, mask};
+}
+
+// Rows of encode() stacked into [N, max_length] tensors.
+template <Device D, class Tokenizer>
+Encoded<D> encode_rows(const Tokenizer& tok, const std::vector<std::string>& texts, int64_t max_length) {
+  const int64_t n = static_cast<int64_t>(texts.size());
+  std::vector<int64_t> ids, mask;
+  ids.reserve(static_cast<size_t>(n * max_length));
+  mask.reserve(static_cast<size_t>(n * max_length));
+  for (const auto& t : texts) {
+    auto [row_ids, row_mask] = tok.encode(t);
+    ids.insert(ids.end(), row_ids.begin(), row_ids.end());
+    mask.insert(mask.end(), row_mask.begin(), row_mask.end());
+  }
+  return {Tensor<int64_t, D>::from_vector({n, max_length}, ids), Tensor<int64_t, D>::from_vector({n, max_length}, mask)};
+}
+
 class BertTokenizer {
  public:
   struct Options {
@@ -140,29 +171,13 @@ class BertTokenizer {
   }
 
   // [CLS] pieces [SEP] [PAD]..., with the attention mask.
-  std::pair<std::vector<int64_t>, std::vector<int64_t>> encode(std::string_view text) const {
-    std::vector<int64_t> pieces = piece_ids(text);
-    const size_t room = static_cast<size_t>(options_.max_length - 2);
-    if (pieces.size() > room) pieces.resize(room);
-    std::vector<int64_t> ids{cls_};
-    ids.insert(ids.end(), pieces.begin(), pieces.end());
-    ids.push_back(sep_);
-    std::vector<int64_t> mask(ids.size(), 1);
-    ids.resize(static_cast<size_t>(options_.max_length), pad_);
-    mask.resize(static_cast<size_t>(options_.max_length), 0);
-    return {ids, mask};
+  IdsAndMask encode(std::string_view text) const {
+    return frame_and_pad(piece_ids(text), cls_, sep_, pad_, options_.max_length);
   }
 
   template <Device D = Cpu>
   Encoded<D> encode_batch(const std::vector<std::string>& texts) const {
-    const int64_t n = static_cast<int64_t>(texts.size()), L = options_.max_length;
-    std::vector<int64_t> ids(static_cast<size_t>(n * L)), mask(static_cast<size_t>(n * L));
-    for (int64_t i = 0; i < n; ++i) {
-      auto [row_ids, row_mask] = encode(texts[static_cast<size_t>(i)]);
-      std::copy(row_ids.begin(), row_ids.end(), ids.begin() + i * L);
-      std::copy(row_mask.begin(), row_mask.end(), mask.begin() + i * L);
-    }
-    return {Tensor<int64_t, D>::from_vector({n, L}, ids), Tensor<int64_t, D>::from_vector({n, L}, mask)};
+    return encode_rows<D>(*this, texts, options_.max_length);
   }
 
   // Text from ids as HuggingFace's decode(): special tokens skipped (by default), pieces joined

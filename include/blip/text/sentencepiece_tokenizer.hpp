@@ -59,29 +59,13 @@ class SentencePieceTokenizer {
     return out;
   }
 
-  std::pair<std::vector<int64_t>, std::vector<int64_t>> encode(std::string_view text) const {
-    std::vector<int64_t> pieces = piece_ids(text);
-    const size_t room = static_cast<size_t>(options_.max_length - 2);
-    if (pieces.size() > room) pieces.resize(room);
-    std::vector<int64_t> ids{cls_};
-    ids.insert(ids.end(), pieces.begin(), pieces.end());
-    ids.push_back(sep_);
-    std::vector<int64_t> mask(ids.size(), 1);
-    ids.resize(static_cast<size_t>(options_.max_length), pad_);
-    mask.resize(static_cast<size_t>(options_.max_length), 0);
-    return {ids, mask};
+  IdsAndMask encode(std::string_view text) const {
+    return frame_and_pad(piece_ids(text), cls_, sep_, pad_, options_.max_length);
   }
 
   template <Device D = Cpu>
   Encoded<D> encode_batch(const std::vector<std::string>& texts) const {
-    const int64_t n = static_cast<int64_t>(texts.size()), L = options_.max_length;
-    std::vector<int64_t> ids, mask;
-    for (const auto& t : texts) {
-      auto [i, m] = encode(t);
-      ids.insert(ids.end(), i.begin(), i.end());
-      mask.insert(mask.end(), m.begin(), m.end());
-    }
-    return {Tensor<int64_t, D>::from_vector({n, L}, ids), Tensor<int64_t, D>::from_vector({n, L}, mask)};
+    return encode_rows<D>(*this, texts, options_.max_length);
   }
 
   std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = true) const {
