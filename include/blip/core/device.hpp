@@ -12,6 +12,7 @@
 #include <mutex>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -51,7 +52,11 @@ struct DeviceMemory<Cpu> {
   // less peak RSS). Released mappings wait in a small cache (exact sizes, at most cache_limit
   // bytes, oldest evicted first): a training step allocates the same sizes every step, and a
   // reused mapping is already faulted in, which fresh pages are not (~20% of a step otherwise).
+#if defined(__SANITIZE_ADDRESS__)
+  static constexpr size_t direct_map = SIZE_MAX;  // under ASan every tensor goes through malloc, so it is checked
+#else
   static constexpr size_t direct_map = size_t{1} << 20;
+#endif
   static constexpr size_t cache_limit = size_t{384} << 20;
 
   static void* allocate(size_t bytes) {
