@@ -6,6 +6,8 @@
 //     Blip_LinearNoBias blip::linear(x, w): the same path without the bias pre-fill
 //     OpenBLAS         cblas_sgemm(NoTrans, Trans) on the same buffers into a preallocated C
 //     Eigen            Eigen's own GEMM (row-major Maps, noalias) into a preallocated C
+//     Diag_OpenBLAS_FreshOutput[THP]  the OpenBLAS call into a C allocated per call (4 KiB pages,
+//                      or MADV_HUGEPAGE): isolates what a fresh output tensor costs
 //   Counter GFLOPs = 2·M·N·K per iteration as a rate (GFLOP/s).
 // - layer_norm, softmax, GELU (library, raw kernel on 1 thread, scalar std::erf loop):
 //   bytes/s (read + write of the tensor) and elements/s; no FLOP count, they are memory- and
@@ -15,8 +17,8 @@
 //
 // All inputs are made before the timed loop; results go through DoNotOptimize/ClobberMemory.
 // Threads: 2 (omp_set_num_threads in main; OpenBLAS is the OpenMP build and follows it;
-// BLIP_BENCH_THREADS=1 for single-thread numbers). Times
-// are wall-clock (UseRealTime) because the work runs on several threads.
+// BLIP_BENCH_THREADS=1 for single-thread numbers). Times are wall-clock (UseRealTime) because
+// the work runs on several threads.
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 #include <omp.h>
