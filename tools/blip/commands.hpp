@@ -1,0 +1,39 @@
+// tools/blip/commands.hpp — the `blip` command-line tool's subcommands.
+//
+// Each subcommand lives in its own cmd_<name>.cpp and registers itself with
+// BLIP_CLI_COMMAND(order, add_fn); main.cpp parses and dispatches. `order` fixes the order of
+// `blip --help`. A command reports failure by throwing (blip::Error or std::exception): main
+// prints the message and exits with status 1.
+#pragma once
+
+#include <algorithm>
+#include <functional>
+#include <utility>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+namespace blip::cli {
+
+// Options every subcommand shares (filled before any subcommand callback runs).
+struct CommonOptions {
+  bool quiet = false;  // no progress bars, only results and errors
+  int threads = 0;     // 0: all cores
+};
+
+using AddCommand = void (*)(CLI::App& app, const CommonOptions& common);
+
+inline std::vector<std::pair<int, AddCommand>>& command_registry() {
+  static std::vector<std::pair<int, AddCommand>> commands;
+  return commands;
+}
+
+inline bool register_command(int order, AddCommand add) {
+  command_registry().emplace_back(order, add);
+  return true;
+}
+
+}  // namespace blip::cli
+
+#define BLIP_CLI_COMMAND(order, add_fn) \
+  [[maybe_unused]] static const bool blip_cli_registered_##add_fn = ::blip::cli::register_command(order, add_fn)

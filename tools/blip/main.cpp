@@ -1,0 +1,39 @@
+// blip — train, evaluate and search with BLIP image–text retrieval models.
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include <omp.h>
+
+#include "commands.hpp"
+#include <blip/version.hpp>
+
+int main(int argc, char** argv) {
+  blip::cli::CommonOptions common;
+  CLI::App app{"blip: BLIP image-text retrieval models (mmpretrain's BlipRetrieval) in C++"};
+  app.set_version_flag("--version", std::string(blip::version));
+  app.require_subcommand(1);
+  app.fallthrough();
+  app.add_flag("-q,--quiet", common.quiet, "No progress bars; print only results and errors");
+  app.add_option("-j,--threads", common.threads, "Worker threads (default: all cores)")
+      ->check(CLI::NonNegativeNumber);
+  app.parse_complete_callback([&] {
+    if (common.threads > 0) omp_set_num_threads(common.threads);
+  });
+
+  auto commands = blip::cli::command_registry();
+  std::sort(commands.begin(), commands.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [order, add] : commands) add(app, common);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "blip: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
