@@ -232,3 +232,40 @@ TEST_CASE("forward modes: tensor, loss, predict", "[model]") {
   REQUIRE(pred.label_i2t[1] == std::max_element(row.begin(), row.end()) - row.begin());
   REQUIRE_THROWS_WITH(m.forward(&images, &batch, Mode::loss), Catch::Matchers::Contains("image ids"));
 }
+
+TEST_CASE("Tokens::cls computes the CLS row of the full pass, forward and backward", "[model]") {
+  Model m(small_config());
+  initialised(m, 11);
+  Generator gen(12);
+  const Tensor<float> images = randn<float>({3, 3, 32, 32}, gen);
+  const auto texts = random_texts(3, 9, 128, gen);
+  const auto row0 = [](const Tensor<float>& x) { return select(x, 1, 0).to_vector(); };
+  const auto close = [](const std::vector<float>& a, const std::vector<float>& b) {
+    REQUIRE(a.size() == b.size());
+    for (size_t i = 0; i < a.size(); ++i) REQUIRE(a[i] == Approx(b[i]).margin(1e-5));
+  };
+  {
+    NoGradGuard no_grad;
+    const Tensor<float> full = m.image_embeds(images), cls = m.image_embeds(images, Branch::online, Tokens::cls);
+    REQUIRE(cls.shape() == Shape{3, 1, 16});
+    close(row0(cls), row0(full));
+    close(row0(m.text_embeds(texts, Branch::momentum, Tokens::cls)), row0(m.text_embeds(texts, Branch::momentum)));
+    const auto kv = m.text_backbone.cross_keys_values(full);
+    const auto enc = m.encoder_ids(texts.ids);
+    close(row0(m.text_backbone.multimodal(enc, texts.mask, kv, {2, 0, 1}, Branch::online, Tokens::cls)),
+          row0(m.text_backbone.multimodal(enc, texts.mask, kv, {2, 0, 1})));
+  }
+  // Gradients of a loss on the CLS row are the same through either pass.
+  const Tensor<float> w = randn<float>({3, 8}, gen);
+  const auto grads = [&](Tokens tokens) {
+    for (auto* p : {&m.vision_backbone.pos_embed, &m.text_backbone.word_embeddings.weight}) p->zero_grad();
+    const Tensor<float> e = m.image_embeds(images, Branch::online, tokens);
+    const Tensor<float> t = m.text_embeds(texts, Branch::online, tokens);
+    add(sum(mul(m.image_feat(e), w)), sum(mul(m.text_feat(t), w))).backward();
+    std::vector<float> g = m.vision_backbone.pos_embed.grad().to_vector();
+    const auto gt = m.text_backbone.word_embeddings.weight.grad().to_vector();
+    g.insert(g.end(), gt.begin(), gt.end());
+    return g;
+  };
+  close(grads(Tokens::cls), grads(Tokens::all));
+}

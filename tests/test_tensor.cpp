@@ -105,3 +105,35 @@ TEST_CASE("the Cuda device fails clearly in a build without CUDA", "[tensor][cud
   else REQUIRE((Tensor<float, Cuda>::zeros({2}).to_vector()) == std::vector<float>{0.0f, 0.0f});
 #endif
 }
+
+TEST_CASE("large CPU buffers are reused without raising the live high-water mark", "[tensor][memory]") {
+  using Memory = DeviceMemory<Cpu>;
+  if (Memory::direct_map == SIZE_MAX) return;  // sanitizer builds route everything through malloc
+  Memory::empty_cache();
+  Memory::reset_peak();
+  const size_t big = size_t{8} << 20;
+  void* a = Memory::allocate(big);
+  std::memset(a, 1, big);
+  Memory::release(a, big);
+  void* b = Memory::allocate(big);  // the same size comes back from the cache, already faulted in
+  CHECK(b == a);
+  Memory::release(b, big);
+  // Caching beyond cache_limit is allowed only up to the live peak reached so far.
+  const size_t n = Memory::cache_limit / big + 4;
+  std::vector<void*> blocks;
+  for (size_t i = 0; i < n; ++i) blocks.push_back(Memory::allocate(big));
+  const size_t peak = Memory::stats().peak_bytes;
+  CHECK(peak >= n * big);
+  std::vector<void*> first = blocks;
+  for (void* p : blocks) Memory::release(p, big);
+  for (size_t i = 0; i < n; ++i) blocks[i] = Memory::allocate(big);
+  std::sort(first.begin(), first.end());
+  std::sort(blocks.begin(), blocks.end());
+  CHECK(blocks == first);  // all n blocks (more than cache_limit) came back from the cache
+  CHECK(Memory::stats().peak_bytes == peak);
+  for (void* p : blocks) Memory::release(p, big);
+  Memory::reset_peak();  // gives the cache back down to cache_limit
+  void* c = Memory::allocate(2 * big);  // a size not cached: evicts rather than grows
+  Memory::release(c, 2 * big);
+  Memory::empty_cache();
+}

@@ -7,6 +7,7 @@
 // outside CPU kernels never dereferences a device pointer: it moves data with these copies.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <mutex>
@@ -49,9 +50,12 @@ struct DeviceMemory<Cpu> {
 
   // Tensors of 1 MiB and more are mapped directly, so the resident size follows the live tensors
   // instead of the malloc heap's high-water mark and fragmentation (BLIP-base training: ~0.5 GiB
-  // less peak RSS). Released mappings wait in a small cache (exact sizes, at most cache_limit
-  // bytes, oldest evicted first): a training step allocates the same sizes every step, and a
-  // reused mapping is already faulted in, which fresh pages are not (~20% of a step otherwise).
+  // less peak RSS). Released mappings wait in a cache (exact sizes, oldest evicted first): a
+  // training step allocates the same sizes every step, and a reused mapping is already faulted
+  // in, which fresh pages are not (the kernel zeroing fresh pages was 11-20% of a step). The
+  // cache may grow while live + cached bytes stay within the live high-water mark (or
+  // cache_limit), so it never raises the peak a workload already reached; empty_cache() and
+  // reset_peak() give the memory back.
 #if defined(__SANITIZE_ADDRESS__)
   static constexpr size_t direct_map = SIZE_MAX;  // under ASan every tensor goes through malloc, so it is checked
 #else
@@ -64,7 +68,10 @@ struct DeviceMemory<Cpu> {
     void* p = nullptr;
     if (bytes >= direct_map) {
       p = take_cached(bytes);
-      if (!p) p = map_huge_aligned(bytes);
+      if (!p) {
+        evict_until(bytes);
+        p = map_huge_aligned(bytes);
+      }
     } else {
       p = std::aligned_alloc(alignment, (bytes + alignment - 1) / alignment * alignment);
     }
@@ -106,7 +113,10 @@ struct DeviceMemory<Cpu> {
 #endif
     return reinterpret_cast<void*>(aligned);
   }
-  static void reset_peak() { peak_bytes().store(in_use().load()); }
+  static void reset_peak() {
+    peak_bytes().store(in_use().load());
+    evict_until(0);
+  }
   static void copy_from_host(void* dst, const void* src, size_t bytes) {
     if (bytes) std::memcpy(dst, src, bytes);
   }
@@ -142,20 +152,31 @@ struct DeviceMemory<Cpu> {
       }
     return nullptr;
   }
-  static void keep_or_unmap(void* p, size_t bytes) {
-    if (bytes > cache_limit) {
-      ::munmap(p, bytes);
-      return;
-    }
-    std::lock_guard lock(cache().mutex);
+  // Live + cached bytes may reach this much (see the class comment).
+  static size_t allowance() { return std::max(cache_limit, peak_bytes().load(std::memory_order_relaxed)); }
+  // Evicts the oldest cached mappings until `incoming` more bytes fit in the allowance.
+  static void evict_locked(size_t incoming) {
     auto& c = cache();
-    while (c.bytes + bytes > cache_limit && !c.blocks.empty()) {
+    const size_t live = in_use().load(std::memory_order_relaxed), limit = allowance();
+    while (!c.blocks.empty() && live + c.bytes + incoming > limit) {
       ::munmap(c.blocks.front().second, c.blocks.front().first);
       c.bytes -= c.blocks.front().first;
       c.blocks.pop_front();
     }
-    c.blocks.emplace_back(bytes, p);
-    c.bytes += bytes;
+  }
+  static void evict_until(size_t incoming) {
+    std::lock_guard lock(cache().mutex);
+    evict_locked(incoming);
+  }
+  static void keep_or_unmap(void* p, size_t bytes) {
+    std::lock_guard lock(cache().mutex);
+    evict_locked(bytes);
+    if (in_use().load(std::memory_order_relaxed) + cache().bytes + bytes > allowance()) {
+      ::munmap(p, bytes);
+      return;
+    }
+    cache().blocks.emplace_back(bytes, p);
+    cache().bytes += bytes;
   }
   static std::atomic<size_t>& in_use() {
     static std::atomic<size_t> bytes{0};

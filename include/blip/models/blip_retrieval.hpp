@@ -93,15 +93,15 @@ using NegativeSampler = std::function<int64_t(NegativeKind kind, int64_t row, co
 // ---- composition concepts -------------------------------------------------------------------
 template <class V>
 concept VisionBackboneSlot = requires(const V& v, const Tensor<typename V::value_type, typename V::device_type>& x) {
-  { v(x, Branch::online) } -> std::same_as<Tensor<typename V::value_type, typename V::device_type>>;
+  { v(x, Branch::online, Tokens::cls) } -> std::same_as<Tensor<typename V::value_type, typename V::device_type>>;
   { v.config().embed_dims } -> std::convertible_to<int64_t>;
 };
 template <class B>
 concept TextBackboneSlot = requires(const B& b, const Tensor<int64_t, typename B::device_type>& ids,
                                     const Tensor<typename B::value_type, typename B::device_type>& embeds,
                                     const typename B::KV& kv, const std::vector<int64_t>& index) {
-  { b.text(ids, ids, Branch::online) } -> std::same_as<Tensor<typename B::value_type, typename B::device_type>>;
-  { b.multimodal(ids, ids, kv, index, Branch::online) } -> std::same_as<Tensor<typename B::value_type, typename B::device_type>>;
+  { b.text(ids, ids, Branch::online, Tokens::cls) } -> std::same_as<Tensor<typename B::value_type, typename B::device_type>>;
+  { b.multimodal(ids, ids, kv, index, Branch::online, Tokens::cls) } -> std::same_as<Tensor<typename B::value_type, typename B::device_type>>;
   { b.cross_keys_values(embeds, Branch::online) } -> std::same_as<typename B::KV>;
 };
 template <class N, class T, class D>
@@ -117,10 +117,10 @@ template <class VisionBackbone, class TextBackbone, class VisionNeck = Linear<fl
 class BlipRetrieval {
   static_assert(VisionBackboneSlot<VisionBackbone>,
                 "BlipRetrieval: the vision backbone must map images [B, C, H, W] to tokens [B, S, D] "
-                "(operator()(images, Branch)) and expose config().embed_dims — e.g. blip::VisionTransformer<...>");
+                "(operator()(images, Branch, Tokens)) and expose config().embed_dims — e.g. blip::VisionTransformer<...>");
   static_assert(TextBackboneSlot<TextBackbone>,
-                "BlipRetrieval: the text backbone must provide text(ids, mask, Branch), multimodal(ids, mask, kv, "
-                "kv_index, Branch) and cross_keys_values(image_embeds, Branch) — e.g. blip::BertEncoder<...> with "
+                "BlipRetrieval: the text backbone must provide text(ids, mask, Branch, Tokens), multimodal(ids, mask, kv, "
+                "kv_index, Branch, Tokens) and cross_keys_values(image_embeds, Branch) — e.g. blip::BertEncoder<...> with "
                 "TransformerLayer<PostNorm, WithCrossAttention>");
 
  public:
@@ -209,14 +209,15 @@ class BlipRetrieval {
   }
 
   // ---- features ----------------------------------------------------------------------------
-  Tensor<T, D> image_embeds(const Tensor<T, D>& images, Branch branch = Branch::online) const {
-    return vision_backbone(images, branch);
+  // Tokens::cls: only the CLS row (all image_feat / text_feat need); the full sequence otherwise.
+  Tensor<T, D> image_embeds(const Tensor<T, D>& images, Branch branch = Branch::online, Tokens tokens = Tokens::all) const {
+    return vision_backbone(images, branch, tokens);
   }
   Tensor<T, D> image_feat(const Tensor<T, D>& embeds, Branch branch = Branch::online) const {
     return l2_normalize(vision_neck(select(embeds, 1, 0), branch));
   }
-  Tensor<T, D> text_embeds(const TextBatch<T, D>& texts, Branch branch = Branch::online) const {
-    return text_backbone.text(texts.ids, texts.mask, branch);
+  Tensor<T, D> text_embeds(const TextBatch<T, D>& texts, Branch branch = Branch::online, Tokens tokens = Tokens::all) const {
+    return text_backbone.text(texts.ids, texts.mask, branch, tokens);
   }
   Tensor<T, D> text_feat(const Tensor<T, D>& embeds, Branch branch = Branch::online) const {
     return l2_normalize(text_neck(select(embeds, 1, 0), branch));
@@ -226,16 +227,17 @@ class BlipRetrieval {
                               std::optional<bool> return_embeds = std::nullopt) const {
     BLIP_CHECK(images || texts, "BlipRetrieval::extract_feat: at least one modality must be given");
     const bool embeds = return_embeds.value_or(!config_.fast_match);
+    const Tokens tokens = embeds ? Tokens::all : Tokens::cls;
     Features<T, D> out;
     if (images) {
-      const Tensor<T, D> e = image_embeds(*images);
+      const Tensor<T, D> e = image_embeds(*images, Branch::online, tokens);
       out.image_feat = image_feat(e);
       if (embeds) out.image_embeds = e;
     }
     if (texts) {
       out.text_ids = texts->ids;
       out.text_attn_mask = texts->mask;
-      const Tensor<T, D> e = text_embeds(*texts);
+      const Tensor<T, D> e = text_embeds(*texts, Branch::online, tokens);
       out.text_feat = text_feat(e);
       if (embeds) out.text_embeds = e;
     }
@@ -254,7 +256,7 @@ class BlipRetrieval {
   // Multimodal CLS embeddings of (text row, image kv row) pairs over precomputed keys/values.
   Tensor<T, D> multimodal_cls(const Tensor<int64_t, D>& ids_enc, const Tensor<int64_t, D>& mask,
                               const typename TextBackbone::KV& kv, const std::vector<int64_t>& kv_index) const {
-    const Tensor<T, D> h = multimodal_text_backbone().multimodal(ids_enc, mask, kv, kv_index);
+    const Tensor<T, D> h = multimodal_text_backbone().multimodal(ids_enc, mask, kv, kv_index, Branch::online, Tokens::cls);
     return select(h, 1, 0);
   }
 
@@ -334,12 +336,12 @@ class BlipRetrieval {
     Losses<T, D> out;
     const Tensor<T, D> embeds = image_embeds(images);
     out.image_feat = image_feat(embeds);
-    out.text_feat = text_feat(text_embeds(texts));
+    out.text_feat = text_feat(text_embeds(texts, Branch::online, Tokens::cls));
     {
       NoGradGuard no_grad;
       momentum_update();
-      out.image_feat_m = image_feat(image_embeds(images, Branch::momentum), Branch::momentum);
-      out.text_feat_m = text_feat(text_embeds(texts, Branch::momentum), Branch::momentum);
+      out.image_feat_m = image_feat(image_embeds(images, Branch::momentum, Tokens::cls), Branch::momentum);
+      out.text_feat_m = text_feat(text_embeds(texts, Branch::momentum, Tokens::cls), Branch::momentum);
     }
     out.itc_loss = head.loss(out.image_feat, out.text_feat, out.image_feat_m, out.text_feat_m, image_ids, temp.value());
 

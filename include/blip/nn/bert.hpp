@@ -55,15 +55,18 @@ class BertEncoder {
 
   const TextConfig& config() const { return config_; }
 
-  Tensor<T, D> text(const Tensor<int64_t, D>& ids, const Tensor<int64_t, D>& mask, Branch branch = Branch::online) const {
-    return run(ids, mask, nullptr, {}, branch);
+  // tokens == Tokens::cls: only the CLS row, [B, 1, W] (the last layer computes one row).
+  Tensor<T, D> text(const Tensor<int64_t, D>& ids, const Tensor<int64_t, D>& mask, Branch branch = Branch::online,
+                    Tokens tokens = Tokens::all) const {
+    return run(ids, mask, nullptr, {}, branch, tokens);
   }
 
   Tensor<T, D> multimodal(const Tensor<int64_t, D>& ids, const Tensor<int64_t, D>& mask, const KV& image_kv,
-                          const std::vector<int64_t>& kv_index, Branch branch = Branch::online) const {
+                          const std::vector<int64_t>& kv_index, Branch branch = Branch::online,
+                          Tokens tokens = Tokens::all) const {
     BLIP_CHECK(image_kv.size() == layers.size(), "BertEncoder::multimodal: ", image_kv.size(),
                " cross keys/values for ", layers.size(), " layers");
-    return run(ids, mask, &image_kv, kv_index, branch);
+    return run(ids, mask, &image_kv, kv_index, branch, tokens);
   }
 
   KV cross_keys_values(const Tensor<T, D>& image_embeds, Branch branch = Branch::online) const {
@@ -104,7 +107,7 @@ class BertEncoder {
 
  private:
   Tensor<T, D> run(const Tensor<int64_t, D>& ids, const Tensor<int64_t, D>& mask, const KV* image_kv,
-                   const std::vector<int64_t>& kv_index, Branch branch) const {
+                   const std::vector<int64_t>& kv_index, Branch branch, Tokens tokens) const {
     BLIP_CHECK(ids.dim() == 2 && mask.shape() == ids.shape(), "BertEncoder: ids ", ids.shape(), " and mask ",
                mask.shape(), " must both be [B, L]");
     const int64_t B = ids.size(0), L = ids.size(1);
@@ -118,8 +121,9 @@ class BertEncoder {
     for (size_t i = 0; i < m.size(); ++i) additive[i] = static_cast<T>((1.0 - static_cast<double>(m[i])) * config_.self_attn_mask_value);
     const Tensor<T, D> self_mask = Tensor<T, D>::from_vector({B, 1, 1, L}, additive);
     for (size_t i = 0; i < layers.size(); ++i)
-      x = layers[i](x, self_mask, image_kv ? &(*image_kv)[i] : nullptr, kv_index, branch);
-    return x;
+      x = layers[i](x, self_mask, image_kv ? &(*image_kv)[i] : nullptr, kv_index, branch,
+                    i + 1 == layers.size() ? tokens : Tokens::all);
+    return tokens == Tokens::cls && layers.empty() ? narrow(x, 1, 0, 1) : x;
   }
 };
 

@@ -11,6 +11,10 @@
 //   text that attends to that image through kv_index (no copies of image embeddings).
 // The norm placement also fixes the parameter naming, because in BLIP it names the family.
 // Sizes are runtime values (LayerSizes); a bad size throws blip::Error naming it.
+// Tokens::cls asks a layer for its first (CLS) output row only: keys and values still come
+// from every token, but the query, residual, norms and feed-forward run on one row. The CLS
+// row is bit-for-bit the row of the full pass up to GEMM blocking; callers that read only
+// row 0 (features, ITM) use it on the last layer and skip the rest of that layer's work.
 #pragma once
 
 #include <optional>
@@ -31,6 +35,8 @@ template <class N>
 concept NormPlacement = std::same_as<N, PreNorm> || std::same_as<N, PostNorm>;
 template <class C>
 concept CrossAttentionChoice = std::same_as<C, NoCrossAttention> || std::same_as<C, WithCrossAttention>;
+
+enum class Tokens { all, cls };
 
 struct LayerSizes {
   int64_t width = 0;        // hidden size
@@ -103,12 +109,14 @@ class TransformerLayer<PreNorm, Cross, Act, T, D> {
     sizes.check("TransformerLayer<PreNorm>");
   }
 
-  Tensor<T, D> operator()(const Tensor<T, D>& x, Branch branch = Branch::online) const {
+  Tensor<T, D> operator()(const Tensor<T, D>& x, Branch branch = Branch::online, Tokens out = Tokens::all) const {
     const int64_t B = x.size(0), S = x.size(1), W = x.size(2);
     const Tensor<T, D> packed = qkv(ln1(x, branch), branch);  // [B, S, 3W]
     const Tensor<T, D> parts = permute(reshape(packed, {B, S, 3, heads, W / heads}), {2, 0, 3, 1, 4});
-    const Tensor<T, D> context = scaled_dot_product_attention(select(parts, 0, 0), select(parts, 0, 1), select(parts, 0, 2));
-    const Tensor<T, D> h = add(x, proj(detail::merge_heads(context), branch));
+    const bool cls = out == Tokens::cls;
+    const Tensor<T, D> q = cls ? narrow(select(parts, 0, 0), 2, 0, 1) : select(parts, 0, 0);
+    const Tensor<T, D> context = scaled_dot_product_attention(q, select(parts, 0, 1), select(parts, 0, 2));
+    const Tensor<T, D> h = add(cls ? narrow(x, 1, 0, 1) : x, proj(detail::merge_heads(context), branch));
     return add(h, detail::ffn<Act>(ln2(h, branch), fc1, fc2, branch));
   }
 
@@ -142,9 +150,13 @@ struct BertAttentionBlock {
       : query(width, width), key(kv_width, width), value(kv_width, width), dense(width, width), norm(width, eps),
         heads(heads_) {}
 
+  // Inference reads the head views in place; training copies them once, because the
+  // backward's batched GEMMs need one uniform batch stride over [B, heads].
   CrossKV<T, D> keys_values(const Tensor<T, D>& source, Branch branch) const {
-    return {contiguous(detail::split_heads(key(source, branch), heads)),
-            contiguous(detail::split_heads(value(source, branch), heads))};
+    const Tensor<T, D> k = detail::split_heads(key(source, branch), heads);
+    const Tensor<T, D> v = detail::split_heads(value(source, branch), heads);
+    if (!grad_needed(k, v)) return {k, v};
+    return {contiguous(k), contiguous(v)};
   }
   // LN(dense(attention(x -> kv)) + x)
   Tensor<T, D> operator()(const Tensor<T, D>& x, const CrossKV<T, D>& kv, const Tensor<T, D>& mask,
@@ -182,9 +194,10 @@ class TransformerLayer<PostNorm, Cross, Act, T, D> {
 
   // cross == nullptr: text mode (self-attention only).
   Tensor<T, D> operator()(const Tensor<T, D>& x, const Tensor<T, D>& self_mask, const CrossKV<T, D>* cross,
-                          const std::vector<int64_t>& kv_index, Branch branch = Branch::online) const {
+                          const std::vector<int64_t>& kv_index, Branch branch = Branch::online,
+                          Tokens out = Tokens::all) const {
     const CrossKV<T, D> self_kv = attention.keys_values(x, branch);
-    Tensor<T, D> h = attention(x, self_kv, self_mask, {}, branch);
+    Tensor<T, D> h = attention(out == Tokens::cls ? narrow(x, 1, 0, 1) : x, self_kv, self_mask, {}, branch);
     if (cross) {
       if constexpr (has_cross_attention) {
         h = (*crossattention)(h, *cross, Tensor<T, D>(), kv_index, branch);

@@ -99,7 +99,8 @@ class VisionTransformer {
 
   const VisionConfig& config() const { return config_; }
 
-  Tensor<T, D> operator()(const Tensor<T, D>& images, Branch branch = Branch::online) const {
+  // out == Tokens::cls: only the CLS token, [B, 1, D] (the last layer computes one row).
+  Tensor<T, D> operator()(const Tensor<T, D>& images, Branch branch = Branch::online, Tokens out = Tokens::all) const {
     BLIP_CHECK(images.dim() == 4 && images.size(1) == config_.in_channels, "VisionTransformer: images must be [B, ",
                config_.in_channels, ", H, W], got ", images.shape());
     const int64_t p = config_.patch_size, B = images.size(0);
@@ -110,8 +111,8 @@ class VisionTransformer {
     const Tensor<T, D> cls = expand(cls_token.get(branch), {B, 1, config_.embed_dims});
     Tensor<T, D> x = add(concat(std::vector{cls, tokens}, 1),
                          resize_pos_embed(pos_embed.get(branch), config_.grid(), gh, gw));
-    for (const auto& layer : layers) x = layer(x, branch);
-    return ln1(x, branch);
+    for (size_t i = 0; i < layers.size(); ++i) x = layers[i](x, branch, i + 1 == layers.size() ? out : Tokens::all);
+    return ln1(out == Tokens::cls && layers.empty() ? narrow(x, 1, 0, 1) : x, branch);
   }
 
   template <class F>
