@@ -129,6 +129,15 @@ TEST_CASE("gradient: attention with shared keys/values (kv_index)", "[grad]") {
                   {random({4, 2, 3, 4}, 58), random({2, 2, 5, 4}, 59), random({2, 2, 5, 3}, 60)});
 }
 
+TEST_CASE("gradient: attention across query blocks, strided inputs, an unused key/value row", "[grad]") {
+  // 70 query rows span two of the fused kernels' 64-row blocks; q is a transposed view.
+  require_grad_ok([](const Inputs& x) { return scaled_dot_product_attention(transpose(x[0], 1, 2), x[1], x[2]); },
+                  {random({1, 70, 2, 3}, 66), random({1, 2, 6, 3}, 67), random({1, 2, 6, 2}, 68)});
+  // Key/value row 1 serves no query: its gradients are zero.
+  require_grad_ok([](const Inputs& x) { return scaled_dot_product_attention(x[0], x[1], x[2], Tensor<double>(), 0.0, {0, 0}); },
+                  {random({2, 1, 3, 2}, 69), random({2, 1, 4, 2}, 70), random({2, 1, 4, 2}, 71)});
+}
+
 TEST_CASE("gradient: fused feed-forward (linear, GELU, linear) equals the composition", "[grad]") {
   const Inputs in{random({2, 3, 4}, 61), random({6, 4}, 62), random({6}, 63), random({4, 6}, 64), random({4}, 65)};
   require_grad_ok([](const Inputs& x) { return feed_forward_gelu(x[0], x[1], x[2], x[3], x[4]); }, in);

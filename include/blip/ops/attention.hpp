@@ -99,43 +99,44 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
     no_kernel<D>("scaled_dot_product_attention");
   }
   // The backward recomputes the probabilities instead of keeping [B, H, Sq, Sk] per layer
-  // between forward and backward (for BLIP-base training that is ~64 MB a ViT layer).
+  // between forward and backward (for BLIP-base training that is ~64 MB a ViT layer), and is
+  // fused like the forward: per block of query rows, P is recomputed into a per-thread scratch
+  // and dV += Pᵀ·dO, dP = dO·Vᵀ, dS = softmax'(P, dP), dQ = dS·K·scale, dK += dSᵀ·Q·scale run
+  // on it while it sits in cache. A task owns one (key/value row, head), so the dK/dV sums of
+  // the texts sharing one image's keys/values (kv_index) need no atomics and no gathered copies.
   if (grad_needed(q, k, v))
     record(out, "scaled_dot_product_attention", {&q, &k, &v},
-           [qc, kc, vc, factor, kv_index, probabilities, B, H, Sq, Sk, blocks](const Tensor<T, D>& gy) {
-      Tensor<T, D> probs = Tensor<T, D>::empty({B, H, Sq, Sk});
+           [qc, kc, vc, factor, kv_index, probabilities, rows_unit_stride, at, B, H, Sq, Sk, d, dv,
+            Bkv](const Tensor<T, D>& gy) {
+      const Tensor<T, D> g = rows_unit_stride(gy);
+      Tensor<T, D> gq = Tensor<T, D>::empty({B, H, Sq, d});
+      Tensor<T, D> gk = Tensor<T, D>::zeros({Bkv, H, Sk, d}), gv = Tensor<T, D>::zeros({Bkv, H, Sk, dv});
+      std::vector<std::vector<int64_t>> users(static_cast<size_t>(Bkv));  // query rows per key/value row
+      for (int64_t b = 0; b < B; ++b) users[static_cast<size_t>(kv_index.empty() ? b : kv_index[static_cast<size_t>(b)])].push_back(b);
       if constexpr (on_cpu<D>) {
-        cpu::parallel_for(B * H * blocks, detail::kAttentionRows * Sk * 64, [&](int64_t begin, int64_t end) {
+        cpu::parallel_for(Bkv * H, (B / std::max<int64_t>(Bkv, 1)) * Sq * Sk * (2 * d + 3 * dv), [&](int64_t begin, int64_t end) {
+          std::vector<T> p(static_cast<size_t>(detail::kAttentionRows * Sk)), ds(p.size());
           for (int64_t task = begin; task < end; ++task) {
-            const int64_t bh = task / blocks, r0 = (task % blocks) * detail::kAttentionRows;
-            probabilities(probs.data() + (bh * Sq + r0) * Sk, bh, r0, std::min(detail::kAttentionRows, Sq - r0));
+            const int64_t kv_b = task / H, h = task % H;
+            for (const int64_t b : users[static_cast<size_t>(kv_b)]) {
+              for (int64_t r0 = 0; r0 < Sq; r0 += detail::kAttentionRows) {
+                const int64_t rows = std::min(detail::kAttentionRows, Sq - r0);
+                probabilities(p.data(), b * H + h, r0, rows);
+                const T* dout = at(g, b, h, r0);
+                cpu::gemm(true, false, Sk, dv, rows, T(1), p.data(), Sk, dout, g.stride(2), T(1), at(gv, kv_b, h, 0), dv);
+                cpu::gemm(false, true, rows, Sk, dv, T(1), dout, g.stride(2), at(vc, kv_b, h, 0), vc.stride(2), T(0),
+                          ds.data(), Sk);
+                cpu::softmax_backward_rows(p.data(), ds.data(), ds.data(), rows, Sk);
+                cpu::gemm(false, false, rows, d, Sk, factor, ds.data(), Sk, at(kc, kv_b, h, 0), kc.stride(2), T(0),
+                          at(gq, b, h, r0), d);
+                cpu::gemm(true, false, Sk, d, rows, factor, ds.data(), Sk, at(qc, b, h, r0), qc.stride(2), T(1),
+                          at(gk, kv_b, h, 0), d);
+              }
+            }
           }
         });
-      }
-      const Tensor<T, D> g = contiguous(gy);
-      // Per query row: its keys/values (gathered only here, for the backward).
-      Tensor<T, D> k_rows = kc, v_rows = vc;
-      if (!kv_index.empty()) {
-        const Tensor<int64_t, D> idx = Tensor<int64_t, D>::from_vector({static_cast<int64_t>(kv_index.size())}, kv_index);
-        k_rows = index_select(kc, 0, idx);
-        v_rows = index_select(vc, 0, idx);
-      }
-      Tensor<T, D> gv = matmul(transpose(probs, -1, -2), g);
-      const Tensor<T, D> gp = matmul(g, transpose(v_rows, -1, -2));
-      Tensor<T, D> gs = Tensor<T, D>::empty(probs.shape());
-      const int64_t cols = probs.size(-1);
-      if constexpr (on_cpu<D>) cpu::softmax_backward_rows(probs.data(), gp.data(), gs.data(), probs.numel() / cols, cols);
-      const Tensor<T, D> gq = blip::scale(matmul(gs, k_rows), factor);
-      Tensor<T, D> gk = blip::scale(matmul(transpose(gs, -1, -2), qc), factor);
-      if (!kv_index.empty()) {  // sum the per-row gradients into each shared key/value batch row
-        Tensor<T, D> gk_sum = Tensor<T, D>::zeros(kc.shape()), gv_sum = Tensor<T, D>::zeros(vc.shape());
-        const int64_t kv_slice = kc.numel() / kc.size(0), v_slice = vc.numel() / vc.size(0);
-        if constexpr (on_cpu<D>) {
-          detail::scatter_add_slices(gk.data(), gk_sum.data(), kc.size(0), kv_index, 1, kv_slice);
-          detail::scatter_add_slices(gv.data(), gv_sum.data(), vc.size(0), kv_index, 1, v_slice);
-        }
-        gk = gk_sum;
-        gv = gv_sum;
+      } else {
+        no_kernel<D>("scaled_dot_product_attention backward");
       }
       return std::vector{gq, gk, gv};
     });
