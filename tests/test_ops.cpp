@@ -104,6 +104,25 @@ TEST_CASE("fused attention equals the composed formula, with and without a mask"
   for (size_t i = 0; i < fused.size(); ++i) REQUIRE(std::abs(fused[i] - composed[i]) < 1e-5f);
 }
 
+TEST_CASE("attention over shared keys/values equals one pass per query row", "[ops]") {
+  // Texts 0-2 share key/value row 1 and 3-4 share row 0: each run's query rows are processed as
+  // one block sequence that crosses text boundaries (30 rows per text, 64-row blocks).
+  Generator gen(4);
+  const int64_t B = 5, H = 2, Sq = 30, d = 8;
+  const auto x = randn<float>({B, Sq, H * d}, gen);  // q as heads split from a projection
+  const auto q = permute(reshape(x, {B, Sq, H, d}), {0, 2, 1, 3});
+  const auto k = randn<float>({2, H, 11, d}, gen), v = randn<float>({2, H, 11, 6}, gen);
+  const std::vector<int64_t> kv_index{1, 1, 1, 0, 0};
+  const auto shared = scaled_dot_product_attention(q, k, v, Tensor<float>(), 0.0, kv_index);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t r = kv_index[static_cast<size_t>(b)];
+    const auto one = scaled_dot_product_attention(narrow(q, 0, b, 1), narrow(k, 0, r, 1), narrow(v, 0, r, 1)).to_vector();
+    const auto got = narrow(shared, 0, b, 1).to_vector();
+    REQUIRE(got.size() == one.size());
+    for (size_t i = 0; i < got.size(); ++i) REQUIRE(got[i] == Approx(one[i]).margin(1e-6));
+  }
+}
+
 TEST_CASE("conv2d with stride = kernel equals a direct convolution", "[ops]") {
   Generator gen(4);
   auto x = randn<double>({2, 3, 4, 6}, gen), w = randn<double>({5, 3, 2, 3}, gen), b = randn<double>({5}, gen);

@@ -11,6 +11,7 @@
 // (ITM re-ranking, hard negatives); k and v then have their own batch size.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 
 #include "blip/ops/index.hpp"
@@ -73,8 +74,8 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
   const auto at = [](const Tensor<T, D>& x, int64_t b, int64_t h, int64_t row) {
     return x.data() + b * x.stride(0) + h * x.stride(1) + row * x.stride(2);
   };
-  // Probabilities of query rows [r0, r0 + rows) of batch-head bh, written to `scores`.
-  const int64_t blocks = (Sq + detail::kAttentionRows - 1) / detail::kAttentionRows;
+  // Probabilities of query rows [r0, r0 + rows) of batch-head bh, written to `scores` (rows
+  // past Sq continue into the next batch rows of a run; see below).
   const auto probabilities = [=](T* scores, int64_t bh, int64_t r0, int64_t rows) {
     const int64_t b = bh / H, h = bh % H;
     const int64_t kv_b = kv_index.empty() ? b : kv_index[static_cast<size_t>(b)];
@@ -84,15 +85,34 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
     detail::mask_and_softmax(scores, rows, Sk, mask_rows, m.defined() ? m.stride(2) : 0, m.defined() ? m.stride(3) : 0);
     return kv_b;
   };
+  // Consecutive query batch rows that share one key/value row (the texts re-ranked against one
+  // image) are one run of query rows: its 64-row blocks span text boundaries, so the GEMMs are
+  // full height instead of one short block per text. Needs no mask, and q and out rows evenly
+  // strided across the batch (true for heads split from a [B, S, W] projection).
+  std::vector<std::pair<int64_t, int64_t>> runs;  // (first batch row, batch rows)
+  const bool merge_runs = !kv_index.empty() && !m.defined() && qc.stride(0) == Sq * qc.stride(2) &&
+                          out.stride(0) == Sq * out.stride(2);
+  for (int64_t b = 0; b < B; ++b) {
+    if (merge_runs && !runs.empty() && kv_index[static_cast<size_t>(b)] == kv_index[static_cast<size_t>(runs.back().first)])
+      ++runs.back().second;
+    else
+      runs.emplace_back(b, 1);
+  }
+  std::vector<int64_t> first_block(runs.size() + 1, 0);  // per head: blocks before run i
+  for (size_t i = 0; i < runs.size(); ++i)
+    first_block[i + 1] = first_block[i] + (runs[i].second * Sq + detail::kAttentionRows - 1) / detail::kAttentionRows;
   if constexpr (on_cpu<D>) {
-    cpu::parallel_for(B * H * blocks, detail::kAttentionRows * Sk * (d + dv), [&](int64_t begin, int64_t end) {
+    cpu::parallel_for(first_block.back() * H, detail::kAttentionRows * Sk * (d + dv), [&](int64_t begin, int64_t end) {
       std::vector<T> scratch(static_cast<size_t>(detail::kAttentionRows * Sk));
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t bh = task / blocks, r0 = (task % blocks) * detail::kAttentionRows;
-        const int64_t rows = std::min(detail::kAttentionRows, Sq - r0);
-        const int64_t kv_b = probabilities(scratch.data(), bh, r0, rows);
-        cpu::gemm(false, false, rows, dv, Sk, T(1), scratch.data(), Sk, at(vc, kv_b, bh % H, 0), vc.stride(2), T(0),
-                  at(out, bh / H, bh % H, r0), out.stride(2));
+        const int64_t block = task / H, h = task % H;
+        const size_t run = static_cast<size_t>(std::upper_bound(first_block.begin(), first_block.end(), block) - first_block.begin() - 1);
+        const auto [b, count] = runs[run];
+        const int64_t r0 = (block - first_block[run]) * detail::kAttentionRows;
+        const int64_t rows = std::min(detail::kAttentionRows, count * Sq - r0);
+        const int64_t kv_b = probabilities(scratch.data(), b * H + h, r0, rows);
+        cpu::gemm(false, false, rows, dv, Sk, T(1), scratch.data(), Sk, at(vc, kv_b, h, 0), vc.stride(2), T(0),
+                  at(out, b, h, r0), out.stride(2));
       }
     });
   } else {
