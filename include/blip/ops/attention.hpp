@@ -40,6 +40,14 @@ void mask_and_softmax(T* scores, int64_t rows, int64_t sk, const T* mask, int64_
   cpu::softmax_rows(scores, scores, rows, sk);
 }
 
+// A per-thread block of scores. A tensor, not a std::vector, for its 64-byte alignment: the
+// vectorised row reductions (softmax sums) add in an order that depends on the address's
+// alignment, and malloc's 16 bytes would make results differ from run to run.
+template <class T>
+Tensor<T, Cpu> score_block(int64_t keys) {
+  return Tensor<T, Cpu>::empty({kAttentionRows * keys});
+}
+
 }  // namespace detail
 
 template <Element T, Device D>
@@ -103,7 +111,7 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
     first_block[i + 1] = first_block[i] + (runs[i].second * Sq + detail::kAttentionRows - 1) / detail::kAttentionRows;
   if constexpr (on_cpu<D>) {
     cpu::parallel_for(first_block.back() * H, detail::kAttentionRows * Sk * (d + dv), [&](int64_t begin, int64_t end) {
-      std::vector<T> scratch(static_cast<size_t>(detail::kAttentionRows * Sk));
+      const Tensor<T, Cpu> scratch = detail::score_block<T>(Sk);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t block = task / H, h = task % H;
         const size_t run = static_cast<size_t>(std::upper_bound(first_block.begin(), first_block.end(), block) - first_block.begin() - 1);
@@ -135,7 +143,7 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
       for (int64_t b = 0; b < B; ++b) users[static_cast<size_t>(kv_index.empty() ? b : kv_index[static_cast<size_t>(b)])].push_back(b);
       if constexpr (on_cpu<D>) {
         cpu::parallel_for(Bkv * H, (B / std::max<int64_t>(Bkv, 1)) * Sq * Sk * (2 * d + 3 * dv), [&](int64_t begin, int64_t end) {
-          std::vector<T> p(static_cast<size_t>(detail::kAttentionRows * Sk)), ds(p.size());
+          const Tensor<T, Cpu> p = detail::score_block<T>(Sk), ds = detail::score_block<T>(Sk);
           for (int64_t task = begin; task < end; ++task) {
             const int64_t kv_b = task / H, h = task % H;
             for (const int64_t b : users[static_cast<size_t>(kv_b)]) {
