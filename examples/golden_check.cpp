@@ -2,8 +2,10 @@
 // it, one line per case with its max error; exits non-zero on any mismatch or unreadable set.
 // Set kinds, found by their marker files: model case sets (config.json + weights.safetensors),
 // tokenizer sets (tokenizer/cases.jsonl), image sets (image/manifest.json), retrieval metric
-// sets (retrieval/cases.json). The BERT vocabulary
+// sets (retrieval/cases.json), PyTorch checkpoint sets (checkpoints/<case set>_<variant>.pth,
+// checked against <case set>/weights.safetensors). The BERT vocabulary
 // comes from --vocab, else the copy installed with blip, else data/ of the source tree.
+#include <blip/testing/golden_checkpoints.hpp>
 #include <blip/testing/golden_inputs.hpp>
 
 #include <cstdio>
@@ -22,7 +24,7 @@ int main(int argc, char** argv) {
     }
   if (args.size() != 1 || args[0] == "--help") {
     std::fprintf(stderr, "usage: blip-golden-check [--vocab bert-vocab.txt] DIR\n"
-                         "  verifies every golden set (model, tokenizer, image) found under DIR\n");
+                         "  verifies every golden set (model, tokenizer, image, retrieval, checkpoint) found under DIR\n");
     return args.size() == 1 ? 0 : 2;
   }
   const fs::path root = args[0];
@@ -30,7 +32,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "blip-golden-check: '%s' is not a directory\n", argv[1]);
     return 2;
   }
-  std::vector<fs::path> model_sets, tokenizer_sets, image_sets, retrieval_sets;
+  std::vector<fs::path> model_sets, tokenizer_sets, image_sets, retrieval_sets, checkpoint_sets;
   for (const auto& entry : fs::recursive_directory_iterator(root)) {
     if (!entry.is_directory()) continue;
     const fs::path& p = entry.path();
@@ -38,8 +40,9 @@ int main(int argc, char** argv) {
     if (fs::exists(p / "cases.jsonl") && p.filename() == "tokenizer") tokenizer_sets.push_back(p);
     if (fs::exists(p / "manifest.json") && p.filename() == "image") image_sets.push_back(p);
     if (fs::exists(p / "cases.json") && p.filename() == "retrieval") retrieval_sets.push_back(p);
+    if (p.filename() == "checkpoints") checkpoint_sets.push_back(p);
   }
-  for (auto* sets : {&model_sets, &tokenizer_sets, &image_sets, &retrieval_sets}) std::sort(sets->begin(), sets->end());
+  for (auto* sets : {&model_sets, &tokenizer_sets, &image_sets, &retrieval_sets, &checkpoint_sets}) std::sort(sets->begin(), sets->end());
   int failures = 0, cases = 0;
   auto report = [&](const fs::path& dir, const std::vector<blip::testing::CaseResult>& results) {
     for (const auto& r : results) {
@@ -53,7 +56,9 @@ int main(int argc, char** argv) {
   for (const auto& dir : tokenizer_sets) report(dir, blip::testing::run_tokenizer_cases(dir, vocab));
   for (const auto& dir : image_sets) report(dir, blip::testing::run_image_cases(dir));
   for (const auto& dir : retrieval_sets) report(dir, blip::testing::run_retrieval_cases(dir));
-  if (model_sets.empty() && tokenizer_sets.empty() && image_sets.empty() && retrieval_sets.empty()) {
+  for (const auto& dir : checkpoint_sets) report(dir, blip::testing::run_checkpoint_cases(dir));
+  if (model_sets.empty() && tokenizer_sets.empty() && image_sets.empty() && retrieval_sets.empty() &&
+      checkpoint_sets.empty()) {
     std::fprintf(stderr, "blip-golden-check: no golden sets found under '%s'\n", argv[1]);
     return 1;
   }

@@ -3,7 +3,7 @@
 file(REMOVE_RECURSE "${WORK_DIR}")
 set(prefix "${WORK_DIR}/prefix")
 foreach(step
-    "configure;${CMAKE_COMMAND};-S;${SOURCE_DIR};-B;${WORK_DIR}/blip;-DBLIP_BUILD_TESTS=OFF;-DBLIP_BUILD_EXAMPLES=OFF;-DBLIP_BUILD_BENCH=OFF;-DBLIP_WITH_CUDA=OFF;-DCMAKE_INSTALL_PREFIX=${prefix}"
+    "configure;${CMAKE_COMMAND};-S;${SOURCE_DIR};-B;${WORK_DIR}/blip;-DBLIP_BUILD_TESTS=OFF;-DBLIP_BUILD_EXAMPLES=OFF;-DBLIP_BUILD_BENCH=OFF;-DBLIP_BUILD_TOOLS=OFF;-DBLIP_WITH_CUDA=OFF;-DCMAKE_INSTALL_PREFIX=${prefix}"
     "install;${CMAKE_COMMAND};--install;${WORK_DIR}/blip"
     "consumer-configure;${CMAKE_COMMAND};-S;${SOURCE_DIR}/tests/install_consumer;-B;${WORK_DIR}/consumer;-DCMAKE_PREFIX_PATH=${prefix};-DCMAKE_BUILD_TYPE=Release"
     "consumer-build;${CMAKE_COMMAND};--build;${WORK_DIR}/consumer"

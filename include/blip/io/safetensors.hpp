@@ -5,7 +5,8 @@
 // entries have a known dtype, non-negative shape, and data_offsets [begin, end) that lie inside
 // the data section, agree with dtype x shape, and do not overlap. Any violation throws
 // blip::Error naming the file, the key and the byte offsets. load<T>(name) converts
-// F32/F64/F16/BF16/I64/I32/U8 into T (integers into floats and back only where exact types ask).
+// F32/F64/F16/BF16/I64/I32/U8/BOOL into T through io/tensor_bytes.hpp (integers into floats
+// and back only where exact types ask).
 // `__metadata__` is kept as a string map.
 #pragma once
 
@@ -22,6 +23,7 @@
 #include <string>
 
 #include "blip/core/tensor.hpp"
+#include "blip/io/tensor_bytes.hpp"
 
 namespace blip::io {
 
@@ -30,14 +32,6 @@ struct SafeTensorsEntry {
   Shape shape;
   uint64_t begin = 0, end = 0;  // relative to the first data byte
 };
-
-inline size_t safetensors_dtype_size(const std::string& dtype) {
-  if (dtype == "F64" || dtype == "I64" || dtype == "U64") return 8;
-  if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
-  if (dtype == "F16" || dtype == "BF16" || dtype == "I16" || dtype == "U16") return 2;
-  if (dtype == "I8" || dtype == "U8" || dtype == "BOOL") return 1;
-  return 0;
-}
 
 class SafeTensorsFile {
  public:
@@ -80,6 +74,14 @@ class SafeTensorsFile {
   const std::map<std::string, SafeTensorsEntry>& entries() const { return entries_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   bool contains(const std::string& name) const { return entries_.count(name) > 0; }
+  // The TensorSource interface (io/tensor_source.hpp): names in sorted order.
+  std::vector<std::string> keys() const {
+    std::vector<std::string> names;
+    for (const auto& [name, e] : entries_) names.push_back(name);
+    return names;
+  }
+  const Shape& shape(const std::string& name) const { return entry(name).shape; }
+  const std::string& dtype(const std::string& name) const { return entry(name).dtype; }
   const SafeTensorsEntry& entry(const std::string& name) const {
     auto it = entries_.find(name);
     BLIP_CHECK(it != entries_.end(), "safetensors: '", path_, "' has no tensor '", name, "'");
@@ -89,32 +91,8 @@ class SafeTensorsFile {
   template <Element T>
   Tensor<T, Cpu> load(const std::string& name) const {
     const SafeTensorsEntry& e = entry(name);
-    const uint8_t* src = base_ + data_start_ + e.begin;
-    const int64_t n = numel(e.shape);
-    std::vector<T> values(static_cast<size_t>(n));
-    auto convert = [&](auto tag) {
-      using S = decltype(tag);
-      for (int64_t i = 0; i < n; ++i) {
-        S s;
-        std::memcpy(&s, src + static_cast<size_t>(i) * sizeof(S), sizeof(S));
-        if constexpr (std::same_as<S, bf16> || std::same_as<S, fp16>) {
-          values[static_cast<size_t>(i)] = static_cast<T>(static_cast<float>(s));
-        } else if constexpr (std::same_as<T, bf16> || std::same_as<T, fp16>) {
-          values[static_cast<size_t>(i)] = T(static_cast<float>(s));
-        } else {
-          values[static_cast<size_t>(i)] = static_cast<T>(s);
-        }
-      }
-    };
-    if (e.dtype == "F32") convert(float{});
-    else if (e.dtype == "F64") convert(double{});
-    else if (e.dtype == "F16") convert(fp16{});
-    else if (e.dtype == "BF16") convert(bf16{});
-    else if (e.dtype == "I64") convert(int64_t{});
-    else if (e.dtype == "I32") convert(int32_t{});
-    else if (e.dtype == "U8") convert(uint8_t{});
-    else fail("safetensors: '", path_, "' tensor '", name, "' has dtype ", e.dtype, ", which blip does not load");
-    return Tensor<T, Cpu>::from_vector(e.shape, values);
+    return tensor_from_bytes<T>(base_ + data_start_ + e.begin, e.dtype, e.shape, contiguous_strides(e.shape),
+                                str("safetensors: '", path_, "' tensor '", name, "'"));
   }
 
  private:

@@ -8,6 +8,7 @@
 // State (m, v, t) is addressable by parameter name for checkpoints.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -44,6 +45,15 @@ class AdamW {
   const AdamWOptions& options() const { return options_; }
   std::map<std::string, State>& state() { return state_; }
   const std::vector<NamedParameter<T, D>>& params() const { return params_; }
+  // Restores one parameter's moments and step (a training-state resume); shapes must match.
+  void set_state(const std::string& name, State s) {
+    auto it = std::find_if(params_.begin(), params_.end(), [&](const auto& np) { return np.first == name; });
+    BLIP_CHECK(it != params_.end(), "AdamW::set_state: no parameter '", name, "'");
+    BLIP_CHECK(s.exp_avg.shape() == it->second->shape() && s.exp_avg_sq.shape() == it->second->shape() && s.step >= 0,
+               "AdamW::set_state: '", name, "' moments ", s.exp_avg.shape(), " / ", s.exp_avg_sq.shape(), " (step ",
+               s.step, ") do not fit the parameter ", it->second->shape());
+    state_[name] = std::move(s);
+  }
 
   void zero_grad() {
     for (auto& [name, p] : params_) p->zero_grad();

@@ -1,0 +1,125 @@
+// Checkpoint load time against reading the file once (the target: a BLIP-base sized
+// torch.save file loads in at most 1.5x the time of `cat file > /dev/null`, file cached):
+//   read_file/<kind>        — read() the whole file through a 1 MiB buffer, like cat
+//   load_pth                — TorchCheckpoint: open, then load<float> every tensor (all kept)
+//   load_safetensors        — SafeTensorsFile: the same
+// Files come from BLIP_BENCH_PTH and BLIP_BENCH_SAFETENSORS (or --pth=FILE --safetensors=FILE);
+// a benchmark whose file is not given is skipped. Each is read once before timing, so the page
+// cache holds it. To make BLIP-base sized files (950 float32 tensors, 476M parameters: BLIP-base's
+// shapes with momentum copies and both queues, 1.9 GB each) with the project's PyTorch:
+//
+//   .venv/bin/python - <<'EOF'
+//   import torch, json, struct
+//   vit = [('qkv.weight', (2304, 768)), ('qkv.bias', (2304,)), ('proj.weight', (768, 768)), ('proj.bias', (768,)),
+//          ('norm1.weight', (768,)), ('norm1.bias', (768,)), ('norm2.weight', (768,)), ('norm2.bias', (768,)),
+//          ('fc1.weight', (3072, 768)), ('fc1.bias', (3072,)), ('fc2.weight', (768, 3072)), ('fc2.bias', (768,))]
+//   bert = [(f'{a}.{p}.{w}', (768, 768) if w == 'weight' else (768,)) for a in ('attention', 'crossattention')
+//           for p in ('query', 'key', 'value', 'output.dense') for w in ('weight', 'bias')]
+//   bert += [('attention.output.LayerNorm.weight', (768,)), ('attention.output.LayerNorm.bias', (768,)),
+//            ('crossattention.output.LayerNorm.weight', (768,)), ('crossattention.output.LayerNorm.bias', (768,)),
+//            ('intermediate.dense.weight', (3072, 768)), ('intermediate.dense.bias', (3072,)),
+//            ('output.dense.weight', (768, 3072)), ('output.dense.bias', (768,)),
+//            ('output.LayerNorm.weight', (768,)), ('output.LayerNorm.bias', (768,))]
+//   shapes = {'visual.cls_token': (1, 1, 768), 'visual.pos_embed': (1, 577, 768),
+//             'visual.patch_embed.weight': (768, 3, 16, 16), 'visual.patch_embed.bias': (768,),
+//             'text.word_embeddings.weight': (30524, 768), 'text.position_embeddings.weight': (512, 768)}
+//   shapes.update({f'visual.blocks.{i}.{n}': s for i in range(12) for n, s in vit})
+//   shapes.update({f'text.layer.{i}.{n}': s for i in range(12) for n, s in bert})
+//   shapes.update({k + '_m': s for k, s in list(shapes.items())})  # momentum copies
+//   shapes.update({'head.image_queue': (256, 57600), 'head.text_queue': (256, 57600)})
+//   shapes.update({f'extra.{i}': (768,) for i in range(950 - len(shapes))})
+//   g = torch.Generator().manual_seed(0)
+//   sd = {k: torch.randn(s, generator=g) for k, s in shapes.items()}
+//   print(len(sd), sum(v.numel() for v in sd.values()))
+//   torch.save({'meta': {'epoch': 1}, 'state_dict': sd}, '/tmp/blip_base.pth')
+//   header, offset = {}, 0
+//   for k, v in sd.items():
+//       header[k] = {'dtype': 'F32', 'shape': list(v.shape), 'data_offsets': [offset, offset + 4 * v.numel()]}
+//       offset += 4 * v.numel()
+//   h = json.dumps(header).encode()
+//   with open('/tmp/blip_base.safetensors', 'wb') as f:
+//       f.write(struct.pack('<Q', len(h)) + h)
+//       for v in sd.values(): f.write(v.numpy().tobytes())
+//   EOF
+//   BLIP_BENCH_PTH=/tmp/blip_base.pth BLIP_BENCH_SAFETENSORS=/tmp/blip_base.safetensors build/bench/bench_checkpoint
+#include <benchmark/benchmark.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <blip/io/safetensors.hpp>
+#include <blip/io/torch_checkpoint.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+std::string pth_path, safetensors_path;
+
+uint64_t read_whole_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return 0;
+  std::vector<char> buffer(1 << 20);
+  uint64_t total = 0;
+  for (ssize_t n; (n = ::read(fd, buffer.data(), buffer.size())) > 0;) total += static_cast<uint64_t>(n);
+  ::close(fd);
+  return total;
+}
+
+template <class File>
+uint64_t load_all(const std::string& path) {
+  const File file(path);
+  std::vector<blip::Tensor<float, blip::Cpu>> tensors;
+  uint64_t bytes = 0;
+  for (const std::string& name : file.keys()) {
+    tensors.push_back(file.template load<float>(name));
+    bytes += static_cast<uint64_t>(tensors.back().numel()) * sizeof(float);
+  }
+  return bytes;
+}
+
+void run(benchmark::State& state, const std::string& path, uint64_t (*fn)(const std::string&)) {
+  if (path.empty()) {
+    state.SkipWithError("file not given (BLIP_BENCH_PTH / BLIP_BENCH_SAFETENSORS)");
+    return;
+  }
+  read_whole_file(path);  // into the page cache
+  // The first load of a process also pays for first touches of fresh memory (on a VM: the host
+  // backing guest pages, seconds for 1.9 GB); it is reported apart, the timed loads are steady.
+  const auto start = std::chrono::steady_clock::now();
+  uint64_t bytes = fn(path);
+  state.counters["first_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (auto _ : state) benchmark::DoNotOptimize(bytes = fn(path));
+  state.SetBytesProcessed(static_cast<int64_t>(bytes) * state.iterations());
+}
+
+void BM_read_file_pth(benchmark::State& s) { run(s, pth_path, read_whole_file); }
+void BM_load_pth(benchmark::State& s) { run(s, pth_path, load_all<blip::io::TorchCheckpoint>); }
+void BM_read_file_safetensors(benchmark::State& s) { run(s, safetensors_path, read_whole_file); }
+void BM_load_safetensors(benchmark::State& s) { run(s, safetensors_path, load_all<blip::io::SafeTensorsFile>); }
+
+BENCHMARK(BM_read_file_pth)->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_load_pth)->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_read_file_safetensors)->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_load_safetensors)->Unit(benchmark::kMillisecond)->Iterations(3);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (const char* p = std::getenv("BLIP_BENCH_PTH")) pth_path = p;
+  if (const char* p = std::getenv("BLIP_BENCH_SAFETENSORS")) safetensors_path = p;
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--pth=", 6) == 0) pth_path = argv[i] + 6;
+    else if (std::strncmp(argv[i], "--safetensors=", 14) == 0) safetensors_path = argv[i] + 14;
+    else rest.push_back(argv[i]);
+  }
+  int n = static_cast<int>(rest.size());
+  benchmark::Initialize(&n, rest.data());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

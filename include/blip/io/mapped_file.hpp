@@ -1,0 +1,67 @@
+// blip/io/mapped_file.hpp — a whole file mapped read-only into memory (RAII).
+//
+// Contract: MappedFile(path) maps the file (an empty file gives size() == 0 and data() ==
+// nullptr) or throws blip::Error naming the path and the system's reason. MappedFile(bytes,
+// size, name) keeps a copy of an in-memory image instead, so parsers run the same code on both
+// (tests, fuzzers); `name` stands for the path in errors. The mapping lives as long as the object.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "blip/core/error.hpp"
+
+namespace blip::io {
+
+class MappedFile {
+ public:
+  explicit MappedFile(std::string path) : path_(std::move(path)) {
+    const int fd = ::open(path_.c_str(), O_RDONLY);
+    BLIP_CHECK(fd >= 0, "cannot open '", path_, "': ", std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      fail("cannot read '", path_, "': not a regular file");
+    }
+    size_ = static_cast<uint64_t>(st.st_size);
+    if (size_ > 0) {
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      const int err = errno;
+      ::close(fd);
+      BLIP_CHECK(p != MAP_FAILED, "cannot map '", path_, "' (", size_, " bytes): ", std::strerror(err));
+      data_ = static_cast<const uint8_t*>(p);
+    } else {
+      ::close(fd);
+    }
+  }
+  MappedFile(const uint8_t* bytes, size_t size, std::string name) : path_(std::move(name)) {
+    owned_.assign(bytes, bytes + size);
+    data_ = owned_.empty() ? nullptr : owned_.data();
+    size_ = size;
+  }
+  ~MappedFile() {
+    if (data_ && owned_.empty()) ::munmap(const_cast<uint8_t*>(data_), size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  const uint8_t* data() const { return data_; }
+  uint64_t size() const { return size_; }
+
+ private:
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+  std::vector<uint8_t> owned_;
+};
+
+}  // namespace blip::io
