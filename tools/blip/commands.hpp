@@ -7,7 +7,9 @@
 #pragma once
 
 #include <algorithm>
+#include <filesystem>
 #include <functional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -20,6 +22,13 @@ struct CommonOptions {
   bool quiet = false;  // no progress bars, only results and errors
   int threads = 0;     // 0: all cores
 };
+
+// The BERT vocabulary: the source tree's copy when it is there (a build tree), else the
+// installed one (BLIP_DEFAULT_VOCAB / BLIP_INSTALLED_VOCAB come from tools/blip/CMakeLists.txt).
+inline std::string default_vocab_path() {
+  if (std::filesystem::exists(BLIP_DEFAULT_VOCAB)) return BLIP_DEFAULT_VOCAB;
+  return BLIP_INSTALLED_VOCAB;
+}
 
 using AddCommand = void (*)(CLI::App& app, const CommonOptions& common);
 

@@ -1,0 +1,195 @@
+// blip/search/gallery.hpp — building a FeatureIndex from a folder of images or a file of texts
+// with a model, and answering text or image queries against it.
+//
+// Contract:
+// - list_image_files(dir): every .jpg/.jpeg/.png (any case) under dir, recursively, as absolute
+//   paths sorted, so the same folder always gives the same index and `blip search` prints paths
+//   that work from any directory. read_text_lines(file): non-empty
+//   lines (a trailing \r dropped). Both fail naming the path when there is nothing to index.
+// - build_image_index / build_text_index embed in batches (images on the DataLoader's threads,
+//   through the test pipeline; texts through CleanCaption and the tokenizer, as the evaluation
+//   does) with a progress bar, and stream the index to `out` (search/feature_index.hpp). An
+//   image index may keep image_embeds (EmbedsDtype) for the ITM re-rank.
+// - search_by_text(model, tokenizer, image index, query, n, rerank_k) and search_by_image(model,
+//   tokenizer, text index, image path, n, rerank_k): cosine top-n (search/query.hpp top_n), then
+//   the ITM re-rank of the first rerank_k hits (0: none). Re-ranking an image index that kept no
+//   embeds recomputes them from the image files. An index built with another model (fingerprint)
+//   or of the other kind is refused with a message saying what to do.
+#pragma once
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+
+#include "blip/data/image_text_loader.hpp"
+#include "blip/ops/index.hpp"
+#include "blip/ops/view.hpp"
+#include "blip/search/query.hpp"
+#include "blip/text/clean_caption.hpp"
+#include "blip/util/progress.hpp"
+
+namespace blip::search {
+
+inline std::vector<std::string> list_image_files(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  BLIP_CHECK(fs::is_directory(dir, ec), "index: '", dir, "' is not a directory");
+  std::vector<std::string> out;
+  fs::recursive_directory_iterator it(dir, fs::directory_options::follow_directory_symlink, ec), end;
+  BLIP_CHECK(!ec, "index: cannot list '", dir, "': ", ec.message());
+  for (; it != end; it.increment(ec)) {
+    BLIP_CHECK(!ec, "index: cannot list '", dir, "': ", ec.message());
+    if (!it->is_regular_file(ec)) continue;
+    std::string ext = it->path().extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (ext == ".jpg" || ext == ".jpeg" || ext == ".png") out.push_back(fs::absolute(it->path()).lexically_normal().string());
+  }
+  std::sort(out.begin(), out.end());
+  BLIP_CHECK(!out.empty(), "index: no .jpg or .png files under '", dir, "'");
+  return out;
+}
+
+inline std::vector<std::string> read_text_lines(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  BLIP_CHECK(in.good(), "index: cannot open '", path, "'");
+  std::vector<std::string> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") != std::string::npos) out.push_back(line);
+  }
+  BLIP_CHECK(!in.bad(), "index: reading '", path, "' failed");
+  BLIP_CHECK(!out.empty(), "index: '", path, "' has no non-empty lines to index");
+  return out;
+}
+
+struct IndexBuildOptions {
+  std::string model_name;  // stored in the index, shown by `blip search`
+  int64_t batch_size = 32;
+  EmbedsDtype embeds = EmbedsDtype::none;
+  bool quiet = false;
+  data::LoaderOptions loader;
+};
+
+template <class Model>
+vision::PipelineOptions test_pipeline(const Model& model) {
+  vision::PipelineOptions p;
+  p.size = model.config().vision.img_size;
+  p.mean = model.config().mean;
+  p.std = model.config().std;
+  return p;
+}
+
+template <class Model>
+void build_image_index(const Model& model, const std::vector<std::string>& paths, const std::string& out,
+                       const IndexBuildOptions& o) {
+  NoGradGuard no_grad;
+  BLIP_CHECK(!paths.empty(), "build_image_index: no images");
+  const BlipConfig& cfg = model.config();
+  const int64_t tokens = (cfg.vision.img_size / cfg.vision.patch_size) * (cfg.vision.img_size / cfg.vision.patch_size) + 1;
+  IndexWriter writer(out, IndexKind::images, o.model_name, model_fingerprint(model), paths,
+                     static_cast<uint32_t>(cfg.embed_dim), o.embeds, static_cast<uint32_t>(tokens),
+                     static_cast<uint32_t>(cfg.vision.embed_dims));
+  data::LoaderOptions lo = o.loader;
+  lo.batch_size = o.batch_size;
+  lo.shuffle = lo.drop_last = false;
+  auto loader = data::make_image_loader(paths, test_pipeline(model), lo);
+  ProgressBar bar("index images", static_cast<long long>(paths.size()), o.quiet, "img");
+  while (auto batch = loader->next()) {
+    const bool keep = o.embeds != EmbedsDtype::none;
+    const Features<float, Cpu> f = model.extract_feat(&batch->images, nullptr, keep);
+    writer.append(f.image_feat, keep ? &f.image_embeds : nullptr);
+    bar.advance(static_cast<long long>(batch->indices.size()));
+  }
+  bar.finish();
+  writer.finish();
+}
+
+template <class Model, class Tokenizer>
+TextBatch<float, Cpu> encode_texts(const Model&, const Tokenizer& tokenizer, const std::vector<std::string>& texts) {
+  std::vector<std::string> cleaned;
+  for (const auto& t : texts) cleaned.push_back(text::clean_caption(t));
+  const auto e = tokenizer.template encode_batch<Cpu>(cleaned);
+  return {e.input_ids, e.attention_mask};
+}
+
+template <class Model, class Tokenizer>
+void build_text_index(const Model& model, const Tokenizer& tokenizer, const std::vector<std::string>& texts,
+                      const std::string& out, const IndexBuildOptions& o) {
+  NoGradGuard no_grad;
+  BLIP_CHECK(!texts.empty(), "build_text_index: no texts");
+  IndexWriter writer(out, IndexKind::texts, o.model_name, model_fingerprint(model), texts,
+                     static_cast<uint32_t>(model.config().embed_dim));
+  ProgressBar bar("index texts", static_cast<long long>(texts.size()), o.quiet, "txt");
+  const int64_t n = static_cast<int64_t>(texts.size()), step = std::max<int64_t>(o.batch_size, 1) * 4;
+  for (int64_t s = 0; s < n; s += step) {
+    const std::vector<std::string> chunk(texts.begin() + s, texts.begin() + std::min(n, s + step));
+    const TextBatch<float, Cpu> batch = encode_texts(model, tokenizer, chunk);
+    writer.append(model.extract_feat(nullptr, &batch, false).text_feat);
+    bar.advance(static_cast<long long>(chunk.size()));
+  }
+  bar.finish();
+  writer.finish();
+}
+
+template <class Model>
+void check_index_matches(const Model& model, const FeatureIndex& index, IndexKind want) {
+  BLIP_CHECK(index.kind() == want, "search: '", index.path(), "' is an index of ", kind_name(index.kind()), "; ",
+             want == IndexKind::images ? "a text query needs an index of images (blip index --images DIR)"
+                                       : "an image query needs an index of texts (blip index --texts FILE)");
+  BLIP_CHECK(index.header().feat_dim == static_cast<uint32_t>(model.config().embed_dim), "search: '", index.path(),
+             "' holds ", index.header().feat_dim, "-dim features but the model makes ", model.config().embed_dim,
+             " (built with model '", index.model(), "')");
+  BLIP_CHECK(index.header().fingerprint == model_fingerprint(model), "search: '", index.path(),
+             "' was built with another checkpoint (model '", index.model(),
+             "'); query it with the checkpoint it was built with, or rebuild it");
+}
+
+template <class Model, class Tokenizer>
+std::vector<SearchHit> search_by_text(const Model& model, const Tokenizer& tokenizer, const FeatureIndex& index,
+                                      const std::string& query, int64_t n, int64_t rerank_k = 0) {
+  NoGradGuard no_grad;
+  check_index_matches(model, index, IndexKind::images);
+  const TextBatch<float, Cpu> q = encode_texts(model, tokenizer, {query});
+  const Tensor<float, Cpu> feat = model.extract_feat(nullptr, &q, false).text_feat;
+  std::vector<SearchHit> hits = top_n(index.feats(), feat, std::max(n, rerank_k))[0];
+  if (rerank_k > 0) {
+    hits = rerank(std::move(hits), rerank_k, [&](const std::vector<int64_t>& entries) {
+      Tensor<float, Cpu> embeds;
+      if (index.has_embeds()) {
+        embeds = index.embeds(entries);
+      } else {
+        std::vector<Tensor<float, Cpu>> images;
+        for (int64_t e : entries)
+          images.push_back(vision::load_and_preprocess(index.entries()[static_cast<size_t>(e)], test_pipeline(model)));
+        embeds = model.image_embeds(stack(images, 0));
+      }
+      return itm_for_text(model, q.ids, q.mask, embeds);
+    });
+  }
+  hits.resize(std::min<size_t>(hits.size(), static_cast<size_t>(n)));
+  return hits;
+}
+
+template <class Model, class Tokenizer>
+std::vector<SearchHit> search_by_image(const Model& model, const Tokenizer& tokenizer, const FeatureIndex& index,
+                                       const std::string& image_path, int64_t n, int64_t rerank_k = 0) {
+  NoGradGuard no_grad;
+  check_index_matches(model, index, IndexKind::texts);
+  const vision::PipelineOptions p = test_pipeline(model);
+  const Tensor<float, Cpu> image = reshape(vision::load_and_preprocess(image_path, p), {1, 3, p.size, p.size});
+  const Features<float, Cpu> f = model.extract_feat(&image, nullptr, rerank_k > 0);
+  std::vector<SearchHit> hits = top_n(index.feats(), f.image_feat, std::max(n, rerank_k))[0];
+  if (rerank_k > 0) {
+    hits = rerank(std::move(hits), rerank_k, [&](const std::vector<int64_t>& entries) {
+      std::vector<std::string> texts;
+      for (int64_t e : entries) texts.push_back(index.entries()[static_cast<size_t>(e)]);
+      const TextBatch<float, Cpu> t = encode_texts(model, tokenizer, texts);
+      return itm_for_image(model, f.image_embeds, t.ids, t.mask);
+    });
+  }
+  hits.resize(std::min<size_t>(hits.size(), static_cast<size_t>(n)));
+  return hits;
+}
+
+}  // namespace blip::search

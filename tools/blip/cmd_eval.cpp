@@ -1,0 +1,98 @@
+// blip eval — image-text retrieval Recall@K on a COCO / Flickr30k / JSONL dataset, as
+// mmpretrain's RetrievalTestLoop + RetrievalRecall compute it (see docs/cli.md).
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include <blip/data/coco_retrieval.hpp>
+#include <blip/data/flickr30k_retrieval.hpp>
+#include <blip/data/jsonl_retrieval.hpp>
+#include <blip/eval/retrieval_loop.hpp>
+
+#include "commands.hpp"
+#include "model_setup.hpp"
+
+namespace {
+
+struct EvalOptions {
+  std::string preset = "base", checkpoint, dataset, ann, images, split = "test", vocab, json;
+  bool fast_match = false;
+  int64_t topk = 256, batch = 32;
+  std::vector<int64_t> recall_k{1, 5, 10};
+  int workers = -1;
+};
+
+blip::data::RetrievalAnnotations load_annotations(const EvalOptions& o) {
+  BLIP_CHECK(std::filesystem::is_directory(o.images), "--images '", o.images, "' is not a directory");
+  if (o.dataset == "coco") return blip::data::load_coco_retrieval(o.ann, o.images);
+  if (o.dataset == "flickr30k") return blip::data::load_flickr30k_retrieval(o.ann, o.images, o.split);
+  return blip::data::load_jsonl_retrieval(o.ann, o.images);
+}
+
+void run_eval(const EvalOptions& o, const blip::cli::CommonOptions& common) {
+  blip::BlipConfig config = blip::cli::preset_config(o.preset);
+  config.fast_match = o.fast_match;
+  config.topk = o.topk;
+  const auto annotations = load_annotations(o);
+  blip::data::check_eval_ids(annotations);
+  const auto tokenizer = blip::cli::load_tokenizer(o.vocab.empty() ? blip::cli::default_vocab_path() : o.vocab, config, o.preset);
+  const auto model = blip::cli::load_model(o.preset, config, o.checkpoint);
+  if (!common.quiet)
+    std::fprintf(stderr, "blip eval: %zu images, %lld captions, %s\n", annotations.images.size(),
+                 static_cast<long long>(annotations.flat_texts().size()),
+                 o.fast_match ? "fast_match (similarity only)" : ("ITM re-rank of the top " + std::to_string(o.topk)).c_str());
+  blip::eval::RetrievalLoopOptions lo;
+  lo.batch_size = o.batch;
+  lo.text_batch_size = o.batch * 4;
+  lo.topk = o.recall_k;
+  lo.quiet = common.quiet;
+  lo.loader.workers = o.workers;
+  const auto r = blip::eval::evaluate_retrieval(*model, tokenizer, annotations, lo);
+
+  for (const auto& [key, value] : r.metrics) std::printf("%-28s %8.4f\n", key.c_str(), value);
+  if (!common.quiet)
+    std::fprintf(stderr, "time: image features %.1f s (waiting for data %.1f s), text features %.1f s, scores %.1f s\n",
+                 r.image_seconds, r.data_wait_seconds, r.text_seconds, r.score_seconds);
+  if (!o.json.empty()) {
+    nlohmann::ordered_json j;
+    for (const auto& [key, value] : r.metrics) j[key] = value;
+    if (o.json == "-") {
+      std::cout << j.dump(2) << "\n";
+    } else {
+      std::ofstream out(o.json);
+      BLIP_CHECK(out.good(), "cannot write --json '", o.json, "'");
+      out << j.dump(2) << "\n";
+      out.close();
+      BLIP_CHECK(out.good(), "writing --json '", o.json, "' failed");
+    }
+  }
+}
+
+void add_eval(CLI::App& app, const blip::cli::CommonOptions& common) {
+  auto o = std::make_shared<EvalOptions>();
+  CLI::App* cmd = app.add_subcommand("eval", "Retrieval Recall@K of a checkpoint on a dataset (mmpretrain's test loop)");
+  cmd->add_option("--preset", o->preset, "Model size the checkpoint was trained with")
+      ->check(CLI::IsMember({"base", "tiny"}))->capture_default_str();
+  cmd->add_option("--checkpoint", o->checkpoint, "Model weights (.safetensors, mmpretrain names)")->required();
+  cmd->add_option("--dataset", o->dataset, "Annotation format: coco (Karpathy COCO JSON), flickr30k, jsonl")
+      ->required()->check(CLI::IsMember({"coco", "flickr30k", "jsonl"}));
+  cmd->add_option("--ann", o->ann, "Annotation file")->required();
+  cmd->add_option("--images", o->images, "Image root the annotations' paths are relative to")->required();
+  cmd->add_option("--split", o->split, "flickr30k split")->check(CLI::IsMember({"train", "val", "test"}))->capture_default_str();
+  cmd->add_flag("--fast-match", o->fast_match, "Rank by feature similarity only (no ITM re-rank)");
+  cmd->add_option("--topk", o->topk, "Candidates per query re-ranked with ITM")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--batch", o->batch, "Images per feature batch")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--recall-k", o->recall_k, "The K of Recall@K")->delimiter(',')->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--json", o->json, "Write the metrics as JSON to this file ('-': stdout)");
+  cmd->add_option("--vocab", o->vocab, "BERT vocabulary (default: the installed bert-base-uncased)");
+  cmd->add_option("--workers", o->workers, "Image decoding threads (-1: all cores)")->check(CLI::Range(-1, 1024))->capture_default_str();
+  cmd->callback([o, &common] { run_eval(*o, common); });
+}
+
+BLIP_CLI_COMMAND(20, add_eval);
+
+}  // namespace

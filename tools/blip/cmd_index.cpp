@@ -1,0 +1,67 @@
+// blip index — embeds a folder of images (or a file of texts) into an index file for
+// `blip search` (format: include/blip/search/feature_index.hpp, docs/cli.md).
+#include <cstdio>
+#include <memory>
+
+#include <blip/search/gallery.hpp>
+
+#include "commands.hpp"
+#include "model_setup.hpp"
+
+namespace {
+
+struct IndexOptions {
+  std::string preset = "base", checkpoint, images, texts, out, vocab, embeds = "none";
+  int64_t batch = 32;
+  int workers = -1;
+};
+
+void run_index(const IndexOptions& o, const blip::cli::CommonOptions& common) {
+  namespace search = blip::search;
+  const blip::BlipConfig config = blip::cli::preset_config(o.preset);
+  search::IndexBuildOptions b;
+  b.model_name = o.preset;
+  b.batch_size = o.batch;
+  b.embeds = search::parse_embeds_dtype(o.embeds);
+  b.quiet = common.quiet;
+  b.loader.workers = o.workers;
+  if (!o.images.empty()) {
+    const std::vector<std::string> paths = search::list_image_files(o.images);
+    const auto model = blip::cli::load_model(o.preset, config, o.checkpoint);
+    search::build_image_index(*model, paths, o.out, b);
+    if (!common.quiet) std::fprintf(stderr, "blip index: %zu images -> %s\n", paths.size(), o.out.c_str());
+  } else {
+    BLIP_CHECK(b.embeds == search::EmbedsDtype::none, "--embeds applies to an index of images, not of --texts");
+    const std::vector<std::string> texts = search::read_text_lines(o.texts);
+    const auto tokenizer =
+        blip::cli::load_tokenizer(o.vocab.empty() ? blip::cli::default_vocab_path() : o.vocab, config, o.preset);
+    const auto model = blip::cli::load_model(o.preset, config, o.checkpoint);
+    search::build_text_index(*model, tokenizer, texts, o.out, b);
+    if (!common.quiet) std::fprintf(stderr, "blip index: %zu texts -> %s\n", texts.size(), o.out.c_str());
+  }
+}
+
+void add_index(CLI::App& app, const blip::cli::CommonOptions& common) {
+  auto o = std::make_shared<IndexOptions>();
+  CLI::App* cmd = app.add_subcommand("index", "Embed a folder of images (or a file of texts) into an index for blip search");
+  cmd->add_option("--preset", o->preset, "Model size the checkpoint was trained with")
+      ->check(CLI::IsMember({"base", "tiny"}))->capture_default_str();
+  cmd->add_option("--checkpoint", o->checkpoint, "Model weights (.safetensors, mmpretrain names)")->required();
+  auto* images = cmd->add_option("--images", o->images, "Folder of .jpg/.png images, searched recursively");
+  auto* texts = cmd->add_option("--texts", o->texts, "Text file, one entry per non-empty line (searched by --image)");
+  images->excludes(texts);
+  cmd->add_option("--out", o->out, "Index file to write")->required();
+  cmd->add_option("--embeds", o->embeds, "Also keep image_embeds for blip search --rerank: none, f16, bf16, f32")
+      ->check(CLI::IsMember({"none", "f16", "bf16", "f32"}))->capture_default_str();
+  cmd->add_option("--batch", o->batch, "Images per batch")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--vocab", o->vocab, "BERT vocabulary for --texts (default: the installed bert-base-uncased)");
+  cmd->add_option("--workers", o->workers, "Image decoding threads (-1: all cores)")->check(CLI::Range(-1, 1024))->capture_default_str();
+  cmd->callback([o, &common, images, texts] {
+    if (images->count() == 0 && texts->count() == 0) throw CLI::RequiredError("--images or --texts");
+    run_index(*o, common);
+  });
+}
+
+BLIP_CLI_COMMAND(30, add_index);
+
+}  // namespace

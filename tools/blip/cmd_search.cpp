@@ -1,0 +1,82 @@
+// blip search — queries an index made by `blip index`: texts against an image index, or images
+// (--image) against a text index; cosine top-n, optionally ITM re-ranked (see docs/cli.md).
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include <blip/search/gallery.hpp>
+
+#include "commands.hpp"
+#include "model_setup.hpp"
+
+namespace {
+
+struct SearchOptions {
+  std::string index, checkpoint, preset, vocab;
+  std::vector<std::string> queries, images;
+  int64_t n = 10, rerank = 0;
+  bool json = false;
+};
+
+void run_search(const SearchOptions& o, const blip::cli::CommonOptions& common) {
+  namespace search = blip::search;
+  BLIP_CHECK(o.queries.empty() != o.images.empty(),
+             "give text queries (an index of images) or --image PATH (an index of texts), not both and not neither");
+  const search::FeatureIndex index = search::FeatureIndex::read(o.index);
+  const std::string preset = o.preset.empty() ? index.model() : o.preset;
+  const blip::BlipConfig config = blip::cli::preset_config(preset);
+  const auto tokenizer =
+      blip::cli::load_tokenizer(o.vocab.empty() ? blip::cli::default_vocab_path() : o.vocab, config, preset);
+  const auto model = blip::cli::load_model(preset, config, o.checkpoint);
+  const bool by_text = !o.queries.empty();
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const std::string& q : by_text ? o.queries : o.images) {
+    const auto hits = by_text ? search::search_by_text(*model, tokenizer, index, q, o.n, o.rerank)
+                              : search::search_by_image(*model, tokenizer, index, q, o.n, o.rerank);
+    if (o.json) {
+      nlohmann::ordered_json results = nlohmann::ordered_json::array();
+      for (size_t r = 0; r < hits.size(); ++r) {
+        nlohmann::ordered_json h;
+        h["rank"] = r + 1;
+        h[by_text ? "path" : "text"] = index.entries()[static_cast<size_t>(hits[r].entry)];
+        h["score"] = hits[r].score;
+        h["similarity"] = hits[r].similarity;
+        h["reranked"] = hits[r].reranked;
+        results.push_back(h);
+      }
+      nlohmann::ordered_json entry;
+      entry[by_text ? "query" : "image"] = q;
+      entry["results"] = results;
+      out.push_back(entry);
+      continue;
+    }
+    std::printf("%s: %s\n", by_text ? "query" : "image", q.c_str());
+    for (size_t r = 0; r < hits.size(); ++r)
+      std::printf("%4zu  %8.4f  %s\n", r + 1, hits[r].score, index.entries()[static_cast<size_t>(hits[r].entry)].c_str());
+  }
+  if (o.json) std::cout << out.dump(2) << "\n";
+  (void)common;
+}
+
+void add_search(CLI::App& app, const blip::cli::CommonOptions& common) {
+  auto o = std::make_shared<SearchOptions>();
+  CLI::App* cmd = app.add_subcommand("search", "Search an index: images for a text, or texts for an image (--image)");
+  cmd->add_option("queries", o->queries, "Text queries (for an index of images)");
+  cmd->add_option("--image", o->images, "Query image (for an index of texts); may repeat");
+  cmd->add_option("--index", o->index, "Index file made by blip index")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--checkpoint", o->checkpoint, "The model weights the index was built with")->required();
+  cmd->add_option("--preset", o->preset, "Model size (default: the one recorded in the index)")
+      ->check(CLI::IsMember({"base", "tiny"}));
+  cmd->add_option("-n", o->n, "Results per query")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--rerank", o->rerank, "Re-rank the top K by ITM (itm_logit + similarity); 0: off")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_flag("--json", o->json, "Print the results as JSON");
+  cmd->add_option("--vocab", o->vocab, "BERT vocabulary (default: the installed bert-base-uncased)");
+  cmd->callback([o, &common] { run_search(*o, common); });
+}
+
+BLIP_CLI_COMMAND(40, add_search);
+
+}  // namespace
