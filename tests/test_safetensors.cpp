@@ -68,3 +68,25 @@ TEST_CASE("damaged safetensors files give errors naming file, key and offsets", 
   REQUIRE_THROWS_WITH(io::SafeTensorsFile(write_file("good2", good, four_floats)).load<float>("missing"),
                       Contains("no tensor 'missing'"));
 }
+
+TEST_CASE("float32 tensors are used in place: copy-on-write views that outlive the file object", "[io]") {
+  const std::string values(reinterpret_cast<const char*>(std::vector<float>{1.5f, -2.0f, 3.25f, 4.0f}.data()), 16);
+  std::string header = R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}})";
+  header.resize((header.size() + 7) / 8 * 8, ' ');  // aligned data, as safetensors writers pad it
+  const std::string path = write_file("in_place", header, values);
+  Tensor<float> view, again;
+  Tensor<double> converted;
+  {
+    io::SafeTensorsFile file(path);
+    view = file.load<float>("w");
+    again = file.load<float>("w");
+    converted = file.load<double>("w");
+  }
+  REQUIRE(view.data() == again.data());  // both are the mapping itself, not copies
+  REQUIRE(converted.to_vector() == std::vector<double>{1.5, -2.0, 3.25, 4.0});
+  REQUIRE(view.to_vector() == std::vector<float>{1.5f, -2.0f, 3.25f, 4.0f});  // alive after the file object
+  fill_(view, 7.0f);  // private pages: the file keeps its values
+  REQUIRE(again.to_vector() == std::vector<float>(4, 7.0f));
+  REQUIRE(io::SafeTensorsFile(path).load<float>("w").to_vector() == std::vector<float>{1.5f, -2.0f, 3.25f, 4.0f});
+  std::remove(path.c_str());
+}

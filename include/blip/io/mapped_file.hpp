@@ -3,7 +3,9 @@
 // Contract: MappedFile(path) maps the file (an empty file gives size() == 0 and data() ==
 // nullptr) or throws blip::Error naming the path and the system's reason. MappedFile(bytes,
 // size, name) keeps a copy of an in-memory image instead, so parsers run the same code on both
-// (tests, fuzzers); `name` stands for the path in errors. The mapping lives as long as the object.
+// (tests, fuzzers); `name` stands for the path in errors. The mapping lives as long as the object
+// (hold it in a shared_ptr to let tensors loaded in place keep it alive). The mapping is private
+// and copy-on-write: while tensors view it, the file should not be truncated or rewritten.
 #pragma once
 
 #include <fcntl.h>
@@ -33,7 +35,9 @@ class MappedFile {
     }
     size_ = static_cast<uint64_t>(st.st_size);
     if (size_ > 0) {
-      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      // Copy-on-write: tensors loaded in place (io/tensor_bytes.hpp) may be written to; their
+      // writes go to private pages, never to the file.
+      void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
       const int err = errno;
       ::close(fd);
       BLIP_CHECK(p != MAP_FAILED, "cannot map '", path_, "' (", size_, " bytes): ", std::strerror(err));
@@ -56,6 +60,7 @@ class MappedFile {
   const std::string& path() const { return path_; }
   const uint8_t* data() const { return data_; }
   uint64_t size() const { return size_; }
+  bool holds(const uint8_t* p) const { return data_ && p >= data_ && p < data_ + size_; }
 
  private:
   std::string path_;

@@ -142,21 +142,24 @@ LoadReport load_state_dict(Model& model, const S& source, const LoadOptions& opt
                      ", which must be one parameter");
         }
         if (a || b) {
-          if (apply) p.assign(a ? *a : *b, name);
+          if (apply) copy_into_streaming(p.value(), a ? *a : *b);
         } else {
           absent(name);
         }
         return;
       }
       if (auto v = take(name, p.shape())) {
-        if (apply) p.assign(*v, name);
+        if (apply) copy_into_streaming(p.value(), *v);  // shapes were checked in the first pass
       } else {
         r.missing.push_back(their_name(name));
       }
     });
     model.visit_momentum_parameters([&](const std::string& name_m, const std::string&, Parameter<T, D>& p) {
       if (auto v = take(name_m, p.shape())) {
-        if (apply) p.assign_momentum(*v, name_m);
+        if (apply) {
+          if (!p.has_momentum() || p.momentum_aliased()) p.copy_params();
+          copy_into_streaming(p.momentum(), *v);
+        }
       } else {
         if (apply) p.copy_params();
         absent(name_m);
@@ -175,7 +178,7 @@ LoadReport load_state_dict(Model& model, const S& source, const LoadOptions& opt
       used.insert(it->second);
       BLIP_CHECK(source.shape(it->second) == buffer.shape(), "load_state_dict: '", where, "' key '", it->second,
                  "' has shape ", source.shape(it->second), ", the model expects ", buffer.shape());
-      if (apply) buffer = to<D>(source.template load<int64_t>(it->second));
+      if (apply) copy_into(buffer, to<D>(source.template load<int64_t>(it->second)));
     }, "head");
     const int64_t max_pos = model.config().text.max_position_embeddings;
     for (const std::string module : {"text_backbone", "text_backbone_m", "multimodal_backbone"}) {

@@ -1,19 +1,15 @@
 // blip/io/safetensors.hpp — reading safetensors files (memory-mapped, validated).
 //
-// Contract: SafeTensorsFile(path) maps the file and validates the whole header before any
+// Contract: SafeTensorsFile(path) maps the file (copy-on-write, io/mapped_file.hpp) and validates the whole header before any
 // tensor is read: an 8-byte little-endian header length inside the file, a JSON object whose
 // entries have a known dtype, non-negative shape, and data_offsets [begin, end) that lie inside
 // the data section, agree with dtype x shape, and do not overlap. Any violation throws
 // blip::Error naming the file, the key and the byte offsets. load<T>(name) converts
 // F32/F64/F16/BF16/I64/I32/U8/BOOL into T through io/tensor_bytes.hpp (integers into floats
-// and back only where exact types ask).
+// and back only where exact types ask); a tensor already of type T is a view of the mapping,
+// which keeps the mapping alive after the SafeTensorsFile is gone.
 // `__metadata__` is kept as a string map.
 #pragma once
-
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -23,6 +19,7 @@
 #include <string>
 
 #include "blip/core/tensor.hpp"
+#include "blip/io/mapped_file.hpp"
 #include "blip/io/tensor_bytes.hpp"
 
 namespace blip::io {
@@ -35,38 +32,18 @@ struct SafeTensorsEntry {
 
 class SafeTensorsFile {
  public:
-  explicit SafeTensorsFile(std::string path) : path_(std::move(path)) {
-    const int fd = ::open(path_.c_str(), O_RDONLY);
-    BLIP_CHECK(fd >= 0, "safetensors: cannot open '", path_, "': ", std::strerror(errno));
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-      ::close(fd);
-      fail("safetensors: cannot stat '", path_, "'");
-    }
-    size_ = static_cast<uint64_t>(st.st_size);
-    if (size_ > 0) {
-      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-      ::close(fd);
-      BLIP_CHECK(p != MAP_FAILED, "safetensors: cannot map '", path_, "'");
-      base_ = static_cast<const uint8_t*>(p);
-    } else {
-      ::close(fd);
-    }
-    try {
-      parse_header();
-    } catch (...) {
-      unmap();
-      throw;
-    }
-  }
-  // Parses an in-memory image of a file (a copy is kept); `name` stands for the path in errors.
-  SafeTensorsFile(const uint8_t* bytes, size_t size, std::string name) : path_(std::move(name)) {
-    owned_.assign(bytes, bytes + size);
-    base_ = owned_.data();
-    size_ = size;
+  explicit SafeTensorsFile(std::string path) : path_(path), file_(open_file(std::move(path))) {
+    base_ = file_->data();
+    size_ = file_->size();
     parse_header();
   }
-  ~SafeTensorsFile() { unmap(); }
+  // Parses an in-memory image of a file (a copy is kept); `name` stands for the path in errors.
+  SafeTensorsFile(const uint8_t* bytes, size_t size, std::string name)
+      : path_(name), file_(std::make_shared<const MappedFile>(bytes, size, std::move(name))) {
+    base_ = file_->data();
+    size_ = file_->size();
+    parse_header();
+  }
   SafeTensorsFile(const SafeTensorsFile&) = delete;
   SafeTensorsFile& operator=(const SafeTensorsFile&) = delete;
 
@@ -91,14 +68,18 @@ class SafeTensorsFile {
   template <Element T>
   Tensor<T, Cpu> load(const std::string& name) const {
     const SafeTensorsEntry& e = entry(name);
+    // In place (a view of the mapping, which the tensor keeps alive) when already of type T.
     return tensor_from_bytes<T>(base_ + data_start_ + e.begin, e.dtype, e.shape, contiguous_strides(e.shape),
-                                str("safetensors: '", path_, "' tensor '", name, "'"));
+                                str("safetensors: '", path_, "' tensor '", name, "'"), file_);
   }
 
  private:
-  void unmap() {
-    if (base_ && owned_.empty()) ::munmap(const_cast<uint8_t*>(base_), size_);
-    base_ = nullptr;
+  static std::shared_ptr<const MappedFile> open_file(std::string path) {
+    try {
+      return std::make_shared<const MappedFile>(std::move(path));
+    } catch (const Error& e) {
+      fail("safetensors: ", e.what());
+    }
   }
 
   void parse_header() {
@@ -166,12 +147,12 @@ class SafeTensorsFile {
   }
 
   std::string path_;
+  std::shared_ptr<const MappedFile> file_;
   const uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
   uint64_t data_start_ = 0;
   std::map<std::string, SafeTensorsEntry> entries_;
   std::map<std::string, std::string> metadata_;
-  std::vector<uint8_t> owned_;
 };
 
 }  // namespace blip::io

@@ -7,10 +7,12 @@
 // floats through float, everything else by static_cast). The caller has checked that every
 // addressed element lies inside its buffer; strides are in elements and non-negative. Another
 // dtype throws blip::Error "<what> has dtype X, which blip does not load". Same-type contiguous
-// data is one (parallel) memcpy, since multi-GB checkpoints should load at memory speed.
+// data is used in place when the caller passes an owner of the bytes (a mapped file), else one
+// (parallel) memcpy, since multi-GB checkpoints should load at memory speed.
 #pragma once
 
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "blip/core/tensor.hpp"
@@ -100,9 +102,28 @@ void gather(const uint8_t* src, const Shape& shape, const Strides& strides, T* d
 
 }  // namespace detail
 
+// The safetensors dtype name that is exactly T's layout, or "" when T has none here.
+template <Element T>
+constexpr const char* exact_dtype() {
+  if constexpr (std::same_as<T, float>) return "F32";
+  else if constexpr (std::same_as<T, double>) return "F64";
+  else if constexpr (std::same_as<T, int64_t>) return "I64";
+  else if constexpr (std::same_as<T, int32_t>) return "I32";
+  else return "";
+}
+
+// `owner` (optional) keeps `src` alive: then a contiguous tensor already of type T, suitably
+// aligned, is returned as a view of those bytes instead of a copy (a memory-mapped checkpoint is
+// used in place; the mapping is copy-on-write, so writing to the tensor leaves the file alone).
 template <Element T>
 Tensor<T, Cpu> tensor_from_bytes(const uint8_t* src, const std::string& dtype, const Shape& shape,
-                                 const Strides& strides, const std::string& what) {
+                                 const Strides& strides, const std::string& what,
+                                 const std::shared_ptr<const void>& owner = {}) {
+  if (owner && dtype == exact_dtype<T>() && numel(shape) > 0 && is_contiguous_layout(shape, strides) &&
+      reinterpret_cast<uintptr_t>(src) % alignof(T) == 0) {
+    std::shared_ptr<T> in_place(owner, reinterpret_cast<T*>(const_cast<uint8_t*>(src)));
+    return Tensor<T, Cpu>(std::move(in_place), numel(shape), 0, shape, contiguous_strides(shape));
+  }
   Tensor<T, Cpu> out = Tensor<T, Cpu>::empty(shape);
   T* dst = out.data();
   if (dtype == "F32") detail::gather<float>(src, shape, strides, dst);

@@ -84,8 +84,11 @@ class TorchCheckpoint {
   Tensor<T, Cpu> load(const std::string& name) const {
     const TensorEntry& t = entry(name);
     const StorageBytes& s = storages_.at(t.storage);
-    return tensor_from_bytes<T>(s.data + static_cast<size_t>(t.offset) * safetensors_dtype_size(t.dtype), t.dtype,
-                                t.shape, t.strides, str("torch checkpoint: '", path(), "' tensor '", name, "'"));
+    const uint8_t* first = s.data + static_cast<size_t>(t.offset) * safetensors_dtype_size(t.dtype);
+    // Stored (uncompressed) storages are used in place from the mapping, which the tensor keeps alive.
+    const std::shared_ptr<const void> owner = file_->holds(first) ? file_ : nullptr;
+    return tensor_from_bytes<T>(first, t.dtype, t.shape, t.strides,
+                                str("torch checkpoint: '", path(), "' tensor '", name, "'"), owner);
   }
 
  private:

@@ -183,8 +183,9 @@ ResumedState load_training_state(const std::string& path, Model& model, AdamW<T,
   optimizer.state().clear();
   for (const std::string& name : with_state) {
     typename AdamW<T, D>::State s;
-    s.exp_avg = to<D>(file.load<T>("optimizer.exp_avg." + name));
-    s.exp_avg_sq = to<D>(file.load<T>("optimizer.exp_avg_sq." + name));
+    // Copies, not views of the mapped file: the run outlives the file it resumed from.
+    s.exp_avg = clone(to<D>(file.load<T>("optimizer.exp_avg." + name)));
+    s.exp_avg_sq = clone(to<D>(file.load<T>("optimizer.exp_avg_sq." + name)));
     s.step = file.load<int64_t>("optimizer.step." + name).item();
     optimizer.set_state(name, std::move(s));
   }

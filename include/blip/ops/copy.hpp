@@ -29,6 +29,19 @@ void copy_into(const Tensor<T, D>& dst, const Tensor<T, D>& src) {
   }
 }
 
+// copy_into for bulk loads: contiguous CPU copies use non-temporal stores (the destination is
+// not read again soon, e.g. a checkpoint into a model); anything else is copy_into.
+template <Element T, Device D>
+void copy_into_streaming(const Tensor<T, D>& dst, const Tensor<T, D>& src) {
+  if constexpr (on_cpu<D>) {
+    if (dst.shape() == src.shape() && dst.is_contiguous() && src.is_contiguous()) {
+      cpu::copy_streaming(dst.data(), src.data(), static_cast<size_t>(src.numel()) * sizeof(T));
+      return;
+    }
+  }
+  copy_into(dst, src);
+}
+
 template <Element T, Device D>
 void fill_(const Tensor<T, D>& dst, T value) {
   BLIP_CHECK(dst.is_contiguous(), "fill_: destination of shape ", dst.shape(), " must be contiguous");

@@ -5,18 +5,51 @@
 // expanded tensor); source layouts may repeat elements (stride 0).
 #pragma once
 
+#include <concepts>
 #include <cstdint>
+#include <cstring>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+#include <vector>
 
 #include "blip/backend/cpu/parallel.hpp"
 #include "blip/core/layout.hpp"
 
 namespace blip::cpu {
 
+// Merges dimensions laid out back to back in both layouts and drops size-1 ones, so a
+// contiguous copy is one long row and a [B, L, H, d] permute copies rows of d elements; the
+// copy loop's cost is then per row, not per element.
+inline void coalesce_layouts(const Shape& shape, const Strides& a, const Strides& b, Shape& out_shape,
+                             Strides& out_a, Strides& out_b) {
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] == 1) continue;
+    if (!out_shape.empty() && out_a.back() == a[i] * shape[i] && out_b.back() == b[i] * shape[i]) {
+      out_shape.back() *= shape[i];
+      out_a.back() = a[i];
+      out_b.back() = b[i];
+    } else {
+      out_shape.push_back(shape[i]);
+      out_a.push_back(a[i]);
+      out_b.push_back(b[i]);
+    }
+  }
+}
+
+// The conversion of a plain copy (lets assign() use memcpy for unit-stride rows).
+struct Identity {
+  template <class T>
+  T operator()(T v) const { return v; }
+};
+
 template <class Dst, class Src, class Convert>
-void assign(const Shape& shape, const Src* src, const Strides& src_strides, Dst* dst,
-            const Strides& dst_strides, Convert convert) {
-  const int64_t n = numel(shape);
-  if (n == 0) return;
+void assign(const Shape& full_shape, const Src* src, const Strides& full_src_strides, Dst* dst,
+            const Strides& full_dst_strides, Convert convert) {
+  if (numel(full_shape) == 0) return;
+  Shape shape;
+  Strides src_strides, dst_strides;
+  coalesce_layouts(full_shape, full_src_strides, full_dst_strides, shape, src_strides, dst_strides);
   if (shape.empty()) {
     dst[0] = convert(src[0]);
     return;
@@ -24,14 +57,46 @@ void assign(const Shape& shape, const Src* src, const Strides& src_strides, Dst*
   const int64_t last = shape.back();
   const int64_t ss = src_strides.back();
   const int64_t ds = dst_strides.back();
-  parallel_for(n / last, last, [&](int64_t begin, int64_t end) {
+  const size_t outer = shape.size() - 1;
+  constexpr bool plain_copy = std::same_as<Src, Dst> && std::same_as<Convert, Identity>;
+  if (outer == 0) {  // one (long) row: split it
+    parallel_for(last, 1, [&](int64_t begin, int64_t end) {
+      if constexpr (plain_copy) {
+        if (ss == 1 && ds == 1) {  // memcpy speed (a checkpoint's tensors into a model)
+          std::memcpy(dst + begin, src + begin, static_cast<size_t>(end - begin) * sizeof(Src));
+          return;
+        }
+      }
+      for (int64_t j = begin; j < end; ++j) dst[j * ds] = convert(src[j * ss]);
+    });
+    return;
+  }
+  parallel_for(numel(shape) / last, last, [&](int64_t begin, int64_t end) {
+    // Outer index of row `begin`, then advanced like an odometer (no division per row).
+    std::vector<int64_t> index(outer);
+    int64_t so = 0, d_o = 0;
+    for (size_t d = outer, rest = static_cast<size_t>(begin); d-- > 0;) {
+      index[d] = static_cast<int64_t>(rest % static_cast<size_t>(shape[d]));
+      rest /= static_cast<size_t>(shape[d]);
+      so += index[d] * src_strides[d];
+      d_o += index[d] * dst_strides[d];
+    }
     for (int64_t row = begin; row < end; ++row) {
-      const Src* s = src + offset_of(row * last, shape, src_strides);
-      Dst* d = dst + offset_of(row * last, shape, dst_strides);
+      const Src* s = src + so;
+      Dst* d = dst + d_o;
       if (ss == 1 && ds == 1) {
-        for (int64_t j = 0; j < last; ++j) d[j] = convert(s[j]);
+        if constexpr (plain_copy) std::memcpy(d, s, static_cast<size_t>(last) * sizeof(Src));
+        else for (int64_t j = 0; j < last; ++j) d[j] = convert(s[j]);
       } else {
         for (int64_t j = 0; j < last; ++j) d[j * ds] = convert(s[j * ss]);
+      }
+      for (size_t k = outer; k-- > 0;) {
+        so += src_strides[k];
+        d_o += dst_strides[k];
+        if (++index[k] < shape[k]) break;
+        so -= src_strides[k] * shape[k];
+        d_o -= dst_strides[k] * shape[k];
+        index[k] = 0;
       }
     }
   });
@@ -40,7 +105,26 @@ void assign(const Shape& shape, const Src* src, const Strides& src_strides, Dst*
 template <class T>
 void assign(const Shape& shape, const T* src, const Strides& src_strides, T* dst,
             const Strides& dst_strides) {
-  assign(shape, src, src_strides, dst, dst_strides, [](T v) { return v; });
+  assign(shape, src, src_strides, dst, dst_strides, Identity{});
+}
+
+// A bulk copy with non-temporal stores: the destination bypasses the caches, so the copy moves
+// each byte across the memory bus twice instead of three times (no read-for-ownership). For
+// data not read again soon — a checkpoint's tensors into a model's parameters.
+inline void copy_streaming(void* dst, const void* src, size_t bytes) {
+#if defined(__AVX__)
+  auto* d = static_cast<uint8_t*>(dst);
+  const auto* s = static_cast<const uint8_t*>(src);
+  const size_t head = std::min(bytes, (32 - reinterpret_cast<uintptr_t>(d) % 32) % 32);
+  std::memcpy(d, s, head);
+  size_t i = head;
+  for (; i + 32 <= bytes; i += 32)
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(d + i), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i)));
+  std::memcpy(d + i, s + i, bytes - i);
+  _mm_sfence();
+#else
+  std::memcpy(dst, src, bytes);
+#endif
 }
 
 template <class T>
