@@ -39,6 +39,9 @@ class ProgressBar {
     draw('\r');
   }
 
+  // A loop that re-plans its length (a time budget) changes the total as it goes.
+  void set_total(long long total) { total_ = total; }
+
   // Prints the final line (also when stderr is not a terminal) once.
   void finish() {
     if (finished_) return;

@@ -1,0 +1,191 @@
+// blip demo — trains a small BLIP from scratch on Fashion-MNIST with captions and evaluates
+// image<->text retrieval on the 10k test images (see docs/demo.md).
+#include <omp.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <blip/models/presets.hpp>
+#include <blip/train/blip_micro_loss.hpp>
+#include <blip/train/fashion_mnist_task.hpp>
+#include <blip/train/train_loop.hpp>
+#include <blip/vision/encode.hpp>
+
+#include "commands.hpp"
+
+namespace {
+
+struct DemoOptions {
+  double minutes = 5.0;
+  int64_t steps = 0;  // 0: as many as fit in --minutes
+  std::string out = "blip-demo";
+  uint64_t seed = 0;
+  bool quiet = false;
+  std::string data = "/usr/share/datasets/fashion-mnist";
+  std::string vocab;
+  int64_t batch = 64;
+  double lr = 2e-3;
+};
+
+// Queries shown with their top images, and the class each asks for.
+const std::vector<std::pair<std::string, int64_t>> demo_queries{
+    {"a pair of trainers", 7}, {"a leather handbag", 8}, {"a summer dress", 3},
+    {"a pair of jeans", 1},    {"an ankle boot", 9},     {"a warm sweater", 2}};
+
+// One row per query: its top `columns` test images, framed green (right class) or red.
+void write_grid(const std::string& path, const std::vector<std::vector<int64_t>>& rows,
+                const std::vector<int64_t>& query_class, const blip::data::FashionMnistSplit& test) {
+  constexpr int64_t zoom = 2, frame = 2, pad = 2;
+  constexpr int64_t cell = 28 * zoom + 2 * frame;
+  const int64_t columns = static_cast<int64_t>(rows.front().size());
+  blip::vision::Image grid(static_cast<int64_t>(rows.size()) * (cell + pad) + pad, columns * (cell + pad) + pad, 3);
+  std::fill(grid.pixels.begin(), grid.pixels.end(), uint8_t{255});
+  for (size_t r = 0; r < rows.size(); ++r)
+    for (int64_t c = 0; c < columns; ++c) {
+      const int64_t image = rows[r][static_cast<size_t>(c)];
+      const bool right = test.labels[static_cast<size_t>(image)] == query_class[r];
+      const uint8_t border[3] = {uint8_t(right ? 0 : 220), uint8_t(right ? 170 : 0), 0};
+      const int64_t y0 = pad + static_cast<int64_t>(r) * (cell + pad), x0 = pad + c * (cell + pad);
+      for (int64_t y = 0; y < cell; ++y)
+        for (int64_t x = 0; x < cell; ++x) {
+          uint8_t* px = grid.row(y0 + y) + (x0 + x) * 3;
+          const bool inside = y >= frame && y < cell - frame && x >= frame && x < cell - frame;
+          if (!inside) {
+            std::copy(border, border + 3, px);
+            continue;
+          }
+          // Fashion-MNIST is white on black; shown inverted, as a photo on white.
+          const uint8_t v = 255 - test.image(image)[((y - frame) / zoom) * 28 + (x - frame) / zoom];
+          px[0] = px[1] = px[2] = v;
+        }
+    }
+  blip::vision::write_png(path, grid);
+}
+
+// OpenMP threads wait for each other by spinning; when other programs already keep every core
+// busy, a spinning team loses most of its time slices (a 2-thread run here fell from ~500 to
+// 3 images/s). The demo then runs on one thread unless -j says otherwise.
+void choose_threads(const blip::cli::CommonOptions& common, bool quiet) {
+  if (common.threads > 0) return;
+  double load = 0;
+  const int cores = omp_get_num_procs();
+  if (cores > 1 && getloadavg(&load, 1) == 1 && load >= cores - 0.5) {
+    omp_set_num_threads(1);
+    if (!quiet)
+      std::printf("blip demo: the machine is busy (load %.1f on %d cores): training on 1 thread (-j N overrides)\n", load,
+                  cores);
+  }
+}
+
+void run_demo(const DemoOptions& o, const blip::cli::CommonOptions& common) {
+  using namespace blip;
+  const bool quiet = o.quiet || common.quiet;
+  choose_threads(common, quiet);
+  std::filesystem::create_directories(o.out);
+  const data::FashionMnist fm = data::load_fashion_mnist(o.data);
+  const text::BertTokenizer tokenizer =
+      text::BertTokenizer::blip(o.vocab.empty() ? cli::default_vocab_path() : o.vocab, train::fashion_mnist_config().max_txt_len);
+  BlipConfig config = train::fashion_mnist_config();
+  config.seed = o.seed;
+  StandardBlip<float, Cpu> model(config);
+  Generator init(o.seed);
+  model.init_weights(init);
+  if (!quiet) {
+    char budget[64];
+    if (o.steps > 0) std::snprintf(budget, sizeof budget, "%lld steps", static_cast<long long>(o.steps));
+    else std::snprintf(budget, sizeof budget, "%g min", o.minutes);
+    std::printf("blip demo: training a BLIP of width %lld on Fashion-MNIST (%lld train / %lld test images, batch %lld, %s, %d threads)\n",
+                static_cast<long long>(config.vision.embed_dims), static_cast<long long>(fm.train.size()),
+                static_cast<long long>(fm.test.size()), static_cast<long long>(o.batch), budget, omp_get_max_threads());
+  }
+  std::fflush(stdout);  // before the progress bar on stderr
+
+  train::TrainConfig tc;
+  tc.total_steps = o.steps > 0 ? o.steps : 1000000;  // a time budget re-plans this after calibration
+  tc.optimizer.lr = o.lr;
+  tc.warmup_steps = o.steps > 0 ? std::min<int64_t>(50, o.steps / 10) : 50;
+  tc.warmup_start_factor = 0.01;
+  tc.alpha = config.alpha;
+  tc.alpha_warmup_steps = tc.total_steps / 3;
+  train::Trainer<float, Cpu> trainer(named_parameters(model), tc);
+  train::FashionMnistBatches<float, Cpu> batches(fm.train, tokenizer, o.batch, o.seed + 1);
+  train::LoopOptions loop;
+  loop.metrics_path = (std::filesystem::path(o.out) / "metrics.jsonl").string();
+  std::filesystem::remove(loop.metrics_path);
+  loop.time_budget_s = o.steps > 0 ? 0.0 : o.minutes * 60.0;
+  loop.quiet = quiet;
+  const auto result = train::run_training(trainer, train::blip_micro_loss(model, [&] { return batches.next(); }), loop);
+  std::printf("trained %lld steps (%.2f epochs) in %.1f s, %.0f images/s; final loss %.3f (itc %.3f, itm %.3f)\n",
+              static_cast<long long>(result.steps), static_cast<double>(result.steps * o.batch) / fm.train.size(),
+              result.seconds, result.images_per_s, result.last.loss, result.last.terms[0].second,
+              result.last.terms[1].second);
+
+  const auto start = std::chrono::steady_clock::now();
+  const auto ev = train::evaluate_fashion_mnist(model, fm.test, tokenizer, 500, quiet);
+  const double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("\nretrieval on the %lld test images, %zu captions (class-level ground truth; evaluated in %.1f s)\n",
+              static_cast<long long>(fm.test.size()), ev.captions.texts.size(), eval_s);
+  std::printf("  ITC similarity:          ");
+  for (const auto& [name, v] : ev.itc) std::printf(" %s %.2f", name.c_str(), v);
+  std::printf("\n  ITM re-ranked (top %lld):", static_cast<long long>(config.topk));
+  for (const auto& [name, v] : ev.itm) std::printf(" %s %.2f", name.c_str(), v);
+  std::printf("\n");
+  {
+    std::ofstream metrics(std::filesystem::path(o.out) / "eval.json");
+    metrics << "{";
+    bool comma = false;
+    for (const auto* group : {&ev.itc, &ev.itm})
+      for (const auto& [name, v] : *group) {
+        metrics << (comma ? ", " : "") << "\"" << (group == &ev.itc ? "itc/" : "itm/") << name << "\": " << v;
+        comma = true;
+      }
+    metrics << "}\n";
+  }
+
+  // Top images of a few text queries, by the re-ranked score (ITM + similarity).
+  std::vector<std::string> query_texts;
+  std::vector<int64_t> query_class;
+  for (const auto& [q, c] : demo_queries) query_texts.push_back(q), query_class.push_back(c);
+  const auto encoded = tokenizer.encode_batch<Cpu>(query_texts);
+  const TextBatch<float, Cpu> qtexts{encoded.input_ids, encoded.attention_mask};
+  std::vector<std::vector<int64_t>> rows;
+  {
+    NoGradGuard no_grad;
+    const Tensor<float, Cpu> qfeat = model.extract_feat(nullptr, &qtexts, false).text_feat;
+    const auto score = model.compute_score_matrix_t2i(ev.image_feat, ev.image_embeds, qfeat, qtexts.ids, qtexts.mask);
+    const std::vector<int64_t> top = topk(score, 8).indices.to_vector();
+    const auto& names = data::fashion_mnist_class_names();
+    std::printf("\ntop 8 test images per text query (class of each):\n");
+    for (size_t q = 0; q < demo_queries.size(); ++q) {
+      rows.emplace_back(top.begin() + static_cast<std::ptrdiff_t>(q * 8), top.begin() + static_cast<std::ptrdiff_t>(q * 8 + 8));
+      std::printf("  %-22s", ("\"" + query_texts[q] + "\"").c_str());
+      for (int64_t i : rows.back()) std::printf(" %s", names[fm.test.labels[static_cast<size_t>(i)]]);
+      std::printf("\n");
+    }
+  }
+  const std::string grid = (std::filesystem::path(o.out) / "queries.png").string();
+  write_grid(grid, rows, query_class, fm.test);
+  std::printf("\nwrote %s (one row per query), %s and %s\n", grid.c_str(), loop.metrics_path.c_str(),
+              (std::filesystem::path(o.out) / "eval.json").c_str());
+}
+
+void add_demo(CLI::App& app, const blip::cli::CommonOptions& common) {
+  auto o = std::make_shared<DemoOptions>();
+  CLI::App* cmd = app.add_subcommand("demo", "Train a small BLIP on Fashion-MNIST for a few minutes and evaluate retrieval");
+  cmd->add_option("--minutes", o->minutes, "Training time budget in minutes")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--steps", o->steps, "Train exactly this many steps instead of a time budget")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--out", o->out, "Output folder (metrics.jsonl, eval.json, queries.png)")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Random seed (initialisation, batches, negatives)")->capture_default_str();
+  cmd->add_flag("--quiet", o->quiet, "No progress bars");
+  cmd->add_option("--data", o->data, "Folder with the gzipped Fashion-MNIST IDX files")->capture_default_str();
+  cmd->add_option("--vocab", o->vocab, "BERT vocabulary file (default: the one shipped with blip)");
+  cmd->add_option("--batch", o->batch, "Images per step")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--lr", o->lr, "Peak learning rate (AdamW, cosine schedule)")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->callback([o, &common] { run_demo(*o, common); });
+}
+
+}  // namespace
+
+BLIP_CLI_COMMAND(5, add_demo);
