@@ -77,7 +77,7 @@ void add_eval(CLI::App& app, const blip::cli::CommonOptions& common) {
   CLI::App* cmd = app.add_subcommand("eval", "Retrieval Recall@K of a checkpoint on a dataset (mmpretrain's test loop)");
   cmd->add_option("--preset", o->preset, "Model size the checkpoint was trained with")
       ->check(CLI::IsMember({"base", "tiny"}))->capture_default_str();
-  cmd->add_option("--checkpoint", o->checkpoint, "Model weights (.safetensors, mmpretrain names)")->required();
+  cmd->add_option("--checkpoint", o->checkpoint, "Model weights (.pth or .safetensors; mmpretrain, BLIP, LAVIS or HF names)")->required();
   cmd->add_option("--dataset", o->dataset, "Annotation format: coco (Karpathy COCO JSON), flickr30k, jsonl")
       ->required()->check(CLI::IsMember({"coco", "flickr30k", "jsonl"}));
   cmd->add_option("--ann", o->ann, "Annotation file")->required();

@@ -46,7 +46,7 @@ void add_index(CLI::App& app, const blip::cli::CommonOptions& common) {
   CLI::App* cmd = app.add_subcommand("index", "Embed a folder of images (or a file of texts) into an index for blip search");
   cmd->add_option("--preset", o->preset, "Model size the checkpoint was trained with")
       ->check(CLI::IsMember({"base", "tiny"}))->capture_default_str();
-  cmd->add_option("--checkpoint", o->checkpoint, "Model weights (.safetensors, mmpretrain names)")->required();
+  cmd->add_option("--checkpoint", o->checkpoint, "Model weights (.pth or .safetensors; mmpretrain, BLIP, LAVIS or HF names)")->required();
   auto* images = cmd->add_option("--images", o->images, "Folder of .jpg/.png images, searched recursively");
   auto* texts = cmd->add_option("--texts", o->texts, "Text file, one entry per non-empty line (searched by --image)");
   images->excludes(texts);

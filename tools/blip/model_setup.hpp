@@ -9,8 +9,10 @@
 #include <memory>
 #include <string>
 
+#include <blip/io/convert.hpp>
 #include <blip/io/model_state.hpp>
 #include <blip/io/safetensors.hpp>
+#include <blip/io/torch_checkpoint.hpp>
 #include <blip/models/presets.hpp>
 #include <blip/text/bert_tokenizer.hpp>
 
@@ -30,7 +32,9 @@ inline std::unique_ptr<CliModel> load_model(const std::string& preset, const Bli
              "' not found (pass the model weights with --checkpoint)");
   auto model = std::make_unique<CliModel>(config);
   try {
-    io::load_state_dict(*model, io::SafeTensorsFile(checkpoint));
+    // A PyTorch .pth (zip or legacy) or a safetensors file, in any naming (detected from the keys).
+    if (io::looks_like_torch_checkpoint(checkpoint)) io::load_state_dict(*model, io::TorchCheckpoint(checkpoint));
+    else io::load_state_dict(*model, io::SafeTensorsFile(checkpoint));
   } catch (const Error& e) {
     fail(e.what(), "\n  (is '", checkpoint, "' a BLIP retrieval checkpoint of preset '", preset,
          "'? choose the preset it was trained with: --preset base|tiny)");
