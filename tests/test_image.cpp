@@ -53,3 +53,9 @@ TEST_CASE("bad images give errors naming the file; huge headers are refused befo
   rgb.order = vision::ChannelOrder::rgb;
   REQUIRE(vision::load_image(jpg, rgb).pixels == vision::load_image(jpg).swapped_order().pixels);
 }
+
+TEST_CASE("an EXIF block whose IFD offset wraps around 32 bits is ignored, not read out of bounds", "[image][errors]") {
+  // "Exif\0\0" + little-endian TIFF header whose first-IFD offset is 0xFFFFFFFF (fuzzer-found).
+  const std::vector<uint8_t> exif{'E', 'x', 'i', 'f', 0, 0, 'I', 'I', 42, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0};
+  REQUIRE(vision::detail::exif_orientation(exif.data(), exif.size()) == 1);
+}

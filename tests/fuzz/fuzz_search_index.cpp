@@ -46,7 +46,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (size_t i = 1; i + 3 <= size; i += 3) {
       const size_t at = static_cast<size_t>(data[i] | (data[i + 1] << 8));
       if (at < file.size()) file[at] = data[i + 2];
-      else if (at == 0xffff) file.pop_back();  // truncation
+      else if (at == 0xffff && !file.empty()) file.pop_back();  // truncation
     }
   }
   const std::string path = scratch_path();

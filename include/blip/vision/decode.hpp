@@ -118,7 +118,7 @@ inline int exif_orientation(const uint8_t* p, size_t n) {
     return little ? t[at] | (t[at + 1] << 8) | (t[at + 2] << 16) | (static_cast<uint32_t>(t[at + 3]) << 24)
                   : (static_cast<uint32_t>(t[at]) << 24) | (t[at + 1] << 16) | (t[at + 2] << 8) | t[at + 3];
   };
-  const uint32_t ifd = u32(4);
+  const size_t ifd = u32(4);  // size_t: ifd + 2 must not wrap around in 32 bits (fuzzer-found)
   if (ifd + 2 > tn) return 1;
   const uint32_t count = u16(ifd);
   for (uint32_t i = 0; i < count; ++i) {
