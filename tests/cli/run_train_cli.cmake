@@ -6,23 +6,7 @@
 file(REMOVE_RECURSE "${WORK}")
 file(MAKE_DIRECTORY "${WORK}")
 
-function(run expect_rc)
-  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  set(out "${out}" PARENT_SCOPE)
-  set(err "${err}" PARENT_SCOPE)
-  if(expect_rc STREQUAL "ok" AND NOT rc EQUAL 0)
-    message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${out}\n${err}")
-  elseif(expect_rc STREQUAL "fail" AND NOT rc EQUAL 1)
-    message(FATAL_ERROR "should fail with status 1 (got ${rc}): ${ARGN}\n${out}\n${err}")
-  endif()
-endfunction()
-
-function(expect_in text pattern)
-  string(FIND "${text}" "${pattern}" at)
-  if(at EQUAL -1)
-    message(FATAL_ERROR "expected '${pattern}' in:\n${text}")
-  endif()
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/cli_helpers.cmake)
 
 # The loss of step `step` in a metrics log, to 4 decimals.
 function(loss_at file step var)
