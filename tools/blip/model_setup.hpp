@@ -9,10 +9,8 @@
 #include <memory>
 #include <string>
 
-#include <blip/io/convert.hpp>
+#include <blip/io/checkpoint_file.hpp>
 #include <blip/io/model_state.hpp>
-#include <blip/io/safetensors.hpp>
-#include <blip/io/torch_checkpoint.hpp>
 #include <blip/models/presets.hpp>
 #include <blip/text/bert_tokenizer.hpp>
 
@@ -33,8 +31,7 @@ inline std::unique_ptr<CliModel> load_model(const std::string& preset, const Bli
   auto model = std::make_unique<CliModel>(config);
   try {
     // A PyTorch .pth (zip or legacy) or a safetensors file, in any naming (detected from the keys).
-    if (io::looks_like_torch_checkpoint(checkpoint)) io::load_state_dict(*model, io::TorchCheckpoint(checkpoint));
-    else io::load_state_dict(*model, io::SafeTensorsFile(checkpoint));
+    io::with_checkpoint_file(checkpoint, [&](const auto& source) { io::load_state_dict(*model, source); });
   } catch (const Error& e) {
     fail(e.what(), "\n  (is '", checkpoint, "' a BLIP retrieval checkpoint of preset '", preset,
          "'? choose the preset it was trained with: --preset base|tiny)");

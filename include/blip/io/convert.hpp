@@ -22,6 +22,7 @@
 #include <map>
 #include <optional>
 
+#include "blip/io/checkpoint_file.hpp"
 #include "blip/io/key_maps.hpp"
 #include "blip/io/safetensors.hpp"
 #include "blip/io/safetensors_writer.hpp"
@@ -126,22 +127,9 @@ ConvertReport convert_state(const S& source, const std::string& out_path, const 
   return report;
 }
 
-// True for a PyTorch checkpoint: a zip archive ("PK\x03\x04") or the legacy format's pickled
-// magic number (80 02 8a 0a). A safetensors file starts with its header length instead.
-inline bool looks_like_torch_checkpoint(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  BLIP_CHECK(f, "convert: cannot open '", path, "'");
-  unsigned char magic[4] = {0, 0, 0, 0};
-  const size_t n = std::fread(magic, 1, 4, f);
-  std::fclose(f);
-  return (n == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 && magic[3] == 4) ||
-         (n == 4 && magic[0] == 0x80 && magic[1] == 0x02 && magic[2] == 0x8a && magic[3] == 0x0a);
-}
-
 inline ConvertReport convert_checkpoint(const std::string& in_path, const std::string& out_path,
                                         const ConvertOptions& options = {}) {
-  if (looks_like_torch_checkpoint(in_path)) return convert_state(TorchCheckpoint(in_path), out_path, options);
-  return convert_state(SafeTensorsFile(in_path), out_path, options);
+  return with_checkpoint_file(in_path, [&](const auto& source) { return convert_state(source, out_path, options); });
 }
 
 }  // namespace blip::io
