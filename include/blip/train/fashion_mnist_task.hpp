@@ -28,20 +28,19 @@
 namespace blip::train {
 
 inline BlipConfig fashion_mnist_config() {
-  BlipConfig c;
+  // BLIP-base's vocabulary, special tokens, temperature, alpha and momentum; small sizes.
+  BlipConfig c = presets::blip_base();
   c.vision = VisionConfig{.img_size = 28, .patch_size = 7, .in_channels = 1, .embed_dims = 64, .num_layers = 2,
                           .num_heads = 4, .feedforward_channels = 256, .layer_norm_eps = 1e-6};
-  c.text = TextConfig{.hidden_size = 64, .num_hidden_layers = 2, .num_attention_heads = 4, .intermediate_size = 256,
-                      .vocab_size = 30524, .max_position_embeddings = 16, .layer_norm_eps = 1e-12,
-                      .encoder_width = 64, .pad_token_id = 0};
+  c.text.hidden_size = c.text.encoder_width = 64;
+  c.text.num_hidden_layers = 2;
+  c.text.num_attention_heads = 4;
+  c.text.intermediate_size = 256;
+  c.text.max_position_embeddings = 16;
   c.embed_dim = 64;
   c.queue_size = 4096;
-  c.temperature = 0.07;
-  c.alpha = 0.4;
-  c.momentum = 0.995;
   c.topk = 16;
   c.max_txt_len = 10;  // the longest caption, "a photo of a t-shirt", is 9 tokens with [CLS] and [SEP]
-  c.tokens = TokenIds{.pad = 0, .cls = 101, .sep = 102, .dec = 30522, .enc = 30523};
   return c;
 }
 
