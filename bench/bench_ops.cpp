@@ -3,13 +3,17 @@
 // What it measures (docs/performance.md has the numbers and the commands):
 // - GEMM at the BLIP-base shapes M×K×N (x [M,K] · wᵀ with w [N,K], PyTorch's Linear layout):
 //     Blip_Linear      blip::linear(x, w, b): the library path (output allocation + bias + sgemm)
-//     Blip_LinearNoBias blip::linear(x, w): the same path without the bias pre-fill
+//     Blip_LinearNoBias blip::linear(x, w): the same path without the bias
+//     Blip_LinearBf16  blip::linear(x, w, b) inside PrecisionScope(bf16): bf16 weights (converted
+//                      once, in the warm-up), activations rounded per call, float accumulation
+//     OneDNN_Sgemm     dnnl_sgemm('N', 'T') on the same buffers into a preallocated C
 //     OpenBLAS         cblas_sgemm(NoTrans, Trans) on the same buffers into a preallocated C
 //     Eigen            Eigen's own GEMM (row-major Maps, noalias) into a preallocated C
 //     Diag_OpenBLAS_FreshOutput[THP]  the OpenBLAS call into a C allocated per call (4 KiB pages,
 //                      or MADV_HUGEPAGE): isolates what a fresh output tensor costs
 //   Counter GFLOPs = 2·M·N·K per iteration as a rate (GFLOP/s).
-// - layer_norm, softmax, GELU (library, raw kernel on 1 thread, scalar std::erf loop):
+// - layer_norm, softmax, GELU (library, with the argument isa = 0 portable, 1 AVX2, 2 AVX-512
+//   forced through cpu::set_isa; raw Eigen kernel on 1 thread; scalar std::erf loop):
 //   bytes/s (read + write of the tensor) and elements/s; no FLOP count, they are memory- and
 //   transcendental-bound.
 // - scaled_dot_product_attention [1, 12, 577, 64] without gradients, with and without a
@@ -21,6 +25,7 @@
 // the work runs on several threads.
 #include <benchmark/benchmark.h>
 #include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
 #include <sys/mman.h>
 
@@ -97,6 +102,29 @@ void BM_Gemm_Blip_LinearNoBias(benchmark::State& state) {
   set_gemm_counters(state, g.m, g.k, g.n);
 }
 
+void BM_Gemm_Blip_LinearBf16(benchmark::State& state) {
+  blip::NoGradGuard no_grad;
+  GemmCase g(state.range(0), state.range(1), state.range(2));
+  const blip::PrecisionScope bf16(blip::Precision::bf16);
+  benchmark::DoNotOptimize(blip::linear(g.x, g.w, g.b).data());  // converts the weight once
+  for (auto _ : state) {
+    blip::Tensor<float> y = blip::linear(g.x, g.w, g.b);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_gemm_counters(state, g.m, g.k, g.n);
+}
+
+void BM_Gemm_OneDNN_Sgemm(benchmark::State& state) {
+  GemmCase g(state.range(0), state.range(1), state.range(2));
+  for (auto _ : state) {
+    dnnl_sgemm('N', 'T', g.m, g.n, g.k, 1.0f, g.x.data(), g.k, g.w.data(), g.k, 0.0f, g.c.data(), g.n);
+    benchmark::DoNotOptimize(g.c.data());
+    benchmark::ClobberMemory();
+  }
+  set_gemm_counters(state, g.m, g.k, g.n);
+}
+
 void BM_Gemm_OpenBLAS(benchmark::State& state) {
   GemmCase g(state.range(0), state.range(1), state.range(2));
   const int m = static_cast<int>(g.m), k = static_cast<int>(g.k), n = static_cast<int>(g.n);
@@ -166,12 +194,26 @@ void gemm_shapes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_Gemm_Blip_Linear)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Blip_LinearNoBias)->Apply(gemm_shapes);
+BENCHMARK(BM_Gemm_Blip_LinearBf16)->Apply(gemm_shapes);
+BENCHMARK(BM_Gemm_OneDNN_Sgemm)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_OpenBLAS)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Eigen)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Diag_OpenBLAS_FreshOutput<false>)->Name("BM_Gemm_Diag_OpenBLAS_FreshOutput")->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Diag_OpenBLAS_FreshOutput<true>)->Name("BM_Gemm_Diag_OpenBLAS_FreshOutputTHP")->Apply(gemm_shapes);
 
 // ---- Row-wise and elementwise ops: bytes (one read + one write of the tensor) and elements.
+
+// Forces the kernels' instruction set for one benchmark (0 portable, 1 AVX2, 2 AVX-512); false
+// (and the benchmark skipped) when the CPU lacks it.
+bool use_isa(benchmark::State& state, int64_t isa) {
+  const auto want = static_cast<blip::cpu::Isa>(isa);
+  if (static_cast<int>(want) > static_cast<int>(blip::cpu::detected_isa())) {
+    state.SkipWithError("this CPU lacks the instruction set");
+    return false;
+  }
+  blip::cpu::set_isa(want);
+  return true;
+}
 
 void set_stream_counters(benchmark::State& state, int64_t elements) {
   state.SetBytesProcessed(state.iterations() * elements * 2 * static_cast<int64_t>(sizeof(float)));
@@ -181,6 +223,7 @@ void set_stream_counters(benchmark::State& state, int64_t elements) {
 void BM_LayerNorm(benchmark::State& state) {
   blip::NoGradGuard no_grad;
   const int64_t rows = state.range(0), cols = state.range(1);
+  if (!use_isa(state, state.range(2))) return;
   const auto x = random_tensor({rows, cols}, 4), w = random_tensor({cols}, 5), b = random_tensor({cols}, 6);
   for (auto _ : state) {
     blip::Tensor<float> y = blip::layer_norm(x, w, b, 1e-6);
@@ -189,11 +232,12 @@ void BM_LayerNorm(benchmark::State& state) {
   }
   set_stream_counters(state, rows * cols);
 }
-BENCHMARK(BM_LayerNorm)->ArgNames({"rows", "cols"})->Args({577, 768})->Args({4616, 768})
+BENCHMARK(BM_LayerNorm)->ArgNames({"rows", "cols", "isa"})->ArgsProduct({{577, 4616}, {768}, {0, 1, 2}})
     ->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 void BM_Softmax(benchmark::State& state) {
   blip::NoGradGuard no_grad;
+  if (!use_isa(state, state.range(0))) return;
   const auto x = random_tensor({12, 577, 577}, 7);
   for (auto _ : state) {
     blip::Tensor<float> y = blip::softmax(x);
@@ -202,13 +246,14 @@ void BM_Softmax(benchmark::State& state) {
   }
   set_stream_counters(state, x.numel());
 }
-BENCHMARK(BM_Softmax)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Softmax)->ArgName("isa")->DenseRange(0, 2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 constexpr int64_t kGeluElements = 577 * 3072;
 
-// The library op: allocation + the vectorised (Eigen packet erf) kernel on 2 threads.
+// The library op: allocation + the vectorised kernel on 2 threads, on the forced instruction set.
 void BM_Gelu_Blip(benchmark::State& state) {
   blip::NoGradGuard no_grad;
+  if (!use_isa(state, state.range(0))) return;
   const auto x = random_tensor({577, 3072}, 8);
   for (auto _ : state) {
     blip::Tensor<float> y = blip::gelu(x);
@@ -217,7 +262,7 @@ void BM_Gelu_Blip(benchmark::State& state) {
   }
   set_stream_counters(state, kGeluElements);
 }
-BENCHMARK(BM_Gelu_Blip)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Gelu_Blip)->ArgName("isa")->DenseRange(0, 2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 // The vectorised kernel alone on one thread: the like-for-like partner of the scalar loop.
 void BM_Gelu_Kernel_1Thread(benchmark::State& state) {
@@ -268,6 +313,7 @@ blip::Tensor<float> key_mask() {
 
 void BM_Attention_Blip(benchmark::State& state) {
   blip::NoGradGuard no_grad;
+  blip::cpu::set_isa(blip::cpu::detected_isa());
   const bool masked = state.range(0) != 0;
   const auto q = random_tensor({1, kHeads, kSeq, kHeadDim}, 9), k = random_tensor({1, kHeads, kSeq, kHeadDim}, 10),
              v = random_tensor({1, kHeads, kSeq, kHeadDim}, 11);
@@ -317,6 +363,7 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("openblas_core", openblas_get_corename());
   benchmark::AddCustomContext("openblas_config", openblas_get_config());
   benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
+  benchmark::AddCustomContext("blip_cpu_isa", blip::cpu::isa_name(blip::cpu::detected_isa()));
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

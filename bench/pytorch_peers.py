@@ -3,7 +3,19 @@
 
 Peers: HuggingFace transformers' BlipForImageTextRetrieval and mmpretrain's
 BlipRetrieval, both built at BLIP-base retrieval sizes with random weights
-(nothing is downloaded), float32, CPU, 2 threads.
+(nothing is downloaded), CPU, 2 threads.
+
+Precisions (--precision, default fp32,bf16): each peer runs every case once in
+plain float32 (reported as "hf", "mmpretrain") and once under
+torch.autocast('cpu', dtype=torch.bfloat16) (reported as "hf-bf16",
+"mmpretrain-bf16"; the weights stay float32, autocast casts them per call).
+Autocast is entered inside each timed call, as a user would per batch, so its
+weight casts are timed too. For (d) the forward and the loss run under autocast
+and backward() runs outside it, as PyTorch's AMP docs recommend. For bf16, (a)
+and (b) also report min_cos_vs_fp32: the smallest cosine similarity between a
+row of the bf16 features and the same row of the float32 features, both
+computed in that child from the same seeded weights and inputs (the float32
+reference runs after all timing, so it changes no timing and no RSS figure).
 
 Cases:
   a  image features, batch 8 of 384x384: vision encoder + projection + L2 norm
@@ -12,20 +24,23 @@ Cases:
      over the image embeds repeated 16 times (as the reference does) + ITM head
   d  one training step at batch 4: forward of the retrieval loss + backward
 
-Each peer runs in its own child process so that its peak RSS (ru_maxrss) is
-its own and so that mmpretrain can see the older transformers it needs.
+Each peer and precision runs in its own child process so that its peak RSS
+(ru_maxrss) is its own and so that mmpretrain can see the older transformers
+it needs.
 
 Timing: 1 warm-up call, then the median of --n calls (5) for (a)-(c) and of
---n-train calls (3) for (d). On 2 otherwise idle cores the whole run takes
-about 5-6 minutes; with a compile job on the same cores everything ran about
-3.5x slower (a training step 70-90 s instead of 20-22 s), so pass
---n-train 1 there to stay near 10 minutes.
+--n-train calls (3) for (d). On 2 otherwise idle cores the float32 run takes
+about 5-6 minutes (bf16 adds a run of its own, so the default fp32,bf16 takes
+roughly twice that); with a compile job on the same cores everything ran about
+3.5x slower (a float32 training step 70-90 s instead of 20-22 s), so pass
+--n-train 1 there, or one precision at a time.
 
 Usage: python bench/pytorch_peers.py [--json out.json] [--peers hf,mmpretrain]
-       [--cases a,b,c,d] [--n 5] [--n-train 3]
+       [--cases a,b,c,d] [--precision fp32,bf16] [--n 5] [--n-train 3]
 (bench/run_pytorch_peers.sh sets up the venv and runs this.)
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -52,6 +67,8 @@ CASES = {
     "c": ("ITM re-rank (1 image x 16 texts)", K, "ms/pair"),
     "d": ("train step fwd+bwd (batch 4)", 1, "s/step"),
 }
+PRECISIONS = ("fp32", "bf16")
+COSINE_CASES = ("a", "b")  # feature cases whose bf16 output is compared with fp32
 
 # mmpretrain 1.2 imports names that transformers 5 no longer has, so it gets
 # an older transformers from this side folder (PYTHONPATH, its child only);
@@ -68,14 +85,19 @@ def peak_rss_mib():
 
 
 def time_it(fn, n):
-    """1 warm-up call, then n timed calls; returns the seconds of each."""
-    fn()
+    """1 warm-up call, then n timed calls; returns the seconds of each and the
+    last call's result."""
+    result = fn()
     samples = []
     for _ in range(n):
         t0 = time.perf_counter()
-        fn()
+        result = fn()
         samples.append(time.perf_counter() - t0)
-    return samples
+    return samples, result
+
+
+def peer_name(peer, precision):
+    return peer if precision == "fp32" else f"{peer}-{precision}"
 
 
 # ---------------------------------------------------------------- inputs
@@ -137,7 +159,8 @@ def hf_cases(model, x, torch, F):
                                encoder_hidden_states=enc, encoder_attention_mask=att).last_hidden_state
         return model.itm_head(h[:, 0, :])[:, 1]
 
-    def train_step():
+    def train_loss():
+        # (d) times this forward + loss, then backward and zero_grad (run_peer).
         # HF has no retrieval loss: the public forward gives ITM logits
         # (use_itm_head=True) and the image-text cosine matrix (False). Each call
         # runs the vision encoder again, as a user of this API would.
@@ -146,14 +169,12 @@ def hf_cases(model, x, torch, F):
         sim = model(input_ids=ids, pixel_values=pix, attention_mask=mask, use_itm_head=False).itm_score
         target = torch.arange(TRAIN_BATCH)
         itc = (F.cross_entropy(sim / 0.07, target) + F.cross_entropy(sim.t() / 0.07, target)) / 2
-        loss = F.cross_entropy(itm, torch.ones(TRAIN_BATCH, dtype=torch.long)) + itc
-        loss.backward()
-        model.zero_grad(set_to_none=True)
+        return F.cross_entropy(itm, torch.ones(TRAIN_BATCH, dtype=torch.long)) + itc
 
     note = ("HF: no momentum encoders, queues or hard negatives, so (d) does less than BLIP's "
             "loss: ITM CE on the 4 positive pairs only + in-batch contrastive CE; but the vision "
             "encoder runs twice (two forward calls)")
-    return {"a": image_features, "b": text_features, "c": itm_rerank, "d": train_step}, note
+    return {"a": image_features, "b": text_features, "c": itm_rerank, "d": train_loss}, note
 
 
 # ---------------------------------------------------------------- mmpretrain peer
@@ -226,73 +247,108 @@ def mm_cases(model, x, torch, F):
 
     model.tokenizer = PreTokenised(x["train_ids"], x["train_mask"])
 
-    def train_step():
+    def train_loss():
         # The real BlipRetrieval.loss: momentum update + momentum encoders, ITC
         # against the 57600 queue, hard-negative ITM (3 x batch pairs).
         # loss() appends to data_samples, so a fresh list each step.
         samples = [DataSample(text="t", image_id=i, is_matched=True) for i in range(TRAIN_BATCH)]
-        losses = model.loss(x["train_pixels"], samples)
-        sum(losses.values()).backward()
-        model.zero_grad(set_to_none=True)
+        return sum(model.loss(x["train_pixels"], samples).values())
 
     note = ("mmpretrain: (d) is BlipRetrieval.loss itself (momentum encoders, queue, hard "
             "negatives) with a stand-in tokenizer returning pre-tokenised ids")
-    return {"a": image_features, "b": text_features, "c": itm_rerank, "d": train_step}, note
+    return {"a": image_features, "b": text_features, "c": itm_rerank, "d": train_loss}, note
 
 
 PEERS = {"hf": (build_hf, hf_cases), "mmpretrain": (build_mmpretrain, mm_cases)}
 
 
 # ---------------------------------------------------------------- child: one peer
-def run_peer(peer, cases, n, n_train):
+def run_peer(peer, precision, cases, n, n_train):
     import torch
     import torch.nn.functional as F
 
+    name_p = peer_name(peer, precision)
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     build, get_cases = PEERS[peer]
     try:
         model, versions = build()
     except Exception as e:  # ImportError, or mmpretrain's import-time breakage under transformers 5
-        return {"peer": peer, "skipped": f"not installable here ({type(e).__name__}: {e})"}
+        return {"peer": name_p, "precision": precision,
+                "skipped": f"not installable here ({type(e).__name__}: {e})"}
     versions["torch"] = torch.__version__
     fns, note = get_cases(model, make_inputs(torch), torch, F)
-    out = {"peer": peer, "versions": versions, "note": note, "threads": torch.get_num_threads(),
-           "rss_after_build_mib": peak_rss_mib(), "cases": {}}
+
+    if precision == "bf16":
+        def autocast():
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+    else:
+        autocast = contextlib.nullcontext
+
+    def under_autocast(fn):
+        def call():
+            with autocast():
+                return fn()
+        return call
+
+    def train_step():
+        # forward + loss under autocast, backward outside it (PyTorch AMP recipe)
+        with autocast():
+            loss = fns["d"]()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    out = {"peer": name_p, "precision": precision, "versions": versions, "note": note,
+           "threads": torch.get_num_threads(), "rss_after_build_mib": peak_rss_mib(), "cases": {}}
+    features = {}  # bf16 outputs of (a), (b), compared with fp32 below
     for c in cases:
         name, items, unit = CASES[c]
-        log(f"[{peer}] case {c}: {name} ...")
+        log(f"[{name_p}] case {c}: {name} ...")
         if c == "d":
             model.train()
-            samples = time_it(fns[c], n_train)
+            samples, _ = time_it(train_step, n_train)
         else:
             model.eval()
             with torch.no_grad():
-                samples = time_it(fns[c], n)
+                samples, result = time_it(under_autocast(fns[c]), n)
+            if precision != "fp32" and c in COSINE_CASES:
+                features[c] = result
         med = statistics.median(samples)
         scale = 1.0 if unit.startswith("s/") else 1e3
         out["cases"][c] = {"name": name, "samples_s": samples, "median_s": med,
                            "per_item": med / items * scale, "unit": unit,
                            # ru_maxrss only grows: this is the peak up to and including this case
                            "peak_rss_mib": peak_rss_mib()}
-        log(f"[{peer}] case {c}: median {med:.3f} s = {med / items * scale:.2f} {unit}")
+        log(f"[{name_p}] case {c}: median {med:.3f} s = {med / items * scale:.2f} {unit}")
     out["peak_rss_mib"] = peak_rss_mib()
+
+    # Accuracy of the reduced precision: float32 features from the same model and
+    # inputs, computed after the figures above so they time and count nothing extra.
+    # (d) left the weights as they were (zero_grad, no optimiser step).
+    for c, low in features.items():
+        model.eval()
+        with torch.no_grad():
+            ref = fns[c]()
+        cos = F.cosine_similarity(low.float(), ref.float(), dim=-1)
+        out["cases"][c]["min_cos_vs_fp32"] = cos.min().item()
+        log(f"[{name_p}] case {c}: min cosine to fp32 features {cos.min().item():.6f}")
     return out
 
 
 # ---------------------------------------------------------------- parent
-def spawn(peer, args):
+def spawn(peer, precision, args):
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
     if peer == "mmpretrain" and os.path.isdir(MM_OVERLAY):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [MM_OVERLAY, env.get("PYTHONPATH")]))
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", peer, "--cases", args.cases,
-           "--n", str(args.n), "--n-train", str(args.n_train)]
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", peer, "--precision", precision,
+           "--cases", args.cases, "--n", str(args.n), "--n-train", str(args.n_train)]
     # stderr (progress, library warnings) goes straight through; stdout carries the result
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
-    return {"peer": peer, "skipped": f"child failed (exit {proc.returncode}); see stderr"}
+    return {"peer": peer_name(peer, precision), "precision": precision,
+            "skipped": f"child failed (exit {proc.returncode}); see stderr"}
 
 
 def print_table(results):
@@ -317,6 +373,12 @@ def print_table(results):
             print(f"{r['peer']}: peak RSS {r['peak_rss_mib']:.0f} MiB (whole process); {vers}")
             print(f"  note: {r['note']}")
     print("peak RSS per case is the process high-water mark up to that case (ru_maxrss).")
+    for r in results:
+        cos = {c: v["min_cos_vs_fp32"] for c, v in r.get("cases", {}).items()
+               if "min_cos_vs_fp32" in v}
+        if cos:
+            print(f"{r['peer']}: min cosine of {r['precision']} features to fp32 (same weights and "
+                  "inputs): " + ", ".join(f"({c}) {v:.6f}" for c, v in cos.items()))
 
 
 def main():
@@ -324,6 +386,8 @@ def main():
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--peers", default="hf,mmpretrain")
     p.add_argument("--cases", default="a,b,c,d")
+    p.add_argument("--precision", default=",".join(PRECISIONS),
+                   help="fp32 and/or bf16 (torch.autocast on the CPU); each is its own run")
     p.add_argument("--n", type=int, default=5, help="timed iterations for (a)-(c)")
     p.add_argument("--n-train", type=int, default=3,
                    help="timed iterations for (d); 1 on busy cores (see top)")
@@ -332,16 +396,22 @@ def main():
     cases = [c for c in args.cases.split(",") if c]
     if unknown := set(cases) - set(CASES):
         p.error(f"unknown cases {sorted(unknown)}")
+    precisions = [q for q in args.precision.split(",") if q]
+    if unknown := set(precisions) - set(PRECISIONS):
+        p.error(f"unknown precisions {sorted(unknown)}")
 
     if args.child:
         import warnings
         warnings.filterwarnings("ignore")
-        print("RESULT " + json.dumps(run_peer(args.child, cases, args.n, args.n_train)), flush=True)
+        if len(precisions) != 1:
+            p.error("--child takes exactly one --precision")
+        print("RESULT " + json.dumps(run_peer(args.child, precisions[0], cases, args.n,
+                                              args.n_train)), flush=True)
         return
 
     load_start = os.getloadavg()
     t0 = time.perf_counter()
-    results = [spawn(peer, args) for peer in args.peers.split(",") if peer]
+    results = [spawn(peer, q, args) for peer in args.peers.split(",") if peer for q in precisions]
     wall = time.perf_counter() - t0
     print_table(results)
     print(f"total wall {wall:.0f} s; warm-up 1, then median of {args.n} ((a)-(c)) / "
@@ -350,7 +420,7 @@ def main():
           f"{os.getloadavg()[0]:.2f} after")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": THREADS, "n": args.n, "n_train": args.n_train, "wall_s": wall,
+            json.dump({"threads": THREADS, "precisions": precisions, "n": args.n, "n_train": args.n_train, "wall_s": wall,
                        "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
                        "results": results}, f, indent=2)
 

@@ -14,18 +14,21 @@
 namespace fs = std::filesystem;
 
 int main(int argc, char** argv) {
-  std::string vocab = BLIP_DEFAULT_VOCAB;
+  std::string vocab = BLIP_DEFAULT_VOCAB, precision = "fp32";
   std::vector<std::string> args(argv + 1, argv + argc);
-  for (size_t i = 0; i + 1 < args.size(); ++i)
-    if (args[i] == "--vocab") {
-      vocab = args[i + 1];
-      args.erase(args.begin() + static_cast<std::ptrdiff_t>(i), args.begin() + static_cast<std::ptrdiff_t>(i) + 2);
-      break;
-    }
-  if (args.size() != 1 || args[0] == "--help") {
-    std::fprintf(stderr, "usage: blip-golden-check [--vocab bert-vocab.txt] DIR\n"
-                         "  verifies every golden set (model, tokenizer, image, retrieval, checkpoint) found under DIR\n");
-    return args.size() == 1 ? 0 : 2;
+  for (const char* flag : {"--vocab", "--precision"})
+    for (size_t i = 0; i + 1 < args.size(); ++i)
+      if (args[i] == flag) {
+        (std::string(flag) == "--vocab" ? vocab : precision) = args[i + 1];
+        args.erase(args.begin() + static_cast<std::ptrdiff_t>(i), args.begin() + static_cast<std::ptrdiff_t>(i) + 2);
+        break;
+      }
+  if (args.size() != 1 || args[0] == "--help" || (precision != "fp32" && precision != "bf16")) {
+    std::fprintf(stderr, "usage: blip-golden-check [--vocab bert-vocab.txt] [--precision fp32|bf16] DIR\n"
+                         "  verifies every golden set (model, tokenizer, image, retrieval, checkpoint) found under DIR;\n"
+                         "  --precision bf16 checks the model sets' features and ITM logits with bf16 GEMMs against\n"
+                         "  their bounds (cosine >= 0.999, ITM logits within 2e-2) instead of the fp32 tolerances\n");
+    return args.size() == 1 && args[0] == "--help" ? 0 : 2;
   }
   const fs::path root = args[0];
   if (!fs::is_directory(root)) {
@@ -52,7 +55,9 @@ int main(int argc, char** argv) {
                   r.name.c_str(), r.max_error, r.tolerance, r.detail.empty() ? "" : "  ", r.detail.c_str());
     }
   };
-  for (const auto& dir : model_sets) report(dir, blip::testing::run_model_case_set(dir));
+  for (const auto& dir : model_sets)
+    report(dir, precision == "fp32" ? blip::testing::run_model_case_set(dir)
+                                    : blip::testing::run_model_case_set_reduced(dir, blip::parse_precision(precision)));
   for (const auto& dir : tokenizer_sets) report(dir, blip::testing::run_tokenizer_cases(dir, vocab));
   for (const auto& dir : image_sets) report(dir, blip::testing::run_image_cases(dir));
   for (const auto& dir : retrieval_sets) report(dir, blip::testing::run_retrieval_cases(dir));

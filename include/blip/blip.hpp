@@ -12,6 +12,7 @@
 #include "blip/ops/elementwise.hpp"
 #include "blip/ops/reduce.hpp"
 #include "blip/ops/matmul.hpp"
+#include "blip/ops/precision.hpp"
 #include "blip/ops/softmax.hpp"
 #include "blip/ops/norm.hpp"
 #include "blip/ops/loss.hpp"

@@ -2,10 +2,13 @@
 // image<->text retrieval on the 10k test images (see docs/demo.md).
 #include <omp.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <thread>
 
 #include <blip/models/presets.hpp>
 #include <blip/train/blip_micro_loss.hpp>
@@ -64,18 +67,38 @@ void write_grid(const std::string& path, const std::vector<std::vector<int64_t>>
   blip::vision::write_png(path, grid);
 }
 
+// Busy cores over the next half second, from /proc/stat (-1 where it cannot be read). Why not
+// the load average: right after the README's first command built the tool, its 1-minute
+// average still counts the compile, and the demo would train on half an idle machine.
+double busy_cores_now() {
+  const auto sample = [](double& busy, double& total) {
+    std::ifstream in("/proc/stat");
+    std::string cpu;
+    double user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+    if (!(in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal) || cpu != "cpu") return false;
+    busy = user + nice + system + irq + softirq + steal;
+    total = busy + idle + iowait;
+    return true;
+  };
+  double busy0 = 0, total0 = 0, busy1 = 0, total1 = 0;
+  if (!sample(busy0, total0)) return -1;
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  if (!sample(busy1, total1) || total1 <= total0) return -1;
+  return (busy1 - busy0) / (total1 - total0) * omp_get_num_procs();
+}
+
 // OpenMP threads wait for each other by spinning; when other programs already keep every core
 // busy, a spinning team loses most of its time slices (a 2-thread run here fell from ~500 to
 // 3 images/s). The demo then runs on one thread unless -j says otherwise.
 void choose_threads(const blip::cli::CommonOptions& common, bool quiet) {
   if (common.threads > 0) return;
-  double load = 0;
   const int cores = omp_get_num_procs();
-  if (cores > 1 && getloadavg(&load, 1) == 1 && load >= cores - 0.5) {
+  const double busy = cores > 1 ? busy_cores_now() : -1;
+  if (busy >= cores - 0.5) {
     omp_set_num_threads(1);
     if (!quiet)
-      std::printf("blip demo: the machine is busy (load %.1f on %d cores): training on 1 thread (-j N overrides)\n", load,
-                  cores);
+      std::printf("blip demo: the machine is busy (%.1f of %d cores in use by others): training on 1 thread (-j N "
+                  "overrides)\n", busy, cores);
   }
 }
 
@@ -123,7 +146,10 @@ void run_demo(const DemoOptions& o, const blip::cli::CommonOptions& common) {
               result.last.terms[1].second);
 
   const auto start = std::chrono::steady_clock::now();
-  const auto ev = train::evaluate_fashion_mnist(model, fm.test, tokenizer, 500, quiet);
+  const auto ev = [&] {
+    const PrecisionScope precision(common.precision);  // --precision bf16: the evaluation's GEMMs in bf16
+    return train::evaluate_fashion_mnist(model, fm.test, tokenizer, 500, quiet);
+  }();
   const double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("\nretrieval on the %lld test images, %zu captions (class-level ground truth; evaluated in %.1f s)\n",
               static_cast<long long>(fm.test.size()), ev.captions.texts.size(), eval_s);

@@ -34,6 +34,7 @@ blip::data::RetrievalAnnotations load_annotations(const EvalOptions& o) {
 }
 
 void run_eval(const EvalOptions& o, const blip::cli::CommonOptions& common) {
+  const blip::PrecisionScope precision(common.precision);  // bf16 GEMMs when --precision bf16
   blip::BlipConfig config = blip::cli::preset_config(o.preset);
   config.fast_match = o.fast_match;
   config.topk = o.topk;

@@ -17,6 +17,7 @@ struct IndexOptions {
 };
 
 void run_index(const IndexOptions& o, const blip::cli::CommonOptions& common) {
+  const blip::PrecisionScope precision(common.precision);  // bf16 GEMMs when --precision bf16
   namespace search = blip::search;
   const blip::BlipConfig config = blip::cli::preset_config(o.preset);
   search::IndexBuildOptions b;

@@ -21,6 +21,7 @@ struct SearchOptions {
 };
 
 void run_search(const SearchOptions& o, const blip::cli::CommonOptions& common) {
+  const blip::PrecisionScope precision(common.precision);  // bf16 GEMMs when --precision bf16
   namespace search = blip::search;
   BLIP_CHECK(o.queries.empty() != o.images.empty(),
              "give text queries (an index of images) or --image PATH (an index of texts), not both and not neither");

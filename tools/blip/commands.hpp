@@ -15,12 +15,16 @@
 
 #include <CLI/CLI.hpp>
 
+#include <blip/ops/precision.hpp>
+
 namespace blip::cli {
 
 // Options every subcommand shares (filled before any subcommand callback runs).
 struct CommonOptions {
   bool quiet = false;  // no progress bars, only results and errors
   int threads = 0;     // 0: all cores
+  // GEMM precision of inference (eval, index, search, the demo's evaluation); training is fp32.
+  blip::Precision precision = blip::Precision::fp32;
 };
 
 // The BERT vocabulary: the source tree's copy when it is there (a build tree), else the

@@ -18,8 +18,14 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", common.quiet, "No progress bars; print only results and errors");
   app.add_option("-j,--threads", common.threads, "Worker threads (default: all cores)")
       ->check(CLI::NonNegativeNumber);
+  std::string precision = "fp32";
+  app.add_option("--precision", precision,
+                 "GEMM precision of inference (eval, index, search, the demo's evaluation): fp32, or bf16 "
+                 "(bf16 x bf16 products with float accumulation; norms, softmax and heads stay float)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
   app.parse_complete_callback([&] {
     if (common.threads > 0) omp_set_num_threads(common.threads);
+    common.precision = blip::parse_precision(precision);
   });
 
   auto commands = blip::cli::command_registry();

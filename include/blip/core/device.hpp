@@ -215,4 +215,12 @@ struct DeviceMemory<Cuda> {
 };
 #endif
 
+// Copies bytes from memory of device From to memory of device To (one of them the CPU).
+template <Device To, Device From>
+void transfer(void* dst, const void* src, size_t bytes) {
+  static_assert(std::same_as<To, Cpu> || std::same_as<From, Cpu>, "transfer: one side must be the CPU");
+  if constexpr (std::same_as<From, Cpu>) DeviceMemory<To>::copy_from_host(dst, src, bytes);
+  else DeviceMemory<From>::copy_to_host(dst, src, bytes);
+}
+
 }  // namespace blip

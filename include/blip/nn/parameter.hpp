@@ -72,16 +72,8 @@ class Parameter {
   void momentum_update(double momentum) {
     BLIP_CHECK(has_momentum(), "Parameter::momentum_update: no momentum copy (call copy_params first)");
     if (aliased_) return;
-    if constexpr (on_cpu<D>) {
-      const T keep = static_cast<T>(momentum), take = static_cast<T>(1.0 - momentum);
-      T* m = momentum_.data();
-      const T* v = value_.data();
-      cpu::parallel_for(momentum_.numel(), 2, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) m[i] = m[i] * keep + v[i] * take;
-      });
-    } else {
-      no_kernel<D>("Parameter::momentum_update");
-    }
+    kernels<D>::ema(momentum_.data(), value_.data(), momentum_.numel(), static_cast<T>(momentum),
+                    static_cast<T>(1.0 - momentum));
   }
 
  private:

@@ -7,8 +7,6 @@
 #pragma once
 
 #include "blip/autograd/graph.hpp"
-#include "blip/backend/cpu/copy.hpp"
-#include "blip/backend/cuda/kernels.hpp"
 #include "blip/ops/dispatch.hpp"
 
 namespace blip {
@@ -18,26 +16,17 @@ template <Element T, Device D>
 void copy_into(const Tensor<T, D>& dst, const Tensor<T, D>& src) {
   BLIP_CHECK(dst.shape() == src.shape(), "copy_into: destination shape ", dst.shape(),
              " differs from source shape ", src.shape());
-  if constexpr (on_cpu<D>) {
-    cpu::assign(src.shape(), src.data(), src.strides(), dst.data(), dst.strides());
-  } else {
-    if (dst.is_contiguous()) {
-      cuda::copy_strided(src.shape(), src.data(), src.strides(), dst.data());
-    } else {
-      no_kernel<D>("copy_into (non-contiguous destination)");
-    }
-  }
+  kernels<D>::assign(src.shape(), src.data(), src.strides(), dst.data(), dst.strides());
 }
 
-// copy_into for bulk loads: contiguous CPU copies use non-temporal stores (the destination is
-// not read again soon, e.g. a checkpoint into a model); anything else is copy_into.
+// copy_into for bulk loads: contiguous copies go through the device's bulk copy (non-temporal
+// stores on the CPU: the destination is not read again soon, e.g. a checkpoint into a model);
+// anything else is copy_into.
 template <Element T, Device D>
 void copy_into_streaming(const Tensor<T, D>& dst, const Tensor<T, D>& src) {
-  if constexpr (on_cpu<D>) {
-    if (dst.shape() == src.shape() && dst.is_contiguous() && src.is_contiguous()) {
-      cpu::copy_streaming(dst.data(), src.data(), static_cast<size_t>(src.numel()) * sizeof(T));
-      return;
-    }
+  if (dst.shape() == src.shape() && dst.is_contiguous() && src.is_contiguous()) {
+    kernels<D>::copy_bulk(dst.data(), src.data(), static_cast<size_t>(src.numel()) * sizeof(T));
+    return;
   }
   copy_into(dst, src);
 }
@@ -45,8 +34,7 @@ void copy_into_streaming(const Tensor<T, D>& dst, const Tensor<T, D>& src) {
 template <Element T, Device D>
 void fill_(const Tensor<T, D>& dst, T value) {
   BLIP_CHECK(dst.is_contiguous(), "fill_: destination of shape ", dst.shape(), " must be contiguous");
-  if constexpr (on_cpu<D>) cpu::fill(dst.data(), dst.numel(), value);
-  else cuda::fill(dst.data(), dst.numel(), value);
+  kernels<D>::fill(dst.data(), dst.numel(), value);
 }
 
 template <Element T, Device D>
@@ -74,12 +62,7 @@ Tensor<T, To> to(const Tensor<T, From>& x) {
   } else {
     const Tensor<T, From> xc = contiguous(x.detach());
     Tensor<T, To> y = Tensor<T, To>::empty(x.shape());
-    const size_t bytes = sizeof(T) * static_cast<size_t>(x.numel());
-    if constexpr (on_cpu<From>) {
-      DeviceMemory<To>::copy_from_host(y.data(), xc.data(), bytes);
-    } else {
-      DeviceMemory<From>::copy_to_host(y.data(), xc.data(), bytes);
-    }
+    transfer<To, From>(y.data(), xc.data(), sizeof(T) * static_cast<size_t>(x.numel()));
     return y;
   }
 }

@@ -1,12 +1,14 @@
-// blip/ops/dispatch.hpp — the one place an op learns which backend runs it.
+// blip/ops/dispatch.hpp — how an op reaches its kernels: `kernels<D>` is backend::Kernels<D>.
 //
-// Contract: `on_cpu<D>` selects CPU kernels at compile time; an op with no kernel for a device
-// throws blip::Error naming the op and the device (at run time, so generic code that merely
-// instantiates an op for Cuda still compiles).
+// Contract: ops call only `kernels<D>::name(...)` (backend/kernels.hpp), so an op has no device
+// branch; a kernel a device lacks throws blip::Error naming the kernel and the device at run
+// time (generic code instantiated for Cuda still compiles). `on_cpu<D>` remains for code above
+// the ops that needs host memory (metrics on the CPU).
 #pragma once
 
 #include <concepts>
 
+#include "blip/backend/kernels.hpp"
 #include "blip/core/device.hpp"
 #include "blip/core/error.hpp"
 
@@ -16,8 +18,6 @@ template <class D>
 inline constexpr bool on_cpu = std::same_as<D, Cpu>;
 
 template <Device D>
-[[noreturn]] void no_kernel(const char* op) {
-  fail(op, ": no ", D::name, " kernel yet (run it on Cpu, or move the tensor with blip::to<Cpu>)");
-}
+using kernels = backend::Kernels<D>;
 
 }  // namespace blip

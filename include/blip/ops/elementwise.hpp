@@ -6,12 +6,12 @@
 // back to the input's shape. Binary ops and scale also run on Cuda.
 #pragma once
 
-#include "blip/backend/cpu/elementwise.hpp"
 #include "blip/ops/reduce.hpp"
 
 namespace blip {
 
-enum class BinaryOp { add, sub, mul, div };  // same order as cuda::BinaryOp
+using backend::BinaryOp;
+using backend::UnaryOp;
 
 namespace detail {
 
@@ -21,17 +21,7 @@ Tensor<T, D> binary_forward(BinaryOp op, const Tensor<T, D>& a, const Tensor<T, 
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
   const Tensor<T, D> ea = expand(a.detach(), shape), eb = expand(b.detach(), shape);
   Tensor<T, D> out = Tensor<T, D>::empty(shape);
-  if constexpr (on_cpu<D>) {
-    auto run = [&](auto f) { cpu::binary(shape, ea.data(), ea.strides(), eb.data(), eb.strides(), out.data(), f); };
-    switch (op) {
-      case BinaryOp::add: run([](T x, T y) { return x + y; }); break;
-      case BinaryOp::sub: run([](T x, T y) { return x - y; }); break;
-      case BinaryOp::mul: run([](T x, T y) { return x * y; }); break;
-      case BinaryOp::div: run([](T x, T y) { return x / y; }); break;
-    }
-  } else {
-    cuda::binary(static_cast<cuda::BinaryOp>(op), shape, ea.data(), ea.strides(), eb.data(), eb.strides(), out.data());
-  }
+  kernels<D>::binary(op, shape, ea.data(), ea.strides(), eb.data(), eb.strides(), out.data());
   return out;
 }
 
@@ -41,11 +31,7 @@ template <Element T, Device D>
 Tensor<T, D> scale(const Tensor<T, D>& x, T factor) {
   const Tensor<T, D> xc = contiguous(x.detach());
   Tensor<T, D> y = Tensor<T, D>::empty(x.shape());
-  if constexpr (on_cpu<D>) {
-    cpu::scale(xc.data(), y.data(), xc.numel(), factor);
-  } else {
-    y = detail::binary_forward(BinaryOp::mul, xc, full<T, D>({}, factor), "scale");
-  }
+  kernels<D>::scale(xc.data(), y.data(), xc.numel(), factor);
   if (grad_needed(x))
     record(y, "scale", {&x}, [factor](const Tensor<T, D>& gy) { return std::vector{scale(gy, factor)}; });
   return y;
@@ -103,13 +89,11 @@ Tensor<T, D> div(const Tensor<T, D>& a, const Tensor<T, D>& b) {
 
 namespace detail {
 
-// A unary map with a CPU kernel and a backward that needs the input (or output).
-template <Element T, Device D, class Kernel>
-Tensor<T, D> unary_forward(const Tensor<T, D>& x, const char* name, Kernel kernel) {
+template <Element T, Device D>
+Tensor<T, D> unary_forward(const Tensor<T, D>& x, UnaryOp op) {
   const Tensor<T, D> xc = contiguous(x.detach());
   Tensor<T, D> y = Tensor<T, D>::empty(x.shape());
-  if constexpr (on_cpu<D>) kernel(xc.data(), y.data(), xc.numel());
-  else no_kernel<D>(name);
+  kernels<D>::unary(op, xc.data(), y.data(), xc.numel());
   return y;
 }
 
@@ -117,13 +101,12 @@ Tensor<T, D> unary_forward(const Tensor<T, D>& x, const char* name, Kernel kerne
 
 template <Element T, Device D>
 Tensor<T, D> gelu(const Tensor<T, D>& x) {
-  Tensor<T, D> y = detail::unary_forward(x, "gelu", [](const T* in, T* out, int64_t n) { cpu::gelu(in, out, n); });
+  Tensor<T, D> y = detail::unary_forward(x, UnaryOp::gelu);
   if (grad_needed(x))
     record(y, "gelu", {&x}, [xc = contiguous(x.detach())](const Tensor<T, D>& gy) {
       const Tensor<T, D> g = contiguous(gy);
       Tensor<T, D> gx = Tensor<T, D>::empty(xc.shape());
-      if constexpr (on_cpu<D>) cpu::gelu_backward(xc.data(), g.data(), gx.data(), xc.numel());
-      else no_kernel<D>("gelu backward");
+      kernels<D>::gelu_backward(xc.data(), g.data(), gx.data(), xc.numel());
       return std::vector{gx};
     });
   return y;
@@ -131,7 +114,7 @@ Tensor<T, D> gelu(const Tensor<T, D>& x) {
 
 template <Element T, Device D>
 Tensor<T, D> tanh(const Tensor<T, D>& x) {
-  Tensor<T, D> y = detail::unary_forward(x, "tanh", [](const T* in, T* out, int64_t n) { cpu::tanh(in, out, n); });
+  Tensor<T, D> y = detail::unary_forward(x, UnaryOp::tanh);
   if (grad_needed(x))
     record(y, "tanh", {&x}, [y = y.detach()](const Tensor<T, D>& gy) {
       return std::vector{mul(gy, sub(ones_like(y), mul(y, y)))};
@@ -141,7 +124,7 @@ Tensor<T, D> tanh(const Tensor<T, D>& x) {
 
 template <Element T, Device D>
 Tensor<T, D> exp(const Tensor<T, D>& x) {
-  Tensor<T, D> y = detail::unary_forward(x, "exp", [](const T* in, T* out, int64_t n) { cpu::exp(in, out, n); });
+  Tensor<T, D> y = detail::unary_forward(x, UnaryOp::exp);
   if (grad_needed(x))
     record(y, "exp", {&x}, [y = y.detach()](const Tensor<T, D>& gy) { return std::vector{mul(gy, y)}; });
   return y;
@@ -149,7 +132,7 @@ Tensor<T, D> exp(const Tensor<T, D>& x) {
 
 template <Element T, Device D>
 Tensor<T, D> log(const Tensor<T, D>& x) {
-  Tensor<T, D> y = detail::unary_forward(x, "log", [](const T* in, T* out, int64_t n) { cpu::log(in, out, n); });
+  Tensor<T, D> y = detail::unary_forward(x, UnaryOp::log);
   if (grad_needed(x))
     record(y, "log", {&x}, [x = x.detach()](const Tensor<T, D>& gy) { return std::vector{div(gy, x)}; });
   return y;

@@ -32,8 +32,7 @@ Tensor<T, D> feed_forward_gelu(const Tensor<T, D>& x, const Tensor<T, D>& w1, co
              const Tensor<T, D> gb2 = sum(g2, {0});
              const Tensor<T, D> g_act = matmul(g2, w2);
              Tensor<T, D> gh = Tensor<T, D>::empty({rows, mid});
-             if constexpr (on_cpu<D>) cpu::gelu_backward(h2.data(), g_act.data(), gh.data(), gh.numel());
-             else no_kernel<D>("feed_forward_gelu backward");
+             kernels<D>::gelu_backward(h2.data(), g_act.data(), gh.data(), gh.numel());
              const Tensor<T, D> x2 = reshape(x, {rows, in});
              const Tensor<T, D> gw1 = matmul(transpose(gh, 0, 1), x2);
              const Tensor<T, D> gb1 = sum(gh, {0});

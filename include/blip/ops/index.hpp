@@ -16,44 +16,13 @@ namespace blip {
 
 namespace detail {
 
-template <Element I, Device D>
-std::vector<int64_t> checked_indices(const Tensor<I, D>& index, int64_t extent, const char* op) {
-  std::vector<I> raw = index.to_vector();
-  std::vector<int64_t> out(raw.begin(), raw.end());
-  for (size_t i = 0; i < out.size(); ++i)
-    BLIP_CHECK(out[i] >= 0 && out[i] < extent, op, ": index ", out[i], " at position ", i, " is outside [0, ", extent, ")");
-  return out;
-}
-
-// Copies slices [outer, extent, inner] -> [outer, n, inner] by index (gather) and, with
-// accumulate, the reverse (scatter-add) on contiguous CPU memory.
-template <class T>
-void gather_slices(const T* src, int64_t src_extent, T* dst, const std::vector<int64_t>& index, int64_t outer,
-                   int64_t inner) {
-  const int64_t n = static_cast<int64_t>(index.size());
-  cpu::parallel_for(outer * n, inner, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t o = t / n, i = t % n;
-      std::copy_n(src + (o * src_extent + index[static_cast<size_t>(i)]) * inner, inner, dst + t * inner);
-    }
-  });
-}
-
-template <class T>
-void scatter_add_slices(const T* src, T* dst, int64_t dst_extent, const std::vector<int64_t>& index, int64_t outer,
-                        int64_t inner, int64_t skip_index = -1) {
-  const int64_t n = static_cast<int64_t>(index.size());
-  // Parallel over outer x inner columns only: repeated indices never race.
-  for (int64_t o = 0; o < outer; ++o)
-    cpu::parallel_for(inner, n, [&](int64_t begin, int64_t end) {
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t target = index[static_cast<size_t>(i)];
-        if (target == skip_index) continue;
-        const T* s = src + (o * n + i) * inner;
-        T* d = dst + (o * dst_extent + target) * inner;
-        for (int64_t j = begin; j < end; ++j) d[j] += s[j];
-      }
-    });
+// The indices as a contiguous int64 tensor, checked on the device (blip::Error naming the op, the
+// position and the value of the first one outside [0, extent)).
+template <Device D>
+Tensor<int64_t, D> checked_indices(const Tensor<int64_t, D>& index, int64_t extent, const char* op) {
+  const Tensor<int64_t, D> idx = contiguous(index);
+  kernels<D>::check_indices(idx.data(), idx.numel(), extent, op, "index");
+  return idx;
 }
 
 }  // namespace detail
@@ -63,22 +32,21 @@ Tensor<T, D> index_select(const Tensor<T, D>& x, int64_t axis, const Tensor<int6
   const int64_t a = normalize_axis(axis, x.dim(), "index_select");
   BLIP_CHECK(index.dim() == 1, "index_select: index must be 1-D, got ", index.shape());
   const int64_t extent = x.shape()[static_cast<size_t>(a)];
-  const std::vector<int64_t> idx = detail::checked_indices(index, extent, "index_select");
+  const Tensor<int64_t, D> idx = detail::checked_indices(index, extent, "index_select");
+  const int64_t n = idx.numel();
   int64_t outer = 1, inner = 1;
   for (int64_t i = 0; i < a; ++i) outer *= x.shape()[static_cast<size_t>(i)];
   for (int64_t i = a + 1; i < x.dim(); ++i) inner *= x.shape()[static_cast<size_t>(i)];
   Shape out_shape = x.shape();
-  out_shape[static_cast<size_t>(a)] = static_cast<int64_t>(idx.size());
+  out_shape[static_cast<size_t>(a)] = n;
   const Tensor<T, D> xc = contiguous(x.detach());
   Tensor<T, D> y = Tensor<T, D>::empty(out_shape);
-  if constexpr (on_cpu<D>) detail::gather_slices(xc.data(), extent, y.data(), idx, outer, inner);
-  else no_kernel<D>("index_select");
+  kernels<D>::gather(xc.data(), extent, y.data(), idx.data(), n, outer, inner);
   if (grad_needed(x))
-    record(y, "index_select", {&x}, [in_shape = x.shape(), idx, extent, outer, inner](const Tensor<T, D>& gy) {
+    record(y, "index_select", {&x}, [in_shape = x.shape(), idx, n, extent, outer, inner](const Tensor<T, D>& gy) {
       const Tensor<T, D> g = contiguous(gy);
       Tensor<T, D> gx = Tensor<T, D>::zeros(in_shape);
-      if constexpr (on_cpu<D>) detail::scatter_add_slices(g.data(), gx.data(), extent, idx, outer, inner);
-      else no_kernel<D>("index_select backward");
+      kernels<D>::scatter_add(g.data(), gx.data(), extent, idx.data(), n, outer, inner, int64_t{-1});
       return std::vector{gx};
     });
   return y;
@@ -88,19 +56,18 @@ template <Element T, Device D>
 Tensor<T, D> embedding(const Tensor<int64_t, D>& ids, const Tensor<T, D>& weight, int64_t padding_idx = -1) {
   BLIP_CHECK(weight.dim() == 2, "embedding: weight must be [vocab, dim], got ", weight.shape());
   const int64_t vocab = weight.size(0), width = weight.size(1);
-  const std::vector<int64_t> idx = detail::checked_indices(ids, vocab, "embedding");
+  const Tensor<int64_t, D> idx = detail::checked_indices(ids, vocab, "embedding");
+  const int64_t n = idx.numel();
   Shape out_shape = ids.shape();
   out_shape.push_back(width);
   const Tensor<T, D> w = contiguous(weight.detach());
   Tensor<T, D> y = Tensor<T, D>::empty(out_shape);
-  if constexpr (on_cpu<D>) detail::gather_slices(w.data(), vocab, y.data(), idx, 1, width);
-  else no_kernel<D>("embedding");
+  kernels<D>::gather(w.data(), vocab, y.data(), idx.data(), n, int64_t{1}, width);
   if (grad_needed(weight))
-    record(y, "embedding", {&weight}, [idx, vocab, width, padding_idx](const Tensor<T, D>& gy) {
+    record(y, "embedding", {&weight}, [idx, n, vocab, width, padding_idx](const Tensor<T, D>& gy) {
       const Tensor<T, D> g = contiguous(gy);
       Tensor<T, D> gw = Tensor<T, D>::zeros({vocab, width});
-      if constexpr (on_cpu<D>) detail::scatter_add_slices(g.data(), gw.data(), vocab, idx, 1, width, padding_idx);
-      else no_kernel<D>("embedding backward");
+      kernels<D>::scatter_add(g.data(), gw.data(), vocab, idx.data(), n, int64_t{1}, width, padding_idx);
       return std::vector{gw};
     });
   return y;
@@ -163,22 +130,12 @@ Tensor<T, D> masked_fill(const Tensor<T, D>& x, const Tensor<M, D>& mask, T valu
   const Tensor<M, D> m = contiguous(expand(mask, shape));
   const Tensor<T, D> xc = contiguous(x.detach());
   Tensor<T, D> y = Tensor<T, D>::empty(shape);
-  if constexpr (on_cpu<D>) {
-    cpu::parallel_for(y.numel(), 1, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) y.data()[i] = m.data()[i] ? value : xc.data()[i];
-    });
-  } else {
-    no_kernel<D>("masked_fill");
-  }
+  kernels<D>::masked_fill(xc.data(), m.data(), value, y.data(), y.numel());
   if (grad_needed(x))
     record(y, "masked_fill", {&x}, [m](const Tensor<T, D>& gy) {
       const Tensor<T, D> g = contiguous(gy);
       Tensor<T, D> gx = Tensor<T, D>::empty(g.shape());
-      if constexpr (on_cpu<D>) {
-        for (int64_t i = 0; i < g.numel(); ++i) gx.data()[i] = m.data()[i] ? T(0) : g.data()[i];
-      } else {
-        no_kernel<D>("masked_fill backward");
-      }
+      kernels<D>::masked_fill_backward(g.data(), m.data(), gx.data(), g.numel());
       return std::vector{gx};
     });
   return y;

@@ -9,8 +9,8 @@
 // Throws blip::Error naming the op and the shapes on a rank < 2 or inner-size mismatch.
 #pragma once
 
-#include "blip/backend/cpu/blas.hpp"
 #include "blip/ops/elementwise.hpp"
+#include "blip/ops/precision.hpp"
 
 namespace blip {
 
@@ -71,12 +71,19 @@ void batched_product(const Tensor<T, D>& a_in, const Tensor<T, D>& b_in, const T
   const int64_t m = c.shape()[rank - 2], n = c.shape()[rank - 1], k = a.shape()[rank - 1];
   const int64_t batch = c.numel() / std::max<int64_t>(m * n, 1);
   if (c.numel() == 0) return;
-  if constexpr (on_cpu<D>) {
-    cpu::gemm_batched(la.transposed, lb.transposed, m, n, k, T(1), a.data(), la.ld, la.batch_stride,
-                      b.data(), lb.ld, lb.batch_stride, T(0), c.data(), n, m * n, batch);
-  } else {
-    cuda::gemm(la.transposed, lb.transposed, m, n, k, T(1), a.data(), la.ld, la.batch_stride, b.data(),
-               lb.ld, lb.batch_stride, T(0), c.data(), n, m * n, batch);
+  kernels<D>::gemm_batched(la.transposed, lb.transposed, m, n, k, T(1), a.data(), la.ld, la.batch_stride, b.data(),
+                           lb.ld, lb.batch_stride, T(0), c.data(), n, m * n, batch);
+}
+
+// y = x · wᵀ + b in bf16 with float accumulation, the weight's bf16 copy from the active scope.
+template <Element T, Device D>
+void linear_bf16(const Tensor<T, D>& x, const Tensor<T, D>& w, const Tensor<T, D>& b, const Tensor<T, D>& y) {
+  if constexpr (std::same_as<T, float>) {
+    const Tensor<bf16, D>& w16 = PrecisionScope::active()->bf16_weight(
+        w, [](const float* src, bf16* dst, int64_t n) { kernels<D>::to_bf16(src, dst, n); });
+    const Tensor<bf16, D> scratch = Tensor<bf16, D>::empty({x.numel()});
+    kernels<D>::linear_bf16(x.data(), x.size(0), x.size(1), w16.data(), w.size(0), b.defined() ? b.data() : nullptr,
+                            y.data(), scratch.data());
   }
 }
 
@@ -130,20 +137,18 @@ Tensor<T, D> linear(const Tensor<T, D>& x, const Tensor<T, D>& weight, const Ten
   const int64_t rows = numel(Shape(x.shape().begin(), x.shape().end() - 1));
   const Tensor<T, D> x2 = reshape(x.detach(), {rows, in});
   const Tensor<T, D> w = contiguous(weight.detach());
+  const Tensor<T, D> b = bias.defined() ? contiguous(bias.detach()) : Tensor<T, D>();
   Tensor<T, D> y2 = Tensor<T, D>::empty({rows, out});
-  if (bias.defined()) copy_into(y2, expand(bias.detach(), {rows, out}));
-  if (rows > 0 && out > 0) {
-    const T beta = bias.defined() ? T(1) : T(0);
-    if constexpr (on_cpu<D>) {
-      cpu::gemm(false, true, rows, out, in, T(1), x2.data(), in, w.data(), in, beta, y2.data(), out);
-    } else {
-      cuda::gemm(false, true, rows, out, in, T(1), x2.data(), in, 0, w.data(), in, 0, beta, y2.data(), out, 0, 1);
-    }
+  const bool needs_grad = grad_needed(x, weight, bias);
+  if (std::same_as<T, float> && !needs_grad && PrecisionScope::current() == Precision::bf16) {
+    detail::linear_bf16(x2, w, b, y2);
+  } else {
+    kernels<D>::linear(x2.data(), rows, in, w.data(), out, b.defined() ? b.data() : nullptr, y2.data());
   }
   Shape out_shape = x.shape();
   out_shape.back() = out;
   Tensor<T, D> y = reshape(y2, out_shape);
-  if (grad_needed(x, weight, bias))
+  if (needs_grad)
     record(y, "linear", {&x, &weight, &bias},
            [x2, w, in_shape = x.shape(), rx = x.requires_grad(), rw = weight.requires_grad(),
             rb = bias.defined() && bias.requires_grad()](const Tensor<T, D>& gy) {

@@ -7,7 +7,6 @@
 // - l2_normalize(x, eps = 1e-12): x / max(||x||_2, eps) per row (torch F.normalize).
 #pragma once
 
-#include "blip/backend/cpu/rowwise.hpp"
 #include "blip/ops/elementwise.hpp"
 
 namespace blip {
@@ -22,22 +21,14 @@ Tensor<T, D> layer_norm(const Tensor<T, D>& x, const Tensor<T, D>& weight, const
   const Tensor<T, D> xc = contiguous(x.detach()), w = contiguous(weight.detach()), b = contiguous(bias.detach());
   Tensor<T, D> y = Tensor<T, D>::empty(x.shape());
   Tensor<T, D> mean = Tensor<T, D>::empty({rows}), rstd = Tensor<T, D>::empty({rows});
-  if constexpr (on_cpu<D>) {
-    cpu::layer_norm_rows(xc.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), rows, cols, eps);
-  } else {
-    no_kernel<D>("layer_norm");
-  }
+  kernels<D>::layer_norm(xc.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), rows, cols, eps);
   if (grad_needed(x, weight, bias))
     record(y, "layer_norm", {&x, &weight, &bias}, [xc, w, mean, rstd, rows, cols](const Tensor<T, D>& gy) {
       const Tensor<T, D> g = contiguous(gy);
       Tensor<T, D> gx = Tensor<T, D>::empty(xc.shape());
       Tensor<T, D> gw = Tensor<T, D>::zeros({cols}), gb = Tensor<T, D>::zeros({cols});
-      if constexpr (on_cpu<D>) {
-        cpu::layer_norm_backward_rows(xc.data(), w.data(), mean.data(), rstd.data(), g.data(), gx.data(),
-                                      gw.data(), gb.data(), rows, cols);
-      } else {
-        no_kernel<D>("layer_norm backward");
-      }
+      kernels<D>::layer_norm_backward(xc.data(), w.data(), mean.data(), rstd.data(), g.data(), gx.data(), gw.data(),
+                                      gb.data(), rows, cols);
       return std::vector{gx, gw, gb};
     });
   return y;
@@ -51,32 +42,12 @@ Tensor<T, D> l2_normalize(const Tensor<T, D>& x, double eps = 1e-12) {
   const Tensor<T, D> xc = contiguous(x.detach());
   Tensor<T, D> y = Tensor<T, D>::empty(x.shape());
   Tensor<T, D> norms = Tensor<T, D>::empty({rows});  // max(||x||, eps) per row
-  if constexpr (on_cpu<D>) {
-    cpu::for_rows(rows, cols, 2, [&](int64_t r) {
-      cpu::ConstRowMap<T> in(xc.data() + r * cols, cols);
-      const T norm = std::max(std::sqrt(in.square().sum()), static_cast<T>(eps));
-      cpu::RowMap<T>(y.data() + r * cols, cols) = in / norm;
-      norms.data()[r] = norm;
-    });
-  } else {
-    no_kernel<D>("l2_normalize");
-  }
+  kernels<D>::l2_normalize(xc.data(), y.data(), norms.data(), rows, cols, eps);
   if (grad_needed(x))
     record(y, "l2_normalize", {&x}, [y = y.detach(), norms, rows, cols, eps](const Tensor<T, D>& gy) {
       const Tensor<T, D> g = contiguous(gy);
       Tensor<T, D> gx = Tensor<T, D>::empty(y.shape());
-      if constexpr (on_cpu<D>) {
-        cpu::for_rows(rows, cols, 3, [&](int64_t r) {
-          cpu::ConstRowMap<T> out(y.data() + r * cols, cols), gr(g.data() + r * cols, cols);
-          cpu::RowMap<T> dx(gx.data() + r * cols, cols);
-          const T norm = norms.data()[r];
-          // Where the clamp is active the map is linear (x / eps); elsewhere project out y.
-          if (norm > static_cast<T>(eps)) dx = (gr - out * (gr * out).sum()) / norm;
-          else dx = gr / norm;
-        });
-      } else {
-        no_kernel<D>("l2_normalize backward");
-      }
+      kernels<D>::l2_normalize_backward(y.data(), norms.data(), g.data(), gx.data(), rows, cols, eps);
       return std::vector{gx};
     });
   return y;

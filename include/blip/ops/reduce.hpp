@@ -7,7 +7,6 @@
 
 #include <algorithm>
 
-#include "blip/backend/cpu/reduce.hpp"
 #include "blip/ops/creation.hpp"
 #include "blip/ops/view.hpp"
 
@@ -29,11 +28,7 @@ Tensor<T, D> sum_one_axis(const Tensor<T, D>& x, int64_t axis) {
   for (int64_t i = 0; i < axis; ++i) outer *= xc.shape()[static_cast<size_t>(i)];
   for (int64_t i = axis + 1; i < xc.dim(); ++i) inner *= xc.shape()[static_cast<size_t>(i)];
   Tensor<T, D> out = Tensor<T, D>::empty(out_shape);
-  if constexpr (on_cpu<D>) {
-    cpu::sum_middle(xc.data(), outer, r, inner, out.data());
-  } else {
-    no_kernel<D>("sum");
-  }
+  kernels<D>::sum_middle(xc.data(), outer, r, inner, out.data());
   return out;
 }
 

@@ -9,9 +9,6 @@
 // k > n throws blip::Error.
 #pragma once
 
-#include <algorithm>
-#include <cmath>
-
 #include "blip/ops/elementwise.hpp"
 
 namespace blip {
@@ -30,38 +27,15 @@ TopK<T, D> topk(const Tensor<T, D>& x, int64_t k) {
   const int64_t rows = n == 0 ? 0 : x.numel() / n;
   Shape out_shape = x.shape();
   out_shape.back() = k;
-  std::vector<T> values(static_cast<size_t>(rows * k));
-  std::vector<int64_t> indices(static_cast<size_t>(rows * k));
-  const std::vector<T> data = contiguous(x.detach()).to_vector();
-  const auto greater = [](const std::pair<T, int64_t>& a, const std::pair<T, int64_t>& b) {
-    return (std::isnan(a.first) && !std::isnan(b.first)) || a.first > b.first;
-  };
-  cpu::parallel_for(rows, n * 4, [&](int64_t begin, int64_t end) {
-    std::vector<std::pair<T, int64_t>> row(static_cast<size_t>(n));
-    for (int64_t r = begin; r < end; ++r) {
-      for (int64_t j = 0; j < n; ++j) row[static_cast<size_t>(j)] = {data[static_cast<size_t>(r * n + j)], j};
-      if (k == 0) continue;
-      if (k * 64 <= n) {
-        std::partial_sort(row.begin(), row.begin() + k, row.end(), greater);
-      } else {
-        std::nth_element(row.begin(), row.begin() + k - 1, row.end(), greater);
-        std::sort(row.begin(), row.begin() + k - 1, greater);
-      }
-      for (int64_t j = 0; j < k; ++j) {
-        values[static_cast<size_t>(r * k + j)] = row[static_cast<size_t>(j)].first;
-        indices[static_cast<size_t>(r * k + j)] = row[static_cast<size_t>(j)].second;
-      }
-    }
-  });
-  TopK<T, D> result{Tensor<T, D>::from_vector(out_shape, values), Tensor<int64_t, D>::from_vector(out_shape, indices)};
+  const Tensor<T, D> xc = contiguous(x.detach());
+  TopK<T, D> result{Tensor<T, D>::empty(out_shape), Tensor<int64_t, D>::empty(out_shape)};
+  kernels<D>::topk(xc.data(), rows, n, k, result.values.data(), result.indices.data());
   if (grad_needed(x))
-    record(result.values, "topk", {&x}, [in_shape = x.shape(), indices, rows, n, k](const Tensor<T, D>& gy) {
-      const std::vector<T> g = contiguous(gy).to_vector();
-      std::vector<T> gx(static_cast<size_t>(rows * n), T(0));
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t j = 0; j < k; ++j)
-          gx[static_cast<size_t>(r * n + indices[static_cast<size_t>(r * k + j)])] += g[static_cast<size_t>(r * k + j)];
-      return std::vector{Tensor<T, D>::from_vector(in_shape, gx)};
+    record(result.values, "topk", {&x}, [in_shape = x.shape(), indices = result.indices, rows, n, k](const Tensor<T, D>& gy) {
+      const Tensor<T, D> g = contiguous(gy);
+      Tensor<T, D> gx = Tensor<T, D>::empty(in_shape);
+      kernels<D>::topk_backward(g.data(), indices.data(), rows, n, k, gx.data());
+      return std::vector{gx};
     });
   return result;
 }

@@ -80,29 +80,16 @@ class AdamW {
   void update(const Tensor<T, D>& param, const Tensor<T, D>& grad, State& s) const {
     const double bias_correction1 = 1.0 - std::pow(options_.beta1, static_cast<double>(s.step));
     const double bias_correction2 = 1.0 - std::pow(options_.beta2, static_cast<double>(s.step));
-    const T decay = static_cast<T>(1.0 - options_.lr * options_.weight_decay);
-    const T b1 = static_cast<T>(options_.beta1), one_minus_b1 = static_cast<T>(1.0 - options_.beta1);
-    const T b2 = static_cast<T>(options_.beta2), one_minus_b2 = static_cast<T>(1.0 - options_.beta2);
-    const T neg_step_size = static_cast<T>(-(options_.lr / bias_correction1));
-    const T bc2_sqrt = static_cast<T>(std::sqrt(bias_correction2));
-    const T eps = static_cast<T>(options_.eps);
-    if constexpr (on_cpu<D>) {
-      T* p = param.data();
-      T* m = s.exp_avg.data();
-      T* v = s.exp_avg_sq.data();
-      const T* g = grad.data();
-      cpu::parallel_for(param.numel(), 8, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          p[i] *= decay;
-          m[i] = m[i] * b1 + one_minus_b1 * g[i];
-          v[i] = v[i] * b2 + one_minus_b2 * (g[i] * g[i]);
-          const T denom = std::sqrt(v[i]) / bc2_sqrt + eps;
-          p[i] += neg_step_size * (m[i] / denom);
-        }
-      });
-    } else {
-      no_kernel<D>("AdamW::step");
-    }
+    const backend::AdamWCoefficients<T> c{
+        .decay = static_cast<T>(1.0 - options_.lr * options_.weight_decay),
+        .beta1 = static_cast<T>(options_.beta1),
+        .one_minus_beta1 = static_cast<T>(1.0 - options_.beta1),
+        .beta2 = static_cast<T>(options_.beta2),
+        .one_minus_beta2 = static_cast<T>(1.0 - options_.beta2),
+        .neg_step_size = static_cast<T>(-(options_.lr / bias_correction1)),
+        .bias_correction2_sqrt = static_cast<T>(std::sqrt(bias_correction2)),
+        .eps = static_cast<T>(options_.eps)};
+    kernels<D>::adamw(param.data(), s.exp_avg.data(), s.exp_avg_sq.data(), grad.data(), param.numel(), c);
   }
 
   std::vector<NamedParameter<T, D>> params_;

@@ -1,5 +1,7 @@
 // blip/backend/cpu/rowwise.hpp — kernels over the rows of a contiguous [rows, cols] block:
 // softmax, log_softmax, layer norm and L2 normalisation, forward and backward.
+// These are the portable versions (Eigen, vectorised for the flags the program is compiled
+// with); backend/cpu/isa.hpp runs AVX2 or AVX-512 versions where the CPU has them.
 //
 // Contract: every function reads and writes contiguous rows; rows run in parallel; exp/log go
 // through Eigen's vectorised functions. Softmax subtracts the row maximum first.
@@ -7,6 +9,7 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -111,6 +114,31 @@ void layer_norm_backward_rows(const T* x, const T* weight, const T* mean, const 
         gb += g;
       }
     }
+  });
+}
+
+// y = x / max(||x||_2, eps) per row; norms[r] = max(||x_r||, eps) for the backward.
+template <class T>
+void l2_normalize_rows(const T* x, T* y, T* norms, int64_t rows, int64_t cols, double eps) {
+  for_rows(rows, cols, 2, [&](int64_t r) {
+    ConstRowMap<T> in(x + r * cols, cols);
+    const T norm = std::max(std::sqrt(in.square().sum()), static_cast<T>(eps));
+    RowMap<T>(y + r * cols, cols) = in / norm;
+    norms[r] = norm;
+  });
+}
+
+// Where the clamp is active the map is linear (x / eps); elsewhere the row's component along y
+// is projected out: gx = (gy - y (gy . y)) / norm.
+template <class T>
+void l2_normalize_backward_rows(const T* y, const T* norms, const T* gy, T* gx, int64_t rows, int64_t cols,
+                                double eps) {
+  for_rows(rows, cols, 3, [&](int64_t r) {
+    ConstRowMap<T> out(y + r * cols, cols), g(gy + r * cols, cols);
+    RowMap<T> dx(gx + r * cols, cols);
+    const T norm = norms[r];
+    if (norm > static_cast<T>(eps)) dx = (g - out * (g * out).sum()) / norm;
+    else dx = g / norm;
   });
 }
 

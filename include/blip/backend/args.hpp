@@ -1,0 +1,57 @@
+// blip/backend/args.hpp — argument blocks of the kernels whose signatures would otherwise run to
+// twenty parameters (attention, AdamW). Plain data, the same for every device.
+//
+// Contract: pointers are device memory of the device running the kernel, except kv_index,
+// which is host memory (it comes from the caller's std::vector). Strides count elements; the
+// last axis of q, k, v, out and grad_out is unit-stride.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+namespace blip::backend {
+
+enum class BinaryOp { add, sub, mul, div };  // same order as cuda::BinaryOp
+enum class UnaryOp { gelu, tanh, exp, log };
+
+// softmax(q kᵀ · scale + mask) v for q [B,H,Sq,d], k [Bkv,H,Sk,d], v [Bkv,H,Sk,dv] into out
+// [B,H,Sq,dv]; strides of axes 0-2 (batch, head, row). mask (may be null) is read through
+// strides aligned to [B,H,Sq,Sk] (0 on broadcast axes). kv_index (may be null) maps query
+// batch row b to key/value batch row kv_index[b]; without it Bkv == B.
+template <class T>
+struct AttentionArgs {
+  const T* q = nullptr;
+  std::array<int64_t, 3> q_stride{};
+  const T* k = nullptr;
+  std::array<int64_t, 3> k_stride{};
+  const T* v = nullptr;
+  std::array<int64_t, 3> v_stride{};
+  const T* mask = nullptr;
+  std::array<int64_t, 4> mask_stride{};
+  T* out = nullptr;
+  std::array<int64_t, 3> out_stride{};
+  int64_t B = 0, H = 0, Sq = 0, Sk = 0, d = 0, dv = 0, Bkv = 0;
+  T scale = T(1);
+  const int64_t* kv_index = nullptr;
+};
+
+// The backward of AttentionArgs' product: from grad_out (strided like out) it writes
+// grad_q [B,H,Sq,d] (contiguous) and adds into grad_k [Bkv,H,Sk,d] and grad_v [Bkv,H,Sk,dv]
+// (contiguous, zeroed by the caller). `forward.out` is not read.
+template <class T>
+struct AttentionBackwardArgs {
+  AttentionArgs<T> forward;
+  const T* grad_out = nullptr;
+  std::array<int64_t, 3> grad_out_stride{};
+  T* grad_q = nullptr;
+  T* grad_k = nullptr;
+  T* grad_v = nullptr;
+};
+
+// One AdamW step's scalars, formed in double and rounded once by the optimiser.
+template <class T>
+struct AdamWCoefficients {
+  T decay, beta1, one_minus_beta1, beta2, one_minus_beta2, neg_step_size, bias_correction2_sqrt, eps;
+};
+
+}  // namespace blip::backend

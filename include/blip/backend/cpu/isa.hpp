@@ -1,0 +1,190 @@
+// blip/backend/cpu/isa.hpp — run-time choice of the instruction set for the project's own float
+// kernels (softmax, layer norm, GELU and its backward, exp, float -> bf16).
+//
+// Contract:
+// - One binary carries an AVX-512 (F/BW/DQ/VL), an AVX2+FMA and a portable version of each
+//   kernel; `active_isa()` picks the widest the CPU has on first use. The environment variable
+//   BLIP_CPU_ISA=portable|avx2|avx512 (read once) or `set_isa()` (tests, benchmarks) choose
+//   another; asking for one the CPU lacks throws blip::Error naming both.
+// - Nothing depends on the consumer's -march: the SIMD versions are compiled for their own
+//   targets (GCC's `#pragma GCC target`, clang's `#pragma clang attribute`), the portable one
+//   with whatever flags the program uses. double always takes the portable version.
+// - The SIMD and portable versions compute the same formulas (simd/kernels.inc); results agree
+//   to a few ulp, not bit for bit (sums are added in another order).
+#pragma once
+
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <string_view>
+
+#include "blip/backend/cpu/elementwise.hpp"
+#include "blip/backend/cpu/parallel.hpp"
+#include "blip/backend/cpu/rowwise.hpp"
+#include "blip/core/dtype.hpp"
+#include "blip/core/error.hpp"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define BLIP_HAVE_X86_SIMD 1
+#include <immintrin.h>
+#else
+#define BLIP_HAVE_X86_SIMD 0
+#endif
+
+namespace blip::cpu {
+
+enum class Isa { portable, avx2, avx512 };
+
+inline const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::avx2: return "avx2";
+    case Isa::avx512: return "avx512";
+    default: return "portable";
+  }
+}
+
+// The widest instruction set this CPU runs (and the OS saves the registers of).
+inline Isa detected_isa() {
+#if BLIP_HAVE_X86_SIMD
+  static const Isa isa = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+      return Isa::avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+    return Isa::portable;
+  }();
+  return isa;
+#else
+  return Isa::portable;
+#endif
+}
+
+inline Isa parse_isa(std::string_view name) {
+  if (name == "portable") return Isa::portable;
+  if (name == "avx2") return Isa::avx2;
+  if (name == "avx512") return Isa::avx512;
+  fail("BLIP_CPU_ISA: '", std::string(name), "' is not one of portable, avx2, avx512");
+}
+
+namespace detail {
+inline std::atomic<int>& isa_choice() {
+  static std::atomic<int> choice{-1};  // -1: not chosen yet
+  return choice;
+}
+}  // namespace detail
+
+// Chooses the kernels' instruction set for the whole process.
+inline void set_isa(Isa isa) {
+  BLIP_CHECK(static_cast<int>(isa) <= static_cast<int>(detected_isa()), "set_isa: this CPU runs ",
+             isa_name(detected_isa()), " at most, not ", isa_name(isa));
+  detail::isa_choice().store(static_cast<int>(isa), std::memory_order_relaxed);
+}
+
+inline Isa active_isa() {
+  int choice = detail::isa_choice().load(std::memory_order_relaxed);
+  if (choice < 0) {
+    const char* env = std::getenv("BLIP_CPU_ISA");
+    Isa isa = detected_isa();
+    if (env && *env) {
+      isa = parse_isa(env);
+      BLIP_CHECK(static_cast<int>(isa) <= static_cast<int>(detected_isa()), "BLIP_CPU_ISA=", env, ": this CPU runs ",
+                 isa_name(detected_isa()), " at most");
+    }
+    choice = static_cast<int>(isa);
+    detail::isa_choice().store(choice, std::memory_order_relaxed);
+  }
+  return static_cast<Isa>(choice);
+}
+
+}  // namespace blip::cpu
+
+#if BLIP_HAVE_X86_SIMD
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+namespace blip::cpu::avx2 {
+#include "blip/backend/cpu/simd/vec256.inc"
+#include "blip/backend/cpu/simd/kernels.inc"
+}  // namespace blip::cpu::avx2
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")
+#endif
+namespace blip::cpu::avx512 {
+#include "blip/backend/cpu/simd/vec512.inc"
+#include "blip/backend/cpu/simd/kernels.inc"
+}  // namespace blip::cpu::avx512
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+// The dispatch: float goes to the active instruction set's version, everything else (and a
+// portable choice) to the Eigen version.
+namespace blip::cpu::isa {
+
+#if BLIP_HAVE_X86_SIMD
+#define BLIP_ISA_DISPATCH(T, call_simd, call_portable)     \
+  do {                                                     \
+    if constexpr (std::is_same_v<T, float>) {              \
+      switch (active_isa()) {                              \
+        case Isa::avx512: { namespace simd = avx512; call_simd; return; } \
+        case Isa::avx2: { namespace simd = avx2; call_simd; return; }     \
+        default: break;                                    \
+      }                                                    \
+    }                                                      \
+    call_portable;                                         \
+  } while (0)
+#else
+#define BLIP_ISA_DISPATCH(T, call_simd, call_portable) call_portable
+#endif
+
+template <class T>
+void exp(const T* x, T* y, int64_t n) {
+  BLIP_ISA_DISPATCH(T, simd::exp(x, y, n), cpu::exp(x, y, n));
+}
+template <class T>
+void gelu(const T* x, T* y, int64_t n) {
+  BLIP_ISA_DISPATCH(T, simd::gelu(x, y, n), cpu::gelu(x, y, n));
+}
+template <class T>
+void gelu_backward(const T* x, const T* gy, T* gx, int64_t n) {
+  BLIP_ISA_DISPATCH(T, simd::gelu_backward(x, gy, gx, n), cpu::gelu_backward(x, gy, gx, n));
+}
+template <class T>
+void softmax_rows(const T* x, T* y, int64_t rows, int64_t cols) {
+  BLIP_ISA_DISPATCH(T, simd::softmax_rows(x, y, rows, cols), cpu::softmax_rows(x, y, rows, cols));
+}
+template <class T>
+void layer_norm_rows(const T* x, const T* weight, const T* bias, T* y, T* mean, T* rstd, int64_t rows, int64_t cols,
+                     double eps) {
+  BLIP_ISA_DISPATCH(T, simd::layer_norm_rows(x, weight, bias, y, mean, rstd, rows, cols, eps),
+                    cpu::layer_norm_rows(x, weight, bias, y, mean, rstd, rows, cols, eps));
+}
+
+inline void to_bf16_portable(const float* x, bf16* y, int64_t n) {
+  parallel_for(n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) y[i] = bf16(x[i]);
+  });
+}
+inline void to_bf16(const float* x, bf16* y, int64_t n) {
+  BLIP_ISA_DISPATCH(float, simd::to_bf16(x, y, n), to_bf16_portable(x, y, n));
+}
+
+#undef BLIP_ISA_DISPATCH
+
+}  // namespace blip::cpu::isa

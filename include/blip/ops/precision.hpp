@@ -1,0 +1,92 @@
+// blip/ops/precision.hpp — reduced-precision inference: PrecisionScope.
+//
+// Contract:
+// - While a PrecisionScope(Precision::bf16) lives on a thread, linear() on that thread (float
+//   tensors, no gradient needed) multiplies in bf16 with float accumulation: the activations are
+//   rounded to bf16 per call, the weights once per scope (a cache of bf16 copies that the scope
+//   owns and frees). Bias, layer norm, softmax, residuals, attention, L2 normalisation and the
+//   heads' reductions stay in float. Scopes nest; the innermost decides.
+// - The weights must not change while a scope lives (it is for inference: extract_feat, score
+//   matrices, index, search, eval). A weight tensor that is freed and whose memory is reused is
+//   recognised (the cache holds the storage's owner, not only its address).
+// - Precision::fp32 is the default and the reference: outside any scope nothing changes.
+// docs/performance.md states the measured accuracy (cosine to fp32 features, ITM logit error).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "blip/core/error.hpp"
+#include "blip/core/tensor.hpp"
+
+namespace blip {
+
+enum class Precision { fp32, bf16 };
+
+inline const char* precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "fp32"; }
+
+inline Precision parse_precision(std::string_view name) {
+  if (name == "fp32") return Precision::fp32;
+  if (name == "bf16") return Precision::bf16;
+  fail("precision: '", std::string(name), "' is not one of fp32, bf16");
+}
+
+class PrecisionScope {
+ public:
+  explicit PrecisionScope(Precision precision) : precision_(precision), outer_(current_scope()) {
+    current_scope() = this;
+  }
+  ~PrecisionScope() { current_scope() = outer_; }
+  PrecisionScope(const PrecisionScope&) = delete;
+  PrecisionScope& operator=(const PrecisionScope&) = delete;
+
+  Precision precision() const { return precision_; }
+
+  // The innermost scope of this thread (null outside any).
+  static PrecisionScope* active() { return current_scope(); }
+  static Precision current() { return active() ? active()->precision_ : Precision::fp32; }
+
+  // The bf16 copy of a weight, converted on first use in this scope; `convert(src, dst, n)`
+  // fills it (the device's to_bf16 kernel).
+  template <Device D, class Convert>
+  const Tensor<bf16, D>& bf16_weight(const Tensor<float, D>& w, Convert convert) {
+    auto& cache = weights<D>();
+    auto it = cache.find(w.data());
+    const bool fresh = it != cache.end() && same_owner(it->second.owner, w.storage()) &&
+                       it->second.copy.shape() == w.shape();
+    if (!fresh) {
+      Entry<D> e{std::static_pointer_cast<void>(w.storage()), Tensor<bf16, D>::empty(w.shape())};
+      convert(w.data(), e.copy.data(), w.numel());
+      it = cache.insert_or_assign(w.data(), std::move(e)).first;
+    }
+    return it->second.copy;
+  }
+
+ private:
+  template <Device D>
+  struct Entry {
+    std::weak_ptr<void> owner;
+    Tensor<bf16, D> copy;
+  };
+  static bool same_owner(const std::weak_ptr<void>& a, const std::shared_ptr<float>& b) {
+    return !a.expired() && !a.owner_before(b) && !b.owner_before(a);
+  }
+  static PrecisionScope*& current_scope() {
+    thread_local PrecisionScope* scope = nullptr;
+    return scope;
+  }
+  template <Device D>
+  std::map<const float*, Entry<D>>& weights() {
+    if constexpr (std::same_as<D, Cpu>) return cpu_weights_;
+    else return cuda_weights_;
+  }
+
+  Precision precision_;
+  PrecisionScope* outer_;
+  std::map<const float*, Entry<Cpu>> cpu_weights_;
+  std::map<const float*, Entry<Cuda>> cuda_weights_;
+};
+
+}  // namespace blip

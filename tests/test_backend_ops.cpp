@@ -1,0 +1,335 @@
+// The op table across backends, in the style of ggml's test-backend-ops: every op, with shapes,
+// views and strides, forward and backward, on every backend and variant present, against the
+// same op in float64 on the CPU's portable path.
+//
+// Variants: float on the CPU with each instruction set the machine runs (portable, avx2,
+// avx512); float with bf16 GEMMs (PrecisionScope) for the ops whose forward has a bf16 path; float
+// on Cuda where a GPU is present. A case a variant cannot run (a kernel the device lacks, no GPU)
+// is listed as skipped with the reason, never hidden: the table is printed at the end.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "blip/blip.hpp"
+#include "blip/backend/cuda/runtime.hpp"
+
+namespace {
+
+using namespace blip;
+using backend::Kernel;
+
+// What a case gives back: its outputs, then the gradients of its inputs, flattened.
+using Result = std::vector<std::vector<double>>;
+
+// Builds a case's inputs (deterministic from the case's seed), collects outputs, and runs the
+// backward of L = sum_i sum(out_i * R_i) with fixed random R_i.
+template <class T, class D>
+struct Env {
+  using value_type = T;
+  using device_type = D;
+  uint64_t seed;
+  int count = 0;
+  std::vector<Tensor<T, D>> inputs;
+  std::vector<Tensor<T, D>> outputs;
+
+  // Values drawn in double on the CPU (the same for every T), then converted and moved to D.
+  Tensor<T, D> input(const Shape& shape, double lo = -1.0, double hi = 1.0, bool grad = true) {
+    Generator gen(seed * 1000 + static_cast<uint64_t>(count++));
+    const Tensor<double> values = rand_uniform<double>(shape, gen, lo, hi);
+    Tensor<T, D> x = to<D>(cast<T>(values));
+    if (grad) {
+      x.set_requires_grad(true);
+      inputs.push_back(x);
+    }
+    return x;
+  }
+  Tensor<int64_t, D> ints(const Shape& shape, const std::vector<int64_t>& values) {
+    return to<D>(Tensor<int64_t>::from_vector(shape, values));
+  }
+  void output(const Tensor<T, D>& y) { outputs.push_back(y); }
+};
+
+template <class T, class D>
+std::vector<double> host(const Tensor<T, D>& x) {
+  const std::vector<T> v = to<Cpu>(contiguous(x.detach())).to_vector();
+  return std::vector<double>(v.begin(), v.end());
+}
+
+struct Case {
+  std::string name;
+  std::vector<Kernel> kernels;  // what the case needs of a device
+  bool has_bf16 = false;        // its forward runs a bf16 path under PrecisionScope
+  std::function<Result()> reference, cpu_float, cuda_float, cpu_float_forward;
+};
+
+template <class T, class D, class F>
+Result run(uint64_t seed, const F& body, bool backward) {
+  Env<T, D> e{seed, 0, {}, {}};
+  body(e);
+  Result r;
+  for (const auto& y : e.outputs) r.push_back(host(y));
+  if (backward && !e.inputs.empty()) {
+    Tensor<T, D> loss;
+    for (size_t i = 0; i < e.outputs.size(); ++i) {
+      Generator gen(seed * 7919 + i);
+      const Tensor<T, D> weights = to<D>(cast<T>(rand_uniform<double>(e.outputs[i].shape(), gen, -1.0, 1.0)));
+      const Tensor<T, D> term = sum(mul(e.outputs[i], weights));
+      loss = loss.defined() ? add(loss, term) : term;
+    }
+    loss.backward();
+    for (const auto& x : e.inputs) r.push_back(x.grad().defined() ? host(x.grad()) : std::vector<double>(x.numel(), 0.0));
+  }
+  return r;
+}
+
+template <class F>
+Case make_case(std::string name, std::vector<Kernel> kernels, F body, bool backward = true, bool has_bf16 = false) {
+  const uint64_t seed = std::hash<std::string>{}(name) % 100003;
+  return Case{name, std::move(kernels), has_bf16,
+              [=] { return run<double, Cpu>(seed, body, backward); },
+              [=] { return run<float, Cpu>(seed, body, backward); },
+              [=] { return run<float, Cuda>(seed, body, backward); },
+              [=] { return run<float, Cpu>(seed, body, false); }};
+}
+
+// The worst error over all tensors, each relative to its own largest reference magnitude.
+double compare(const Result& ours, const Result& ref, std::string& where) {
+  if (ours.size() != ref.size()) {
+    where = "different tensor count";
+    return INFINITY;
+  }
+  double worst = 0;
+  for (size_t t = 0; t < ref.size(); ++t) {
+    if (ours[t].size() != ref[t].size()) {
+      where = "tensor " + std::to_string(t) + " has another size";
+      return INFINITY;
+    }
+    double scale = 1e-3;
+    for (double v : ref[t]) scale = std::max(scale, std::abs(v));
+    for (size_t i = 0; i < ref[t].size(); ++i) {
+      const double err = std::abs(ours[t][i] - ref[t][i]) / scale;
+      if (!(err <= worst)) {
+        worst = std::isnan(err) ? INFINITY : err;
+        where = "tensor " + std::to_string(t) + " element " + std::to_string(i);
+      }
+    }
+  }
+  return worst;
+}
+
+std::vector<Case> op_table() {
+  std::vector<Case> t;
+  t.push_back(make_case("matmul batched, transposed view", {Kernel::gemm_batched}, [](auto& e) {
+    auto a = e.input({3, 5, 7});
+    auto b = e.input({3, 6, 7});
+    e.output(matmul(a, transpose(b, -1, -2)));
+  }));
+  t.push_back(make_case("matmul broadcast 2-D operand", {Kernel::gemm_batched}, [](auto& e) {
+    auto a = e.input({2, 4, 9});
+    auto b = e.input({9, 3});
+    e.output(matmul(a, b));
+  }));
+  t.push_back(make_case("linear, 35 rows (primitive)", {Kernel::linear, Kernel::gemm_batched, Kernel::sum_middle},
+                        [](auto& e) {
+                          auto x = e.input({5, 7, 48});
+                          auto w = e.input({40, 48});
+                          auto b = e.input({40});
+                          e.output(linear(x, w, b));
+                        }, true, true));
+  t.push_back(make_case("linear, 600 rows (sgemm), no bias", {Kernel::linear, Kernel::gemm_batched}, [](auto& e) {
+    auto x = e.input({600, 33});
+    auto w = e.input({17, 33});
+    e.output(linear(x, w));
+  }, true, true));
+  t.push_back(make_case("add/sub/mul/div broadcast + strided", {Kernel::binary, Kernel::sum_middle, Kernel::scale},
+                        [](auto& e) {
+                          auto a = e.input({4, 6});
+                          auto b = e.input({6});
+                          auto c = e.input({6, 4});
+                          auto d = e.input({4, 1}, 0.5, 2.0);
+                          e.output(div(mul(sub(add(a, b), transpose(c, 0, 1)), a), d));
+                        }));
+  t.push_back(make_case("scale, neg", {Kernel::scale}, [](auto& e) {
+    auto a = e.input({3, 17});
+    e.output(neg(a * 0.37));
+  }));
+  t.push_back(make_case("gelu (erf)", {Kernel::unary, Kernel::gelu_backward}, [](auto& e) {
+    e.output(gelu(e.input({3, 37}, -5.0, 5.0)));
+  }));
+  t.push_back(make_case("tanh", {Kernel::unary, Kernel::binary}, [](auto& e) { e.output(tanh(e.input({29}, -3.0, 3.0))); }));
+  t.push_back(make_case("exp", {Kernel::unary, Kernel::binary}, [](auto& e) { e.output(exp(e.input({41}, -20.0, 5.0))); }));
+  t.push_back(make_case("log", {Kernel::unary, Kernel::binary}, [](auto& e) { e.output(log(e.input({23}, 0.1, 9.0))); }));
+  t.push_back(make_case("softmax, strided input", {Kernel::softmax, Kernel::softmax_backward}, [](auto& e) {
+    auto x = e.input({37, 5}, -8.0, 8.0);
+    e.output(softmax(transpose(x, 0, 1)));
+  }));
+  t.push_back(make_case("softmax, wide rows", {Kernel::softmax, Kernel::softmax_backward}, [](auto& e) {
+    e.output(softmax(e.input({3, 577}, -8.0, 8.0)));
+  }));
+  t.push_back(make_case("log_softmax", {Kernel::log_softmax, Kernel::log_softmax_backward}, [](auto& e) {
+    e.output(log_softmax(e.input({4, 45}, -8.0, 8.0)));
+  }));
+  t.push_back(make_case("layer_norm", {Kernel::layer_norm, Kernel::layer_norm_backward}, [](auto& e) {
+    auto x = e.input({2, 5, 77}, -2.0, 3.0);
+    auto w = e.input({77});
+    auto b = e.input({77});
+    e.output(layer_norm(x, w, b, 1e-6));
+  }));
+  t.push_back(make_case("l2_normalize", {Kernel::l2_normalize, Kernel::l2_normalize_backward}, [](auto& e) {
+    e.output(l2_normalize(e.input({6, 19})));
+  }));
+  t.push_back(make_case("sum, mean over axes", {Kernel::sum_middle, Kernel::scale}, [](auto& e) {
+    auto x = e.input({3, 4, 5});
+    e.output(sum(x, {0, 2}));
+    e.output(mean(x, {1}, true));
+  }));
+  t.push_back(make_case("index_select (repeats), embedding (padding)",
+                        {Kernel::check_indices, Kernel::gather, Kernel::scatter_add}, [](auto& e) {
+                          auto x = e.input({4, 5, 3});
+                          e.output(index_select(x, 1, e.ints({6}, {4, 0, 0, 2, 4, 1})));
+                          auto w = e.input({7, 6});
+                          e.output(embedding(e.ints({2, 3}, {0, 6, 2, 2, 0, 5}), w, 0));
+                        }));
+  t.push_back(make_case("concat, stack", {Kernel::assign}, [](auto& e) {
+    auto a = e.input({2, 3});
+    auto b = e.input({2, 4});
+    e.output(concat(std::vector{a, b}, 1));
+    e.output(stack(std::vector{a, a}, 0));
+  }));
+  t.push_back(make_case("masked_fill", {Kernel::masked_fill, Kernel::masked_fill_backward}, [](auto& e) {
+    auto x = e.input({3, 4});
+    using D = typename std::decay_t<decltype(e)>::device_type;
+    const Tensor<int64_t, D> mask = e.ints({1, 4}, {1, 0, 0, 1});
+    e.output(masked_fill(x, mask, typename std::decay_t<decltype(e)>::value_type(-7)));
+  }));
+  t.push_back(make_case("topk", {Kernel::topk, Kernel::topk_backward}, [](auto& e) {
+    auto x = e.input({3, 50});
+    e.output(topk(x, 5).values);
+  }));
+  t.push_back(make_case("cross_entropy", {Kernel::log_softmax, Kernel::check_indices, Kernel::nll_mean,
+                                          Kernel::nll_mean_backward},
+                        [](auto& e) {
+                          auto x = e.input({5, 11}, -4.0, 4.0);
+                          e.output(cross_entropy(x, e.ints({5}, {0, 10, 3, 3, 7})));
+                        }));
+  t.push_back(make_case("attention, key mask", {Kernel::attention, Kernel::attention_backward}, [](auto& e) {
+    auto q = e.input({2, 3, 70, 8});
+    auto k = e.input({2, 3, 9, 8});
+    auto v = e.input({2, 3, 9, 5});
+    auto m = e.input({2, 1, 1, 9}, -3.0, 0.0, false);
+    e.output(scaled_dot_product_attention(q, k, v, m));
+  }));
+  t.push_back(make_case("attention, kv_index shared, strided q", {Kernel::attention, Kernel::attention_backward},
+                        [](auto& e) {
+                          auto q = e.input({4, 6, 2, 8});  // [B, S, H, d] viewed as [B, H, S, d]
+                          auto k = e.input({2, 2, 11, 8});
+                          auto v = e.input({2, 2, 11, 8});
+                          e.output(scaled_dot_product_attention(permute(q, {0, 2, 1, 3}), k, v, {}, 0.0, {1, 1, 0, 1}));
+                        }));
+  t.push_back(make_case("feed_forward_gelu", {Kernel::linear, Kernel::unary, Kernel::gelu_backward, Kernel::gemm_batched},
+                        [](auto& e) {
+                          auto x = e.input({9, 12});
+                          auto w1 = e.input({20, 12});
+                          auto b1 = e.input({20});
+                          auto w2 = e.input({12, 20});
+                          auto b2 = e.input({12});
+                          e.output(feed_forward_gelu(x, w1, b1, w2, b2));
+                        }, true, true));
+  t.push_back(make_case("AdamW step, momentum EMA", {Kernel::adamw, Kernel::ema}, [](auto& e) {
+    using T = typename std::decay_t<decltype(e)>::value_type;
+    using D = typename std::decay_t<decltype(e)>::device_type;
+    Parameter<T, D> p(e.input({50}, -1.0, 1.0, false));
+    p.copy_params();
+    AdamW<T, D> opt({{"p", &p}}, {.lr = 0.1, .weight_decay = 0.05});
+    for (int step = 0; step < 3; ++step) {
+      Tensor<T, D> loss = sum(mul(p.value(), e.input({50}, -1.0, 1.0, false)));
+      loss.backward();
+      opt.step();
+      opt.zero_grad();
+      p.momentum_update(0.9);
+    }
+    e.output(p.value().detach());
+    e.output(p.momentum());
+  }, false));
+  return t;
+}
+
+bool cuda_present() { return cuda::device_count() > 0; }
+
+}  // namespace
+
+TEST_CASE("backend ops: every op on every backend and variant against float64") {
+  const std::vector<Case> table = op_table();
+  std::vector<cpu::Isa> isas;
+  for (cpu::Isa isa : {cpu::Isa::portable, cpu::Isa::avx2, cpu::Isa::avx512})
+    if (static_cast<int>(isa) <= static_cast<int>(cpu::detected_isa())) isas.push_back(isa);
+  const cpu::Isa initial = cpu::active_isa();
+
+  struct Row {
+    std::string op, variant, status;
+  };
+  std::vector<Row> rows;
+  int failures = 0;
+  const auto check = [&](const Case& c, const std::string& variant, const Result& ours, const Result& ref, double tol) {
+    std::string where;
+    const double err = compare(ours, ref, where);
+    const bool ok = err <= tol;
+    char line[160];
+    std::snprintf(line, sizeof line, "%s (max rel. error %.2g, tolerance %.2g%s%s)", ok ? "ok" : "FAIL", err, tol,
+                  ok ? "" : ", at ", ok ? "" : where.c_str());
+    rows.push_back({c.name, variant, line});
+    failures += !ok;
+    CHECK(err <= tol);
+  };
+  for (const Case& c : table) {
+    INFO("op: " << c.name);
+    cpu::set_isa(cpu::Isa::portable);
+    const Result ref = c.reference();
+    for (cpu::Isa isa : isas) {
+      cpu::set_isa(isa);
+      check(c, std::string("cpu float ") + cpu::isa_name(isa), c.cpu_float(), ref, 2e-5);
+    }
+    cpu::set_isa(initial);
+    if (c.has_bf16) {
+      const PrecisionScope bf16(Precision::bf16);
+      NoGradGuard no_grad;  // the bf16 path is for inference: forward only
+      Result ours = c.cpu_float_forward();
+      Result ref_fwd = ref;
+      ref_fwd.resize(ours.size());
+      check(c, "cpu bf16 GEMM (forward)", ours, ref_fwd, 3e-2);
+    } else {
+      rows.push_back({c.name, "cpu bf16 GEMM", "skipped: no bf16 path"});
+    }
+    std::string missing;
+    for (Kernel k : c.kernels)
+      if (!backend::supports<Cuda>(k)) missing += (missing.empty() ? "" : ", ") + std::string(backend::kernel_name(k));
+    if (!missing.empty()) rows.push_back({c.name, "cuda float", "skipped: no cuda kernel for " + missing});
+    else if (!cuda_present()) rows.push_back({c.name, "cuda float", "skipped: no CUDA device in this run"});
+    else check(c, "cuda float", c.cuda_float(), ref, 1e-4);
+  }
+  std::printf("\nop table (%zu ops; CPU detected %s):\n", table.size(), cpu::isa_name(cpu::detected_isa()));
+  for (const Row& r : rows) std::printf("  %-46s %-26s %s\n", r.op.c_str(), r.variant.c_str(), r.status.c_str());
+  std::printf("%d failed\n", failures);
+}
+
+TEST_CASE("backend ops: the kernel list and supports<D> agree") {
+  for (size_t i = 0; i < backend::kernel_count; ++i) CHECK(backend::supports<Cpu>(static_cast<Kernel>(i)));
+  // Cuda has what BLIP_CUDA_MISSING does not list; a missing one throws naming itself.
+  CHECK(backend::supports<Cuda>(Kernel::gemm));
+  CHECK_FALSE(backend::supports<Cuda>(Kernel::layer_norm));
+  CHECK_THROWS_WITH(backend::Kernels<Cuda>::layer_norm(nullptr, 1, 2.0), Catch::Contains("layer_norm"));
+  CHECK(backend::kernel_name(Kernel::attention_backward) == "attention_backward");
+}
+
+TEST_CASE("backend ops: BLIP_CPU_ISA-style choices beyond the CPU are refused") {
+  if (cpu::detected_isa() != cpu::Isa::avx512) {
+    CHECK_THROWS_WITH(cpu::set_isa(cpu::Isa::avx512), Catch::Contains("at most"));
+  }
+  CHECK_THROWS_WITH(cpu::parse_isa("sse9"), Catch::Contains("sse9"));
+  CHECK(cpu::parse_isa("avx2") == cpu::Isa::avx2);
+}
