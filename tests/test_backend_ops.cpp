@@ -305,6 +305,10 @@ TEST_CASE("backend ops: every op on every backend and variant against float64") 
     } else {
       rows.push_back({c.name, "cpu bf16 GEMM", "skipped: no bf16 path"});
     }
+    if (c.has_bf16) {  // training autocast: bf16 products forward and backward, weights converted per use
+      const PrecisionScope autocast(Precision::bf16, PrecisionScope::Weights::changing);
+      check(c, "cpu bf16 autocast (fwd+bwd)", c.cpu_float(), ref, 3e-2);
+    }
     std::string missing;
     for (Kernel k : c.kernels)
       if (!backend::supports<Cuda>(k)) missing += (missing.empty() ? "" : ", ") + std::string(backend::kernel_name(k));

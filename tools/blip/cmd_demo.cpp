@@ -139,7 +139,11 @@ void run_demo(const DemoOptions& o, const blip::cli::CommonOptions& common) {
   std::filesystem::remove(loop.metrics_path);
   loop.time_budget_s = o.steps > 0 ? 0.0 : o.minutes * 60.0;
   loop.quiet = quiet;
-  const auto result = train::run_training(trainer, train::blip_micro_loss(model, [&] { return batches.next(); }), loop);
+  const auto result = [&] {
+    // --train-precision bf16: autocast (weights change every step, so they are converted per use).
+    const blip::PrecisionScope autocast(common.train_precision, blip::PrecisionScope::Weights::changing);
+    return train::run_training(trainer, train::blip_micro_loss(model, [&] { return batches.next(); }), loop);
+  }();
   std::printf("trained %lld steps (%.2f epochs) in %.1f s, %.0f images/s; final loss %.3f (itc %.3f, itm %.3f)\n",
               static_cast<long long>(result.steps), static_cast<double>(result.steps * o.batch) / fm.train.size(),
               result.seconds, result.images_per_s, result.last.loss, result.last.terms[0].second,

@@ -174,7 +174,11 @@ void run_train(const TrainOptions& o, const blip::cli::CommonOptions& common) {
   loop.checkpoint_every = o.save_every;
   loop.stop_at_step = o.stop_after;
   loop.quiet = common.quiet;
-  const auto result = train::run_training(trainer, train::blip_micro_loss(*model, stream.next), loop, save_state);
+  const auto result = [&] {
+    // --train-precision bf16: autocast (weights change every step, so they are converted per use).
+    const blip::PrecisionScope autocast(common.train_precision, blip::PrecisionScope::Weights::changing);
+    return train::run_training(trainer, train::blip_micro_loss(*model, stream.next), loop, save_state);
+  }();
   const std::string weights = (std::filesystem::path(o.out) / "model.safetensors").string();
   io::save_safetensors(weights, io::export_state_dict(*model), {{"format", "pt"}});
   std::printf("trained %lld steps in %.1f s (%.0f images/s); final loss %.4f; wrote %s, %s and %s\n",

@@ -25,6 +25,9 @@ struct CommonOptions {
   int threads = 0;     // 0: all cores
   // GEMM precision of inference (eval, index, search, the demo's evaluation); training is fp32.
   blip::Precision precision = blip::Precision::fp32;
+  // GEMM precision of training (train, demo): bf16 = autocast (bf16 products forward and
+  // backward; parameters, optimiser state, norms and losses stay float).
+  blip::Precision train_precision = blip::Precision::fp32;
 };
 
 // The BERT vocabulary: the source tree's copy when it is there (a build tree), else the

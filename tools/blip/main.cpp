@@ -23,9 +23,15 @@ int main(int argc, char** argv) {
                  "GEMM precision of inference (eval, index, search, the demo's evaluation): fp32, or bf16 "
                  "(bf16 x bf16 products with float accumulation; norms, softmax and heads stay float)")
       ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
+  std::string train_precision = "fp32";
+  app.add_option("--train-precision", train_precision,
+                 "GEMM precision of training (train, demo): fp32, or bf16 autocast (bf16 products forward and "
+                 "backward; weights, optimiser state, norms and losses stay float)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
   app.parse_complete_callback([&] {
     if (common.threads > 0) omp_set_num_threads(common.threads);
     common.precision = blip::parse_precision(precision);
+    common.train_precision = blip::parse_precision(train_precision);
   });
 
   auto commands = blip::cli::command_registry();

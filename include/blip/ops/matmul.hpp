@@ -75,16 +75,46 @@ void batched_product(const Tensor<T, D>& a_in, const Tensor<T, D>& b_in, const T
                            lb.ld, lb.batch_stride, T(0), c.data(), n, m * n, batch);
 }
 
-// y = x · wᵀ + b in bf16 with float accumulation, the weight's bf16 copy from the active scope.
+// bf16 copies for the products of a bf16 PrecisionScope (ops/precision.hpp).
+template <Device D>
+Tensor<bf16, D> to_bf16(const Tensor<float, D>& x) {
+  const Tensor<float, D> xc = contiguous(x.detach());
+  Tensor<bf16, D> y = Tensor<bf16, D>::empty(xc.shape());
+  kernels<D>::to_bf16(xc.data(), y.data(), xc.numel());
+  return y;
+}
+template <Device D>
+Tensor<bf16, D> bf16_weight(const Tensor<float, D>& w) {
+  return PrecisionScope::active()->bf16_weight(
+      w, [](const float* src, bf16* dst, int64_t n) { kernels<D>::to_bf16(src, dst, n); });
+}
+
+// op(a) · op(b) in bf16 for row-major bf16 matrices a [m,k] (or [k,m] with ta) and b [k,n] (or
+// [n,k] with tb), into a new float [m, n].
+template <Device D>
+Tensor<float, D> product_bf16(const Tensor<bf16, D>& a, bool ta, const Tensor<bf16, D>& b, bool tb) {
+  const int64_t m = ta ? a.size(1) : a.size(0), k = ta ? a.size(0) : a.size(1), n = tb ? b.size(0) : b.size(1);
+  Tensor<float, D> c = Tensor<float, D>::empty({m, n});
+  kernels<D>::gemm_bf16(ta, tb, m, n, k, a.data(), a.size(1), b.data(), b.size(1), c.data(), n);
+  return c;
+}
+
+// a [m,k] · b [k,n] for 2-D float tensors: in bf16 when `in_bf16` (a transposed view of a
+// contiguous tensor is read as such), else matmul.
 template <Element T, Device D>
-void linear_bf16(const Tensor<T, D>& x, const Tensor<T, D>& w, const Tensor<T, D>& b, const Tensor<T, D>& y) {
+Tensor<T, D> product(const Tensor<T, D>& a, const Tensor<T, D>& b, bool in_bf16) {
   if constexpr (std::same_as<T, float>) {
-    const Tensor<bf16, D>& w16 = PrecisionScope::active()->bf16_weight(
-        w, [](const float* src, bf16* dst, int64_t n) { kernels<D>::to_bf16(src, dst, n); });
-    const Tensor<bf16, D> scratch = Tensor<bf16, D>::empty({x.numel()});
-    kernels<D>::linear_bf16(x.data(), x.size(0), x.size(1), w16.data(), w.size(0), b.defined() ? b.data() : nullptr,
-                            y.data(), scratch.data());
+    if (in_bf16) {
+      const auto operand = [](const Tensor<float, D>& x, bool& transposed) {
+        transposed = !x.is_contiguous() && x.stride(0) == 1 && x.stride(1) == x.size(0);
+        return to_bf16(transposed ? transpose(x, 0, 1) : x);
+      };
+      bool ta = false, tb = false;
+      const Tensor<bf16, D> a16 = operand(a, ta), b16 = operand(b, tb);
+      return product_bf16(a16, ta, b16, tb);
+    }
   }
+  return matmul(a, b);
 }
 
 }  // namespace detail
@@ -127,6 +157,40 @@ Tensor<T, D> matmul(const Tensor<T, D>& a, const Tensor<T, D>& b) {
   return y;
 }
 
+namespace detail {
+
+// linear() inside a bf16 PrecisionScope: y = x16 · w16ᵀ + b with float accumulation; the
+// backward (when recorded) multiplies in bf16 too: gx = g16 · w16, gw = g16ᵀ · x16, gb = sum(g).
+template <Device D>
+Tensor<float, D> linear_bf16(const Tensor<float, D>& x, const Tensor<float, D>& weight, const Tensor<float, D>& bias,
+                             bool needs_grad) {
+  const int64_t in = weight.size(1), out = weight.size(0);
+  const int64_t rows = numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  const Tensor<bf16, D> x16 = to_bf16(reshape(x.detach(), {rows, in}));
+  const Tensor<bf16, D> w16 = bf16_weight(contiguous(weight.detach()));
+  const Tensor<float, D> b = bias.defined() ? contiguous(bias.detach()) : Tensor<float, D>();
+  Tensor<float, D> y2 = Tensor<float, D>::empty({rows, out});
+  kernels<D>::linear_bf16(x16.data(), rows, in, w16.data(), out, b.defined() ? b.data() : nullptr, y2.data());
+  Shape out_shape = x.shape();
+  out_shape.back() = out;
+  Tensor<float, D> y = reshape(y2, out_shape);
+  if (needs_grad)
+    record(y, "linear", {&x, &weight, &bias},
+           [x16, w16, rows, in, out, in_shape = x.shape(), rx = x.requires_grad(), rw = weight.requires_grad(),
+            rb = bias.defined() && bias.requires_grad()](const Tensor<float, D>& gy) {
+             const Tensor<float, D> g2 = reshape(gy, {rows, out});
+             const Tensor<bf16, D> g16 = to_bf16(g2);
+             Tensor<float, D> gx, gw, gb;
+             if (rx) gx = reshape(product_bf16(g16, false, w16, false), in_shape);
+             if (rw) gw = product_bf16(g16, true, x16, false);
+             if (rb) gb = sum(g2, {0});
+             return std::vector{gx, gw, gb};
+           });
+  return y;
+}
+
+}  // namespace detail
+
 template <Element T, Device D>
 Tensor<T, D> linear(const Tensor<T, D>& x, const Tensor<T, D>& weight, const Tensor<T, D>& bias = {}) {
   BLIP_CHECK(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: input ", x.shape(),
@@ -140,11 +204,10 @@ Tensor<T, D> linear(const Tensor<T, D>& x, const Tensor<T, D>& weight, const Ten
   const Tensor<T, D> b = bias.defined() ? contiguous(bias.detach()) : Tensor<T, D>();
   Tensor<T, D> y2 = Tensor<T, D>::empty({rows, out});
   const bool needs_grad = grad_needed(x, weight, bias);
-  if (std::same_as<T, float> && !needs_grad && PrecisionScope::current() == Precision::bf16) {
-    detail::linear_bf16(x2, w, b, y2);
-  } else {
-    kernels<D>::linear(x2.data(), rows, in, w.data(), out, b.defined() ? b.data() : nullptr, y2.data());
+  if constexpr (std::same_as<T, float>) {
+    if (PrecisionScope::current() == Precision::bf16) return detail::linear_bf16(x, weight, bias, needs_grad);
   }
+  kernels<D>::linear(x2.data(), rows, in, w.data(), out, b.defined() ? b.data() : nullptr, y2.data());
   Shape out_shape = x.shape();
   out_shape.back() = out;
   Tensor<T, D> y = reshape(y2, out_shape);

@@ -1,14 +1,19 @@
 // blip/ops/precision.hpp — reduced-precision inference: PrecisionScope.
 //
 // Contract:
-// - While a PrecisionScope(Precision::bf16) lives on a thread, linear() on that thread (float
-//   tensors, no gradient needed) multiplies in bf16 with float accumulation: the activations are
-//   rounded to bf16 per call, the weights once per scope (a cache of bf16 copies that the scope
-//   owns and frees). Bias, layer norm, softmax, residuals, attention, L2 normalisation and the
-//   heads' reductions stay in float. Scopes nest; the innermost decides.
-// - The weights must not change while a scope lives (it is for inference: extract_feat, score
-//   matrices, index, search, eval). A weight tensor that is freed and whose memory is reused is
+// - While a PrecisionScope(Precision::bf16) lives on a thread, linear() and the fused
+//   feed-forward on that thread (float tensors) multiply in bf16 with float accumulation, forward
+//   and (where a gradient is recorded) backward: operands are rounded to bf16, products
+//   accumulate in float. Bias, layer norm, softmax, residuals, attention, L2 normalisation, the
+//   heads' reductions, the parameters and the optimiser state stay float. Scopes nest; the
+//   innermost decides. The backward follows what the forward chose, whatever scope is active
+//   when backward() runs.
+// - Weights::fixed (inference: extract_feat, score matrices, index, search, eval): each weight
+//   is converted once per scope (a cache the scope owns and frees); the weights must not change
+//   while the scope lives. A weight tensor that is freed and whose memory is reused is
 //   recognised (the cache holds the storage's owner, not only its address).
+// - Weights::changing (training autocast, like torch.autocast): weights are converted on every
+//   use, so optimiser steps and momentum updates are always seen.
 // - Precision::fp32 is the default and the reference: outside any scope nothing changes.
 // docs/performance.md states the measured accuracy (cosine to fp32 features, ITM logit error).
 #pragma once
@@ -35,7 +40,10 @@ inline Precision parse_precision(std::string_view name) {
 
 class PrecisionScope {
  public:
-  explicit PrecisionScope(Precision precision) : precision_(precision), outer_(current_scope()) {
+  enum class Weights { fixed, changing };
+
+  explicit PrecisionScope(Precision precision, Weights weights = Weights::fixed)
+      : precision_(precision), weights_(weights), outer_(current_scope()) {
     current_scope() = this;
   }
   ~PrecisionScope() { current_scope() = outer_; }
@@ -51,7 +59,12 @@ class PrecisionScope {
   // The bf16 copy of a weight, converted on first use in this scope; `convert(src, dst, n)`
   // fills it (the device's to_bf16 kernel).
   template <Device D, class Convert>
-  const Tensor<bf16, D>& bf16_weight(const Tensor<float, D>& w, Convert convert) {
+  Tensor<bf16, D> bf16_weight(const Tensor<float, D>& w, Convert convert) {
+    if (weights_ == Weights::changing) {
+      Tensor<bf16, D> copy = Tensor<bf16, D>::empty(w.shape());
+      convert(w.data(), copy.data(), w.numel());
+      return copy;
+    }
     auto& cache = weights<D>();
     auto it = cache.find(w.data());
     const bool fresh = it != cache.end() && same_owner(it->second.owner, w.storage()) &&
@@ -84,6 +97,7 @@ class PrecisionScope {
   }
 
   Precision precision_;
+  Weights weights_;
   PrecisionScope* outer_;
   std::map<const float*, Entry<Cpu>> cpu_weights_;
   std::map<const float*, Entry<Cuda>> cuda_weights_;

@@ -3,8 +3,9 @@
 // Contract: row-major operands, op(X) = X or Xᵀ, C = alpha·op(A)·op(B) + beta·C with op(A) [m,k],
 // op(B) [k,n], C [m,n]; beta = 0 never reads C (BLAS convention: NaN there is ignored). Degenerate
 // sizes are handled here. `linear` is y = x·wᵀ + bias for x [rows,in], w [out,in] (bias may be
-// null). `linear_bf16` takes bf16 weights and float activations (converted to bf16 per call),
-// accumulates in float and adds a float bias. Throws blip::Error if oneDNN refuses a call.
+// null). `linear_bf16` takes bf16 activations and weights, accumulates in float and adds a
+// float bias; `gemm_bf16` is the general bf16 product (beta = 0,
+// float output). Throws blip::Error if oneDNN refuses a call.
 //
 // Why oneDNN (docs/performance.md has the side-by-side): on this project's Zen 4 and Zen 5
 // machines it is faster than OpenBLAS 0.3.21 at every BLIP shape (OpenBLAS runs AVX2 kernels when
@@ -53,12 +54,17 @@ inline dnnl_engine_t dnnl_cpu_engine() {
 // One matmul primitive per (shape, types, bias) and thread, with its memory objects: primitives
 // are built once (~0.1-1 ms of JIT each), and a thread-local cache needs no lock and never runs
 // one primitive object on two threads at once.
+// C [m, n] (row stride ldc) = op(A) [m, k] · op(B) [k, n] (+ bias [n]); A, B row-major with
+// leading dimensions lda, ldb, transposed where ta / tb.
 struct MatmulKey {
-  int64_t rows, in, out;
-  bool bf16, bias;
-  auto tie() const { return std::tie(rows, in, out, bf16, bias); }
+  int64_t m, k, n, lda, ldb, ldc;
+  bool ta, tb, bf16, bias;
+  auto tie() const { return std::tie(m, k, n, lda, ldb, ldc, ta, tb, bf16, bias); }
   bool operator<(const MatmulKey& o) const { return tie() < o.tie(); }
 };
+inline MatmulKey linear_key(int64_t rows, int64_t in, int64_t out, bool bf16, bool bias) {
+  return {rows, in, out, in, in, out, false, true, bf16, bias};
+}
 
 struct Matmul {
   dnnl_primitive_t primitive = nullptr;
@@ -82,30 +88,32 @@ inline Matmul& cached_matmul(const MatmulKey& key) {
   const auto desc = [&](dnnl_dim_t d0, dnnl_dim_t d1, dnnl_data_type_t type, dnnl_dim_t s0, dnnl_dim_t s1) {
     dnnl_memory_desc_t md;
     const dnnl_dims_t dims{d0, d1}, strides{s0, s1};
-    check_dnnl(dnnl_memory_desc_init_by_strides(&md, 2, dims, type, strides), "memory desc", key.rows, key.out, key.in);
+    check_dnnl(dnnl_memory_desc_init_by_strides(&md, 2, dims, type, strides), "memory desc", key.m, key.n, key.k);
     return md;
   };
-  const dnnl_memory_desc_t src = desc(key.rows, key.in, in_type, key.in, 1);
-  const dnnl_memory_desc_t weights = desc(key.in, key.out, in_type, 1, key.in);  // wᵀ as a view of [out, in]
-  const dnnl_memory_desc_t bias = desc(1, key.out, dnnl_f32, key.out, 1);
-  const dnnl_memory_desc_t dst = desc(key.rows, key.out, dnnl_f32, key.out, 1);
+  // Transposes are strides: a linear layer's wᵀ is a view of its [out, in] weight.
+  const dnnl_memory_desc_t src = key.ta ? desc(key.m, key.k, in_type, 1, key.lda) : desc(key.m, key.k, in_type, key.lda, 1);
+  const dnnl_memory_desc_t weights =
+      key.tb ? desc(key.k, key.n, in_type, 1, key.ldb) : desc(key.k, key.n, in_type, key.ldb, 1);
+  const dnnl_memory_desc_t bias = desc(1, key.n, dnnl_f32, key.n, 1);
+  const dnnl_memory_desc_t dst = desc(key.m, key.n, dnnl_f32, key.ldc, 1);
   dnnl_matmul_desc_t op;
-  check_dnnl(dnnl_matmul_desc_init(&op, &src, &weights, key.bias ? &bias : nullptr, &dst), "matmul desc", key.rows,
-             key.out, key.in);
+  check_dnnl(dnnl_matmul_desc_init(&op, &src, &weights, key.bias ? &bias : nullptr, &dst), "matmul desc", key.m,
+             key.n, key.k);
   dnnl_primitive_desc_t pd = nullptr;
   const dnnl_status_t made = dnnl_primitive_desc_create(&pd, &op, nullptr, dnnl_cpu_engine(), nullptr);
   if (made != dnnl_success) {
     cache.erase(key);
-    check_dnnl(made, key.bf16 ? "bf16 matmul" : "f32 matmul", key.rows, key.out, key.in);
+    check_dnnl(made, key.bf16 ? "bf16 matmul" : "f32 matmul", key.m, key.n, key.k);
   }
   const dnnl_status_t built = dnnl_primitive_create(&mm.primitive, pd);
   dnnl_primitive_desc_destroy(pd);
-  check_dnnl(built, "matmul primitive", key.rows, key.out, key.in);
+  check_dnnl(built, "matmul primitive", key.m, key.n, key.k);
   const dnnl_engine_t e = dnnl_cpu_engine();
-  check_dnnl(dnnl_memory_create(&mm.src, &src, e, DNNL_MEMORY_NONE), "memory", key.rows, key.out, key.in);
-  check_dnnl(dnnl_memory_create(&mm.weights, &weights, e, DNNL_MEMORY_NONE), "memory", key.rows, key.out, key.in);
-  check_dnnl(dnnl_memory_create(&mm.dst, &dst, e, DNNL_MEMORY_NONE), "memory", key.rows, key.out, key.in);
-  if (key.bias) check_dnnl(dnnl_memory_create(&mm.bias, &bias, e, DNNL_MEMORY_NONE), "memory", key.rows, key.out, key.in);
+  check_dnnl(dnnl_memory_create(&mm.src, &src, e, DNNL_MEMORY_NONE), "memory", key.m, key.n, key.k);
+  check_dnnl(dnnl_memory_create(&mm.weights, &weights, e, DNNL_MEMORY_NONE), "memory", key.m, key.n, key.k);
+  check_dnnl(dnnl_memory_create(&mm.dst, &dst, e, DNNL_MEMORY_NONE), "memory", key.m, key.n, key.k);
+  if (key.bias) check_dnnl(dnnl_memory_create(&mm.bias, &bias, e, DNNL_MEMORY_NONE), "memory", key.m, key.n, key.k);
   return mm;
 }
 
@@ -125,8 +133,8 @@ inline void run_matmul(const MatmulKey& key, const void* x, const void* w, const
     dnnl_memory_set_data_handle(mm.bias, const_cast<float*>(bias));
     args[nargs++] = {DNNL_ARG_BIAS, mm.bias};
   }
-  check_dnnl(dnnl_primitive_execute(mm.primitive, stream, nargs, args), "matmul", key.rows, key.out, key.in);
-  check_dnnl(dnnl_stream_wait(stream), "stream wait", key.rows, key.out, key.in);
+  check_dnnl(dnnl_primitive_execute(mm.primitive, stream, nargs, args), "matmul", key.m, key.n, key.k);
+  check_dnnl(dnnl_stream_wait(stream), "stream wait", key.m, key.n, key.k);
 }
 
 // Rows below which the matmul primitive beats dnnl_sgemm for y = x·wᵀ (measured at the BLIP
@@ -190,7 +198,7 @@ void linear(const T* x, int64_t rows, int64_t in, const T* w, int64_t out, const
   if (rows == 0 || out == 0) return;
   if constexpr (std::same_as<T, float>) {
     if (rows < detail::kPrimitiveRows && in > 0 && !omp_in_parallel()) {
-      detail::run_matmul({rows, in, out, false, bias != nullptr}, x, w, bias, y);
+      detail::run_matmul(detail::linear_key(rows, in, out, false, bias != nullptr), x, w, bias, y);
       return;
     }
   }
@@ -214,12 +222,22 @@ inline void to_bf16(const float* x, bf16* y, int64_t n) {
   });
 }
 
-// y = x · wᵀ + bias with bf16 weights: x is rounded to bf16 per call, products accumulate in float.
-inline void linear_bf16(const float* x, int64_t rows, int64_t in, const bf16* w, int64_t out, const float* bias,
-                        float* y, bf16* x_scratch) {
+// y = x · wᵀ + bias for bf16 x and w; products accumulate in float, the bias is float.
+inline void linear_bf16(const bf16* x, int64_t rows, int64_t in, const bf16* w, int64_t out, const float* bias,
+                        float* y) {
   if (rows == 0 || out == 0) return;
-  to_bf16(x, x_scratch, rows * in);
-  detail::run_matmul({rows, in, out, true, bias != nullptr}, x_scratch, w, bias, y);
+  detail::run_matmul(detail::linear_key(rows, in, out, true, bias != nullptr), x, w, bias, y);
+}
+
+// C = op(A) · op(B) for bf16 A, B (row-major, leading dimensions lda, ldb) into float C.
+inline void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const bf16* a, int64_t lda,
+                      const bf16* b, int64_t ldb, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    for (int64_t i = 0; i < m; ++i) std::fill_n(c + i * ldc, n, 0.0f);
+    return;
+  }
+  detail::run_matmul({m, k, n, lda, ldb, ldc, trans_a, trans_b, true, false}, a, b, nullptr, c);
 }
 
 }  // namespace blip::cpu

@@ -44,9 +44,13 @@ struct Kernels<Cpu> {
   static void linear(const T* x, int64_t rows, int64_t in, const T* w, int64_t out, const T* bias, T* y) {
     cpu::linear(x, rows, in, w, out, bias, y);
   }
-  static void linear_bf16(const float* x, int64_t rows, int64_t in, const bf16* w, int64_t out, const float* bias,
-                          float* y, bf16* x_scratch) {
-    cpu::linear_bf16(x, rows, in, w, out, bias, y, x_scratch);
+  static void linear_bf16(const bf16* x, int64_t rows, int64_t in, const bf16* w, int64_t out, const float* bias,
+                          float* y) {
+    cpu::linear_bf16(x, rows, in, w, out, bias, y);
+  }
+  static void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const bf16* a, int64_t lda,
+                        const bf16* b, int64_t ldb, float* c, int64_t ldc) {
+    cpu::gemm_bf16(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
   }
   static void to_bf16(const float* x, bf16* y, int64_t n) { cpu::isa::to_bf16(x, y, n); }
 
