@@ -42,22 +42,26 @@ inline void check_json_depth(std::string_view text, const std::string& what, uin
   }
 }
 
+// nlohmann's messages quote the offending token, which a hostile file can make megabytes long.
+inline std::string cut(std::string s, size_t max_chars = 200) {
+  if (s.size() > max_chars) s = s.substr(0, max_chars) + "... (" + std::to_string(s.size()) + " chars)";
+  return s;
+}
+
 inline nlohmann::json parse_json_text(std::string_view text, const std::string& what) {
   check_json_depth(text, what);
   try {
     return nlohmann::json::parse(text.begin(), text.end());
   } catch (const nlohmann::json::parse_error& e) {
-    fail(what, ": invalid JSON at byte ", e.byte, ": ", e.what());
+    fail(what, ": invalid JSON at byte ", e.byte, ": ", cut(e.what()));
   } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for a double
-    fail(what, ": invalid JSON: ", e.what());
+    fail(what, ": invalid JSON: ", cut(e.what()));
   }
 }
 
 template <class Json>
 std::string json_excerpt(const Json& value, size_t max_chars = 80) {
-  std::string s = value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  if (s.size() > max_chars) s = s.substr(0, max_chars) + "... (" + std::to_string(s.size()) + " chars)";
-  return s;
+  return cut(value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), max_chars);
 }
 
 }  // namespace blip::io
