@@ -8,6 +8,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include <sstream>
+
+#include "blip/io/json_text.hpp"
 #include "blip/models/blip_retrieval.hpp"
 
 namespace blip::io {
@@ -75,13 +78,9 @@ inline BlipConfig blip_config_from_json(const nlohmann::json& j, const std::stri
 inline BlipConfig load_blip_config(const std::string& path) {
   std::ifstream in(path);
   BLIP_CHECK(in.good(), "config: cannot open '", path, "'");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const nlohmann::json::exception& e) {
-    fail("config: '", path, "' is not valid JSON: ", e.what());
-  }
-  return blip_config_from_json(j, path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return blip_config_from_json(parse_json_text(text.str(), str("config: '", path, "'")), path);
 }
 
 }  // namespace blip::io
