@@ -10,7 +10,10 @@
 // without commit (an exception), the temporary is removed; a killed process may leave it behind,
 // and the next AtomicFile of the same path removes it (temporaries of `path` whose process is
 // gone), so killed saves do not pile up. `path` is either the old file or the complete new one.
-// Errors name the file and the byte offset.
+// Errors name the file and the byte offset. write_file_atomically(path, bytes) is the one-shot
+// form. AppendFile is for logs that grow across runs (a training run's metrics.jsonl): opened
+// O_APPEND | O_CREAT | O_NOFOLLOW, so a symlink planted under the log's name is refused, and
+// each write() goes straight to the file.
 // atomic_write_hook(): tests set it to observe (and stall) a write in progress.
 #pragma once
 
@@ -139,6 +142,45 @@ class AtomicFile {
   int fd_ = -1;
   uint64_t written_ = 0;
   bool committed_ = false;
+};
+
+inline void write_file_atomically(const std::string& path, const void* data, size_t n) {
+  AtomicFile f(path);
+  f.write(data, n);
+  f.commit();
+}
+inline void write_file_atomically(const std::string& path, const std::string& text) {
+  write_file_atomically(path, text.data(), text.size());
+}
+
+class AppendFile {
+ public:
+  explicit AppendFile(std::string path) : path_(std::move(path)) {
+    fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    BLIP_CHECK(fd_ >= 0, "cannot open '", path_, "' to append to it: ", std::strerror(errno),
+               errno == ELOOP ? " (it is a symlink, which blip does not write through)" : "");
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd_);
+      fail("cannot append to '", path_, "': not a regular file");
+    }
+  }
+  ~AppendFile() { ::close(fd_); }
+  AppendFile(const AppendFile&) = delete;
+  AppendFile& operator=(const AppendFile&) = delete;
+
+  void write(const std::string& text) {
+    for (size_t done = 0; done < text.size();) {
+      const ssize_t w = ::write(fd_, text.data() + done, text.size() - done);
+      if (w < 0 && errno == EINTR) continue;
+      BLIP_CHECK(w > 0, "writing '", path_, "' failed: ", w < 0 ? std::strerror(errno) : "no progress");
+      done += static_cast<size_t>(w);
+    }
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
 };
 
 }  // namespace blip::io

@@ -342,6 +342,9 @@ class IndexWriter {
   IndexWriter(const IndexWriter&) = delete;
   IndexWriter& operator=(const IndexWriter&) = delete;
 
+  // Where the model came from (its checkpoint), for the message about non-finite values.
+  void set_model_source(std::string source) { model_source_ = std::move(source); }
+
   // The next rows: features [n, E] and, when the index keeps them, image_embeds [n, S, W].
   // Non-finite values are refused, naming the entry (a damaged model must not make an index
   // that every later search refuses).
@@ -394,12 +397,13 @@ class IndexWriter {
     for (size_t i = 0; i < v.size(); ++i)
       if (!std::isfinite(v[i])) {
         const uint64_t row = rows_ + i / per_row;
-        fail("index '", path_, "': the model gives a non-finite ", what, " value for entry ", row, " ('",
-             entries_[static_cast<size_t>(row)], "')");
+        fail("index '", path_, "': the model", model_source_.empty() ? "" : " of checkpoint '" + model_source_ + "'",
+             " gives a non-finite ", what, " value for entry ", row, " ('", entries_[static_cast<size_t>(row)],
+             "'; are its weights damaged or diverged?)");
       }
   }
 
-  std::string path_;
+  std::string path_, model_source_;
   IndexHeader h_;
   std::vector<std::string> entries_;
   std::vector<float> feats_;

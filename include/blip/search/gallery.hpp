@@ -151,6 +151,7 @@ inline std::vector<std::string> read_text_lines(const std::string& path) {
 
 struct IndexBuildOptions {
   std::string model_name;  // stored in the index, shown by `blip search`
+  std::string model_source;  // the checkpoint, named when the model gives non-finite features
   int64_t batch_size = 32;
   EmbedsDtype embeds = EmbedsDtype::none;
   bool quiet = false;
@@ -176,6 +177,7 @@ void build_image_index(const Model& model, const std::vector<std::string>& paths
   IndexWriter writer(out, IndexKind::images, o.model_name, model_fingerprint(model), paths,
                      static_cast<uint32_t>(cfg.embed_dim), o.embeds, static_cast<uint32_t>(tokens),
                      static_cast<uint32_t>(cfg.vision.embed_dims));
+  writer.set_model_source(o.model_source);
   data::LoaderOptions lo = o.loader;
   lo.batch_size = o.batch_size;
   lo.shuffle = lo.drop_last = false;
@@ -206,6 +208,7 @@ void build_text_index(const Model& model, const Tokenizer& tokenizer, const std:
   BLIP_CHECK(!texts.empty(), "build_text_index: no texts");
   IndexWriter writer(out, IndexKind::texts, o.model_name, model_fingerprint(model), texts,
                      static_cast<uint32_t>(model.config().embed_dim));
+  writer.set_model_source(o.model_source);
   ProgressBar bar("index texts", static_cast<long long>(texts.size()), o.quiet, "txt");
   const int64_t n = static_cast<int64_t>(texts.size()), step = std::max<int64_t>(o.batch_size, 1) * 4;
   for (int64_t s = 0; s < n; s += step) {
