@@ -369,10 +369,11 @@ class IndexWriter {
     } else if (h_.embeds != EmbedsDtype::none) {
       std::vector<uint16_t> half(e.size());
       for (size_t i = 0; i < e.size(); ++i) half[i] = h_.embeds == EmbedsDtype::f16 ? fp16(e[i]).bits : bf16(e[i]).bits;
-      const uint64_t bad = detail::first_non_finite(reinterpret_cast<const uint8_t*>(half.data()), half.size(), h_.embeds);
-      BLIP_CHECK(bad == half.size(), "IndexWriter: image_embeds of entry ", rows_ + bad / (uint64_t{h_.tokens} * h_.width),
-                 " ('", entries_[static_cast<size_t>(rows_ + bad / (uint64_t{h_.tokens} * h_.width))],
-                 "') overflow the embeds type (use --embeds f32)");
+      const auto* bytes = reinterpret_cast<const uint8_t*>(half.data());
+      const uint64_t bad = detail::first_non_finite(bytes, half.size(), h_.embeds);
+      const uint64_t row = rows_ + bad / (uint64_t{h_.tokens} * h_.width);
+      BLIP_CHECK(bad == half.size(), "IndexWriter: image_embeds of entry ", row, " ('",
+                 entries_[static_cast<size_t>(std::min(row, h_.count - 1))], "') overflow the embeds type (use --embeds f32)");
       write(half.data(), half.size() * 2);
     }
     rows_ += static_cast<uint64_t>(n);
