@@ -19,6 +19,7 @@
 #include "blip/data/jsonl_retrieval.hpp"
 #include "blip/io/atomic_file.hpp"
 #include "blip/io/checkpoint_file.hpp"
+#include "blip/io/crc32.hpp"
 #include "blip/io/json_text.hpp"
 #include "blip/io/safetensors.hpp"
 #include "blip/search/feature_index.hpp"
@@ -262,7 +263,23 @@ TEST_CASE("class 8: a flipped embeds byte fails the checksum, NaN embeds are ref
   // Writers refuse non-finite values, naming the entry.
   search::IndexWriter w(dir / "w.idx", search::IndexKind::images, "m", 1, {"a.png", "b.png"}, 2);
   REQUIRE_THROWS_WITH(w.append(Tensor<float, Cpu>::from_vector({2, 2}, {1, 0, INFINITY, 0})),
-                      Contains("non-finite features value for entry 1 ('b.png')"));
+                      Contains("non-finite feature value for entry 1 ('b.png')"));
+}
+
+TEST_CASE("class 8/12: the CRC-32 of io/crc32.hpp equals zlib's for every length, offset and start", "[robust][crc]") {
+  Generator gen(11);
+  std::vector<uint8_t> buf(1 << 16);
+  for (auto& b : buf) b = static_cast<uint8_t>(gen.uniform_int(256));
+  int mismatches = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    const size_t off = static_cast<size_t>(gen.uniform_int(64));
+    const size_t n = trial < 600 ? static_cast<size_t>(trial) : static_cast<size_t>(gen.uniform_int(static_cast<int64_t>(buf.size()) - 64));
+    const uint32_t start = trial % 3 == 0 ? io::crc32_init() : static_cast<uint32_t>(gen.uniform_int(1ll << 32));
+    mismatches += io::crc32(start, buf.data() + off, n) != static_cast<uint32_t>(crc32_z(start, buf.data() + off, n));
+  }
+  REQUIRE(mismatches == 0);
+  // The check value of the zip polynomial.
+  REQUIRE(io::crc32(io::crc32_init(), "123456789", 9) == 0xcbf43926u);
 }
 
 // ---- class 11: every file is written through the atomic writer ------------------------------

@@ -5,12 +5,11 @@
 // refusing entries larger than max_bytes before allocating; stored_data(entry) points at a
 // STORED (uncompressed) entry's bytes inside the mapping, with no copy. Every failure throws
 // blip::Error naming the file and, where one is involved, the entry. Every entry read is
-// CRC-checked: compressed ones by libzip as they inflate, STORED ones by stored_data() (zlib's
-// crc32 over the mapping, once per call: call it once per entry), as Python's zipfile does.
+// CRC-checked: compressed ones by libzip as they inflate, STORED ones by stored_data() (io/crc32.hpp
+// over the mapping, once per call: call it once per entry), as Python's zipfile does.
 #pragma once
 
 #include <zip.h>
-#include <zlib.h>
 
 #include <cstdio>
 #include <cstdint>
@@ -21,6 +20,7 @@
 #include <vector>
 
 #include "blip/core/error.hpp"
+#include "blip/io/crc32.hpp"
 #include "blip/io/mapped_file.hpp"
 
 namespace blip::io {
@@ -84,8 +84,7 @@ class ZipArchive {
   const uint8_t* stored_data(const ZipEntry& e) const {
     BLIP_CHECK(e.stored, "zip: '", path(), "' entry '", e.name, "' is compressed or encrypted, not stored");
     const uint8_t* p = file_->data() + e.data_offset;
-    uint32_t crc = static_cast<uint32_t>(::crc32_z(0, nullptr, 0));
-    crc = static_cast<uint32_t>(::crc32_z(crc, p, static_cast<size_t>(e.size)));
+    const uint32_t crc = crc32(crc32_init(), p, static_cast<size_t>(e.size));
     BLIP_CHECK(crc == e.crc, "zip: '", path(), "' entry '", e.name, "' (", e.size, " bytes from byte ", e.data_offset,
                ") has CRC-32 ", hex32(crc), " but the archive records ", hex32(e.crc), ": the file is corrupt");
     return p;

@@ -20,8 +20,6 @@
 // exclusively, fsync, rename, directory fsync) on finish().
 #pragma once
 
-#include <zlib.h>
-
 #include <bit>
 #include <cmath>
 #include <cstdio>
@@ -34,6 +32,7 @@
 #include "blip/core/dtype.hpp"
 #include "blip/core/tensor.hpp"
 #include "blip/io/atomic_file.hpp"
+#include "blip/io/crc32.hpp"
 #include "blip/io/regular_file.hpp"
 
 namespace blip::search {
@@ -79,10 +78,10 @@ struct Fnv1a {
   }
 };
 
-// zlib's CRC-32, continued over consecutive pieces of a file.
+// zlib's CRC-32 (io/crc32.hpp), continued over consecutive pieces of a file.
 struct Crc32 {
-  uint32_t c = static_cast<uint32_t>(::crc32_z(0, nullptr, 0));
-  void add(const void* data, size_t n) { c = static_cast<uint32_t>(::crc32_z(c, static_cast<const Bytef*>(data), n)); }
+  uint32_t c = io::crc32_init();
+  void add(const void* data, size_t n) { c = io::crc32(c, data, n); }
 };
 
 // Index of the first non-finite value of `n` embeds values of type d, or n.
@@ -354,7 +353,7 @@ class IndexWriter {
     const int64_t n = feats.size(0);
     BLIP_CHECK(rows_ + static_cast<uint64_t>(n) <= h_.count, "IndexWriter: more rows than the ", h_.count, " entries");
     const std::vector<float> f = feats.to_vector();
-    check_finite(f, h_.feat_dim, "features");
+    check_finite(f, h_.feat_dim, "feature");
     std::vector<float> e;
     if (h_.embeds != EmbedsDtype::none) {
       BLIP_CHECK(embeds && embeds->dim() == 3 && embeds->size(0) == n && embeds->size(1) == h_.tokens &&
@@ -400,7 +399,7 @@ class IndexWriter {
         const uint64_t row = rows_ + i / per_row;
         fail("index '", path_, "': the model", model_source_.empty() ? "" : " of checkpoint '" + model_source_ + "'",
              " gives a non-finite ", what, " value for entry ", row, " ('", entries_[static_cast<size_t>(row)],
-             "'; are its weights damaged or diverged?)");
+             "'): are its weights damaged or diverged?");
       }
   }
 
