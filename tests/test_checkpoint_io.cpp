@@ -606,7 +606,19 @@ TEST_CASE("training state: missing pieces and wrong shapes are errors naming the
   bad_meta[training_state_key] = "{\"version\": 2}";
   CHECK_THROWS_WITH(load(rewrite(all, bad_meta)), Contains("version 2"));
   bad_meta[training_state_key] = "[1, 2";
-  CHECK_THROWS_WITH(load(rewrite(all, bad_meta)), Contains("not valid JSON"));
+  CHECK_THROWS_WITH(load(rewrite(all, bad_meta)), Contains("invalid JSON"));
+  // Issue 11: metadata nested 70k levels (a stack overflow in nlohmann's recursion), an all-zero
+  // generator, a negative epoch.
+  bad_meta[training_state_key] = "{\"version\": 1, \"extra\": " + std::string(70000, '[') + std::string(70000, ']') + "}";
+  CHECK_THROWS_WITH(load(rewrite(all, bad_meta)), Contains("deeper than 64"));
+  auto zero = nlohmann::json::parse(meta.at(training_state_key));
+  zero["generators"]["model"] = {"0000000000000000", "0000000000000000", "0000000000000000", "0000000000000000"};
+  bad_meta[training_state_key] = zero.dump();
+  CHECK_THROWS_WITH(load(rewrite(all, bad_meta)), Contains("generator 'model'") && Contains("all-zero"));
+  zero = nlohmann::json::parse(meta.at(training_state_key));
+  zero["progress"]["epoch"] = -1;
+  bad_meta[training_state_key] = zero.dump();
+  CHECK_THROWS_WITH(load(rewrite(all, bad_meta)), Contains("negative step, epoch or batch"));
   auto json = nlohmann::json::parse(meta.at(training_state_key));
   json["progress"]["step"] = "three";
   bad_meta[training_state_key] = json.dump();
@@ -688,4 +700,7 @@ TEST_CASE("a save killed mid-write leaves the previous training state intact", "
   Run other(2, 200);
   CHECK(load_training_state(path, *other.model, *other.optimizer).progress.step == 1);
   require_same(snapshot(*run.model), snapshot(*other.model));
+  // The next save of the same file removes what the killed one left (its process is gone).
+  save_training_state(path, *run.model, *run.optimizer, TrainingProgress{.step = 1});
+  CHECK(dir.files() == std::vector<std::string>{"state.safetensors"});
 }

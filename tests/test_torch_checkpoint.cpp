@@ -387,3 +387,59 @@ TEST_CASE("files of PyTorch 2.x: every dtype, views, parameters and module state
   REQUIRE(module.dtype("1.num_batches_tracked") == "I64");
   REQUIRE(module.shape("1.num_batches_tracked").empty());
 }
+
+// Issue 11, classes 2, 3 and 12: the bounds that keep a small hostile .pth small, and the CRC
+// check of stored entries (Python's zipfile says "Bad CRC-32" for a flipped byte).
+TEST_CASE("robust inputs: stored entries are CRC-checked", "[io][torch][zip][robust]") {
+  const std::vector<float> values = {1.5f, -2.25f, 3.125f, 4.0625f};
+  Pickle p;
+  p.op("}(").tensor("w", "0", 4, 0, {4}, {1}).op("u.");
+  const std::string path = write_zip("crc.pth", {{"archive/data.pkl", p.bytes}, {"archive/data/0", floats(values)}});
+  REQUIRE(io::TorchCheckpoint(path).load<float>("w").to_vector() == values);
+  std::string bytes = read_bytes(path);
+  const size_t at = bytes.find(floats(values));
+  REQUIRE(at != std::string::npos);
+  bytes[at + 5] ^= 0x01;  // one bit of the second float: libzip's consistency checks do not see it
+  REQUIRE_THROWS_WITH(io::TorchCheckpoint(write_bytes("crc_flipped.pth", bytes)),
+                      Contains("crc_flipped.pth") && Contains("archive/data/0") && Contains("CRC-32"));
+  std::string pkl = read_bytes(path);
+  const size_t stop = pkl.find("u.");
+  REQUIRE(stop != std::string::npos);
+  pkl[stop] = 's';  // inside data.pkl: read through ZipArchive::read, checked the same way
+  REQUIRE_THROWS_WITH(io::TorchCheckpoint(write_bytes("crc_pickle.pth", pkl)), Contains("archive/data.pkl") && Contains("CRC-32"));
+}
+
+TEST_CASE("robust inputs: a compressed storage inflates only to what its tensors need", "[io][torch][zip][robust]") {
+  // 4 floats declared, 4 MB of zeros deflated to a few KB: refused before inflating.
+  Pickle p;
+  p.op("}(").tensor("w", "0", 4, 0, {4}, {1}).op("u.");
+  const std::string path = write_zip("bomb.pth", {{"archive/data.pkl", p.bytes},
+                                                  {"archive/data/0", std::string(4u << 20, '\0')}}, true);
+  REQUIRE(fs::file_size(path) < 100000);
+  REQUIRE_THROWS_WITH(io::TorchCheckpoint(path), Contains("bomb.pth") && Contains("declares 4194304 uncompressed bytes") &&
+                                                     Contains("need 16"));
+}
+
+TEST_CASE("robust inputs: memo references in meta cannot multiply its size", "[io][torch][pickle][robust]") {
+  // meta = [s] * 100 with s one 1 MiB string put in the memo once: 100 MiB of JSON text.
+  Pickle p;
+  p.op("}(").text("state_dict").op("}").text("meta").op("(").text(std::string(1u << 20, 'a')).op(std::string("q\x00", 2));
+  for (int i = 0; i < 99; ++i) p.op(std::string("h\x00", 2));
+  p.op("lu.");
+  REQUIRE_THROWS_WITH(io::TorchCheckpoint(pickle_file("memo.pth", p.bytes)),
+                      Contains("memo.pth") && Contains("meta holds more than"));
+  // Referenced a few times it is fine.
+  Pickle q;
+  q.op("}(").text("state_dict").op("}").text("meta").op("(").text("abc").op(std::string("q\x00", 2));
+  q.op(std::string("h\x00", 2)).op("lu.");
+  REQUIRE(io::TorchCheckpoint(pickle_file("memo_ok.pth", q.bytes)).meta() == nlohmann::json({"abc", "abc"}));
+}
+
+TEST_CASE("robust inputs: a bad storage size names the tensor once", "[io][torch][errors][robust]") {
+  Pickle p;
+  p.op("}(").text("w").op("ctorch._utils\n_rebuild_tensor_v2\n(");
+  p.op("(").text("storage").op("ctorch\nFloatStorage\n").text("0").text("cpu").text("four").op("tQ");
+  p.integer(0).ints({4}).ints({1}).op("\x89" "ccollections\nOrderedDict\n)RtRu.");
+  REQUIRE_THROWS_WITH(io::TorchCheckpoint(pickle_file("str_size.pth", p.bytes)),
+                      Contains("tensor 'w' has a str for its storage size") && !Contains("tensor 'tensor"));
+}

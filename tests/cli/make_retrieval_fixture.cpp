@@ -1,6 +1,8 @@
 // make_retrieval_fixture DIR — writes what the `blip eval|index|search` CLI test runs on: a
-// tiny random checkpoint (presets::tiny(), safetensors), its 128-token vocabulary, six PNG
+// tiny random checkpoint (presets::tiny(), safetensors) and a copy with a NaN weight
+// (nan.safetensors), its 128-token vocabulary, six PNG
 // images with a JSONL and a COCO annotation file, and a captions file.
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 
@@ -17,6 +19,13 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(dir + "/images/sub");
   auto model = fixtures::tiny_model(7, false);
   blip::io::save_safetensors(dir + "/tiny.safetensors", blip::io::export_state_dict(*model));
+  // The same weights with one NaN in the vision backbone (issue 11, class 9: a damaged or
+  // diverged checkpoint must not give an index or recall figures).
+  {
+    auto nan_model = fixtures::tiny_model(7, false);
+    nan_model->vision_neck.weight.value().data()[0] = std::nanf("");
+    blip::io::save_safetensors(dir + "/nan.safetensors", blip::io::export_state_dict(*nan_model));
+  }
   fixtures::write_tiny_vocab(dir + "/vocab.txt");
   const char* captions[] = {"a dog on the beach", "a red car", "two men in green shirt", "a cat in snow",
                             "blue sky", "a white house"};

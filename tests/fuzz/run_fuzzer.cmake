@@ -1,7 +1,11 @@
-# Seeds a corpus with golden files matching SEED_GLOB (small ones; a .jsonl file gives one seed
+# Seeds a corpus with golden files matching SEED_GLOB (and those of EXTRA_SEEDS) (small ones; a .jsonl file gives one seed
 # per line) and runs the fuzzer for SECONDS.
 file(MAKE_DIRECTORY "${WORK}")
 file(GLOB_RECURSE seeds "${SEEDS}/${SEED_GLOB}")
+if(EXTRA_SEEDS)  # a second folder of seeds (hand-made regressions)
+  file(GLOB_RECURSE extra "${EXTRA_SEEDS}/${SEED_GLOB}")
+  list(APPEND seeds ${extra})
+endif()
 foreach(seed ${seeds})
   file(SIZE "${seed}" size)
   if(seed MATCHES "\\.jsonl$")

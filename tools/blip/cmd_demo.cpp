@@ -7,9 +7,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 
+#include <blip/io/atomic_file.hpp>
 #include <blip/models/presets.hpp>
 #include <blip/train/blip_micro_loss.hpp>
 #include <blip/train/fashion_mnist_task.hpp>
@@ -163,7 +165,7 @@ void run_demo(const DemoOptions& o, const blip::cli::CommonOptions& common) {
   for (const auto& [name, v] : ev.itm) std::printf(" %s %.2f", name.c_str(), v);
   std::printf("\n");
   {
-    std::ofstream metrics(std::filesystem::path(o.out) / "eval.json");
+    std::ostringstream metrics;
     metrics << "{";
     bool comma = false;
     for (const auto* group : {&ev.itc, &ev.itm})
@@ -172,6 +174,7 @@ void run_demo(const DemoOptions& o, const blip::cli::CommonOptions& common) {
         comma = true;
       }
     metrics << "}\n";
+    io::write_file_atomically((std::filesystem::path(o.out) / "eval.json").string(), metrics.str());
   }
 
   // Top images of a few text queries, by the re-ranked score (ITM + similarity).
@@ -204,15 +207,15 @@ void run_demo(const DemoOptions& o, const blip::cli::CommonOptions& common) {
 void add_demo(CLI::App& app, const blip::cli::CommonOptions& common) {
   auto o = std::make_shared<DemoOptions>();
   CLI::App* cmd = app.add_subcommand("demo", "Train a small BLIP on Fashion-MNIST for a few minutes and evaluate retrieval");
-  cmd->add_option("--minutes", o->minutes, "Training time budget in minutes")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--steps", o->steps, "Train exactly this many steps instead of a time budget")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--minutes", o->minutes, "Training time budget in minutes")->check(blip::cli::positive())->capture_default_str();
+  cmd->add_option("--steps", o->steps, "Train exactly this many steps instead of a time budget")->check(blip::cli::non_negative());
   cmd->add_option("--out", o->out, "Output folder (metrics.jsonl, eval.json, queries.png)")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Random seed (initialisation, batches, negatives)")->capture_default_str();
   cmd->add_flag("--quiet", o->quiet, "No progress bars");
   cmd->add_option("--data", o->data, "Folder with the gzipped Fashion-MNIST IDX files")->capture_default_str();
   cmd->add_option("--vocab", o->vocab, "BERT vocabulary file (default: the one shipped with blip)");
-  cmd->add_option("--batch", o->batch, "Images per step")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--lr", o->lr, "Peak learning rate (AdamW, cosine schedule)")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--batch", o->batch, "Images per step")->check(blip::cli::positive())->capture_default_str();
+  cmd->add_option("--lr", o->lr, "Peak learning rate (AdamW, cosine schedule)")->check(blip::cli::positive())->capture_default_str();
   cmd->callback([o, &common] { run_demo(*o, common); });
 }
 

@@ -12,6 +12,7 @@
 #include <blip/data/flickr30k_retrieval.hpp>
 #include <blip/data/jsonl_retrieval.hpp>
 #include <blip/eval/retrieval_loop.hpp>
+#include <blip/io/atomic_file.hpp>
 
 #include "commands.hpp"
 #include "model_setup.hpp"
@@ -53,6 +54,8 @@ void run_eval(const EvalOptions& o, const blip::cli::CommonOptions& common) {
   lo.quiet = common.quiet;
   lo.loader.workers = o.workers;
   const auto r = blip::eval::evaluate_retrieval(*model, tokenizer, annotations, lo);
+  blip::cli::check_finite_output(r.score_i2t, "image-to-text scores", o.checkpoint);
+  blip::cli::check_finite_output(r.score_t2i, "text-to-image scores", o.checkpoint);
 
   for (const auto& [key, value] : r.metrics) std::printf("%-28s %8.4f\n", key.c_str(), value);
   if (!common.quiet)
@@ -64,11 +67,7 @@ void run_eval(const EvalOptions& o, const blip::cli::CommonOptions& common) {
     if (o.json == "-") {
       std::cout << j.dump(2) << "\n";
     } else {
-      std::ofstream out(o.json);
-      BLIP_CHECK(out.good(), "cannot write --json '", o.json, "'");
-      out << j.dump(2) << "\n";
-      out.close();
-      BLIP_CHECK(out.good(), "writing --json '", o.json, "' failed");
+      blip::io::write_file_atomically(o.json, j.dump(2) + "\n");
     }
   }
 }
@@ -85,9 +84,9 @@ void add_eval(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_option("--images", o->images, "Image root the annotations' paths are relative to")->required();
   cmd->add_option("--split", o->split, "flickr30k split")->check(CLI::IsMember({"train", "val", "test"}))->capture_default_str();
   cmd->add_flag("--fast-match", o->fast_match, "Rank by feature similarity only (no ITM re-rank)");
-  cmd->add_option("--topk", o->topk, "Candidates per query re-ranked with ITM")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--batch", o->batch, "Images per feature batch")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--recall-k", o->recall_k, "The K of Recall@K")->delimiter(',')->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--topk", o->topk, "Candidates per query re-ranked with ITM")->check(blip::cli::positive())->capture_default_str();
+  cmd->add_option("--batch", o->batch, "Images per feature batch")->check(blip::cli::positive())->capture_default_str();
+  cmd->add_option("--recall-k", o->recall_k, "The K of Recall@K")->delimiter(',')->check(blip::cli::positive())->capture_default_str();
   cmd->add_option("--json", o->json, "Write the metrics as JSON to this file ('-': stdout)");
   cmd->add_option("--vocab", o->vocab, "BERT vocabulary (default: the installed bert-base-uncased)");
   cmd->add_option("--workers", o->workers, "Image decoding threads (-1: all cores)")->check(CLI::Range(-1, 1024))->capture_default_str();

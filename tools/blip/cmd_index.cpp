@@ -14,6 +14,7 @@ struct IndexOptions {
   std::string preset = "base", checkpoint, images, texts, out, vocab, embeds = "none";
   int64_t batch = 32;
   int workers = -1;
+  bool skip_errors = false;
 };
 
 void run_index(const IndexOptions& o, const blip::cli::CommonOptions& common) {
@@ -26,8 +27,12 @@ void run_index(const IndexOptions& o, const blip::cli::CommonOptions& common) {
   b.embeds = search::parse_embeds_dtype(o.embeds);
   b.quiet = common.quiet;
   b.loader.workers = o.workers;
+  b.model_source = o.checkpoint;
   if (!o.images.empty()) {
-    const std::vector<std::string> paths = search::list_image_files(o.images);
+    search::ListOptions list;
+    list.skip_errors = o.skip_errors;
+    list.warn = [](const std::string& w) { std::fprintf(stderr, "blip index: warning: %s\n", w.c_str()); };
+    const std::vector<std::string> paths = search::list_image_files(o.images, list);
     const auto model = blip::cli::load_model(o.preset, config, o.checkpoint);
     search::build_image_index(*model, paths, o.out, b);
     if (!common.quiet) std::fprintf(stderr, "blip index: %zu images -> %s\n", paths.size(), o.out.c_str());
@@ -54,9 +59,11 @@ void add_index(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_option("--out", o->out, "Index file to write")->required();
   cmd->add_option("--embeds", o->embeds, "Also keep image_embeds for blip search --rerank: none, f16, bf16, f32")
       ->check(CLI::IsMember({"none", "f16", "bf16", "f32"}))->capture_default_str();
-  cmd->add_option("--batch", o->batch, "Images per batch")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--batch", o->batch, "Images per batch")->check(blip::cli::positive())->capture_default_str();
   cmd->add_option("--vocab", o->vocab, "BERT vocabulary for --texts (default: the installed bert-base-uncased)");
   cmd->add_option("--workers", o->workers, "Image decoding threads (-1: all cores)")->check(CLI::Range(-1, 1024))->capture_default_str();
+  cmd->add_flag("--skip-errors", o->skip_errors,
+                "Skip folders under --images that cannot be listed, with a warning (default: stop with an error)");
   cmd->callback([o, &common, images, texts] {
     if (images->count() == 0 && texts->count() == 0) throw CLI::RequiredError("--images or --texts");
     run_index(*o, common);

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <blip/search/gallery.hpp>
+#include <blip/text/utf8.hpp>
 
 #include "commands.hpp"
 #include "model_setup.hpp"
@@ -19,6 +20,20 @@ struct SearchOptions {
   int64_t n = 10, rerank = 0;
   bool json = false;
 };
+
+// JSON text must be UTF-8; file names and texts need not be. A value that is not valid UTF-8 is
+// written with U+FFFD in place of the bad bytes, and its exact bytes as hex under KEY_hex.
+void put_text(nlohmann::ordered_json& obj, const std::string& key, const std::string& value) {
+  obj[key] = value;
+  if (blip::text::is_valid_utf8(value)) return;
+  std::string hex;
+  for (unsigned char c : value) {
+    char b[3];
+    std::snprintf(b, sizeof b, "%02x", c);
+    hex += b;
+  }
+  obj[key + "_hex"] = hex;
+}
 
 void run_search(const SearchOptions& o, const blip::cli::CommonOptions& common) {
   const blip::PrecisionScope precision(common.precision);  // bf16 GEMMs when --precision bf16
@@ -41,14 +56,14 @@ void run_search(const SearchOptions& o, const blip::cli::CommonOptions& common) 
       for (size_t r = 0; r < hits.size(); ++r) {
         nlohmann::ordered_json h;
         h["rank"] = r + 1;
-        h[by_text ? "path" : "text"] = index.entries()[static_cast<size_t>(hits[r].entry)];
+        put_text(h, by_text ? "path" : "text", index.entries()[static_cast<size_t>(hits[r].entry)]);
         h["score"] = hits[r].score;
         h["similarity"] = hits[r].similarity;
         h["reranked"] = hits[r].reranked;
         results.push_back(h);
       }
       nlohmann::ordered_json entry;
-      entry[by_text ? "query" : "image"] = q;
+      put_text(entry, by_text ? "query" : "image", q);
       entry["results"] = results;
       out.push_back(entry);
       continue;
@@ -57,7 +72,8 @@ void run_search(const SearchOptions& o, const blip::cli::CommonOptions& common) 
     for (size_t r = 0; r < hits.size(); ++r)
       std::printf("%4zu  %8.4f  %s\n", r + 1, hits[r].score, index.entries()[static_cast<size_t>(hits[r].entry)].c_str());
   }
-  if (o.json) std::cout << out.dump(2) << "\n";
+  // Invalid UTF-8 is replaced by U+FFFD (put_text kept the bytes): the output is always JSON.
+  if (o.json) std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   (void)common;
 }
 
@@ -66,13 +82,13 @@ void add_search(CLI::App& app, const blip::cli::CommonOptions& common) {
   CLI::App* cmd = app.add_subcommand("search", "Search an index: images for a text, or texts for an image (--image)");
   cmd->add_option("queries", o->queries, "Text queries (for an index of images)");
   cmd->add_option("--image", o->images, "Query image (for an index of texts); may repeat");
-  cmd->add_option("--index", o->index, "Index file made by blip index")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--index", o->index, "Index file made by blip index")->required();
   cmd->add_option("--checkpoint", o->checkpoint, "The model weights the index was built with")->required();
   cmd->add_option("--preset", o->preset, "Model size (default: the one recorded in the index)")
       ->check(CLI::IsMember({"base", "tiny"}));
-  cmd->add_option("-n", o->n, "Results per query")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("-n", o->n, "Results per query")->check(blip::cli::positive())->capture_default_str();
   cmd->add_option("--rerank", o->rerank, "Re-rank the top K by ITM (itm_logit + similarity); 0: off")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(blip::cli::non_negative())->capture_default_str();
   cmd->add_flag("--json", o->json, "Print the results as JSON");
   cmd->add_option("--vocab", o->vocab, "BERT vocabulary (default: the installed bert-base-uncased)");
   cmd->callback([o, &common] { run_search(*o, common); });

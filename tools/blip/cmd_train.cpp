@@ -155,6 +155,17 @@ void run_train(const TrainOptions& o, const blip::cli::CommonOptions& common) {
       std::fprintf(stderr, "blip train: warning: '%s' was saved by a run of %lld steps, this one has %lld: the schedules differ\n",
                    o.resume.c_str(), static_cast<long long>(resumed.extra["total_steps"].get<int64_t>()),
                    static_cast<long long>(tc.total_steps));
+    // Each step consumes --accumulation batches, so the saved position must be exactly where
+    // that many steps end; anything else is a damaged state, or one saved with another --batch,
+    // --accumulation or dataset (whose batches would then not be the ones the run expects).
+    const auto& p = resumed.progress;
+    const int64_t bpe = stream.batches_per_epoch;
+    BLIP_CHECK(p.batch_in_epoch <= bpe && p.epoch <= p.step * o.accumulation / std::max<int64_t>(bpe, 1) + 1 &&
+                   p.epoch * bpe + p.batch_in_epoch == p.step * o.accumulation,
+               "--resume: '", o.resume, "' is at step ", p.step, ", epoch ", p.epoch, ", batch ", p.batch_in_epoch,
+               ", which ", p.step, " steps of ", o.accumulation, " batches (", bpe,
+               " per epoch) cannot reach: the state is damaged, or was saved with another --batch, "
+               "--accumulation or dataset");
     trainer.set_step_index(resumed.progress.step);
     stream.seek(resumed.progress.epoch, resumed.progress.batch_in_epoch);
     if (!common.quiet)
@@ -197,20 +208,20 @@ void add_train(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_option("--preset", o->preset, "Model size: fashion-mnist (default for that dataset), tiny, base (default)");
   cmd->add_option("--checkpoint", o->checkpoint, "Start from these weights (.pth or .safetensors, any naming) instead of a random init");
   cmd->add_option("--vocab", o->vocab, "BERT vocabulary (default: the one shipped with blip)");
-  cmd->add_option("--epochs", o->epochs, "Epochs (mmpretrain: 6)")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--steps", o->steps, "Optimiser steps instead of --epochs")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--batch", o->batch, "Images per micro-batch")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--accumulation", o->accumulation, "Micro-batches per optimiser step")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--lr", o->lr, "Peak learning rate (AdamW; mmpretrain: 2e-5)")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--weight-decay", o->weight_decay, "AdamW weight decay on every parameter")->check(CLI::NonNegativeNumber)->capture_default_str();
-  cmd->add_option("--warmup-steps", o->warmup_steps, "Linear learning-rate warm-up steps before the cosine")->check(CLI::NonNegativeNumber)->capture_default_str();
-  cmd->add_option("--alpha-warmup-epochs", o->alpha_warmup_epochs, "Epochs over which the ITC alpha ramps up (WarmupParamHook)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--epochs", o->epochs, "Epochs (mmpretrain: 6)")->check(blip::cli::positive())->capture_default_str();
+  cmd->add_option("--steps", o->steps, "Optimiser steps instead of --epochs")->check(blip::cli::non_negative());
+  cmd->add_option("--batch", o->batch, "Images per micro-batch")->check(blip::cli::positive())->capture_default_str();
+  cmd->add_option("--accumulation", o->accumulation, "Micro-batches per optimiser step")->check(blip::cli::positive())->capture_default_str();
+  cmd->add_option("--lr", o->lr, "Peak learning rate (AdamW; mmpretrain: 2e-5)")->check(blip::cli::positive())->capture_default_str();
+  cmd->add_option("--weight-decay", o->weight_decay, "AdamW weight decay on every parameter")->check(blip::cli::non_negative())->capture_default_str();
+  cmd->add_option("--warmup-steps", o->warmup_steps, "Linear learning-rate warm-up steps before the cosine")->check(blip::cli::non_negative())->capture_default_str();
+  cmd->add_option("--alpha-warmup-epochs", o->alpha_warmup_epochs, "Epochs over which the ITC alpha ramps up (WarmupParamHook)")->check(blip::cli::non_negative())->capture_default_str();
   cmd->add_option("--out", o->out, "Output folder: metrics.jsonl, training_state.safetensors, model.safetensors")->capture_default_str();
-  cmd->add_option("--save-every", o->save_every, "Save the training state every N steps (and always at the end)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--save-every", o->save_every, "Save the training state every N steps (and always at the end)")->check(blip::cli::non_negative());
   cmd->add_option("--stop-after", o->stop_after, "Stop (and save the state) once this many steps are done; --resume continues")
-      ->check(CLI::NonNegativeNumber);
+      ->check(blip::cli::non_negative());
   cmd->add_option("--resume", o->resume, "Continue from a training_state.safetensors");
-  cmd->add_option("--log-every", o->log_every, "Metrics log interval in steps")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--log-every", o->log_every, "Metrics log interval in steps")->check(blip::cli::positive())->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of the initialisation, batch order and negatives")->capture_default_str();
   cmd->add_option("--workers", o->workers, "Image loading threads (coco, flickr30k, jsonl; -1: all cores)")->capture_default_str();
   cmd->callback([o, &common] { run_train(*o, common); });

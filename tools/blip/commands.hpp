@@ -4,6 +4,10 @@
 // BLIP_CLI_COMMAND(order, add_fn); main.cpp parses and dispatches. `order` fixes the order of
 // `blip --help`. A command reports failure by throwing (blip::Error or std::exception): main
 // prints the message and exits with status 1.
+//
+// Exit status (docs/cli.md, docs/security.md): 0 success (and --help, --version); 1 an error in
+// the input or the run — a bad file, path, value or model; 2 a command line that cannot be
+// parsed (unknown option, missing or malformed argument, value out of range).
 #pragma once
 
 #include <algorithm>
@@ -36,6 +40,20 @@ inline std::string default_vocab_path() {
   if (std::filesystem::exists(BLIP_DEFAULT_VOCAB)) return BLIP_DEFAULT_VOCAB;
   return BLIP_INSTALLED_VOCAB;
 }
+
+// Readable range checks (CLI11's PositiveNumber prints "not in range 0.000000 to 1.797e308").
+inline CLI::Validator at_least(double min, bool strict, const char* what) {
+  return CLI::Validator(
+      [min, strict, what](std::string& value) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(value, v)) return "'" + value + "' is not a number";
+        if (v > min || (!strict && v == min)) return {};
+        return std::string("must be ") + what + ", got " + value;
+      },
+      strict ? "POSITIVE" : "NON-NEGATIVE");
+}
+inline CLI::Validator positive() { return at_least(0, true, "positive"); }
+inline CLI::Validator non_negative() { return at_least(0, false, "zero or more"); }
 
 using AddCommand = void (*)(CLI::App& app, const CommonOptions& common);
 

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <new>
 #include <string>
 
 #include <omp.h>
@@ -17,7 +18,7 @@ int main(int argc, char** argv) {
   app.fallthrough();
   app.add_flag("-q,--quiet", common.quiet, "No progress bars; print only results and errors");
   app.add_option("-j,--threads", common.threads, "Worker threads (default: all cores)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(blip::cli::non_negative());
   std::string precision = "fp32";
   app.add_option("--precision", precision,
                  "GEMM precision of inference (eval, index, search, the demo's evaluation): fp32, or bf16 "
@@ -39,10 +40,16 @@ int main(int argc, char** argv) {
             [](const auto& a, const auto& b) { return a.first < b.first; });
   for (const auto& [order, add] : commands) add(app, common);
 
+  // Exit status: 0 success, 1 an error in the input or the run, 2 a command line that cannot be
+  // parsed (commands.hpp, docs/cli.md). CLI11's own codes (105 for a range error...) are not used.
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    const int code = app.exit(e);  // prints --help, --version or the usage error
+    return code == 0 ? 0 : 2;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "blip: error: out of memory\n");
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "blip: error: %s\n", e.what());
     return 1;

@@ -47,7 +47,7 @@ inline RetrievalAnnotations parse_coco_retrieval(std::string_view json_text, con
     }
     by_id.emplace(id, out.images.size());
     RetrievalImage img;
-    img.img_path = join_path(image_root, rel);
+    img.img_path = detail::image_path(image_root, rel, path, name);
     img.image_id = static_cast<int64_t>(idx);
     out.images.push_back(std::move(img));
   }
@@ -58,7 +58,8 @@ inline RetrievalAnnotations parse_coco_retrieval(std::string_view json_text, con
     member(a, "id", path, name);
     std::string caption = detail::string_member(a, "caption", path, name);
     const auto it = by_id.find(image_key);
-    BLIP_CHECK(it != by_id.end(), "'", name, "': ", path, ".image_id ", image_key, " names no entry of 'images'");
+    BLIP_CHECK(it != by_id.end(), "'", name, "': ", path, ".image_id ", io::json_excerpt(a["image_id"]),
+               " names no entry of 'images'");
     RetrievalImage& img = out.images[it->second];
     const int64_t text_id = static_cast<int64_t>(idx);
     out.samples.push_back({img.img_path, caption, img.image_id, text_id});

@@ -24,15 +24,12 @@
 #include <vector>
 
 #include "blip/core/error.hpp"
+#include "blip/io/regular_file.hpp"
 
 namespace blip::data {
 
 inline std::vector<uint8_t> read_file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  BLIP_CHECK(in, "cannot open '", path, "'");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  BLIP_CHECK(!in.bad(), "error reading '", path, "'");
-  return bytes;
+  return io::read_regular_file(path, uint64_t{1} << 30, "IDX file");
 }
 
 inline std::vector<uint8_t> gunzip(const std::vector<uint8_t>& bytes, const std::string& name,

@@ -33,7 +33,8 @@ inline RetrievalAnnotations parse_flickr30k_retrieval(std::string_view json_text
     if (detail::string_member(img, "split", path, name) != split) continue;
     RetrievalImage entry;
     const std::string id = detail::id_text(member(img, "imgid", path, name));
-    entry.img_path = join_path(image_root, detail::string_member(img, "filename", path, name));
+    entry.img_path =
+        detail::image_path(image_root, detail::string_member(img, "filename", path, name), path + ".filename", name);
     entry.image_id = img_idx;
     const nlohmann::json& sentences = detail::array_member(img, "sentences", path, name);
     for (size_t s = 0; s < sentences.size(); ++s) {

@@ -27,8 +27,7 @@ inline RetrievalAnnotations parse_jsonl_retrieval(std::string_view text, const s
     const nlohmann::json j = detail::parse_json(line, name, where);
     const std::string path = str("line ", line_no);
     RetrievalImage img;
-    img.img_path = join_path(image_root, detail::string_member(j, "image", path, name));
-    BLIP_CHECK(!img.img_path.empty(), "'", name, "': line ", line_no, ": \"image\" is empty");
+    img.img_path = detail::image_path(image_root, detail::string_member(j, "image", path, name), path + ".image", name);
     img.image_id = static_cast<int64_t>(out.images.size());
     const nlohmann::json& captions = detail::array_member(j, "captions", path, name);
     for (size_t c = 0; c < captions.size(); ++c) {

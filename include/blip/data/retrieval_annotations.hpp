@@ -23,6 +23,8 @@
 #include <nlohmann/json.hpp>
 
 #include "blip/core/error.hpp"
+#include "blip/io/json_text.hpp"
+#include "blip/io/regular_file.hpp"
 
 namespace blip::data {
 
@@ -82,24 +84,16 @@ inline void check_eval_ids(const RetrievalAnnotations& a) {
 
 namespace detail {
 
+// A regular file of at most 1 GiB (io/regular_file.hpp): Karpathy's COCO train split is ~90 MB.
 inline std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  BLIP_CHECK(in.good(), "cannot open annotation file '", path, "'");
-  std::ostringstream s;
-  s << in.rdbuf();
-  BLIP_CHECK(!in.bad(), "reading annotation file '", path, "' failed");
-  return s.str();
+  const std::vector<uint8_t> bytes = io::read_regular_file(path, uint64_t{1} << 30, "annotation file");
+  return std::string(bytes.begin(), bytes.end());
 }
 
 // nlohmann's parse errors carry the byte offset; ours name the file and where.
+// Nesting is bounded (io/json_text.hpp): ids are compared and printed, which recurses.
 inline nlohmann::json parse_json(std::string_view text, const std::string& name, const std::string& where = {}) {
-  try {
-    return nlohmann::json::parse(text.begin(), text.end());
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("'", name, "'", where, ": invalid JSON at byte ", e.byte, ": ", e.what());
-  } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for a double
-    fail("'", name, "'", where, ": invalid JSON: ", e.what());
-  }
+  return io::parse_json_text(text, str("'", name, "'", where));
 }
 
 // obj[key] with an error naming the file and the key path when absent or of the wrong kind.
@@ -123,6 +117,13 @@ inline std::string string_member(const nlohmann::json& obj, const char* key, con
   const nlohmann::json& v = member(obj, key, path, name);
   BLIP_CHECK(v.is_string(), "'", name, "': ", path, ".", key, " must be a string, got ", v.type_name());
   return v.get<std::string>();
+}
+
+// An image's path under the image root; an empty name would stand for the root itself.
+inline std::string image_path(const std::string& root, const std::string& rel, const std::string& path,
+                              const std::string& name) {
+  BLIP_CHECK(!rel.empty(), "'", name, "': ", path, " names an empty image path");
+  return join_path(root, rel);
 }
 
 // An id as a map key: its JSON text, so 5 and "5" stay distinct as they are in Python.

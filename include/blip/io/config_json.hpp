@@ -8,6 +8,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "blip/io/json_text.hpp"
+#include "blip/io/regular_file.hpp"
 #include "blip/models/blip_retrieval.hpp"
 
 namespace blip::io {
@@ -73,15 +75,9 @@ inline BlipConfig blip_config_from_json(const nlohmann::json& j, const std::stri
 }
 
 inline BlipConfig load_blip_config(const std::string& path) {
-  std::ifstream in(path);
-  BLIP_CHECK(in.good(), "config: cannot open '", path, "'");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const nlohmann::json::exception& e) {
-    fail("config: '", path, "' is not valid JSON: ", e.what());
-  }
-  return blip_config_from_json(j, path);
+  const std::vector<uint8_t> bytes = read_regular_file(path, uint64_t{16} << 20, "config");
+  const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  return blip_config_from_json(parse_json_text(text, str("config: '", path, "'")), path);
 }
 
 }  // namespace blip::io

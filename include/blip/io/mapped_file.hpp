@@ -1,7 +1,8 @@
 // blip/io/mapped_file.hpp — a whole file mapped read-only into memory (RAII).
 //
 // Contract: MappedFile(path) maps the file (an empty file gives size() == 0 and data() ==
-// nullptr) or throws blip::Error naming the path and the system's reason. MappedFile(bytes,
+// nullptr) or throws blip::Error naming the path and the system's reason; anything but a
+// regular file (directory, FIFO, device) is refused (io/regular_file.hpp). MappedFile(bytes,
 // size, name) keeps a copy of an in-memory image instead, so parsers run the same code on both
 // (tests, fuzzers); `name` stands for the path in errors. The mapping lives as long as the object
 // (hold it in a shared_ptr to let tensors loaded in place keep it alive). The mapping is private
@@ -20,30 +21,21 @@
 #include <vector>
 
 #include "blip/core/error.hpp"
+#include "blip/io/regular_file.hpp"
 
 namespace blip::io {
 
 class MappedFile {
  public:
-  explicit MappedFile(std::string path) : path_(std::move(path)) {
-    const int fd = ::open(path_.c_str(), O_RDONLY);
-    BLIP_CHECK(fd >= 0, "cannot open '", path_, "': ", std::strerror(errno));
-    struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      fail("cannot read '", path_, "': not a regular file");
-    }
-    size_ = static_cast<uint64_t>(st.st_size);
+  explicit MappedFile(std::string path, const std::string& what = {}) : path_(std::move(path)) {
+    const RegularFile file(path_, what);  // a FIFO or device is refused, not mapped or waited on
+    size_ = file.size();
     if (size_ > 0) {
       // Copy-on-write: tensors loaded in place (io/tensor_bytes.hpp) may be written to; their
       // writes go to private pages, never to the file.
-      void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-      const int err = errno;
-      ::close(fd);
-      BLIP_CHECK(p != MAP_FAILED, "cannot map '", path_, "' (", size_, " bytes): ", std::strerror(err));
+      void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, file.fd(), 0);
+      BLIP_CHECK(p != MAP_FAILED, "cannot map '", path_, "' (", size_, " bytes): ", std::strerror(errno));
       data_ = static_cast<const uint8_t*>(p);
-    } else {
-      ::close(fd);
     }
   }
   MappedFile(const uint8_t* bytes, size_t size, std::string name) : path_(std::move(name)) {

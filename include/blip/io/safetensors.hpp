@@ -8,7 +8,8 @@
 // F32/F64/F16/BF16/I64/I32/U8/BOOL into T through io/tensor_bytes.hpp (integers into floats
 // and back only where exact types ask); a tensor already of type T is a view of the mapping,
 // which keeps the mapping alive after the SafeTensorsFile is gone.
-// `__metadata__` is kept as a string map.
+// `__metadata__` is kept as a string map. The header's JSON may nest at most kMaxJsonDepth levels
+// (io/json_text.hpp); messages quote header values cut short.
 #pragma once
 
 #include <algorithm>
@@ -19,6 +20,7 @@
 #include <string>
 
 #include "blip/core/tensor.hpp"
+#include "blip/io/json_text.hpp"
 #include "blip/io/mapped_file.hpp"
 #include "blip/io/tensor_bytes.hpp"
 
@@ -90,12 +92,9 @@ class SafeTensorsFile {
                " at byte 0 runs past the end of the file (", size_, " bytes)");
     data_start_ = 8 + header_len;
     const uint64_t data_size = size_ - data_start_;
-    nlohmann::json header;
-    try {
-      header = nlohmann::json::parse(base_ + 8, base_ + 8 + header_len);
-    } catch (const nlohmann::json::exception& e) {
-      fail("safetensors: '", path_, "' header (bytes 8..", data_start_, ") is not valid JSON: ", e.what());
-    }
+    const nlohmann::json header =
+        parse_json_text(std::string_view(reinterpret_cast<const char*>(base_ + 8), header_len),
+                        str("safetensors: '", path_, "' header (bytes 8..", data_start_, ", offsets from byte 8)"));
     BLIP_CHECK(header.is_object(), "safetensors: '", path_, "' header is not a JSON object");
     std::vector<std::pair<uint64_t, std::string>> spans;
     for (auto it = header.begin(); it != header.end(); ++it) {
@@ -103,8 +102,10 @@ class SafeTensorsFile {
       const nlohmann::json& v = it.value();
       if (key == "__metadata__") {
         BLIP_CHECK(v.is_object(), "safetensors: '", path_, "' __metadata__ is not an object");
-        for (auto m = v.begin(); m != v.end(); ++m)
-          metadata_[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+        for (auto m = v.begin(); m != v.end(); ++m)  // non-strings are kept as their JSON text
+          metadata_[m.key()] = m.value().is_string()
+                                   ? m.value().get<std::string>()
+                                   : m.value().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
         continue;
       }
       BLIP_CHECK(v.is_object() && v.contains("dtype") && v.contains("shape") && v.contains("data_offsets") &&
@@ -118,16 +119,16 @@ class SafeTensorsFile {
       uint64_t count = 1;
       for (const auto& d : v["shape"]) {
         BLIP_CHECK(d.is_number_integer() && d.get<int64_t>() >= 0, "safetensors: '", path_, "' entry '", key,
-                   "' has an invalid shape ", v["shape"].dump());
+                   "' has an invalid shape ", json_excerpt(v["shape"]));
         const uint64_t extent = d.get<uint64_t>();
         BLIP_CHECK(extent == 0 || count <= data_size / extent, "safetensors: '", path_, "' entry '", key,
-                   "' shape ", v["shape"].dump(), " needs more bytes than the file holds");
+                   "' shape ", json_excerpt(v["shape"]), " needs more bytes than the file holds");
         count *= extent;
         e.shape.push_back(static_cast<int64_t>(extent));
       }
       for (const auto& o : v["data_offsets"])
         BLIP_CHECK(o.is_number_unsigned() || (o.is_number_integer() && o.get<int64_t>() >= 0), "safetensors: '",
-                   path_, "' entry '", key, "' has invalid data_offsets ", v["data_offsets"].dump());
+                   path_, "' entry '", key, "' has invalid data_offsets ", json_excerpt(v["data_offsets"]));
       e.begin = v["data_offsets"][0].get<uint64_t>();
       e.end = v["data_offsets"][1].get<uint64_t>();
       BLIP_CHECK(e.begin <= e.end && e.end <= data_size, "safetensors: '", path_, "' entry '", key,

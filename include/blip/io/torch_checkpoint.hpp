@@ -18,6 +18,10 @@
 //   SafeTensorsFile::load<T> (io/tensor_bytes.hpp).
 // - meta(): the top-level 'meta' as JSON (dicts, lists, tuples, strings, numbers, bools, None);
 //   values JSON cannot hold (tensors, bytes, big ints) become null; null when there is no meta.
+//   At most 2^20 values and 64 MiB of text are produced (memo references count each time).
+// - Integrity and memory: every zip entry read is CRC-checked (io/zip_archive.hpp); a compressed
+//   storage may declare no more uncompressed bytes than its tensors need, and all compressed
+//   entries together inflate to at most 4x the file's size + 64 MiB.
 // Every problem throws blip::Error naming the file and the key, entry, opcode or byte offset.
 #pragma once
 
@@ -94,7 +98,9 @@ class TorchCheckpoint {
  private:
   static constexpr uint32_t kMaxDepth = 64;
   static constexpr uint64_t kMaxPickleBytes = uint64_t{1} << 30;
+  static constexpr uint64_t kMaxInflateFactor = 4;  // compressed storages: bytes inflated per file byte
   static constexpr uint64_t kMaxMetaValues = uint64_t{1} << 20;
+  static constexpr uint64_t kMaxMetaBytes = uint64_t{64} << 20;
 
   struct StorageRef {  // what a persistent id says about a storage
     std::string key, dtype;
@@ -157,13 +163,15 @@ class TorchCheckpoint {
                  order->name, "' says the storages are not little-endian");
     }
     const std::string pkl = prefix + "/data.pkl";
-    const std::vector<uint8_t> bytes = zip.read(pkl, kMaxPickleBytes);
+    const uint64_t max_inflated = file_->size() * kMaxInflateFactor + (uint64_t{64} << 20);
+    const std::vector<uint8_t> bytes = zip.read(pkl, std::min(kMaxPickleBytes, max_inflated));
     const PickleDocument doc =
         parse_pickle(bytes.data(), bytes.size(), str("'", path(), "' entry '", pkl, "'"), torch_pickle_globals());
     read_object(doc);
     // Locate every storage the tensors use, once each.
     std::map<std::string, uint64_t> need;  // storage key -> bytes its persistent id declares
     for (const auto& [key, ref] : refs_) need[key] = std::max(need[key], ref.root_numel * safetensors_dtype_size(ref.dtype));
+    uint64_t inflate_budget = max_inflated;
     for (const auto& [key, bytes_needed] : need) {
       const std::string name = prefix + "/data/" + key;
       const ZipEntry* e = zip.find(name);
@@ -173,7 +181,15 @@ class TorchCheckpoint {
       if (e->stored) {
         place_storage(key, zip.stored_data(*e));
       } else {
-        owned_.push_back(zip.read(name, e->size));
+        // Inflate only what the tensors need, and in total no more than a bound of the file's
+        // size: a deflated entry may declare 1000x its compressed size.
+        BLIP_CHECK(e->size <= bytes_needed, "torch checkpoint: '", path(), "' compressed storage entry '", name,
+                   "' declares ", e->size, " uncompressed bytes but its tensors need ", bytes_needed,
+                   "; refusing to inflate it");
+        BLIP_CHECK(bytes_needed <= inflate_budget, "torch checkpoint: '", path(), "' compressed storages inflate to more than ",
+                   max_inflated, " bytes in all (", kMaxInflateFactor, "x the file's size + 64 MiB)");
+        inflate_budget -= bytes_needed;
+        owned_.push_back(zip.read(name, bytes_needed));
         place_storage(key, owned_.back().data());
       }
     }
@@ -287,7 +303,7 @@ class TorchCheckpoint {
       add_tensor(doc, value, k.text);
     }
     if (const PickleRef m = find_key(doc, doc.root, "meta"); m != kNoPickleRef) {
-      uint64_t budget = kMaxMetaValues;
+      MetaBudget budget;
       meta_ = to_json(doc, m, 0, budget);
     }
   }
@@ -311,21 +327,22 @@ class TorchCheckpoint {
     bad("value of '", name, "' nests parameters in parameters");
   }
 
-  int64_t int_at(const PickleDocument& doc, PickleRef r, const std::string& name, const char* what) const {
+  // `who` names the value in messages: "tensor 'w'" or "a persistent id".
+  int64_t int_at(const PickleDocument& doc, PickleRef r, const std::string& who, const char* what) const {
     const PickleValue& v = doc.at(r);
     if (v.kind != PickleKind::Int)
-      bad("tensor '", name, "' has a ", pickle_kind_name(v.kind), " for its ", what, " (pickle byte ", v.offset, ")");
+      bad(who, " has a ", pickle_kind_name(v.kind), " for its ", what, " (pickle byte ", v.offset, ")");
     return v.integer;
   }
 
-  std::vector<int64_t> ints_at(const PickleDocument& doc, PickleRef r, const std::string& name, const char* what) const {
+  std::vector<int64_t> ints_at(const PickleDocument& doc, PickleRef r, const std::string& who, const char* what) const {
     const PickleValue& v = doc.at(r);
     if (v.kind != PickleKind::Tuple)
-      bad("tensor '", name, "' has a ", pickle_kind_name(v.kind), " for its ", what, " (pickle byte ", v.offset, ")");
+      bad(who, " has a ", pickle_kind_name(v.kind), " for its ", what, " (pickle byte ", v.offset, ")");
     std::vector<int64_t> out;
     for (PickleRef item : v.items) {
-      out.push_back(int_at(doc, item, name, what));
-      if (out.back() < 0) bad("tensor '", name, "' has a negative ", what, " ", out.back(), " (pickle byte ", v.offset, ")");
+      out.push_back(int_at(doc, item, who, what));
+      if (out.back() < 0) bad(who, " has a negative ", what, " ", out.back(), " (pickle byte ", v.offset, ")");
     }
     return out;
   }
@@ -368,13 +385,14 @@ class TorchCheckpoint {
     const PickleValue& args = doc.at(doc.at(call).items[1]);
     if (args.items.size() < 4 || doc.at(args.items[0]).kind != PickleKind::PersistentId)
       bad("tensor '", name, "' (pickle byte ", args.offset, ") is not rebuilt from (storage, offset, size, stride)");
-    StorageRef ref = storage_ref(doc, args.items[0], str("tensor '", name, "'"));
+    const std::string who = str("tensor '", name, "'");
+    StorageRef ref = storage_ref(doc, args.items[0], who);
     TensorEntry t;
     t.name = name;
     t.dtype = ref.dtype;
-    t.offset = int_at(doc, args.items[1], name, "storage offset");
-    t.shape = ints_at(doc, args.items[2], name, "size");
-    t.strides = ints_at(doc, args.items[3], name, "stride");
+    t.offset = int_at(doc, args.items[1], who, "storage offset");
+    t.shape = ints_at(doc, args.items[2], who, "size");
+    t.strides = ints_at(doc, args.items[3], who, "stride");
     if (t.offset < 0) bad("tensor '", name, "' has a negative storage offset ", t.offset);
     if (t.shape.size() != t.strides.size())
       bad("tensor '", name, "' has size ", t.shape, " but stride ", t.strides, " (ranks differ)");
@@ -405,16 +423,26 @@ class TorchCheckpoint {
     tensors_.push_back(std::move(t));
   }
 
-  nlohmann::json to_json(const PickleDocument& doc, PickleRef r, uint32_t depth, uint64_t& budget) const {
-    if (depth > kMaxDepth || budget == 0)
+  // The memo lets one value appear many times; JSON copies it each time, so the text produced is
+  // counted too (one 4 MiB string referenced 20,000 times would otherwise become 80 GB).
+  struct MetaBudget {
+    uint64_t values = kMaxMetaValues, bytes = kMaxMetaBytes;
+  };
+
+  nlohmann::json to_json(const PickleDocument& doc, PickleRef r, uint32_t depth, MetaBudget& budget) const {
+    if (depth > kMaxDepth || budget.values == 0)
       bad("meta nests deeper than ", kMaxDepth, " levels or holds more than ", kMaxMetaValues, " values");
-    --budget;
+    --budget.values;
     const PickleValue& v = doc.at(r);
     switch (v.kind) {
       case PickleKind::Bool: return v.integer != 0;
       case PickleKind::Int: return v.integer;
       case PickleKind::Float: return v.real;
       case PickleKind::String: {
+        if (v.text.size() > budget.bytes)
+          bad("meta holds more than ", kMaxMetaBytes, " bytes of text (a string made at pickle byte ", v.offset,
+              " is referenced too often)");
+        budget.bytes -= v.text.size();
         nlohmann::json s = v.text;
         try {
           (void)s.dump();  // invalid UTF-8 cannot be JSON text

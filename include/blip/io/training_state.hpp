@@ -13,13 +13,16 @@
 // load_training_state(path, model, optimizer, generators) restores all of it (every model key
 // is required, as are the optimizer entries the metadata lists and each generator asked for)
 // and returns the progress and the extra JSON; the learning rate and alpha in use at the save
-// are set again. A missing piece or a wrong shape is an error naming the file and the key.
+// are set again. A missing piece or a wrong shape is an error naming the file and the key; so
+// are metadata JSON nested deeper than io/json_text.hpp allows, an all-zero generator state and
+// a negative step, epoch or batch.
 // Resuming at step k and running to step n gives bit-identical state to running 0..n at once.
 #pragma once
 
 #include <nlohmann/json.hpp>
 
 #include "blip/core/rng.hpp"
+#include "blip/io/json_text.hpp"
 #include "blip/io/model_state.hpp"
 #include "blip/io/safetensors_writer.hpp"
 #include "blip/io/state_dict.hpp"
@@ -65,6 +68,9 @@ inline Generator::State generator_state(const nlohmann::json& words, const std::
                "load_training_state: '", where, "' generator '", name, "' word ", i, " is not 16 hex digits");
     s[i] = std::stoull(w.get<std::string>(), nullptr, 16);
   }
+  // xoshiro256** never reaches the all-zero state and stays there once in it (every draw 0).
+  BLIP_CHECK(s != Generator::State{}, "load_training_state: '", where, "' generator '", name,
+             "' has the all-zero state, which no generator can be in (the file is damaged)");
   return s;
 }
 
@@ -74,7 +80,7 @@ V json_field(const nlohmann::json& j, const std::string& key, const std::string&
   try {
     return j.at(key).get<V>();
   } catch (const nlohmann::json::exception&) {
-    fail("load_training_state: '", where, "' metadata '", key, "' has the wrong type: ", j.at(key).dump());
+    fail("load_training_state: '", where, "' metadata '", key, "' has the wrong type: ", json_excerpt(j.at(key)));
   }
 }
 
@@ -125,12 +131,8 @@ ResumedState load_training_state(const std::string& path, Model& model, AdamW<T,
   auto it = file.metadata().find(training_state_key);
   BLIP_CHECK(it != file.metadata().end(), "load_training_state: '", path, "' has no __metadata__ key '",
              training_state_key, "' (not a training state)");
-  nlohmann::json meta;
-  try {
-    meta = nlohmann::json::parse(it->second);
-  } catch (const nlohmann::json::exception& e) {
-    fail("load_training_state: '", path, "' metadata '", training_state_key, "' is not valid JSON: ", e.what());
-  }
+  const nlohmann::json meta =
+      parse_json_text(it->second, str("load_training_state: '", path, "' metadata '", training_state_key, "'"));
   BLIP_CHECK(meta.is_object(), "load_training_state: '", path, "' metadata '", training_state_key, "' is not an object");
   const int64_t version = detail::json_field<int64_t>(meta, "version", path);
   BLIP_CHECK(version == 1, "load_training_state: '", path, "' has training-state version ", version,
@@ -150,6 +152,11 @@ ResumedState load_training_state(const std::string& path, Model& model, AdamW<T,
   out.progress.step = detail::json_field<int64_t>(progress_json, "step", path);
   out.progress.epoch = detail::json_field<int64_t>(progress_json, "epoch", path);
   out.progress.batch_in_epoch = detail::json_field<int64_t>(progress_json, "batch_in_epoch", path);
+  // An epoch is at least one batch and a step at least one batch: the position cannot run ahead
+  // of the steps taken (the caller, who knows the batches per epoch, checks it exactly).
+  BLIP_CHECK(out.progress.step >= 0 && out.progress.epoch >= 0 && out.progress.batch_in_epoch >= 0,
+             "load_training_state: '", path, "' has a negative step, epoch or batch (", out.progress.step, ", ",
+             out.progress.epoch, ", ", out.progress.batch_in_epoch, ")");
   const double lr = detail::json_field<double>(meta, "lr", path);
   const double alpha = detail::json_field<double>(meta, "alpha", path);
   const nlohmann::json opt = detail::json_field<nlohmann::json>(meta, "optimizer", path);

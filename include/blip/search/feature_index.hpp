@@ -2,32 +2,38 @@
 // entries (image paths or texts) with their image_feat / text_feat rows and, optionally, the
 // images' image_embeds for ITM re-ranking.
 //
-// Format, version 1, little-endian:
+// Format, version 2, little-endian:
 //   [0, 64)  header: "BLIPIDX\0", u32 version, u32 kind (1 images, 2 texts), u64 count N,
 //            u32 feat_dim E, u32 embeds dtype (0 none, 1 f32, 2 f16, 3 bf16), u32 tokens S,
 //            u32 width W, u64 model fingerprint, u64 strings_bytes, u64 checksum
 //   strings  u32 length + bytes: the model name, then the N entries
 //   embeds   N x S x W values of the embeds dtype (absent when none)
 //   feats    N x E float32, L2-normalised rows
-// The checksum is FNV-1a 64 over the header (checksum field as zero), strings and feats; the
-// embeds section is checked by size only (it is read row by row, never whole). Readers check the
-// magic, version, kind, dtype, every size against the file's size (overflow-safe, before any
-// allocation), every string's length, the checksum and that features are finite; each error
-// names the file and the byte offset. IndexWriter streams embeds batch by batch (a gallery's
-// embeds can be gigabytes), writes to PATH.tmp and renames it into place on finish().
+// The checksum is zlib's CRC-32 of the whole file with the checksum field as zero (version 1
+// used FNV-1a and skipped the embeds; it is refused with a request to rebuild). Readers open a
+// regular file only (io/regular_file.hpp), check the magic, version, kind, dtype, every size
+// against the file's size (overflow-safe, before any allocation), every string's length, the
+// checksum, and that every feature and embeds value is finite; each error names the file and
+// the byte offset. The embeds are streamed through once for the checksum, then read by rows on
+// demand. IndexWriter streams embeds batch by batch (a gallery's embeds can be gigabytes),
+// refuses non-finite values, and writes through io/atomic_file.hpp (unique temporary created
+// exclusively, fsync, rename, directory fsync) on finish().
 #pragma once
 
 #include <bit>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "blip/core/dtype.hpp"
 #include "blip/core/tensor.hpp"
+#include "blip/io/atomic_file.hpp"
+#include "blip/io/crc32.hpp"
+#include "blip/io/regular_file.hpp"
 
 namespace blip::search {
 
@@ -47,7 +53,7 @@ inline EmbedsDtype parse_embeds_dtype(const std::string& s) {
 }
 
 inline constexpr char kIndexMagic[8] = {'B', 'L', 'I', 'P', 'I', 'D', 'X', '\0'};
-inline constexpr uint32_t kIndexVersion = 1;
+inline constexpr uint32_t kIndexVersion = 2;
 inline constexpr size_t kIndexHeaderBytes = 64;
 inline constexpr uint32_t kMaxFeatDim = 1u << 16, kMaxTokens = 1u << 20, kMaxWidth = 1u << 16;
 
@@ -71,6 +77,29 @@ struct Fnv1a {
     for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
   }
 };
+
+// zlib's CRC-32 (io/crc32.hpp), continued over consecutive pieces of a file.
+struct Crc32 {
+  uint32_t c = io::crc32_init();
+  void add(const void* data, size_t n) { c = io::crc32(c, data, n); }
+};
+
+// Index of the first non-finite value of `n` embeds values of type d, or n.
+inline uint64_t first_non_finite(const uint8_t* p, uint64_t n, EmbedsDtype d) {
+  for (uint64_t i = 0; i < n; ++i) {
+    if (d == EmbedsDtype::f32) {
+      float v;
+      std::memcpy(&v, p + 4 * i, 4);
+      if (!std::isfinite(v)) return i;
+    } else {
+      uint16_t bits;
+      std::memcpy(&bits, p + 2 * i, 2);
+      const uint16_t exp = d == EmbedsDtype::f16 ? 0x7c00 : 0x7f80;  // all-ones exponent: inf or NaN
+      if ((bits & exp) == exp) return i;
+    }
+  }
+  return n;
+}
 
 template <class U>
 void put(std::vector<uint8_t>& out, size_t at, U v) {
@@ -127,16 +156,13 @@ class FeatureIndex {
   static FeatureIndex read(const std::string& path) {
     FeatureIndex ix;
     ix.path_ = path;
-    std::ifstream in(path, std::ios::binary);
-    BLIP_CHECK(in.good(), "index: cannot open '", path, "'");
-    std::error_code ec;
-    const uint64_t file_size = std::filesystem::file_size(path, ec);
-    BLIP_CHECK(!ec, "index: cannot stat '", path, "': ", ec.message());
+    ix.file_ = std::make_shared<io::RegularFile>(path, "index");
+    const io::RegularFile& file = *ix.file_;
+    const uint64_t file_size = file.size();
     BLIP_CHECK(file_size >= kIndexHeaderBytes, "index '", path, "': ", file_size, " bytes, shorter than the ",
                kIndexHeaderBytes, "-byte header (not an index file?)");
     uint8_t raw[kIndexHeaderBytes];
-    in.read(reinterpret_cast<char*>(raw), kIndexHeaderBytes);
-    BLIP_CHECK(in.good(), "index '", path, "': cannot read the header");
+    ix.read_at(0, raw, kIndexHeaderBytes, "the header");
     BLIP_CHECK(std::memcmp(raw, kIndexMagic, 8) == 0, "index '", path, "': bad magic at byte 0 (not a blip index file)");
     const uint32_t version = detail::get<uint32_t>(raw, 8);
     BLIP_CHECK(version == kIndexVersion, "index '", path, "': format version ", version, " at byte 8; this blip reads version ",
@@ -177,12 +203,11 @@ class FeatureIndex {
                h.strings_bytes, ", embeds ", embeds_bytes, ", features ", feats_bytes, ") but the file has ", file_size,
                " (truncated or corrupt)");
 
-    detail::Fnv1a sum;
+    detail::Crc32 sum;
     const std::vector<uint8_t> zeroed = detail::encode_header(h, false);
     sum.add(zeroed.data(), zeroed.size());
     std::vector<uint8_t> strings(static_cast<size_t>(h.strings_bytes));
-    in.read(reinterpret_cast<char*>(strings.data()), static_cast<std::streamsize>(strings.size()));
-    BLIP_CHECK(in.good(), "index '", path, "': cannot read the strings at byte ", kIndexHeaderBytes);
+    ix.read_at(kIndexHeaderBytes, strings.data(), strings.size(), "the strings");
     sum.add(strings.data(), strings.size());
     size_t at = 0;
     auto next_string = [&](const std::string& what) {
@@ -201,12 +226,26 @@ class FeatureIndex {
     BLIP_CHECK(at == strings.size(), "index '", path, "': ", strings.size() - at,
                " unused bytes at the end of the strings section (byte ", kIndexHeaderBytes + at, ")");
 
+    // The embeds are streamed through (they may be gigabytes): checksummed, and checked for
+    // non-finite values once the checksum has shown the bytes are the ones written.
+    std::optional<uint64_t> bad_embed;
+    std::vector<uint8_t> chunk;
+    const size_t esize = dtype_size(h.embeds);
+    for (uint64_t off = 0; off < embeds_bytes;) {
+      const uint64_t n = std::min<uint64_t>(embeds_bytes - off, uint64_t{1} << 22);
+      chunk.resize(static_cast<size_t>(n));
+      ix.read_at(ix.embeds_offset_ + off, chunk.data(), chunk.size(), "the embeds");
+      sum.add(chunk.data(), chunk.size());
+      const uint64_t i = detail::first_non_finite(chunk.data(), n / esize, h.embeds);
+      if (!bad_embed && i < n / esize) bad_embed = ix.embeds_offset_ + off + i * esize;
+      off += n;
+    }
     ix.feats_ = Tensor<float, Cpu>::empty({static_cast<int64_t>(h.count), static_cast<int64_t>(h.feat_dim)});
-    in.seekg(static_cast<std::streamoff>(ix.feats_offset_));
-    in.read(reinterpret_cast<char*>(ix.feats_.data()), static_cast<std::streamsize>(feats_bytes));
-    BLIP_CHECK(in.good(), "index '", path, "': cannot read the features at byte ", ix.feats_offset_);
+    ix.read_at(ix.feats_offset_, ix.feats_.data(), static_cast<size_t>(feats_bytes), "the features");
     sum.add(ix.feats_.data(), static_cast<size_t>(feats_bytes));
-    BLIP_CHECK(sum.h == h.checksum, "index '", path, "': checksum mismatch (header byte 56): the file is corrupt");
+    BLIP_CHECK(sum.c == h.checksum, "index '", path, "': checksum mismatch (CRC-32 of the file is ", sum.c,
+               ", header byte 56 says ", h.checksum, "): the file is corrupt");
+    BLIP_CHECK(!bad_embed, "index '", path, "': image_embeds value at byte ", bad_embed.value_or(0), " is not finite");
     const float* f = ix.feats_.data();
     for (uint64_t i = 0; i < h.count * h.feat_dim; ++i)
       BLIP_CHECK(std::isfinite(f[i]), "index '", path, "': feature value at byte ", ix.feats_offset_ + 4 * i,
@@ -230,15 +269,11 @@ class FeatureIndex {
     const size_t esize = dtype_size(header_.embeds);
     Tensor<float, Cpu> out = Tensor<float, Cpu>::empty(
         {static_cast<int64_t>(rows.size()), static_cast<int64_t>(header_.tokens), static_cast<int64_t>(header_.width)});
-    std::ifstream in(path_, std::ios::binary);
-    BLIP_CHECK(in.good(), "index: cannot reopen '", path_, "'");
     std::vector<uint8_t> buf(static_cast<size_t>(per_row * esize));
     for (size_t r = 0; r < rows.size(); ++r) {
       BLIP_CHECK(rows[r] >= 0 && rows[r] < size(), "index '", path_, "': embeds row ", rows[r], " outside [0, ", size(), ")");
       const uint64_t offset = embeds_offset_ + static_cast<uint64_t>(rows[r]) * per_row * esize;
-      in.seekg(static_cast<std::streamoff>(offset));
-      in.read(reinterpret_cast<char*>(buf.data()), static_cast<std::streamsize>(buf.size()));
-      BLIP_CHECK(in.good(), "index '", path_, "': cannot read embeds row ", rows[r], " at byte ", offset);
+      read_at(offset, buf.data(), buf.size(), str("embeds row ", rows[r]));
       float* o = out.data() + r * per_row;
       if (header_.embeds == EmbedsDtype::f32) {
         std::memcpy(o, buf.data(), buf.size());
@@ -254,7 +289,19 @@ class FeatureIndex {
   }
 
  private:
+  void read_at(uint64_t offset, void* out, size_t n, const std::string& what) const {
+    auto* p = static_cast<uint8_t*>(out);
+    for (size_t got = 0; got < n;) {
+      const ssize_t r = ::pread(file_->fd(), p + got, n - got, static_cast<off_t>(offset + got));
+      if (r < 0 && errno == EINTR) continue;
+      BLIP_CHECK(r > 0, "index '", path_, "': cannot read ", what, " at byte ", offset + got, ": ",
+                 r < 0 ? std::strerror(errno) : "the file shrank");
+      got += static_cast<size_t>(r);
+    }
+  }
+
   std::string path_, model_;
+  std::shared_ptr<io::RegularFile> file_;  // kept open: embeds rows are read on demand
   IndexHeader header_;
   std::vector<std::string> entries_;
   Tensor<float, Cpu> feats_;
@@ -267,7 +314,7 @@ class IndexWriter {
   IndexWriter(std::string path, IndexKind kind, std::string model, uint64_t fingerprint,
               const std::vector<std::string>& entries, uint32_t feat_dim, EmbedsDtype embeds = EmbedsDtype::none,
               uint32_t tokens = 0, uint32_t width = 0)
-      : path_(std::move(path)), tmp_(path_ + ".tmp") {
+      : path_(std::move(path)) {
     BLIP_CHECK(feat_dim > 0 && feat_dim <= kMaxFeatDim, "IndexWriter: feature size ", feat_dim, " out of range");
     BLIP_CHECK(embeds == EmbedsDtype::none || (kind == IndexKind::images && tokens > 0 && tokens <= kMaxTokens &&
                                                width > 0 && width <= kMaxWidth),
@@ -279,48 +326,54 @@ class IndexWriter {
     h_.tokens = embeds == EmbedsDtype::none ? 0 : tokens;
     h_.width = embeds == EmbedsDtype::none ? 0 : width;
     h_.fingerprint = fingerprint;
-    detail::append_string(strings_, model, "the model name");
-    for (size_t i = 0; i < entries.size(); ++i) detail::append_string(strings_, entries[i], str("entry ", i));
-    h_.strings_bytes = strings_.size();
-    out_.open(tmp_, std::ios::binary | std::ios::trunc);
-    BLIP_CHECK(out_.good(), "index: cannot create '", tmp_, "'");
+    entries_ = entries;
+    std::vector<uint8_t> strings;
+    detail::append_string(strings, model, "the model name");
+    for (size_t i = 0; i < entries.size(); ++i) detail::append_string(strings, entries[i], str("entry ", i));
+    h_.strings_bytes = strings.size();
+    out_ = std::make_unique<io::AtomicFile>(path_);
     const std::vector<uint8_t> header = detail::encode_header(h_, false);
     write(header.data(), header.size());
-    write(strings_.data(), strings_.size());
+    write(strings.data(), strings.size());
     feats_.reserve(static_cast<size_t>(h_.count * feat_dim));
   }
 
   IndexWriter(const IndexWriter&) = delete;
   IndexWriter& operator=(const IndexWriter&) = delete;
-  ~IndexWriter() {
-    if (!finished_) {
-      out_.close();
-      std::error_code ec;
-      std::filesystem::remove(tmp_, ec);
-    }
-  }
+
+  // Where the model came from (its checkpoint), for the message about non-finite values.
+  void set_model_source(std::string source) { model_source_ = std::move(source); }
 
   // The next rows: features [n, E] and, when the index keeps them, image_embeds [n, S, W].
+  // Non-finite values are refused, naming the entry (a damaged model must not make an index
+  // that every later search refuses).
   void append(const Tensor<float, Cpu>& feats, const Tensor<float, Cpu>* embeds = nullptr) {
     BLIP_CHECK(feats.dim() == 2 && feats.size(1) == h_.feat_dim, "IndexWriter: features ", feats.shape(),
                " do not have ", h_.feat_dim, " columns");
     const int64_t n = feats.size(0);
     BLIP_CHECK(rows_ + static_cast<uint64_t>(n) <= h_.count, "IndexWriter: more rows than the ", h_.count, " entries");
     const std::vector<float> f = feats.to_vector();
-    feats_.insert(feats_.end(), f.begin(), f.end());
+    check_finite(f, h_.feat_dim, "feature");
+    std::vector<float> e;
     if (h_.embeds != EmbedsDtype::none) {
       BLIP_CHECK(embeds && embeds->dim() == 3 && embeds->size(0) == n && embeds->size(1) == h_.tokens &&
                      embeds->size(2) == h_.width,
                  "IndexWriter: image_embeds must be [", n, ", ", h_.tokens, ", ", h_.width, "]");
-      const std::vector<float> e = embeds->to_vector();
-      if (h_.embeds == EmbedsDtype::f32) {
-        write(e.data(), e.size() * 4);
-      } else {
-        std::vector<uint16_t> half(e.size());
-        for (size_t i = 0; i < e.size(); ++i)
-          half[i] = h_.embeds == EmbedsDtype::f16 ? fp16(e[i]).bits : bf16(e[i]).bits;
-        write(half.data(), half.size() * 2);
-      }
+      e = embeds->to_vector();
+      check_finite(e, uint64_t{h_.tokens} * h_.width, "image_embeds");
+    }
+    feats_.insert(feats_.end(), f.begin(), f.end());
+    if (h_.embeds == EmbedsDtype::f32) {
+      write(e.data(), e.size() * 4);
+    } else if (h_.embeds != EmbedsDtype::none) {
+      std::vector<uint16_t> half(e.size());
+      for (size_t i = 0; i < e.size(); ++i) half[i] = h_.embeds == EmbedsDtype::f16 ? fp16(e[i]).bits : bf16(e[i]).bits;
+      const auto* bytes = reinterpret_cast<const uint8_t*>(half.data());
+      const uint64_t bad = detail::first_non_finite(bytes, half.size(), h_.embeds);
+      const uint64_t row = rows_ + bad / (uint64_t{h_.tokens} * h_.width);
+      BLIP_CHECK(bad == half.size(), "IndexWriter: image_embeds of entry ", row, " ('",
+                 entries_[static_cast<size_t>(std::min(row, h_.count - 1))], "') overflow the embeds type (use --embeds f32)");
+      write(half.data(), half.size() * 2);
     }
     rows_ += static_cast<uint64_t>(n);
   }
@@ -328,36 +381,35 @@ class IndexWriter {
   void finish() {
     BLIP_CHECK(rows_ == h_.count, "IndexWriter: ", rows_, " rows appended for ", h_.count, " entries");
     write(feats_.data(), feats_.size() * 4);
-    detail::Fnv1a sum;
-    const std::vector<uint8_t> zeroed = detail::encode_header(h_, false);
-    sum.add(zeroed.data(), zeroed.size());
-    sum.add(strings_.data(), strings_.size());
-    sum.add(feats_.data(), feats_.size() * 4);
-    h_.checksum = sum.h;
+    h_.checksum = sum_.c;
     const std::vector<uint8_t> header = detail::encode_header(h_, true);
-    out_.seekp(0);
-    write(header.data(), header.size());
-    out_.close();
-    BLIP_CHECK(out_.good(), "index: writing '", tmp_, "' failed");
-    std::error_code ec;
-    std::filesystem::rename(tmp_, path_, ec);
-    BLIP_CHECK(!ec, "index: cannot move '", tmp_, "' to '", path_, "': ", ec.message());
-    finished_ = true;
+    out_->write_at(56, header.data() + 56, 8);
+    out_->commit();
   }
 
  private:
   void write(const void* data, size_t n) {
-    out_.write(static_cast<const char*>(data), static_cast<std::streamsize>(n));
-    BLIP_CHECK(out_.good(), "index: writing '", tmp_, "' failed (disk full?)");
+    sum_.add(data, n);
+    out_->write(data, n);
   }
 
-  std::string path_, tmp_;
+  void check_finite(const std::vector<float>& v, uint64_t per_row, const char* what) const {
+    for (size_t i = 0; i < v.size(); ++i)
+      if (!std::isfinite(v[i])) {
+        const uint64_t row = rows_ + i / per_row;
+        fail("index '", path_, "': the model", model_source_.empty() ? "" : " of checkpoint '" + model_source_ + "'",
+             " gives a non-finite ", what, " value for entry ", row, " ('", entries_[static_cast<size_t>(row)],
+             "'): are its weights damaged or diverged?");
+      }
+  }
+
+  std::string path_, model_source_;
   IndexHeader h_;
-  std::vector<uint8_t> strings_;
+  std::vector<std::string> entries_;
   std::vector<float> feats_;
-  std::ofstream out_;
+  std::unique_ptr<io::AtomicFile> out_;  // removes its temporary unless finish() commits it
+  detail::Crc32 sum_;
   uint64_t rows_ = 0;
-  bool finished_ = false;
 };
 
 }  // namespace blip::search

@@ -2,10 +2,13 @@
 // with a model, and answering text or image queries against it.
 //
 // Contract:
-// - list_image_files(dir): every .jpg/.jpeg/.png (any case) under dir, recursively, as absolute
-//   paths sorted, so the same folder always gives the same index and `blip search` prints paths
-//   that work from any directory. read_text_lines(file): non-empty
-//   lines (a trailing \r dropped). Both fail naming the path when there is nothing to index.
+// - list_image_files(dir): every .jpg/.jpeg/.png (any case) under dir, recursively and through
+//   symlinks, as absolute paths sorted, so the same folder always gives the same index and
+//   `blip search` prints paths that work from any directory. Each folder is walked once and each
+//   file listed once (device and inode: symlink loops end); a folder that cannot be listed is an
+//   error, or a warning and a skip with ListOptions::skip_errors — never a silent stop.
+//   read_text_lines(file): non-empty lines (a trailing \r dropped) of a regular file of at most
+//   1 GiB. Both fail naming the path when there is nothing to index.
 // - build_image_index / build_text_index embed in batches (images on the DataLoader's threads,
 //   through the test pipeline; texts through CleanCaption and the tokenizer, as the evaluation
 //   does) with a progress bar, and stream the index to `out` (search/feature_index.hpp). An
@@ -17,9 +20,15 @@
 //   or of the other kind is refused with a message saying what to do.
 #pragma once
 
+#include <dirent.h>
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <filesystem>
+#include <functional>
+#include <set>
 
 #include "blip/data/image_text_loader.hpp"
 #include "blip/ops/index.hpp"
@@ -30,41 +39,119 @@
 
 namespace blip::search {
 
-inline std::vector<std::string> list_image_files(const std::string& dir) {
+// Folders that cannot be listed (and image entries that cannot be examined): errors, or
+// warnings passed to `warn` and skipped when skip_errors is set.
+struct ListOptions {
+  bool skip_errors = false;
+  std::function<void(const std::string&)> warn;
+};
+
+inline std::vector<std::string> list_image_files(const std::string& dir, const ListOptions& o = {}) {
   namespace fs = std::filesystem;
   std::error_code ec;
   BLIP_CHECK(fs::is_directory(dir, ec), "index: '", dir, "' is not a directory");
-  std::vector<std::string> out;
-  fs::recursive_directory_iterator it(dir, fs::directory_options::follow_directory_symlink, ec), end;
-  BLIP_CHECK(!ec, "index: cannot list '", dir, "': ", ec.message());
-  for (; it != end; it.increment(ec)) {
-    BLIP_CHECK(!ec, "index: cannot list '", dir, "': ", ec.message());
-    if (!it->is_regular_file(ec)) continue;
-    std::string ext = it->path().extension().string();
+  auto problem = [&](const std::string& what, int err) {
+    const std::string message = str("index: cannot ", what, ": ", std::strerror(err));
+    BLIP_CHECK(o.skip_errors, message, " (--skip-errors skips such entries with a warning)");
+    if (o.warn) o.warn(message + " (skipped)");
+  };
+  auto is_image = [](const std::string& name) {
+    std::string ext = fs::path(name).extension().string();
     std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    if (ext == ".jpg" || ext == ".jpeg" || ext == ".png") out.push_back(fs::absolute(it->path()).lexically_normal().string());
+    return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
+  };
+  // Folders are identified by device and inode, so a symlink loop or two links to one folder are
+  // walked once; real folders come before the ones reached through symlinks, so files are listed
+  // under their own path where the tree has one. Entries are examined relative to their open
+  // folder, so a path too long to open is still seen (and reported), not skipped.
+  struct Folder {  // or file
+    std::string path;
+    dev_t dev;
+    ino_t ino;
+  };
+  std::string root = fs::absolute(dir).lexically_normal().string();
+  if (root.size() > 1 && root.back() == '/') root.pop_back();
+  struct stat root_st {};
+  BLIP_CHECK(::stat(root.c_str(), &root_st) == 0, "index: cannot examine '", root, "': ", std::strerror(errno));
+  std::set<std::pair<dev_t, ino_t>> seen_dirs, seen_files;
+  std::vector<Folder> todo{{root, root_st.st_dev, root_st.st_ino}}, linked;
+  std::vector<Folder> out;  // the files, with their device and inode
+  while (!todo.empty() || !linked.empty()) {
+    std::vector<Folder>& from = todo.empty() ? linked : todo;
+    const Folder folder = from.back();
+    from.pop_back();
+    if (!seen_dirs.emplace(folder.dev, folder.ino).second) continue;
+    DIR* d = ::opendir(folder.path.c_str());
+    if (!d) {
+      BLIP_CHECK(folder.path != root, "index: cannot list '", folder.path, "': ", std::strerror(errno));
+      problem(str("list folder '", folder.path, "'"), errno);
+      continue;
+    }
+    struct Entry {
+      std::string name;
+      struct stat st;
+      bool ok, link;
+      int err;
+    };
+    std::vector<Entry> entries;
+    int read_error = 0;
+    for (;;) {
+      errno = 0;
+      const dirent* e = ::readdir(d);
+      if (!e) {
+        read_error = errno;
+        break;
+      }
+      Entry entry{e->d_name, {}, false, false, 0};
+      if (entry.name == "." || entry.name == "..") continue;
+      struct stat link {};
+      entry.ok = ::fstatat(::dirfd(d), e->d_name, &entry.st, 0) == 0;  // through symlinks
+      entry.err = entry.ok ? 0 : errno;
+      entry.link = ::fstatat(::dirfd(d), e->d_name, &link, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(link.st_mode);
+      entries.push_back(std::move(entry));
+    }
+    ::closedir(d);
+    if (read_error != 0) problem(str("list all of folder '", folder.path, "'"), read_error);
+    // Popped from the back: walked in name order.
+    std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.name > b.name; });
+    for (const Entry& e : entries) {
+      const std::string full = folder.path == "/" ? "/" + e.name : folder.path + "/" + e.name;
+      if (!e.ok) {  // a dangling link, or a race with a deletion
+        if (is_image(e.name)) problem(str("examine '", full, "'"), e.err);
+      } else if (S_ISDIR(e.st.st_mode)) {
+        (e.link ? linked : todo).push_back({full, e.st.st_dev, e.st.st_ino});
+      } else if (S_ISREG(e.st.st_mode) && is_image(e.name)) {
+        out.push_back({full, e.st.st_dev, e.st.st_ino});
+      }
+    }
   }
-  std::sort(out.begin(), out.end());
-  BLIP_CHECK(!out.empty(), "index: no .jpg or .png files under '", dir, "'");
-  return out;
+  std::sort(out.begin(), out.end(), [](const Folder& a, const Folder& b) { return a.path < b.path; });
+  // One entry per file (a symlink or hard link to an image listed elsewhere is the same file).
+  std::vector<std::string> unique;
+  for (const Folder& f : out)
+    if (seen_files.emplace(f.dev, f.ino).second) unique.push_back(f.path);
+  BLIP_CHECK(!unique.empty(), "index: no .jpg or .png files under '", dir, "'");
+  return unique;
 }
 
 inline std::vector<std::string> read_text_lines(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  BLIP_CHECK(in.good(), "index: cannot open '", path, "'");
+  const std::vector<uint8_t> bytes = io::read_regular_file(path, uint64_t{1} << 30, "texts to index");
   std::vector<std::string> out;
-  std::string line;
-  while (std::getline(in, line)) {
+  for (size_t pos = 0; pos < bytes.size();) {
+    size_t end = pos;
+    while (end < bytes.size() && bytes[end] != '\n') ++end;
+    std::string line(bytes.begin() + static_cast<std::ptrdiff_t>(pos), bytes.begin() + static_cast<std::ptrdiff_t>(end));
+    pos = end + 1;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") != std::string::npos) out.push_back(line);
   }
-  BLIP_CHECK(!in.bad(), "index: reading '", path, "' failed");
   BLIP_CHECK(!out.empty(), "index: '", path, "' has no non-empty lines to index");
   return out;
 }
 
 struct IndexBuildOptions {
   std::string model_name;  // stored in the index, shown by `blip search`
+  std::string model_source;  // the checkpoint, named when the model gives non-finite features
   int64_t batch_size = 32;
   EmbedsDtype embeds = EmbedsDtype::none;
   bool quiet = false;
@@ -90,6 +177,7 @@ void build_image_index(const Model& model, const std::vector<std::string>& paths
   IndexWriter writer(out, IndexKind::images, o.model_name, model_fingerprint(model), paths,
                      static_cast<uint32_t>(cfg.embed_dim), o.embeds, static_cast<uint32_t>(tokens),
                      static_cast<uint32_t>(cfg.vision.embed_dims));
+  writer.set_model_source(o.model_source);
   data::LoaderOptions lo = o.loader;
   lo.batch_size = o.batch_size;
   lo.shuffle = lo.drop_last = false;
@@ -120,6 +208,7 @@ void build_text_index(const Model& model, const Tokenizer& tokenizer, const std:
   BLIP_CHECK(!texts.empty(), "build_text_index: no texts");
   IndexWriter writer(out, IndexKind::texts, o.model_name, model_fingerprint(model), texts,
                      static_cast<uint32_t>(model.config().embed_dim));
+  writer.set_model_source(o.model_source);
   ProgressBar bar("index texts", static_cast<long long>(texts.size()), o.quiet, "txt");
   const int64_t n = static_cast<int64_t>(texts.size()), step = std::max<int64_t>(o.batch_size, 1) * 4;
   for (int64_t s = 0; s < n; s += step) {

@@ -18,6 +18,20 @@ namespace blip::text {
 
 using CodePoints = std::vector<char32_t>;
 
+// Whether `s` is valid UTF-8 (what JSON text must be).
+inline bool is_valid_utf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(s.data());
+  utf8proc_ssize_t left = static_cast<utf8proc_ssize_t>(s.size());
+  while (left > 0) {
+    utf8proc_int32_t c;
+    const utf8proc_ssize_t n = utf8proc_iterate(p, left, &c);
+    if (n < 0) return false;
+    p += n;
+    left -= n;
+  }
+  return true;
+}
+
 inline CodePoints decode(std::string_view s) {
   CodePoints out;
   out.reserve(s.size());

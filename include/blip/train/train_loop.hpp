@@ -22,6 +22,7 @@
 #include <iomanip>
 #include <sstream>
 
+#include "blip/io/atomic_file.hpp"
 #include "blip/train/trainer.hpp"
 #include "blip/util/progress.hpp"
 
@@ -65,11 +66,9 @@ inline std::string metrics_json(const StepStats& s, double images_per_s, double 
 template <Differentiable T, Device D>
 LoopResult run_training(Trainer<T, D>& trainer, const typename Trainer<T, D>::MicroLoss& micro_loss,
                         const LoopOptions& options, const std::function<void(int64_t)>& checkpoint = {}) {
-  std::ofstream log;
-  if (!options.metrics_path.empty()) {
-    log.open(options.metrics_path, std::ios::app);
-    BLIP_CHECK(log, "run_training: cannot open the metrics log '", options.metrics_path, "'");
-  }
+  // Appended to through O_NOFOLLOW (io/atomic_file.hpp's AppendFile): a planted symlink is refused.
+  std::unique_ptr<io::AppendFile> log;
+  if (!options.metrics_path.empty()) log = std::make_unique<io::AppendFile>(options.metrics_path);
   const auto start = std::chrono::steady_clock::now();
   const auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   const int64_t first = trainer.step_index();
@@ -108,9 +107,8 @@ LoopResult run_training(Trainer<T, D>& trainer, const typename Trainer<T, D>::Mi
 
     const bool last = trainer.done() || (options.time_budget_s > 0 && elapsed >= options.time_budget_s) ||
                       (options.stop_at_step > 0 && done >= options.stop_at_step);
-    if (log.is_open() && (last || options.log_every <= 1 || done % options.log_every == 0)) {
-      log << metrics_json(result.last, rate, elapsed) << '\n';
-      log.flush();
+    if (log && (last || options.log_every <= 1 || done % options.log_every == 0)) {
+      log->write(metrics_json(result.last, rate, elapsed) + "\n");
     }
     if (checkpoint && (last || (options.checkpoint_every > 0 && done % options.checkpoint_every == 0))) checkpoint(done);
     if (last) break;

@@ -5,20 +5,24 @@
 // expanded (tRNS ignored), alpha dropped without compositing, 16-bit samples become v >> 8, and
 // a JPEG's EXIF Orientation (1-8) is applied. JPEG uses libjpeg's defaults (ISLOW IDCT, fancy
 // upsampling), so pixels equal OpenCV's. The pixel count is checked against `max_pixels` from
-// the header, before any allocation. Truncated or corrupt data, zero sizes, CMYK JPEGs and other
-// formats throw blip::Error naming the file (or `name`) and what is wrong.
+// the header, before any allocation, and bounds libjpeg's working memory too. Truncated or
+// corrupt data (libjpeg's corrupt-data and premature-end warnings included), a JPEG too small for
+// the size its header claims, zero sizes, CMYK JPEGs and other formats throw blip::Error naming
+// the file (or `name`) and what is wrong. load_image reads only regular files of at most
+// max_file_bytes (io/regular_file.hpp).
 #pragma once
 
 #include <png.h>
 #include <stdio.h>
 
 #include <jpeglib.h>
+// After jpeglib.h: the message codes (JWRN_*) need its types.
+#include <jerror.h>
 
 #include <csetjmp>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 
+#include "blip/io/regular_file.hpp"
 #include "blip/vision/image.hpp"
 
 namespace blip::vision {
@@ -26,6 +30,7 @@ namespace blip::vision {
 struct DecodeOptions {
   ChannelOrder order = ChannelOrder::bgr;
   int64_t max_pixels = int64_t{1} << 28;  // 268 M pixels; Pillow's bomb limit is 179 M
+  uint64_t max_file_bytes = uint64_t{1} << 28;  // 256 MiB of encoded data (load_image)
   bool apply_exif_orientation = true;
 };
 
@@ -132,6 +137,24 @@ inline int exif_orientation(const uint8_t* p, size_t n) {
   return 1;
 }
 
+// libjpeg reports damaged data as warnings and goes on with gray or repeated pixels; the decode
+// contract says damaged data throws, so these warnings are errors. Harmless ones (an unknown
+// JFIF revision or Adobe transform, a bad ICC profile that is not used) stay warnings.
+inline bool jpeg_warning_is_error(int code) {
+  switch (code) {
+    case JWRN_ARITH_BAD_CODE:
+    case JWRN_BOGUS_PROGRESSION:
+    case JWRN_EXTRANEOUS_DATA:
+    case JWRN_HIT_MARKER:
+    case JWRN_HUFF_BAD_CODE:
+    case JWRN_JPEG_EOF:
+    case JWRN_MUST_RESYNC:
+    case JWRN_NOT_SEQUENTIAL:
+    case JWRN_TOO_MUCH_DATA: return true;
+    default: return false;
+  }
+}
+
 inline Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& o) {
   jpeg_decompress_struct cinfo{};
   JpegError err{};
@@ -141,12 +164,15 @@ inline Image decode_jpeg(const uint8_t* data, size_t size, const std::string& na
     (*c->err->format_message)(c, e->message);
     std::longjmp(e->jump, 1);
   };
+  err.mgr.emit_message = [](j_common_ptr c, int level) {
+    if (level < 0 && jpeg_warning_is_error(c->err->msg_code)) (*c->err->error_exit)(c);
+  };
   err.mgr.output_message = [](j_common_ptr) {};
   int orientation = 1;
   int64_t w = 0, h = 0;
-  uint8_t* volatile pixels = nullptr;  // volatile: read after a longjmp
+  // Nothing with a destructor may be created between a setjmp and a longjmp back to it: the
+  // image is made between the two setjmps below.
   if (setjmp(err.jump)) {
-    std::free(pixels);
     jpeg_destroy_decompress(&cinfo);
     fail("decode_image: '", name, "' is not a valid JPEG: ", err.message);
   }
@@ -160,27 +186,36 @@ inline Image decode_jpeg(const uint8_t* data, size_t size, const std::string& na
   h = cinfo.image_height;
   const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
   const bool too_big = w <= 0 || h <= 0 || w > o.max_pixels / std::max<int64_t>(h, 1);
-  if (cmyk || too_big) {
+  // Huffman-coded data spends at least one bit per 8x8 block (progressive DC scans) and two in
+  // sequential ones, so fewer than w*h/1024 bytes cannot hold the image: a small file whose
+  // header claims a huge size is refused before its pixels are allocated.
+  const bool implausible = !too_big && !cinfo.arith_code && static_cast<uint64_t>(size) * 1024 < static_cast<uint64_t>(w * h);
+  if (cmyk || too_big || implausible) {
     jpeg_destroy_decompress(&cinfo);
     BLIP_CHECK(!cmyk, "decode_image: '", name, "' is a CMYK JPEG, which blip does not decode");
     check_size(w, h, o, name);
+    fail("decode_image: '", name, "' claims ", w, "x", h, " pixels but holds only ", size,
+         " bytes: truncated or corrupt JPEG");
   }
+  // libjpeg's own buffers (progressive JPEGs keep every coefficient) are bounded by the pixel limit too.
+  cinfo.mem->max_memory_to_use = static_cast<long>(std::min<int64_t>(o.max_pixels, int64_t{1} << 40) * 3 + (16 << 20));
   cinfo.out_color_space = o.order == ChannelOrder::bgr ? JCS_EXT_BGR : JCS_EXT_RGB;
   jpeg_start_decompress(&cinfo);
-  pixels = static_cast<uint8_t*>(std::malloc(static_cast<size_t>(w * h * 3)));
-  if (!pixels) {
+  if (int64_t{cinfo.output_width} != w || int64_t{cinfo.output_height} != h || cinfo.output_components != 3) {
     jpeg_destroy_decompress(&cinfo);
-    fail("decode_image: out of memory for '", name, "'");
+    fail("decode_image: '", name, "': libjpeg decodes it to an unexpected layout");
+  }
+  Image img(h, w, 3, o.order);  // decoded in place: the pixels are held once
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    fail("decode_image: '", name, "' is not a valid JPEG: ", err.message);
   }
   while (cinfo.output_scanline < cinfo.output_height) {
-    JSAMPROW row = pixels + static_cast<size_t>(cinfo.output_scanline) * static_cast<size_t>(w) * 3;
+    JSAMPROW row = img.row(static_cast<int64_t>(cinfo.output_scanline));
     jpeg_read_scanlines(&cinfo, &row, 1);
   }
   jpeg_finish_decompress(&cinfo);
   jpeg_destroy_decompress(&cinfo);
-  Image img(h, w, 3, o.order);
-  std::memcpy(img.pixels.data(), pixels, img.pixels.size());
-  std::free(pixels);
   if (o.apply_exif_orientation && orientation != 1) {
     // OpenCV's ExifTransform: 2 flip-x, 3 rot180, 4 flip-y, 5 transpose, 6 rot90 cw,
     // 7 transverse, 8 rot90 ccw.
@@ -210,14 +245,13 @@ inline Image decode_image(const uint8_t* data, size_t size, const std::string& n
   fail("decode_image: '", name, "' is neither PNG nor JPEG (unsupported format)");
 }
 
-inline std::vector<uint8_t> read_file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  BLIP_CHECK(in.good(), "read_file: cannot open '", path, "'");
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+// An encoded image file: a regular file of at most max_file_bytes (io/regular_file.hpp).
+inline std::vector<uint8_t> read_file_bytes(const std::string& path, const DecodeOptions& options = {}) {
+  return io::read_regular_file(path, options.max_file_bytes, "image");
 }
 
 inline Image load_image(const std::string& path, const DecodeOptions& options = {}) {
-  const std::vector<uint8_t> bytes = read_file_bytes(path);
+  const std::vector<uint8_t> bytes = read_file_bytes(path, options);
   return decode_image(bytes.data(), bytes.size(), path, options);
 }
 

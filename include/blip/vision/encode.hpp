@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "blip/io/atomic_file.hpp"
 #include "blip/vision/image.hpp"
 
 namespace blip::vision {
@@ -69,13 +70,10 @@ inline std::vector<uint8_t> encode_png(const Image& img, const std::string& name
   return std::move(sink.bytes);
 }
 
+// Written atomically (io/atomic_file.hpp): never a partial PNG, never through a planted symlink.
 inline void write_png(const std::string& path, const Image& img) {
   const std::vector<uint8_t> bytes = encode_png(img, path);
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  BLIP_CHECK(out.good(), "write_png: cannot open '", path, "' for writing");
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  out.close();
-  BLIP_CHECK(out.good(), "write_png: writing '", path, "' failed");
+  io::write_file_atomically(path, bytes.data(), bytes.size());
 }
 
 }  // namespace blip::vision

@@ -58,7 +58,7 @@ inline Tensor<float, Cpu> preprocess_image(const uint8_t* data, size_t size, con
 }
 
 inline Tensor<float, Cpu> load_and_preprocess(const std::string& path, const PipelineOptions& o = {}) {
-  const std::vector<uint8_t> bytes = read_file_bytes(path);
+  const std::vector<uint8_t> bytes = read_file_bytes(path, o.decode);
   return preprocess_image(bytes.data(), bytes.size(), path, o);
 }
 

@@ -15,7 +15,7 @@
 
 #include "blip/backend/args.hpp"
 #include "blip/backend/cpu/gemm.hpp"
-#include "blip/backend/cpu/rowwise.hpp"
+#include "blip/backend/cpu/isa.hpp"
 #include "blip/core/device.hpp"
 
 namespace blip::cpu {
@@ -62,7 +62,7 @@ int64_t probabilities(const backend::AttentionArgs<T>& a, T* scores, int64_t b, 
       else for (int64_t j = 0; j < a.Sk; ++j) s[j] += m[j * ms[3]];
     }
   }
-  softmax_rows(scores, scores, rows, a.Sk);
+  isa::softmax_rows(scores, scores, rows, a.Sk);
   return kv_b;
 }
 
@@ -138,7 +138,7 @@ void attention_backward(const backend::AttentionBackwardArgs<T>& g) {
           const int64_t ldo = g.grad_out_stride[2];
           gemm(true, false, Sk, dv, rows, T(1), p.data, Sk, dout, ldo, T(1), gv, dv);
           gemm(false, true, rows, Sk, dv, T(1), dout, ldo, v, a.v_stride[2], T(0), ds.data, Sk);
-          softmax_backward_rows(p.data, ds.data, ds.data, rows, Sk);
+          isa::softmax_backward_rows(p.data, ds.data, ds.data, rows, Sk);
           gemm(false, false, rows, d, Sk, a.scale, ds.data, Sk, k, a.k_stride[2], T(0),
                detail::row_of(g.grad_q, gq_stride, b, h, r0), d);
           gemm(true, false, Sk, d, rows, a.scale, ds.data, Sk, detail::row_of(a.q, a.q_stride, b, h, r0),

@@ -1,5 +1,9 @@
 // blip/backend/cpu/isa.hpp — run-time choice of the instruction set for the project's own float
-// kernels (softmax, layer norm, GELU and its backward, exp, float -> bf16).
+// kernels.
+//
+// Kernels with SIMD versions: exp, GELU and its backward, softmax and its backward, layer norm
+// forward and backward, L2 normalisation forward and backward, scale, contiguous binary ops,
+// sums over an axis, AdamW, the momentum EMA, float -> bf16.
 //
 // Contract:
 // - One binary carries an AVX-512 (F/BW/DQ/VL), an AVX2+FMA and a portable version of each
@@ -22,8 +26,11 @@
 #include <string>
 #include <string_view>
 
+#include "blip/backend/args.hpp"
 #include "blip/backend/cpu/elementwise.hpp"
+#include "blip/backend/cpu/optim.hpp"
 #include "blip/backend/cpu/parallel.hpp"
+#include "blip/backend/cpu/reduce.hpp"
 #include "blip/backend/cpu/rowwise.hpp"
 #include "blip/core/dtype.hpp"
 #include "blip/core/error.hpp"
@@ -174,6 +181,57 @@ void layer_norm_rows(const T* x, const T* weight, const T* bias, T* y, T* mean, 
                      double eps) {
   BLIP_ISA_DISPATCH(T, simd::layer_norm_rows(x, weight, bias, y, mean, rstd, rows, cols, eps),
                     cpu::layer_norm_rows(x, weight, bias, y, mean, rstd, rows, cols, eps));
+}
+
+template <class T>
+void softmax_backward_rows(const T* y, const T* gy, T* gx, int64_t rows, int64_t cols) {
+  BLIP_ISA_DISPATCH(T, simd::softmax_backward_rows(y, gy, gx, rows, cols), cpu::softmax_backward_rows(y, gy, gx, rows, cols));
+}
+template <class T>
+void layer_norm_backward_rows(const T* x, const T* weight, const T* mean, const T* rstd, const T* gy, T* gx,
+                              T* gweight, T* gbias, int64_t rows, int64_t cols) {
+  BLIP_ISA_DISPATCH(T, simd::layer_norm_backward_rows(x, weight, mean, rstd, gy, gx, gweight, gbias, rows, cols),
+                    cpu::layer_norm_backward_rows(x, weight, mean, rstd, gy, gx, gweight, gbias, rows, cols));
+}
+template <class T>
+void l2_normalize_rows(const T* x, T* y, T* norms, int64_t rows, int64_t cols, double eps) {
+  BLIP_ISA_DISPATCH(T, simd::l2_normalize_rows(x, y, norms, rows, cols, eps), cpu::l2_normalize_rows(x, y, norms, rows, cols, eps));
+}
+template <class T>
+void l2_normalize_backward_rows(const T* y, const T* norms, const T* gy, T* gx, int64_t rows, int64_t cols, double eps) {
+  BLIP_ISA_DISPATCH(T, simd::l2_normalize_backward_rows(y, norms, gy, gx, rows, cols, eps),
+                    cpu::l2_normalize_backward_rows(y, norms, gy, gx, rows, cols, eps));
+}
+template <class T>
+void scale(const T* x, T* y, int64_t n, T factor) {
+  BLIP_ISA_DISPATCH(T, simd::scale(x, y, n, factor), cpu::scale(x, y, n, factor));
+}
+template <class T>
+void sum_middle(const T* x, int64_t outer, int64_t r, int64_t inner, T* out) {
+  BLIP_ISA_DISPATCH(T, simd::sum_middle(x, outer, r, inner, out), cpu::sum_middle(x, outer, r, inner, out));
+}
+template <class T>
+void adamw(T* p, T* m, T* v, const T* g, int64_t n, const backend::AdamWCoefficients<T>& c) {
+  BLIP_ISA_DISPATCH(T, simd::adamw(p, m, v, g, n, c), cpu::adamw(p, m, v, g, n, c));
+}
+template <class T>
+void ema(T* m, const T* v, int64_t n, T keep, T take) {
+  BLIP_ISA_DISPATCH(T, simd::ema(m, v, n, keep, take), cpu::ema(m, v, n, keep, take));
+}
+// Contiguous operands only (op: 0 add, 1 sub, 2 mul, 3 div); false where this has no fast path.
+template <class T>
+bool binary_flat(int op, const T* a, const T* b, T* out, int64_t n) {
+#if BLIP_HAVE_X86_SIMD
+  if constexpr (std::is_same_v<T, float>) {
+    switch (active_isa()) {
+      case Isa::avx512: avx512::binary_flat(op, a, b, out, n); return true;
+      case Isa::avx2: avx2::binary_flat(op, a, b, out, n); return true;
+      default: break;
+    }
+  }
+#endif
+  (void)op, (void)a, (void)b, (void)out, (void)n;
+  return false;
 }
 
 inline void to_bf16_portable(const float* x, bf16* y, int64_t n) {

@@ -58,6 +58,9 @@ struct Kernels<Cpu> {
   template <class T>
   static void binary(BinaryOp op, const Shape& shape, const T* a, const Strides& sa, const T* b, const Strides& sb,
                      T* out) {
+    if (is_contiguous_layout(shape, sa) && is_contiguous_layout(shape, sb) &&
+        cpu::isa::binary_flat(static_cast<int>(op), a, b, out, numel(shape)))
+      return;
     auto run = [&](auto f) { cpu::binary(shape, a, sa, b, sb, out, f); };
     switch (op) {
       case BinaryOp::add: run([](T x, T y) { return x + y; }); break;
@@ -68,7 +71,7 @@ struct Kernels<Cpu> {
   }
   template <class T>
   static void scale(const T* x, T* y, int64_t n, T factor) {
-    cpu::scale(x, y, n, factor);
+    cpu::isa::scale(x, y, n, factor);
   }
   template <class T>
   static void unary(UnaryOp op, const T* x, T* y, int64_t n) {
@@ -91,7 +94,7 @@ struct Kernels<Cpu> {
   }
   template <class T>
   static void softmax_backward(const T* y, const T* gy, T* gx, int64_t rows, int64_t cols) {
-    cpu::softmax_backward_rows(y, gy, gx, rows, cols);
+    cpu::isa::softmax_backward_rows(y, gy, gx, rows, cols);
   }
   template <class T>
   static void log_softmax(const T* x, T* y, int64_t rows, int64_t cols) {
@@ -109,22 +112,22 @@ struct Kernels<Cpu> {
   template <class T>
   static void layer_norm_backward(const T* x, const T* weight, const T* mean, const T* rstd, const T* gy, T* gx,
                                   T* gweight, T* gbias, int64_t rows, int64_t cols) {
-    cpu::layer_norm_backward_rows(x, weight, mean, rstd, gy, gx, gweight, gbias, rows, cols);
+    cpu::isa::layer_norm_backward_rows(x, weight, mean, rstd, gy, gx, gweight, gbias, rows, cols);
   }
   template <class T>
   static void l2_normalize(const T* x, T* y, T* norms, int64_t rows, int64_t cols, double eps) {
-    cpu::l2_normalize_rows(x, y, norms, rows, cols, eps);
+    cpu::isa::l2_normalize_rows(x, y, norms, rows, cols, eps);
   }
   template <class T>
   static void l2_normalize_backward(const T* y, const T* norms, const T* gy, T* gx, int64_t rows, int64_t cols,
                                     double eps) {
-    cpu::l2_normalize_backward_rows(y, norms, gy, gx, rows, cols, eps);
+    cpu::isa::l2_normalize_backward_rows(y, norms, gy, gx, rows, cols, eps);
   }
 
   // Reductions.
   template <class T>
   static void sum_middle(const T* x, int64_t outer, int64_t r, int64_t inner, T* out) {
-    cpu::sum_middle(x, outer, r, inner, out);
+    cpu::isa::sum_middle(x, outer, r, inner, out);
   }
 
   // Indexing.
@@ -181,11 +184,11 @@ struct Kernels<Cpu> {
   // Parameter updates.
   template <class T>
   static void adamw(T* p, T* m, T* v, const T* g, int64_t n, const AdamWCoefficients<T>& c) {
-    cpu::adamw(p, m, v, g, n, c);
+    cpu::isa::adamw(p, m, v, g, n, c);
   }
   template <class T>
   static void ema(T* m, const T* v, int64_t n, T keep, T take) {
-    cpu::ema(m, v, n, keep, take);
+    cpu::isa::ema(m, v, n, keep, take);
   }
 
   // Copies.
