@@ -1,4 +1,7 @@
-// blip/blip.hpp — the umbrella header: everything a user of the library needs.
+// blip/blip.hpp — the umbrella header: everything a user of the library needs: the tensor,
+// ops and autograd, the standard models and their presets, checkpoints in every naming, model
+// folders (pretrained/), the tokenizer, the image pipeline, training, evaluation, search and
+// blip::Retriever (retriever.hpp: load, embed, score, search in a few calls).
 #pragma once
 
 #include "blip/version.hpp"
@@ -32,5 +35,17 @@
 #include "blip/io/state_dict.hpp"
 #include "blip/io/key_maps.hpp"
 #include "blip/io/safetensors_writer.hpp"
+#include "blip/io/config_json.hpp"
+#include "blip/io/hf_config.hpp"
+#include "blip/io/npy.hpp"
+#include "blip/models/presets.hpp"
+#include "blip/text/bert_tokenizer.hpp"
+#include "blip/vision/pipeline.hpp"
+#include "blip/pretrained/model_folder.hpp"
+#include "blip/pretrained/self_describing.hpp"
+#include "blip/search/embed.hpp"
+#include "blip/search/gallery.hpp"
+#include "blip/eval/retrieval_loop.hpp"
 #include "blip/train/trainer.hpp"
 #include "blip/train/train_loop.hpp"
+#include "blip/retriever.hpp"

@@ -40,8 +40,11 @@ run(nonzero "${BLIP}" eval --preset tiny --checkpoint "${WORK}/none.safetensors"
 expect_in("${err}" "not found")
 run(nonzero "${BLIP}" eval --preset base --checkpoint "${WORK}/tiny.safetensors" --dataset jsonl ${data})
 expect_in("${err}" "preset")
-run(nonzero "${BLIP}" eval --preset tiny --checkpoint "${WORK}/tiny.safetensors" --dataset jsonl ${data})
+# (the vocab.txt beside tiny.safetensors is the model's own: away from it, there is none)
+file(COPY "${WORK}/tiny.safetensors" DESTINATION "${WORK}/bare")
+run(nonzero "${BLIP}" eval --preset tiny --checkpoint "${WORK}/bare/tiny.safetensors" --dataset jsonl ${data})
 expect_in("${err}" "--vocab")
+run(ok "${BLIP}" -q eval --preset tiny --checkpoint "${WORK}/tiny.safetensors" --dataset jsonl ${data} --recall-k 1)
 run(nonzero "${BLIP}" eval ${model} --dataset jsonl ${data})
 expect_in("${err}" "Recall@10 needs at least 10 images")
 

@@ -34,6 +34,17 @@ run(ok "${BLIP}" -q train ${jsonl} ${tiny} --steps 3 --batch 2 --workers 0 --out
 expect_in("${out}" "trained 1 steps")
 run(ok "${BLIP}" -q eval ${jsonl} ${tiny} --checkpoint "${WORK}/jsonl/model.safetensors" --topk 2 --recall-k 1)
 expect_in("${out}" "i2t/retrieval/Recall@1")
+# What train writes describes itself: the file alone (its config and vocabulary in the metadata)
+# and its folder (config.json beside it) need no --preset and no --vocab.
+if(NOT EXISTS "${WORK}/jsonl/config.json")
+  message(FATAL_ERROR "blip train wrote no config.json beside model.safetensors")
+endif()
+file(COPY "${WORK}/jsonl/model.safetensors" DESTINATION "${WORK}/alone")
+run(ok "${BLIP}" -q eval ${jsonl} --checkpoint "${WORK}/alone/model.safetensors" --topk 2 --recall-k 1)
+expect_in("${out}" "i2t/retrieval/Recall@1")
+run(ok "${BLIP}" -q index --checkpoint "${WORK}/jsonl" --texts "${WORK}/fx/captions.txt" --out "${WORK}/t.idx")
+run(fail "${BLIP}" eval ${jsonl} --preset base --checkpoint "${WORK}/alone/model.safetensors")
+expect_in("${err}" "preset 'base' does not match")
 run(fail "${BLIP}" train ${jsonl} ${tiny} --steps 1 --batch 1000 --workers 0 --out "${WORK}/x")
 expect_in("${err}" "fewer than one batch of 1000")
 
@@ -94,5 +105,20 @@ list(LENGTH lines n)
 if(NOT n EQUAL 1)  # log_every 10: only the last of 3 steps
   message(FATAL_ERROR "metrics.jsonl has ${n} lines, expected 1")
 endif()
+# The demo's model and test images, as the README's next commands use them.
+file(GLOB pngs "${WORK}/demo/test-images/*.png")
+list(LENGTH pngs n)
+if(NOT n EQUAL 10000)
+  message(FATAL_ERROR "the demo wrote ${n} test images, not 10000")
+endif()
+run(ok "${BLIP}" -q index --checkpoint "${WORK}/demo/model.safetensors" --images "${WORK}/demo/test-images"
+    --out "${WORK}/demo/test.index")
+run(ok "${BLIP}" search --checkpoint "${WORK}/demo/model.safetensors" --index "${WORK}/demo/test.index"
+    "a photo of a sneaker" -n 3 --json)
+string(JSON hits LENGTH "${out}" 0 results)
+if(NOT hits EQUAL 3)
+  message(FATAL_ERROR "unexpected search output: ${out}")
+endif()
+run(ok "${BLIP}" -q embed --checkpoint "${WORK}/demo" --texts "${WORK}/fx/captions.txt" --out "${WORK}/demo/t.npy")
 run(fail "${BLIP}" demo --steps 1 --data "${WORK}/missing")
 expect_in("${err}" "${WORK}/missing")

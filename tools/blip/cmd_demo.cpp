@@ -2,6 +2,7 @@
 // image<->text retrieval on the 10k test images (see docs/demo.md).
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -12,7 +13,10 @@
 #include <thread>
 
 #include <blip/io/atomic_file.hpp>
+#include <blip/io/safetensors_writer.hpp>
+#include <blip/io/state_dict.hpp>
 #include <blip/models/presets.hpp>
+#include <blip/pretrained/self_describing.hpp>
 #include <blip/train/blip_micro_loss.hpp>
 #include <blip/train/fashion_mnist_task.hpp>
 #include <blip/train/train_loop.hpp>
@@ -101,6 +105,23 @@ void choose_threads(const blip::cli::CommonOptions& common, bool quiet) {
     if (!quiet)
       std::printf("blip demo: the machine is busy (%.1f of %d cores in use by others): training on 1 thread (-j N "
                   "overrides)\n", busy, cores);
+  }
+}
+
+// Each test image as <out>/<row>_<class>.png (gray, 28x28), the row being its index in the split.
+void write_test_images(const std::string& out, const blip::data::FashionMnistSplit& split) {
+  std::filesystem::create_directories(out);
+  const auto& names = blip::data::fashion_mnist_class_names();
+  constexpr int64_t side = blip::data::fashion_mnist_side;
+  for (int64_t i = 0; i < split.size(); ++i) {
+    std::string label = names[split.labels[static_cast<size_t>(i)]];
+    std::replace(label.begin(), label.end(), '/', '-');
+    std::replace(label.begin(), label.end(), ' ', '-');
+    char name[64];
+    std::snprintf(name, sizeof name, "%05lld_%s.png", static_cast<long long>(i), label.c_str());
+    blip::vision::Image img(side, side, 1);
+    std::copy(split.image(i), split.image(i) + side * side, img.pixels.begin());
+    blip::vision::write_png((std::filesystem::path(out) / name).string(), img);
   }
 }
 
@@ -200,8 +221,21 @@ void run_demo(const DemoOptions& o, const blip::cli::CommonOptions& common) {
   }
   const std::string grid = (std::filesystem::path(o.out) / "queries.png").string();
   write_grid(grid, rows, query_class, fm.test);
-  std::printf("\nwrote %s (one row per query), %s and %s\n", grid.c_str(), loop.metrics_path.c_str(),
-              (std::filesystem::path(o.out) / "eval.json").c_str());
+
+  // The model, self-describing (config and vocabulary fingerprint in its metadata, config.json
+  // beside it), and the test images as PNG files, for `blip index` / `search` / `embed` / `score`.
+  const std::string weights = (std::filesystem::path(o.out) / "model.safetensors").string();
+  io::save_safetensors(weights, io::export_state_dict(model), pretrained::model_metadata(config, &tokenizer.vocab()));
+  pretrained::write_config_beside(weights, config);
+  const std::string images = (std::filesystem::path(o.out) / "test-images").string();
+  write_test_images(images, fm.test);
+  std::printf("\nwrote %s (one row per query), %s, %s, %s and %s/ (%lld PNG files)\n", grid.c_str(),
+              loop.metrics_path.c_str(), (std::filesystem::path(o.out) / "eval.json").c_str(), weights.c_str(),
+              images.c_str(), static_cast<long long>(fm.test.size()));
+  if (!quiet)
+    std::printf("next: blip index --checkpoint %s --images %s --out %s/test.index\n"
+                "      blip search --checkpoint %s --index %s/test.index \"a photo of a sneaker\"\n",
+                weights.c_str(), images.c_str(), o.out.c_str(), weights.c_str(), o.out.c_str());
 }
 
 void add_demo(CLI::App& app, const blip::cli::CommonOptions& common) {

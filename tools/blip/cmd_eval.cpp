@@ -20,7 +20,8 @@
 namespace {
 
 struct EvalOptions {
-  std::string preset = "base", checkpoint, dataset, ann, images, split = "test", vocab, json;
+  blip::cli::ModelChoice model;
+  std::string dataset, ann, images, split = "test", json;
   bool fast_match = false;
   int64_t topk = 256, batch = 32;
   std::vector<int64_t> recall_k{1, 5, 10};
@@ -36,13 +37,14 @@ blip::data::RetrievalAnnotations load_annotations(const EvalOptions& o) {
 
 void run_eval(const EvalOptions& o, const blip::cli::CommonOptions& common) {
   const blip::PrecisionScope precision(common.precision);  // bf16 GEMMs when --precision bf16
-  blip::BlipConfig config = blip::cli::preset_config(o.preset);
-  config.fast_match = o.fast_match;
-  config.topk = o.topk;
   const auto annotations = load_annotations(o);
   blip::data::check_eval_ids(annotations);
-  const auto tokenizer = blip::cli::load_tokenizer(o.vocab.empty() ? blip::cli::default_vocab_path() : o.vocab, config, o.preset);
-  const auto model = blip::cli::load_model(o.preset, config, o.checkpoint);
+  const auto loaded = blip::cli::load_model(o.model, true, [&](blip::BlipConfig& c) {
+    c.fast_match = o.fast_match;
+    c.topk = o.topk;
+  });
+  const auto& model = loaded.model;
+  const auto& tokenizer = *loaded.tokenizer;
   if (!common.quiet)
     std::fprintf(stderr, "blip eval: %zu images, %lld captions, %s\n", annotations.images.size(),
                  static_cast<long long>(annotations.flat_texts().size()),
@@ -54,8 +56,8 @@ void run_eval(const EvalOptions& o, const blip::cli::CommonOptions& common) {
   lo.quiet = common.quiet;
   lo.loader.workers = o.workers;
   const auto r = blip::eval::evaluate_retrieval(*model, tokenizer, annotations, lo);
-  blip::cli::check_finite_output(r.score_i2t, "image-to-text scores", o.checkpoint);
-  blip::cli::check_finite_output(r.score_t2i, "text-to-image scores", o.checkpoint);
+  blip::cli::check_finite_output(r.score_i2t, "image-to-text scores", o.model.checkpoint);
+  blip::cli::check_finite_output(r.score_t2i, "text-to-image scores", o.model.checkpoint);
 
   for (const auto& [key, value] : r.metrics) std::printf("%-28s %8.4f\n", key.c_str(), value);
   if (!common.quiet)
@@ -75,9 +77,7 @@ void run_eval(const EvalOptions& o, const blip::cli::CommonOptions& common) {
 void add_eval(CLI::App& app, const blip::cli::CommonOptions& common) {
   auto o = std::make_shared<EvalOptions>();
   CLI::App* cmd = app.add_subcommand("eval", "Retrieval Recall@K of a checkpoint on a dataset (mmpretrain's test loop)");
-  cmd->add_option("--preset", o->preset, "Model size the checkpoint was trained with")
-      ->check(CLI::IsMember({"base", "tiny"}))->capture_default_str();
-  cmd->add_option("--checkpoint", o->checkpoint, "Model weights (.pth or .safetensors; mmpretrain, BLIP, LAVIS or HF names)")->required();
+  blip::cli::add_model_options(cmd, o->model);
   cmd->add_option("--dataset", o->dataset, "Annotation format: coco (Karpathy COCO JSON), flickr30k, jsonl")
       ->required()->check(CLI::IsMember({"coco", "flickr30k", "jsonl"}));
   cmd->add_option("--ann", o->ann, "Annotation file")->required();
@@ -88,7 +88,6 @@ void add_eval(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_option("--batch", o->batch, "Images per feature batch")->check(blip::cli::positive())->capture_default_str();
   cmd->add_option("--recall-k", o->recall_k, "The K of Recall@K")->delimiter(',')->check(blip::cli::positive())->capture_default_str();
   cmd->add_option("--json", o->json, "Write the metrics as JSON to this file ('-': stdout)");
-  cmd->add_option("--vocab", o->vocab, "BERT vocabulary (default: the installed bert-base-uncased)");
   cmd->add_option("--workers", o->workers, "Image decoding threads (-1: all cores)")->check(CLI::Range(-1, 1024))->capture_default_str();
   cmd->callback([o, &common] { run_eval(*o, common); });
 }

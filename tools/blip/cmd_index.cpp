@@ -11,7 +11,8 @@
 namespace {
 
 struct IndexOptions {
-  std::string preset = "base", checkpoint, images, texts, out, vocab, embeds = "none";
+  blip::cli::ModelChoice model;
+  std::string images, texts, out, embeds = "none";
   int64_t batch = 32;
   int workers = -1;
   bool skip_errors = false;
@@ -20,29 +21,26 @@ struct IndexOptions {
 void run_index(const IndexOptions& o, const blip::cli::CommonOptions& common) {
   const blip::PrecisionScope precision(common.precision);  // bf16 GEMMs when --precision bf16
   namespace search = blip::search;
-  const blip::BlipConfig config = blip::cli::preset_config(o.preset);
   search::IndexBuildOptions b;
-  b.model_name = o.preset;
+  b.model_name = o.model.preset.empty() ? "checkpoint" : o.model.preset;
   b.batch_size = o.batch;
   b.embeds = search::parse_embeds_dtype(o.embeds);
   b.quiet = common.quiet;
   b.loader.workers = o.workers;
-  b.model_source = o.checkpoint;
+  b.model_source = o.model.checkpoint;
   if (!o.images.empty()) {
     search::ListOptions list;
     list.skip_errors = o.skip_errors;
     list.warn = [](const std::string& w) { std::fprintf(stderr, "blip index: warning: %s\n", w.c_str()); };
     const std::vector<std::string> paths = search::list_image_files(o.images, list);
-    const auto model = blip::cli::load_model(o.preset, config, o.checkpoint);
-    search::build_image_index(*model, paths, o.out, b);
+    const auto loaded = blip::cli::load_model(o.model, false);
+    search::build_image_index(*loaded.model, paths, o.out, b);
     if (!common.quiet) std::fprintf(stderr, "blip index: %zu images -> %s\n", paths.size(), o.out.c_str());
   } else {
     BLIP_CHECK(b.embeds == search::EmbedsDtype::none, "--embeds applies to an index of images, not of --texts");
     const std::vector<std::string> texts = search::read_text_lines(o.texts);
-    const auto tokenizer =
-        blip::cli::load_tokenizer(o.vocab.empty() ? blip::cli::default_vocab_path() : o.vocab, config, o.preset);
-    const auto model = blip::cli::load_model(o.preset, config, o.checkpoint);
-    search::build_text_index(*model, tokenizer, texts, o.out, b);
+    const auto loaded = blip::cli::load_model(o.model);
+    search::build_text_index(*loaded.model, *loaded.tokenizer, texts, o.out, b);
     if (!common.quiet) std::fprintf(stderr, "blip index: %zu texts -> %s\n", texts.size(), o.out.c_str());
   }
 }
@@ -50,9 +48,7 @@ void run_index(const IndexOptions& o, const blip::cli::CommonOptions& common) {
 void add_index(CLI::App& app, const blip::cli::CommonOptions& common) {
   auto o = std::make_shared<IndexOptions>();
   CLI::App* cmd = app.add_subcommand("index", "Embed a folder of images (or a file of texts) into an index for blip search");
-  cmd->add_option("--preset", o->preset, "Model size the checkpoint was trained with")
-      ->check(CLI::IsMember({"base", "tiny"}))->capture_default_str();
-  cmd->add_option("--checkpoint", o->checkpoint, "Model weights (.pth or .safetensors; mmpretrain, BLIP, LAVIS or HF names)")->required();
+  blip::cli::add_model_options(cmd, o->model);
   auto* images = cmd->add_option("--images", o->images, "Folder of .jpg/.png images, searched recursively");
   auto* texts = cmd->add_option("--texts", o->texts, "Text file, one entry per non-empty line (searched by --image)");
   images->excludes(texts);
@@ -60,7 +56,6 @@ void add_index(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_option("--embeds", o->embeds, "Also keep image_embeds for blip search --rerank: none, f16, bf16, f32")
       ->check(CLI::IsMember({"none", "f16", "bf16", "f32"}))->capture_default_str();
   cmd->add_option("--batch", o->batch, "Images per batch")->check(blip::cli::positive())->capture_default_str();
-  cmd->add_option("--vocab", o->vocab, "BERT vocabulary for --texts (default: the installed bert-base-uncased)");
   cmd->add_option("--workers", o->workers, "Image decoding threads (-1: all cores)")->check(CLI::Range(-1, 1024))->capture_default_str();
   cmd->add_flag("--skip-errors", o->skip_errors,
                 "Skip folders under --images that cannot be listed, with a warning (default: stop with an error)");

@@ -15,7 +15,8 @@
 namespace {
 
 struct SearchOptions {
-  std::string index, checkpoint, preset, vocab;
+  blip::cli::ModelChoice model;
+  std::string index;
   std::vector<std::string> queries, images;
   int64_t n = 10, rerank = 0;
   bool json = false;
@@ -41,11 +42,14 @@ void run_search(const SearchOptions& o, const blip::cli::CommonOptions& common) 
   BLIP_CHECK(o.queries.empty() != o.images.empty(),
              "give text queries (an index of images) or --image PATH (an index of texts), not both and not neither");
   const search::FeatureIndex index = search::FeatureIndex::read(o.index);
-  const std::string preset = o.preset.empty() ? index.model() : o.preset;
-  const blip::BlipConfig config = blip::cli::preset_config(preset);
-  const auto tokenizer =
-      blip::cli::load_tokenizer(o.vocab.empty() ? blip::cli::default_vocab_path() : o.vocab, config, preset);
-  const auto model = blip::cli::load_model(preset, config, o.checkpoint);
+  blip::cli::ModelChoice choice = o.model;
+  // An index built with --preset records it: the sizes of a checkpoint that records none.
+  const auto& presets = blip::cli::preset_names();
+  if (!choice.has_config() && std::find(presets.begin(), presets.end(), index.model()) != presets.end())
+    choice.preset = index.model();
+  const auto loaded = blip::cli::load_model(choice);
+  const auto& model = loaded.model;
+  const auto& tokenizer = *loaded.tokenizer;
   const bool by_text = !o.queries.empty();
   nlohmann::ordered_json out = nlohmann::ordered_json::array();
   for (const std::string& q : by_text ? o.queries : o.images) {
@@ -83,14 +87,11 @@ void add_search(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_option("queries", o->queries, "Text queries (for an index of images)");
   cmd->add_option("--image", o->images, "Query image (for an index of texts); may repeat");
   cmd->add_option("--index", o->index, "Index file made by blip index")->required();
-  cmd->add_option("--checkpoint", o->checkpoint, "The model weights the index was built with")->required();
-  cmd->add_option("--preset", o->preset, "Model size (default: the one recorded in the index)")
-      ->check(CLI::IsMember({"base", "tiny"}));
+  blip::cli::add_model_options(cmd, o->model, "The model the index was built with (checkpoint file or model folder)");
   cmd->add_option("-n", o->n, "Results per query")->check(blip::cli::positive())->capture_default_str();
   cmd->add_option("--rerank", o->rerank, "Re-rank the top K by ITM (itm_logit + similarity); 0: off")
       ->check(blip::cli::non_negative())->capture_default_str();
   cmd->add_flag("--json", o->json, "Print the results as JSON");
-  cmd->add_option("--vocab", o->vocab, "BERT vocabulary (default: the installed bert-base-uncased)");
   cmd->callback([o, &common] { run_search(*o, common); });
 }
 

@@ -15,6 +15,7 @@
 #include <blip/io/safetensors_writer.hpp>
 #include <blip/io/state_dict.hpp>
 #include <blip/io/training_state.hpp>
+#include <blip/pretrained/self_describing.hpp>
 #include <blip/train/blip_micro_loss.hpp>
 #include <blip/train/fashion_mnist_task.hpp>
 #include <blip/train/train_loop.hpp>
@@ -28,7 +29,7 @@ using blip::cli::CliModel;
 
 struct TrainOptions {
   std::string dataset = "fashion-mnist", data = "/usr/share/datasets/fashion-mnist", ann, images, split = "train";
-  std::string preset, checkpoint, vocab, out = "blip-train", resume;
+  std::string preset, checkpoint, config, vocab, out = "blip-train", resume;
   int64_t epochs = 6, steps = 0, stop_after = 0, batch = 32, accumulation = 1, warmup_steps = 0, log_every = 10, save_every = 0;
   double lr = 2e-5, weight_decay = 0.04, alpha_warmup_epochs = 2;
   uint64_t seed = 42;
@@ -117,21 +118,44 @@ void run_train(const TrainOptions& o, const blip::cli::CommonOptions& common) {
   const bool fashion = o.dataset == "fashion-mnist";
   BLIP_CHECK(fashion || o.dataset == "coco" || o.dataset == "flickr30k" || o.dataset == "jsonl", "unknown --dataset '",
              o.dataset, "' (known: fashion-mnist, coco, flickr30k, jsonl)");
-  const std::string preset = o.preset.empty() ? (fashion ? "fashion-mnist" : "base") : o.preset;
-  BlipConfig config = preset == "fashion-mnist" ? train::fashion_mnist_config() : cli::preset_config(preset);
-  BLIP_CHECK(!fashion || (config.vision.in_channels == 1 && config.vision.img_size == 28), "--dataset fashion-mnist needs ",
-             "--preset fashion-mnist (28x28 gray images), not '", preset, "'");
-  config.seed = o.seed;
+  const std::string preset = o.preset.empty() && o.config.empty() ? (fashion ? "fashion-mnist" : "base") : o.preset;
+  auto given_config = [&]() -> std::optional<BlipConfig> {
+    if (!o.config.empty()) return cli::config_from_file(o.config);
+    if (preset == "fashion-mnist") return train::fashion_mnist_config();
+    if (!preset.empty()) return cli::preset_config(preset);
+    return std::nullopt;
+  };
   std::unique_ptr<CliModel> model;
+  std::optional<text::BertTokenizer> loaded_tokenizer;
+  BlipConfig config;
   if (!o.checkpoint.empty()) {
-    model = cli::load_model(preset, config, o.checkpoint);
+    // Fine-tuning: the checkpoint describes itself; --preset / --config only where it does not.
+    pretrained::PretrainedOptions po;
+    po.config = o.preset.empty() && o.config.empty() ? std::nullopt : given_config();
+    po.config_name = !o.config.empty() ? str("config '", o.config, "'") : str("preset '", preset, "'");
+    po.vocab = o.vocab;
+    po.default_vocab = cli::default_vocab_path();
+    po.adjust = [&](BlipConfig& c) { c.seed = o.seed; };
+    auto p = pretrained::load_pretrained<CliModel>(o.checkpoint, po);
+    model = std::move(p.model);
+    loaded_tokenizer = std::move(p.tokenizer);
+    config = p.config;
   } else {
+    config = *given_config();
+    config.seed = o.seed;
     model = std::make_unique<CliModel>(config);
     Generator init(o.seed);
     model->init_weights(init);
   }
-  const std::string vocab = o.vocab.empty() ? cli::default_vocab_path() : o.vocab;
-  const text::BertTokenizer tokenizer = cli::load_tokenizer(vocab, config, preset);
+  BLIP_CHECK(!fashion || (config.vision.in_channels == 1 && config.vision.img_size == 28), "--dataset fashion-mnist needs ",
+             "a model of 28x28 gray images (--preset fashion-mnist), not one of ", config.vision.img_size, "x",
+             config.vision.img_size, " with ", config.vision.in_channels, " channels");
+  const text::BertTokenizer tokenizer = loaded_tokenizer ? std::move(*loaded_tokenizer) : [&] {
+    pretrained::PretrainedOptions po;
+    po.vocab = o.vocab;
+    po.default_vocab = cli::default_vocab_path();
+    return pretrained::resolve_tokenizer(pretrained::ModelFiles{}, {}, config, po).tokenizer;
+  }();
   BatchStream stream = fashion ? fashion_mnist_stream(o, tokenizer) : loader_stream(o, config, tokenizer);
 
   const int64_t steps_per_epoch = std::max<int64_t>(1, stream.batches_per_epoch / o.accumulation);
@@ -191,7 +215,9 @@ void run_train(const TrainOptions& o, const blip::cli::CommonOptions& common) {
     return train::run_training(trainer, train::blip_micro_loss(*model, stream.next), loop, save_state);
   }();
   const std::string weights = (std::filesystem::path(o.out) / "model.safetensors").string();
-  io::save_safetensors(weights, io::export_state_dict(*model), {{"format", "pt"}});
+  // Self-describing: the config and the vocabulary travel in the metadata and in config.json.
+  io::save_safetensors(weights, io::export_state_dict(*model), pretrained::model_metadata(config, &tokenizer.vocab()));
+  pretrained::write_config_beside(weights, config);
   std::printf("trained %lld steps in %.1f s (%.0f images/s); final loss %.4f; wrote %s, %s and %s\n",
               static_cast<long long>(result.steps), result.seconds, result.images_per_s, result.last.loss,
               weights.c_str(), state_path.c_str(), loop.metrics_path.c_str());
@@ -205,9 +231,13 @@ void add_train(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_option("--ann", o->ann, "Annotation file (coco, flickr30k, jsonl)");
   cmd->add_option("--images", o->images, "Image root of the annotations (coco, flickr30k, jsonl)");
   cmd->add_option("--split", o->split, "Flickr30k split")->capture_default_str();
-  cmd->add_option("--preset", o->preset, "Model size: fashion-mnist (default for that dataset), tiny, base (default)");
-  cmd->add_option("--checkpoint", o->checkpoint, "Start from these weights (.pth or .safetensors, any naming) instead of a random init");
-  cmd->add_option("--vocab", o->vocab, "BERT vocabulary (default: the one shipped with blip)");
+  auto* preset_opt = cmd->add_option("--preset", o->preset,
+                                     "Model size: fashion-mnist (default for that dataset), tiny, base (default), large");
+  cmd->add_option("--config", o->config, "Model sizes as a JSON file (blip's config.json or transformers' BlipConfig)")
+      ->excludes(preset_opt);
+  cmd->add_option("--checkpoint", o->checkpoint,
+                  "Start from this model (checkpoint file or model folder, any naming) instead of a random init");
+  cmd->add_option("--vocab", o->vocab, "Vocabulary, vocab.txt or tokenizer.json (default: the model's, else the one shipped with blip)");
   cmd->add_option("--epochs", o->epochs, "Epochs (mmpretrain: 6)")->check(blip::cli::positive())->capture_default_str();
   cmd->add_option("--steps", o->steps, "Optimiser steps instead of --epochs")->check(blip::cli::non_negative());
   cmd->add_option("--batch", o->batch, "Images per micro-batch")->check(blip::cli::positive())->capture_default_str();

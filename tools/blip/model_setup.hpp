@@ -1,78 +1,103 @@
-// tools/blip/model_setup.hpp — what the commands that run a trained model share: a preset by
-// name, the model loaded from a checkpoint, and a tokenizer checked against the model.
+// tools/blip/model_setup.hpp — what the commands that run a trained model share: the model
+// options (--checkpoint, --preset, --config, --vocab) and the model they load.
 //
-// Errors say what to do: an unknown preset lists the known ones, a checkpoint that does not fit
-// the preset says so (from its header, before the model is built), a vocabulary of the wrong
-// size points at --vocab; a checkpoint that cannot be read says why, without the preset hint.
+// --checkpoint is a checkpoint file or a model folder (blip's, transformers', the HF hub's);
+// the model describes itself (include/blip/pretrained/model_folder.hpp). --preset and --config
+// give the sizes of a file that records none, and must agree with one that does. Errors say
+// what to do: an unknown preset lists the known ones, a checkpoint that does not fit the config
+// says so from its header before the model is built, a vocabulary of the wrong size points at
+// --vocab; a checkpoint that cannot be read says why.
 #pragma once
 
 #include <cmath>
 #include <filesystem>
-#include <map>
 #include <memory>
 #include <string>
 
-#include <blip/io/checkpoint_file.hpp>
-#include <blip/io/regular_file.hpp>
-#include <blip/io/model_state.hpp>
+#include <CLI/CLI.hpp>
+
+#include <blip/io/hf_config.hpp>
 #include <blip/models/presets.hpp>
-#include <blip/text/bert_tokenizer.hpp>
+#include <blip/pretrained/model_folder.hpp>
+
+#include "commands.hpp"
 
 namespace blip::cli {
 
 using CliModel = StandardBlip<float, Cpu>;
 
+inline const std::vector<std::string>& preset_names() {
+  static const std::vector<std::string> names{"base", "large", "tiny"};
+  return names;
+}
+
 inline BlipConfig preset_config(const std::string& name) {
   if (name == "base") return presets::blip_base();
+  if (name == "large") return presets::blip_large();
   if (name == "tiny") return presets::tiny();
-  fail("unknown preset '", name, "' (known: base, tiny)");
+  fail("unknown preset '", name, "' (known: base, large, tiny)");
 }
 
-// A few tensors whose shapes follow from the preset: compared with the checkpoint's header
-// before the model is built (BLIP-base takes 1.9 GB and seconds to build). Keys the checkpoint
-// lacks are left to load_state_dict, which names them.
-template <class Source>
-void check_checkpoint_fits(const Source& source, const BlipConfig& c, const std::string& preset,
-                           const std::string& checkpoint) {
-  const std::vector<std::string> keys = source.keys();
-  const io::DetectedNaming naming = io::detect_naming(keys, checkpoint);
-  std::map<std::string, std::string> theirs;  // our name -> the checkpoint's key
-  for (const std::string& key : keys)
-    if (key.compare(0, naming.prefix.size(), naming.prefix) == 0)
-      if (const auto ours = io::from_naming(key.substr(naming.prefix.size()), naming.naming)) theirs.emplace(*ours, key);
-  const std::vector<std::pair<std::string, Shape>> expected = {
-      {"vision_backbone.cls_token", {1, 1, c.vision.embed_dims}},
-      {"vision_neck.weight", {c.embed_dim, c.vision.embed_dims}},
-      {"text_backbone.embeddings.word_embeddings.weight", {c.text.vocab_size, c.text.hidden_size}},
-      {"text_neck.weight", {c.embed_dim, c.text.hidden_size}}};
-  for (const auto& [name, shape] : expected) {
-    const auto it = theirs.find(name);
-    if (it == theirs.end()) continue;
-    BLIP_CHECK(source.shape(it->second) == shape, "checkpoint '", checkpoint, "' tensor '", it->second, "' has shape ",
-               source.shape(it->second), " but preset '", preset, "' needs ", shape,
-               ": choose the preset the checkpoint was trained with (--preset base|tiny)");
-  }
-}
-
-// Opening the file comes first, so a missing, unreadable or malformed checkpoint is reported as
-// such; only a checkpoint that reads but does not fit gets the --preset hint.
-inline std::unique_ptr<CliModel> load_model(const std::string& preset, const BlipConfig& config,
-                                            const std::string& checkpoint) {
-  std::error_code ec;
-  BLIP_CHECK(std::filesystem::exists(checkpoint, ec), "checkpoint '", checkpoint,
-             "' not found (pass the model weights with --checkpoint)");
-  // A PyTorch .pth (zip or legacy) or a safetensors file, in any naming (detected from the keys).
-  return io::with_checkpoint_file(checkpoint, [&](const auto& source) {
-    check_checkpoint_fits(source, config, preset, checkpoint);
-    auto model = std::make_unique<CliModel>(config);
-    try {
-      io::load_state_dict(*model, source);
-    } catch (const Error& e) {
-      fail(e.what(), "\n  (is '", checkpoint, "' a BLIP retrieval checkpoint of preset '", preset,
-           "'? choose the preset it was trained with: --preset base|tiny)");
+// A --config file: blip's layout or transformers' config.json (with the preprocessor_config.json
+// beside it, when there is one).
+inline BlipConfig config_from_file(const std::string& path) {
+  const nlohmann::json j = pretrained::read_json_file(path, "config", uint64_t{16} << 20);
+  if (io::is_blip_config_json(j)) return io::blip_config_from_json(j, path);
+  if (io::is_hf_blip_config_json(j)) {
+    const auto pre = std::filesystem::path(path).parent_path() / "preprocessor_config.json";
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(pre, ec)) {
+      const nlohmann::json p = pretrained::read_json_file(pre.string(), "preprocessor config", uint64_t{16} << 20);
+      return io::blip_config_from_hf(j, &p, path, pre.string());
     }
-    return model;
-  });
+    return io::blip_config_from_hf(j, nullptr, path);
+  }
+  fail("config '", path, "' is neither blip's config layout (vision / text / itc_head keys) nor transformers' "
+       "BlipConfig (vision_config / text_config)");
+}
+
+struct ModelChoice {
+  std::string checkpoint, preset, config, vocab;
+
+  bool has_config() const { return !preset.empty() || !config.empty(); }
+  std::string config_name() const {
+    return !config.empty() ? str("config '", config, "'") : !preset.empty() ? str("preset '", preset, "'") : "";
+  }
+  std::optional<BlipConfig> given_config() const {
+    if (!config.empty()) return config_from_file(config);
+    if (!preset.empty()) return preset_config(preset);
+    return std::nullopt;
+  }
+};
+
+inline void add_model_options(CLI::App* cmd, ModelChoice& m, const char* checkpoint_help = nullptr) {
+  cmd->add_option("--checkpoint", m.checkpoint,
+                  checkpoint_help ? checkpoint_help
+                                  : "Model: a checkpoint (.safetensors, .pth, .bin; mmpretrain, BLIP, LAVIS or HF "
+                                    "names) or a model folder (blip's, transformers' save_pretrained, the HF hub's)")
+      ->required();
+  auto* preset = cmd->add_option("--preset", m.preset,
+                                 "Sizes for a checkpoint that records none: base, large, tiny (must agree with one "
+                                 "that does)")
+                     ->check(CLI::IsMember(preset_names()));
+  cmd->add_option("--config", m.config, "Sizes as a JSON file (blip's config.json or transformers' BlipConfig)")
+      ->excludes(preset);
+  cmd->add_option("--vocab", m.vocab,
+                  "Vocabulary (vocab.txt or tokenizer.json) instead of the model's own (default: the one beside or "
+                  "in the checkpoint, else the installed bert-base-uncased)");
+}
+
+// The model and its tokenizer (when need_tokenizer, or when one is found).
+inline pretrained::Pretrained<CliModel> load_model(const ModelChoice& m, bool need_tokenizer = true,
+                                                   const std::function<void(BlipConfig&)>& adjust = {}) {
+  pretrained::PretrainedOptions o;
+  o.config = m.given_config();
+  o.config_name = m.config_name();
+  o.vocab = m.vocab;
+  o.default_vocab = default_vocab_path();
+  o.need_tokenizer = need_tokenizer;
+  o.adjust = adjust;  // settings that leave the weights alone (topk, fast_match)
+  return pretrained::load_pretrained<CliModel>(m.checkpoint, o);
 }
 
 // Scores or features the model produced must be finite: NaN/inf weights (a damaged or diverged
@@ -83,18 +108,6 @@ inline void check_finite_output(const Tensor<float, Cpu>& t, const char* what, c
   for (float x : v) bad += std::isfinite(x) ? 0 : 1;
   BLIP_CHECK(bad == 0, "the model gives ", bad, " non-finite values among the ", v.size(), " ", what,
              " with checkpoint '", checkpoint, "' (are its weights damaged or diverged?)");
-}
-
-inline text::BertTokenizer load_tokenizer(const std::string& vocab, const BlipConfig& config, const std::string& preset) {
-  std::error_code ec;
-  BLIP_CHECK(std::filesystem::exists(vocab, ec), "vocabulary '", vocab, "' not found (pass it with --vocab)");
-  { const io::RegularFile check(vocab, "vocabulary"); }  // a directory or FIFO is named, not waited on
-  text::BertTokenizer tok = text::BertTokenizer::blip(vocab, config.max_txt_len);
-  BLIP_CHECK(tok.vocab().size() == config.text.vocab_size && tok.token_id("[ENC]") == config.tokens.enc,
-             "the vocabulary '", vocab, "' gives ", tok.vocab().size(), " tokens with [DEC] and [ENC] ([ENC] = ",
-             tok.token_id("[ENC]"), "), but preset '", preset, "' has ", config.text.vocab_size, " ([ENC] = ",
-             config.tokens.enc, "); pass the vocabulary the model was trained with (--vocab)");
-  return tok;
 }
 
 }  // namespace blip::cli

@@ -12,8 +12,9 @@
 // position table) their state dicts hold. Two source keys naming one tensor, or no key of the
 // source naming at all, is an error.
 // options.dtype ("F32", "F16", "BF16", "F64") converts floating tensors; integer and BOOL
-// tensors keep theirs. The source's safetensors `__metadata__` is kept; "format": "pt" (what
-// transformers expects) and "blip.naming" are set.
+// tensors keep theirs. The source's safetensors `__metadata__` is kept, options.metadata is
+// set over it (the tool records the model's config there); "format": "pt" (what transformers
+// expects) and "blip.naming" are set.
 // convert_checkpoint(in, out, options) opens `in` as a PyTorch checkpoint (zip "PK" or legacy
 // pickle magic; io/torch_checkpoint.hpp unwraps 'state_dict' / 'model') or else as safetensors.
 #pragma once
@@ -37,6 +38,7 @@ struct ConvertOptions {
   std::optional<KeyNaming> from = std::nullopt;  // nullopt: detect
   KeyNaming to = KeyNaming::mmpretrain;
   std::optional<std::string> dtype = std::nullopt;  // floating tensors: "F32", "F16", "BF16" or "F64"
+  std::map<std::string, std::string> metadata;      // set in the output's __metadata__ (blip.config, ...)
 };
 
 struct ConvertReport {
@@ -121,6 +123,7 @@ ConvertReport convert_state(const S& source, const std::string& out_path, const 
   if constexpr (requires { source.metadata(); }) {
     for (const auto& [k, v] : source.metadata()) metadata[k] = v;
   }
+  for (const auto& [k, v] : options.metadata) metadata[k] = v;
   if (!metadata.count("format")) metadata["format"] = "pt";
   metadata["blip.naming"] = naming_name(options.to);
   write_safetensors(out_path, entries, metadata);

@@ -61,17 +61,23 @@ class RegularFile {
   uint64_t size() const { return size_; }
   const std::string& label() const { return label_; }
 
-  // All `size()` bytes (the file may not shrink meanwhile: a short read is an error).
+  // n bytes from `offset` (the file may not shrink meanwhile: a short read is an error).
+  void read_at(void* out, size_t n, uint64_t offset) const {
+    uint64_t got = 0;
+    while (got < n) {
+      const ssize_t r = ::pread(fd_, static_cast<char*>(out) + got, static_cast<size_t>(n - got),
+                                static_cast<off_t>(offset + got));
+      if (r < 0 && errno == EINTR) continue;
+      BLIP_CHECK(r > 0, "reading ", label_, " failed at byte ", offset + got, " of ", size_, ": ",
+                 r < 0 ? std::strerror(errno) : "the file shrank");
+      got += static_cast<uint64_t>(r);
+    }
+  }
+
+  // All `size()` bytes.
   std::vector<uint8_t> read_all() const {
     std::vector<uint8_t> out(static_cast<size_t>(size_));
-    uint64_t got = 0;
-    while (got < size_) {
-      const ssize_t n = ::pread(fd_, out.data() + got, static_cast<size_t>(size_ - got), static_cast<off_t>(got));
-      if (n < 0 && errno == EINTR) continue;
-      BLIP_CHECK(n > 0, "reading ", label_, " failed at byte ", got, " of ", size_, ": ",
-                 n < 0 ? std::strerror(errno) : "the file shrank");
-      got += static_cast<uint64_t>(n);
-    }
+    read_at(out.data(), out.size(), 0);
     return out;
   }
 

@@ -260,12 +260,12 @@ class BlipRetrieval {
     return select(h, 1, 0);
   }
 
-  // itm_logit[:, 1] for each (image, text) pair; pairs are processed in batches, each distinct
-  // image's keys/values computed once per batch.
-  std::vector<T> itm_scores(const std::vector<std::pair<int64_t, int64_t>>& pairs, const Tensor<T, D>& image_embeds,
+  // itm_logit [P, 2] (row-major; column 1 = "matched") of each (image, text) pair; pairs are
+  // processed in batches, each distinct image's keys/values computed once per batch.
+  std::vector<T> itm_logits(const std::vector<std::pair<int64_t, int64_t>>& pairs, const Tensor<T, D>& image_embeds,
                             const Tensor<int64_t, D>& ids_enc, const Tensor<int64_t, D>& mask) const {
     NoGradGuard no_grad;
-    std::vector<T> scores(pairs.size());
+    std::vector<T> out(pairs.size() * 2);
     std::vector<size_t> order(pairs.size());
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return pairs[a].first < pairs[b].first; });
@@ -287,8 +287,20 @@ class BlipRetrieval {
       const Tensor<T, D> logits = multimodal_head(
           multimodal_cls(index_select(ids_enc, 0, text_rows), index_select(mask, 0, text_rows), kv, kv_index));
       const std::vector<T> l = logits.to_vector();
-      for (size_t i = start; i < end; ++i) scores[order[i]] = l[(i - start) * 2 + 1];
+      for (size_t i = start; i < end; ++i) {
+        out[order[i] * 2] = l[(i - start) * 2];
+        out[order[i] * 2 + 1] = l[(i - start) * 2 + 1];
+      }
     }
+    return out;
+  }
+
+  // itm_logit[:, 1] of each (image, text) pair (what re-ranking adds to the ITC score).
+  std::vector<T> itm_scores(const std::vector<std::pair<int64_t, int64_t>>& pairs, const Tensor<T, D>& image_embeds,
+                            const Tensor<int64_t, D>& ids_enc, const Tensor<int64_t, D>& mask) const {
+    const std::vector<T> l = itm_logits(pairs, image_embeds, ids_enc, mask);
+    std::vector<T> scores(pairs.size());
+    for (size_t i = 0; i < pairs.size(); ++i) scores[i] = l[i * 2 + 1];
     return scores;
   }
 

@@ -3,8 +3,9 @@
 // StandardBlip<T, D> is BLIP as mmpretrain builds it: ViT (pre-norm, GELU-erf) + BERT with
 // cross-attention in every layer + linear necks + ITC head + ITM head without pooler.
 // blip_base(): BLIP-base retrieval (ViT-B/16 at 384, BERT-base, vocab 30524, necks 768 -> 256,
-// queue 57600, temp 0.07, momentum 0.995, topk 256, max_txt_len 35). tiny(): a few-layer model
-// for tests and demos.
+// queue 57600, temp 0.07, momentum 0.995, topk 256, max_txt_len 35). blip_large(): BLIP-large
+// retrieval (ViT-L/16 at 384: width 1024, 24 layers, 16 heads, MLP 4096; BERT-base with
+// cross-attention over width 1024; the rest as base). tiny(): a few-layer model for tests.
 #pragma once
 
 #include "blip/models/blip_retrieval.hpp"
@@ -36,6 +37,16 @@ inline BlipConfig blip_base() {
   c.topk = 256;
   c.max_txt_len = 35;
   c.tokens = TokenIds{.pad = 0, .cls = 101, .sep = 102, .dec = 30522, .enc = 30523};
+  return c;
+}
+
+inline BlipConfig blip_large() {
+  BlipConfig c = blip_base();
+  c.vision.embed_dims = 1024;
+  c.vision.num_layers = 24;
+  c.vision.num_heads = 16;
+  c.vision.feedforward_channels = 4096;
+  c.text.encoder_width = 1024;
   return c;
 }
 

@@ -164,6 +164,7 @@ vision::PipelineOptions test_pipeline(const Model& model) {
   p.size = model.config().vision.img_size;
   p.mean = model.config().mean;
   p.std = model.config().std;
+  p.channels = model.config().vision.in_channels;
   return p;
 }
 
@@ -266,7 +267,7 @@ std::vector<SearchHit> search_by_image(const Model& model, const Tokenizer& toke
   NoGradGuard no_grad;
   check_index_matches(model, index, IndexKind::texts);
   const vision::PipelineOptions p = test_pipeline(model);
-  const Tensor<float, Cpu> image = reshape(vision::load_and_preprocess(image_path, p), {1, 3, p.size, p.size});
+  const Tensor<float, Cpu> image = reshape(vision::load_and_preprocess(image_path, p), {1, p.channels, p.size, p.size});
   const Features<float, Cpu> f = model.extract_feat(&image, nullptr, rerank_k > 0);
   std::vector<SearchHit> hits = top_n(index.feats(), f.image_feat, std::max(n, rerank_k))[0];
   if (rerank_k > 0) {

@@ -38,17 +38,31 @@ class Vocab {
   static Vocab load(const std::string& path) {
     // A regular file of at most 64 MiB (bert-base's is 230 KB): a FIFO or /dev/zero is refused.
     const std::vector<uint8_t> bytes = io::read_regular_file(path, uint64_t{64} << 20, "vocabulary");
-    std::istringstream in(std::string(bytes.begin(), bytes.end()));
+    return from_text(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), path);
+  }
+  // One token per line (vocab.txt's layout; a checkpoint's embedded "blip.vocab").
+  static Vocab from_text(std::string_view text, const std::string& origin) {
     Vocab v;
-    std::string line;
-    while (std::getline(in, line)) {
+    size_t begin = 0;
+    while (begin < text.size()) {
+      size_t end = text.find('\n', begin);
+      if (end == std::string_view::npos) end = text.size();
+      std::string line(text.substr(begin, end - begin));
       if (!line.empty() && line.back() == '\r') line.pop_back();
       v.add(line);
+      begin = end + 1;
     }
-    BLIP_CHECK(v.size() > 0, "Vocab: '", path, "' is empty");
-    v.origin_ = path;
+    BLIP_CHECK(v.size() > 0, "Vocab: '", origin, "' is empty");
+    v.origin_ = origin;
     return v;
   }
+  // Tokens in id order, each followed by '\n': what from_text reads back.
+  std::string text() const {
+    std::string out;
+    for (const auto& t : tokens_) out += t + "\n";
+    return out;
+  }
+  const std::string& origin() const { return origin_; }
   int64_t add(const std::string& token) {
     auto [it, inserted] = ids_.emplace(token, static_cast<int64_t>(tokens_.size()));
     if (inserted) tokens_.push_back(token);

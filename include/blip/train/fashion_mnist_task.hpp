@@ -41,6 +41,10 @@ inline BlipConfig fashion_mnist_config() {
   c.queue_size = 4096;
   c.topk = 16;
   c.max_txt_len = 10;  // the longest caption, "a photo of a t-shirt", is 9 tokens with [CLS] and [SEP]
+  // What fashion_mnist_images normalises with, on the 0-255 scale: the saved config then says how
+  // to feed the model a gray image file (vision/pipeline.hpp, channels = 1).
+  c.mean.fill(0.2860 * 255.0);
+  c.std.fill(0.3530 * 255.0);
   return c;
 }
 
