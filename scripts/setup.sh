@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config clang libclang-rt-14-dev
   libeigen3-dev libdnnl-dev libopenblas-openmp-dev catch2 libbenchmark-dev nlohmann-json3-dev libutf8proc-dev libsentencepiece-dev libpng-dev libjpeg62-turbo-dev
+  libwebp-dev libgif-dev
   libzip-dev zlib1g-dev libcli11-dev dataset-fashion-mnist
 )
 missing=()

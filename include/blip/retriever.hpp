@@ -51,7 +51,8 @@ class Retriever {
   Tensor<float, Cpu> embed_images(const std::vector<vision::Image>& images) const {
     const PrecisionScope precision(options_.precision);
     NoGradGuard no_grad;
-    return model().extract_feat(&pixels(images), nullptr, false).image_feat;
+    const Tensor<float, Cpu> x = pixels(images);
+    return model().extract_feat(&x, nullptr, false).image_feat;
   }
   Tensor<float, Cpu> embed_texts(const std::vector<std::string>& texts) const {
     const PrecisionScope precision(options_.precision);

@@ -96,6 +96,16 @@ if(NOT names STREQUAL "img0.png;img1.png")
   message(FATAL_ERROR "m.txt rows: ${names}")
 endif()
 
+run(fail "${BLIP}" -q index --checkpoint "${hf}/model" --images "${WORK}/mixed" --out "${WORK}/m.idx")
+expect_in("${err}" "broken.png")
+run(ok "${BLIP}" -q index --checkpoint "${hf}/model" --images "${WORK}/mixed" --out "${WORK}/m.idx" --skip-errors)
+expect_in("${err}" "skipped 1 of 3 images")
+run(ok "${BLIP}" search --checkpoint "${hf}/model" --index "${WORK}/m.idx" "a red car" -n 5 --json)
+string(JSON hits LENGTH "${out}" 0 results)
+if(NOT hits EQUAL 2)
+  message(FATAL_ERROR "the index of the mixed folder should hold 2 images: ${out}")
+endif()
+
 # A bare checkpoint of widths that are not multiples of 64, with no config: said, with the fix.
 run(ok "${FIXTURE}" "${WORK}/fx")
 run(fail "${BLIP}" embed --checkpoint "${WORK}/fx/tiny.safetensors" --images "${hf}/images" --out "${WORK}/x.npy")

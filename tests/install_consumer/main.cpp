@@ -1,6 +1,7 @@
 // A host project: one training step of a linear model through the installed headers.
 #include <blip/blip.hpp>
 
+#include <filesystem>
 #include <iostream>
 
 int main() {
@@ -18,5 +19,12 @@ int main() {
   }
   const float after = blip::cross_entropy(fc(x), labels).item();
   std::cout << "blip " << blip::version << " consumer: loss " << before << " -> " << after << "\n";
+  // The installed vocabulary is where the installed package says (checkpoints that record only
+  // its fingerprint find it there).
+  const std::string vocab = blip::pretrained::default_vocab_path();
+  if (!std::filesystem::exists(vocab)) {
+    std::cerr << "the installed vocabulary '" << vocab << "' is missing\n";
+    return 1;
+  }
   return after < before ? 0 : 1;
 }

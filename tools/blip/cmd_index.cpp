@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <memory>
 
+#include <blip/search/embed.hpp>
 #include <blip/search/gallery.hpp>
 
 #include "commands.hpp"
@@ -32,7 +33,14 @@ void run_index(const IndexOptions& o, const blip::cli::CommonOptions& common) {
     search::ListOptions list;
     list.skip_errors = o.skip_errors;
     list.warn = [](const std::string& w) { std::fprintf(stderr, "blip index: warning: %s\n", w.c_str()); };
-    const std::vector<std::string> paths = search::list_image_files(o.images, list);
+    std::vector<std::string> paths = search::list_image_files(o.images, list);
+    if (o.skip_errors) {  // files that do not decode are left out, each with a warning, then counted
+      const size_t listed = paths.size();
+      paths = search::decodable_images(paths, {}, list.warn);
+      if (paths.size() < listed)
+        std::fprintf(stderr, "blip index: skipped %zu of %zu images\n", listed - paths.size(), listed);
+      BLIP_CHECK(!paths.empty(), "index: none of the ", listed, " images under '", o.images, "' could be decoded");
+    }
     const auto loaded = blip::cli::load_model(o.model, false);
     search::build_image_index(*loaded.model, paths, o.out, b);
     if (!common.quiet) std::fprintf(stderr, "blip index: %zu images -> %s\n", paths.size(), o.out.c_str());
@@ -58,7 +66,8 @@ void add_index(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_option("--batch", o->batch, "Images per batch")->check(blip::cli::positive())->capture_default_str();
   cmd->add_option("--workers", o->workers, "Image decoding threads (-1: all cores)")->check(CLI::Range(-1, 1024))->capture_default_str();
   cmd->add_flag("--skip-errors", o->skip_errors,
-                "Skip folders under --images that cannot be listed, with a warning (default: stop with an error)");
+                "Skip images that cannot be read or decoded and folders that cannot be listed, with a warning each "
+                "and a count at the end (default: stop with an error)");
   cmd->callback([o, &common, images, texts] {
     if (images->count() == 0 && texts->count() == 0) throw CLI::RequiredError("--images or --texts");
     run_index(*o, common);

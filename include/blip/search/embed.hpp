@@ -13,6 +13,8 @@
 //   the evaluation and the index do), and with keep the ids and mask the ITM needs.
 // - itm_logits_all(model, image_embeds, texts): ITM logits [I, T, 2] of every pair ([ENC] first,
 //   as the reference).
+// - decodable_images(paths, decode, warn): the paths whose files read and decode (decoded in
+//   parallel), in order; each other one is reported through warn (`blip index --skip-errors`).
 #pragma once
 
 #include <functional>
@@ -117,6 +119,26 @@ Tensor<float, Cpu> itm_logits_all(const Model& model, const Tensor<float, Cpu>& 
     for (int64_t t = 0; t < T; ++t) pairs.emplace_back(i, t);
   const std::vector<float> l = model.itm_logits(pairs, image_embeds, model.encoder_ids(texts.ids), texts.mask);
   return Tensor<float, Cpu>::from_vector({I, T, 2}, l);
+}
+
+inline std::vector<std::string> decodable_images(const std::vector<std::string>& paths,
+                                                 const vision::DecodeOptions& decode,
+                                                 const std::function<void(const std::string&)>& warn) {
+  std::vector<std::string> errors(paths.size());
+#pragma omp parallel for schedule(dynamic, 4)
+  for (int64_t i = 0; i < static_cast<int64_t>(paths.size()); ++i) {
+    try {
+      vision::load_image(paths[size_t(i)], decode);
+    } catch (const std::exception& e) {
+      errors[size_t(i)] = e.what();
+    }
+  }
+  std::vector<std::string> out;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    if (errors[i].empty()) out.push_back(paths[i]);
+    else warn(str("skipped: ", errors[i]));
+  }
+  return out;
 }
 
 }  // namespace blip::search

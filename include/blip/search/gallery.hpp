@@ -2,7 +2,7 @@
 // with a model, and answering text or image queries against it.
 //
 // Contract:
-// - list_image_files(dir): every .jpg/.jpeg/.png (any case) under dir, recursively and through
+// - list_image_files(dir): every .jpg/.jpeg/.png/.webp/.gif (any case) under dir, recursively and through
 //   symlinks, as absolute paths sorted, so the same folder always gives the same index and
 //   `blip search` prints paths that work from any directory. Each folder is walked once and each
 //   file listed once (device and inode: symlink loops end); a folder that cannot be listed is an
@@ -58,7 +58,7 @@ inline std::vector<std::string> list_image_files(const std::string& dir, const L
   auto is_image = [](const std::string& name) {
     std::string ext = fs::path(name).extension().string();
     std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
+    return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".webp" || ext == ".gif";
   };
   // Folders are identified by device and inode, so a symlink loop or two links to one folder are
   // walked once; real folders come before the ones reached through symlinks, so files are listed

@@ -5,10 +5,12 @@
 // Contract (the reference's pipeline, in order):
 // 1. Added tokens ([PAD] [UNK] [CLS] [SEP] [MASK] [DEC] [ENC]) are found in the raw text,
 //    case-sensitively, leftmost-longest; they become their ids and split the text.
-// 2. Each remaining segment is normalised (BertNormalizer): drop NUL, U+FFFD and category C*
-//    except \t \n \r; White_Space -> ' '; spaces around CJK ideographs (the tokenizers crate's
-//    ranges, with its gap at U+2B820..U+2B91F); NFD + drop Mn (accents); per-char lowercase.
-// 3. Pre-tokenised on whitespace and punctuation (ASCII punctuation or category P*).
+// 2. Each remaining segment is normalised (BertNormalizer): drop NUL, U+FFFD and the crate's
+//    control characters (Cc, Cf, Co of its Unicode tables, not unassigned code points; \t \n \r
+//    kept: text/bert_char_classes.hpp); White_Space -> ' '; spaces around CJK ideographs (the
+//    tokenizers crate's ranges, with its gap at U+2B820..U+2B91F); NFD + drop the crate's Mn;
+//    per-char lowercase (Rust's mapping). Every code point is checked against HF tokenizers (test_tokenizer).
+// 3. Pre-tokenised on whitespace and punctuation (ASCII punctuation or P* of the crate's tables).
 // 4. WordPiece: greedy longest match with "##" continuations; a word over 100 chars, or one with
 //    an unmatched piece, is a single [UNK].
 // 5. encode(): [CLS] + first max_length-2 pieces + [SEP], padded with [PAD] to max_length,
@@ -24,6 +26,7 @@
 
 #include "blip/core/tensor.hpp"
 #include "blip/io/regular_file.hpp"
+#include "blip/text/bert_char_classes.hpp"
 #include "blip/text/utf8.hpp"
 
 namespace blip::text {
@@ -219,11 +222,16 @@ class BertTokenizer {
     return out;
   }
 
+  // The crate's own character classes (text/bert_char_classes.hpp), not the current Unicode's.
+  static bool is_bert_control(char32_t c) { return in_ranges(bert_control, c); }
+  static bool is_bert_punctuation(char32_t c) { return in_ranges(bert_punctuation, c); }
+  static bool is_bert_mark(char32_t c) { return in_ranges(bert_nonspacing_mark, c); }
+
   // Normalised text of a segment (BertNormalizer), as code points.
   static CodePoints normalize(std::string_view segment) {
     CodePoints spaced;
     for (char32_t c : text::decode(segment)) {
-      if (c == 0 || c == 0xFFFD || (c != U'\t' && c != U'\n' && c != U'\r' && is_other(c))) continue;
+      if (c == 0 || c == 0xFFFD || is_bert_control(c)) continue;
       if (is_white_space(c)) {
         spaced.push_back(U' ');
       } else if (is_chinese_char(c)) {
@@ -235,8 +243,8 @@ class BertTokenizer {
       }
     }
     CodePoints out;
-    for (char32_t c : nfd(spaced))
-      if (category(c) != UTF8PROC_CATEGORY_MN) out.push_back(simple_lower(c));
+    for (char32_t c : nfd(spaced, [](char32_t k) { return in_ranges(bert_nfd_kept, k); }))
+      if (!is_bert_mark(c)) out.push_back(bert_lower(c));
     return out;
   }
 
@@ -256,13 +264,13 @@ class BertTokenizer {
         ++i;
         continue;
       }
-      if (is_ascii_punctuation(norm[i]) || is_punctuation(norm[i])) {
+      if (is_bert_punctuation(norm[i])) {
         word_pieces(norm, i, i + 1, ids);
         ++i;
         continue;
       }
       size_t j = i;
-      while (j < norm.size() && !is_white_space(norm[j]) && !is_ascii_punctuation(norm[j]) && !is_punctuation(norm[j])) ++j;
+      while (j < norm.size() && !is_white_space(norm[j]) && !is_bert_punctuation(norm[j])) ++j;
       word_pieces(norm, i, j, ids);
       i = j;
     }

@@ -69,13 +69,6 @@ inline std::string encode(const CodePoints& cps, size_t begin = 0, size_t end = 
 
 inline utf8proc_category_t category(char32_t c) { return utf8proc_category(static_cast<utf8proc_int32_t>(c)); }
 
-// General category C* (Cc, Cf, Cs, Co, Cn).
-inline bool is_other(char32_t c) {
-  const auto k = category(c);
-  return k == UTF8PROC_CATEGORY_CC || k == UTF8PROC_CATEGORY_CF || k == UTF8PROC_CATEGORY_CS ||
-         k == UTF8PROC_CATEGORY_CO || k == UTF8PROC_CATEGORY_CN;
-}
-
 // Unicode White_Space (Rust's char::is_whitespace): Zs, Zl, Zp and \t \n \v \f \r U+0085.
 inline bool is_white_space(char32_t c) {
   if (c == U'\t' || c == U'\n' || c == 0x0B || c == 0x0C || c == U'\r' || c == 0x85) return true;
@@ -90,26 +83,20 @@ inline bool is_python_space(char32_t c) {
          p->bidi_class == UTF8PROC_BIDI_CLASS_B || p->bidi_class == UTF8PROC_BIDI_CLASS_S;
 }
 
-// General category P* (Rust's char::is_punctuation as the tokenizers crate uses it).
-inline bool is_punctuation(char32_t c) {
-  const auto k = category(c);
-  return k == UTF8PROC_CATEGORY_PC || k == UTF8PROC_CATEGORY_PD || k == UTF8PROC_CATEGORY_PS ||
-         k == UTF8PROC_CATEGORY_PE || k == UTF8PROC_CATEGORY_PI || k == UTF8PROC_CATEGORY_PF ||
-         k == UTF8PROC_CATEGORY_PO;
-}
-
-inline bool is_ascii_punctuation(char32_t c) {
-  return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126);
-}
-
 inline char32_t simple_lower(char32_t c) { return static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(c))); }
 
-// Canonical decomposition (NFD) of a code point sequence.
-inline CodePoints nfd(const CodePoints& in) {
+// Canonical decomposition (NFD) of a code point sequence; keep_whole(c) true leaves c as it is
+// (the tokenizers crate's NFD tables lag Unicode at a few code points).
+template <class KeepWhole = bool (*)(char32_t)>
+CodePoints nfd(const CodePoints& in, KeepWhole keep_whole = [](char32_t) { return false; }) {
   CodePoints out;
   out.reserve(in.size());
   utf8proc_int32_t buf[32];
   for (char32_t c : in) {
+    if (keep_whole(c)) {
+      out.push_back(c);
+      continue;
+    }
     int last = 0;
     const utf8proc_ssize_t n = utf8proc_decompose_char(static_cast<utf8proc_int32_t>(c), buf, 32,
                                                        static_cast<utf8proc_option_t>(UTF8PROC_DECOMPOSE), &last);

@@ -1,5 +1,6 @@
 // blip/vision/decode.hpp — PNG (libpng) and JPEG (libjpeg-turbo) decoding as mmcv's
-// LoadImageFromFile / cv2.imdecode(IMREAD_COLOR) does it.
+// LoadImageFromFile / cv2.imdecode(IMREAD_COLOR) does it; WebP (libwebp) and GIF (giflib, the
+// first frame) as Pillow's Image.open(f).convert("RGB") does.
 //
 // Contract: always 3 channels, BGR by default (RGB on request): gray is replicated, palette
 // expanded (tRNS ignored), alpha dropped without compositing, 16-bit samples become v >> 8, and
@@ -8,19 +9,27 @@
 // the header, before any allocation, and bounds libjpeg's working memory too. Truncated or
 // corrupt data (libjpeg's corrupt-data and premature-end warnings included), a JPEG too small for
 // the size its header claims, zero sizes, CMYK JPEGs and other formats throw blip::Error naming
-// the file (or `name`) and what is wrong. load_image reads only regular files of at most
+// the file (or `name`) and what is wrong. WebP: alpha dropped without compositing, animated
+// files refused. GIF: the first frame on its logical screen (the rest in the background
+// colour), interlacing undone; later frames are not decoded. Both check the size from the header
+// against max_pixels before allocating. load_image reads only regular files of at most
 // max_file_bytes (io/regular_file.hpp).
 #pragma once
 
+#include <gif_lib.h>
 #include <png.h>
 #include <stdio.h>
+#include <webp/decode.h>
 
 #include <jpeglib.h>
 // After jpeglib.h: the message codes (JWRN_*) need its types.
 #include <jerror.h>
 
+#include <algorithm>
 #include <csetjmp>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "blip/io/regular_file.hpp"
 #include "blip/vision/image.hpp"
@@ -236,13 +245,112 @@ inline Image decode_jpeg(const uint8_t* data, size_t size, const std::string& na
   return img;
 }
 
+
+// ---- WebP -----------------------------------------------------------------------------------
+inline Image decode_webp(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& o) {
+  WebPBitstreamFeatures f;
+  const VP8StatusCode status = WebPGetFeatures(data, size, &f);
+  BLIP_CHECK(status == VP8_STATUS_OK, "decode_image: '", name, "' is not a valid WebP (libwebp status ", int(status), ")");
+  BLIP_CHECK(!f.has_animation, "decode_image: '", name, "' is an animated WebP, which is not supported");
+  check_size(f.width, f.height, o, name);
+  Image img(f.height, f.width, 3, o.order);
+  const int stride = f.width * 3;
+  // Colour channels as stored; alpha dropped without compositing, as cv2.imdecode does.
+  const uint8_t* ok = o.order == ChannelOrder::rgb
+                          ? WebPDecodeRGBInto(data, size, img.pixels.data(), img.pixels.size(), stride)
+                          : WebPDecodeBGRInto(data, size, img.pixels.data(), img.pixels.size(), stride);
+  BLIP_CHECK(ok, "decode_image: '", name, "' is a corrupt or truncated WebP");
+  return img;
+}
+
+// ---- GIF (first frame) ------------------------------------------------------------------------
+struct GifReader {
+  const uint8_t* data;
+  size_t size, pos;
+};
+
+inline Image decode_gif(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& o) {
+  GifReader reader{data, size, 0};
+  int error = 0;
+  GifFileType* gif = DGifOpen(&reader, [](GifFileType* g, GifByteType* buf, int n) -> int {
+    auto* r = static_cast<GifReader*>(g->UserData);
+    const size_t k = std::min(static_cast<size_t>(n), r->size - r->pos);
+    std::memcpy(buf, r->data + r->pos, k);
+    r->pos += k;
+    return static_cast<int>(k);
+  }, &error);
+  BLIP_CHECK(gif, "decode_image: '", name, "' is not a valid GIF (", GifErrorString(error), ")");
+  struct Close {
+    GifFileType* g;
+    ~Close() {
+      int e = 0;
+      DGifCloseFile(g, &e);
+    }
+  } close{gif};
+  auto gif_fail = [&](const char* what) {
+    fail("decode_image: '", name, "' is a corrupt or truncated GIF (", what, ": ", GifErrorString(gif->Error), ")");
+  };
+  check_size(gif->SWidth, gif->SHeight, o, name);
+  // Records up to the first image: extensions are read past.
+  for (;;) {
+    GifRecordType type = UNDEFINED_RECORD_TYPE;
+    if (DGifGetRecordType(gif, &type) == GIF_ERROR) gif_fail("record");
+    if (type == IMAGE_DESC_RECORD_TYPE) break;
+    BLIP_CHECK(type != TERMINATE_RECORD_TYPE, "decode_image: '", name, "' is a GIF without an image");
+    if (type == EXTENSION_RECORD_TYPE) {
+      int code = 0;
+      GifByteType* ext = nullptr;
+      if (DGifGetExtension(gif, &code, &ext) == GIF_ERROR) gif_fail("extension");
+      while (ext)
+        if (DGifGetExtensionNext(gif, &ext) == GIF_ERROR) gif_fail("extension");
+    }
+  }
+  if (DGifGetImageDesc(gif) == GIF_ERROR) gif_fail("image descriptor");
+  const GifImageDesc& d = gif->Image;
+  const ColorMapObject* map = d.ColorMap ? d.ColorMap : gif->SColorMap;
+  BLIP_CHECK(map && map->ColorCount > 0, "decode_image: '", name, "' is a GIF without a colour table");
+  BLIP_CHECK(d.Width > 0 && d.Height > 0 && d.Left >= 0 && d.Top >= 0 && d.Left + d.Width <= gif->SWidth &&
+                 d.Top + d.Height <= gif->SHeight,
+             "decode_image: '", name, "' has a first frame ", d.Width, "x", d.Height, " at (", d.Left, ", ", d.Top,
+             ") outside its ", gif->SWidth, "x", gif->SHeight, " screen");
+  std::vector<GifPixelType> index(static_cast<size_t>(d.Width) * static_cast<size_t>(d.Height));
+  auto read_row = [&](int y) {
+    if (DGifGetLine(gif, index.data() + static_cast<size_t>(y) * static_cast<size_t>(d.Width), d.Width) == GIF_ERROR)
+      gif_fail("pixels");
+  };
+  if (d.Interlace) {
+    for (const auto& [start, step] : {std::pair{0, 8}, std::pair{4, 8}, std::pair{2, 4}, std::pair{1, 2}})
+      for (int y = start; y < d.Height; y += step) read_row(y);
+  } else {
+    for (int y = 0; y < d.Height; ++y) read_row(y);
+  }
+  // The logical screen, the first frame placed on it and the rest in the background colour.
+  Image img(gif->SHeight, gif->SWidth, 3, o.order);
+  auto put = [&](uint8_t* px, int i) {
+    const GifColorType& c = map->Colors[i < map->ColorCount ? i : 0];
+    px[0] = o.order == ChannelOrder::rgb ? c.Red : c.Blue;
+    px[1] = c.Green;
+    px[2] = o.order == ChannelOrder::rgb ? c.Blue : c.Red;
+  };
+  for (int64_t y = 0; y < img.height; ++y)
+    for (int64_t x = 0; x < img.width; ++x) put(img.row(y) + x * 3, gif->SBackGroundColor);
+  for (int y = 0; y < d.Height; ++y)
+    for (int x = 0; x < d.Width; ++x)
+      put(img.row(d.Top + y) + (d.Left + x) * 3, index[static_cast<size_t>(y) * static_cast<size_t>(d.Width) + size_t(x)]);
+  return img;
+}
+
 }  // namespace detail
 
 inline Image decode_image(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& options = {}) {
   BLIP_CHECK(size >= 8, "decode_image: '", name, "' is ", size, " bytes, too short to be an image");
   if (std::memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0) return detail::decode_png(data, size, name, options);
   if (data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return detail::decode_jpeg(data, size, name, options);
-  fail("decode_image: '", name, "' is neither PNG nor JPEG (unsupported format)");
+  if (size >= 12 && std::memcmp(data, "RIFF", 4) == 0 && std::memcmp(data + 8, "WEBP", 4) == 0)
+    return detail::decode_webp(data, size, name, options);
+  if (std::memcmp(data, "GIF87a", 6) == 0 || std::memcmp(data, "GIF89a", 6) == 0)
+    return detail::decode_gif(data, size, name, options);
+  fail("decode_image: '", name, "' is not PNG, JPEG, WebP or GIF (unsupported format)");
 }
 
 // An encoded image file: a regular file of at most max_file_bytes (io/regular_file.hpp).
