@@ -326,6 +326,19 @@ TEST_CASE("model folders that cannot be used say why") {
              Catch::Contains("--vocab"));
   o.need_tokenizer = false;  // embedding images needs none
   CHECK_NOTHROW(pretrained::load_pretrained<Model>((bare / "m.safetensors").string(), o));
+
+  // A config with more layers than the file, or sizes no model has, fails before the model is built.
+  o.config->vision.num_layers = 5;
+  CHECK_THAT(error_of([&] { pretrained::load_pretrained<Model>((bare / "m.safetensors").string(), o); }),
+             Catch::Contains("has no 'vision_backbone.layers.4.ln1.weight'"));
+  o.config = presets::tiny();
+  o.config->text.num_hidden_layers = 1 << 20;
+  CHECK_THAT(error_of([&] { pretrained::load_pretrained<Model>((bare / "m.safetensors").string(), o); }),
+             Catch::Contains("text.num_hidden_layers is 1048576, outside [1, 256]"));
+  o.config = presets::tiny();
+  o.config->vision.num_heads = 5;
+  CHECK_THAT(error_of([&] { pretrained::load_pretrained<Model>((bare / "m.safetensors").string(), o); }),
+             Catch::Contains("not a multiple of its number of heads"));
 }
 
 TEST_CASE("golden model case sets load as folders with their config.json") {

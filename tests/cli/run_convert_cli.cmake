@@ -18,7 +18,19 @@ expect_in("${err}" "head.temp")
 run(ok ${BLIP} convert "${WORK}/blip.safetensors" "${WORK}/mm.safetensors")
 expect_in("${err}" "(blip names)")
 expect_in("${err}" "(mmpretrain names): 358 tensors")
-run(ok ${BLIP} -q convert "${WORK}/blip.safetensors" "${WORK}/hf.safetensors" --to-names hf --dtype bf16)
+run(ok ${BLIP} convert "${WORK}/blip.safetensors" "${WORK}/hf.safetensors" --to-names hf --dtype bf16)
+expect_in("${err}" "no config.json is written")  # width 32: its heads cannot be read off the shapes
+# With its sizes given, the output describes itself and an HF folder gets its config.json.
+run(ok ${BLIP} -q convert "${WORK}/blip.safetensors" "${WORK}/hfdir/model.safetensors" --to-names hf
+    --config "${GOLDEN}/shared_a/config.json")
+file(READ "${WORK}/hfdir/config.json" cfg)
+string(JSON layers GET "${cfg}" vision_config num_hidden_layers)
+string(JSON heads GET "${cfg}" vision_config num_attention_heads)
+if(NOT layers EQUAL 9 OR NOT heads EQUAL 4)
+  message(FATAL_ERROR "unexpected config.json from --config: ${cfg}")
+endif()
+file(READ "${WORK}/hfdir/model.safetensors" header OFFSET 8 LIMIT 65536)
+expect_in("${header}" "blip.config")
 file(READ "${WORK}/hf.safetensors" header OFFSET 8 LIMIT 65536)  # past the binary header length
 expect_in("${header}" "\"vision_model.post_layernorm.weight\":{\"data_offsets\"")
 expect_in("${header}" "\"dtype\":\"BF16\"")

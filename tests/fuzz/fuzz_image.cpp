@@ -1,4 +1,4 @@
-// libFuzzer target: image decode (PNG/JPEG, EXIF) followed by the Pillow bicubic resize.
+// libFuzzer target: image decode (PNG/JPEG with EXIF, WebP, GIF) followed by the Pillow bicubic resize.
 // Any input must decode or throw blip::Error; a small pixel limit keeps runs fast and tests
 // the limit itself.
 #include <cstdint>

@@ -63,19 +63,21 @@ void run_convert(const ConvertCliOptions& o, const blip::cli::CommonOptions& com
   });
   if (config) {
     options.metadata = pretrained::model_metadata(*config, tokenizer ? &tokenizer->vocab() : nullptr);
-  } else {
-    BLIP_CHECK(!to_hf, "--to-names hf writes transformers' config.json, but the model's config is unknown: ", why_not);
-    if (!common.quiet)
-      std::fprintf(stderr, "blip convert: warning: the output will not describe itself (%s)\n", why_not.c_str());
+  } else if (!common.quiet) {
+    std::fprintf(stderr, "blip convert: warning: the output will not describe itself%s (%s)\n",
+                 to_hf ? " and no config.json is written; give the sizes with --config or --preset" : "",
+                 why_not.c_str());
   }
-  if (to_hf) BLIP_CHECK(tokenizer, "--to-names hf writes the tokenizer files, but the model's vocabulary is unknown: ", why_not);
+  if (to_hf && config && !tokenizer && !common.quiet)
+    std::fprintf(stderr, "blip convert: warning: no tokenizer files are written; give the vocabulary with --vocab (%s)\n",
+                 why_not.c_str());
 
   if (const auto parent = std::filesystem::path(o.out).parent_path(); !parent.empty())
     std::filesystem::create_directories(parent);
   const blip::io::ConvertReport r = blip::io::convert_checkpoint(files.weights, o.out, options);
-  if (to_hf) {
+  if (to_hf && config) {
     const std::string folder = std::filesystem::path(o.out).parent_path().string();
-    pretrained::write_hf_folder_files(folder, *config, tokenizer->vocab());
+    pretrained::write_hf_folder_files(folder, *config, tokenizer ? &tokenizer->vocab() : nullptr);
     if (std::filesystem::path(o.out).filename() != "model.safetensors" && !common.quiet)
       std::fprintf(stderr, "blip convert: warning: transformers' from_pretrained looks for model.safetensors, not %s\n",
                    std::filesystem::path(o.out).filename().c_str());
@@ -84,7 +86,9 @@ void run_convert(const ConvertCliOptions& o, const blip::cli::CommonOptions& com
   std::fprintf(stderr, "blip convert: %s (%s names%s%s) -> %s (%s names): %zu tensors%s\n", files.weights.c_str(),
                blip::io::naming_name(r.from), r.prefix.empty() ? "" : ", under ", r.prefix.c_str(), o.out.c_str(),
                blip::io::naming_name(options.to), r.written.size(),
-               to_hf ? "; with config.json, preprocessor_config.json, vocab.txt, tokenizer_config.json" : "");
+               !to_hf || !config ? ""
+               : tokenizer      ? "; with config.json, preprocessor_config.json, vocab.txt, tokenizer_config.json"
+                                : "; with config.json, preprocessor_config.json");
   print_keys("keys the source naming does not define, left out", r.unknown);
   print_keys("keys the target naming has no place for, left out", r.dropped);
 }

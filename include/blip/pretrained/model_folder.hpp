@@ -26,6 +26,7 @@
 // Every error names the path, the file the value came from and what to pass instead.
 #pragma once
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -138,6 +139,40 @@ std::map<std::string, std::string> checkpoint_metadata(const Source& source) {
   }
 }
 
+// Sizes a model can be built from, within bounds no released model comes near: a config from a
+// stranger's file cannot ask for an unbounded allocation or a division by zero.
+inline void check_config_sane(const BlipConfig& c, const std::string& origin) {
+  auto in = [&](const char* name, int64_t v, int64_t lo, int64_t hi) {
+    BLIP_CHECK(v >= lo && v <= hi, "config from ", origin, ": ", name, " is ", v, ", outside [", lo, ", ", hi, "]");
+  };
+  in("vision.embed_dims", c.vision.embed_dims, 1, 16384);
+  in("vision.num_layers", c.vision.num_layers, 1, 256);
+  in("vision.num_heads", c.vision.num_heads, 1, 1024);
+  in("vision.feedforward_channels", c.vision.feedforward_channels, 1, 65536);
+  in("vision.patch_size", c.vision.patch_size, 1, 1024);
+  in("vision.img_size", c.vision.img_size, c.vision.patch_size, 8192);
+  in("vision.in_channels", c.vision.in_channels, 1, 4);
+  in("text.hidden_size", c.text.hidden_size, 1, 16384);
+  in("text.num_hidden_layers", c.text.num_hidden_layers, 1, 256);
+  in("text.num_attention_heads", c.text.num_attention_heads, 1, 1024);
+  in("text.intermediate_size", c.text.intermediate_size, 1, 65536);
+  in("text.vocab_size", c.text.vocab_size, 1, int64_t{1} << 22);
+  in("text.max_position_embeddings", c.text.max_position_embeddings, 2, 1 << 16);
+  in("text.encoder_width", c.text.encoder_width, 1, 16384);
+  in("embed_dim", c.embed_dim, 1, 16384);
+  in("queue_size", c.queue_size, 0, int64_t{1} << 24);
+  in("max_txt_len", c.max_txt_len, 2, c.text.max_position_embeddings);
+  BLIP_CHECK(c.vision.embed_dims % c.vision.num_heads == 0 && c.text.hidden_size % c.text.num_attention_heads == 0,
+             "config from ", origin, ": a width is not a multiple of its number of heads (vision ", c.vision.embed_dims,
+             " / ", c.vision.num_heads, ", text ", c.text.hidden_size, " / ", c.text.num_attention_heads, ")");
+  BLIP_CHECK(c.vision.img_size % c.vision.patch_size == 0, "config from ", origin, ": image size ", c.vision.img_size,
+             " is not a multiple of the patch size ", c.vision.patch_size);
+  for (double s : c.std) BLIP_CHECK(s > 0 && std::isfinite(s), "config from ", origin, ": a std is ", s);
+  for (double m : c.mean) BLIP_CHECK(std::isfinite(m), "config from ", origin, ": a mean is ", m);
+  BLIP_CHECK(c.vision.layer_norm_eps > 0 && c.text.layer_norm_eps > 0, "config from ", origin,
+             ": a layer_norm_eps is not positive");
+}
+
 // The config the files record (1, 2 above), if any.
 inline std::optional<ResolvedConfig> recorded_config(const ModelFiles& f, const std::map<std::string, std::string>& meta) {
   if (auto it = meta.find(kConfigKey); it != meta.end()) {
@@ -169,11 +204,15 @@ ResolvedConfig resolve_config(const ModelFiles& f, const Source& source, const P
            recorded->source, " (given vs recorded):", list, diff.size() > 6 ? "\n  ..." : "",
            "\n  (leave out --preset / --config: the model describes itself)");
     }
+    check_config_sane(*o.config, o.config_name);
     return {*o.config, o.config_name};
   }
-  if (recorded) return *recorded;
-  if (o.config) return {*o.config, o.config_name};
-  return {infer_blip_config(source), str("the tensor shapes of '", f.weights, "' (heads = width / 64)")};
+  const ResolvedConfig r = recorded ? *recorded
+                           : o.config ? ResolvedConfig{*o.config, o.config_name}
+                                      : ResolvedConfig{infer_blip_config(source),
+                                                       str("the tensor shapes of '", f.weights, "' (heads = width / 64)")};
+  check_config_sane(r.config, r.source);
+  return r;
 }
 
 // The shapes a few tensors must have under config, checked against the header before the model
@@ -205,6 +244,15 @@ void check_config_fits(const Source& source, const BlipConfig& c, const std::str
                "' has shape ", source.shape(it->second), " but ", origin, " needs ", shape,
                ": the config does not describe this checkpoint");
   }
+  // The last layer of each stack must be there when the first is (a config with more layers than
+  // the file would otherwise build them all before load_state_dict names the first missing key).
+  for (const auto& [first, last] :
+       {std::pair{std::string("vision_backbone.layers.0.ln1.weight"),
+                  str("vision_backbone.layers.", c.vision.num_layers - 1, ".ln1.weight")},
+        std::pair{std::string("text_backbone.encoder.layer.0.output.LayerNorm.weight"),
+                  str("text_backbone.encoder.layer.", c.text.num_hidden_layers - 1, ".output.LayerNorm.weight")}})
+    BLIP_CHECK(!theirs.count(first) || theirs.count(last), "checkpoint '", source.path(), "' has no '", last, "', but ",
+               origin, " has that many layers: the config does not describe this checkpoint");
   for (const auto& [prefix, n] : {std::pair{std::string("vision_backbone.layers."), c.vision.num_layers},
                                   std::pair{std::string("text_backbone.encoder.layer."), c.text.num_hidden_layers}}) {
     const std::string beyond = prefix + std::to_string(n) + ".";

@@ -10,8 +10,8 @@
 // - write_config_beside(weights, config): config.json in the weights' folder, unless a config.json
 //   that is not blip's is there (a HuggingFace folder's own): then nothing, and false.
 // - write_hf_folder_files(folder, config, vocab): config.json (BlipForImageTextRetrieval),
-//   preprocessor_config.json, vocab.txt and tokenizer_config.json ([DEC] as bos_token, [ENC] as
-//   an extra special token), which transformers' from_pretrained reads.
+//   preprocessor_config.json, and with a vocab vocab.txt and tokenizer_config.json ([DEC] as
+//   bos_token, [ENC] as an extra special token), which transformers' from_pretrained reads.
 // Files are written atomically (io/atomic_file.hpp).
 #pragma once
 
@@ -58,12 +58,13 @@ inline bool write_config_beside(const std::string& weights, const BlipConfig& co
   return true;
 }
 
-inline void write_hf_folder_files(const std::string& folder, const BlipConfig& config, const text::Vocab& vocab) {
+inline void write_hf_folder_files(const std::string& folder, const BlipConfig& config, const text::Vocab* vocab) {
   namespace fs = std::filesystem;
   const fs::path f(folder.empty() ? "." : folder);
   write_text_file((f / "config.json").string(), io::hf_config_json(config).dump(2) + "\n");
   write_text_file((f / "preprocessor_config.json").string(), io::hf_preprocessor_json(config).dump(2) + "\n");
-  write_text_file((f / "vocab.txt").string(), vocab.text());
+  if (!vocab) return;
+  write_text_file((f / "vocab.txt").string(), vocab->text());
   const nlohmann::json tok = {{"tokenizer_class", "BertTokenizer"},
                               {"do_lower_case", true},
                               {"tokenize_chinese_chars", true},

@@ -58,9 +58,23 @@ inline void expect(bool ok, const std::string& path, const std::string& what) {
 
 }  // namespace tokenizer_detail
 
-inline text::BertTokenizer tokenizer_from_tokenizer_json(const std::string& path, int64_t max_length) {
+namespace tokenizer_detail {
+inline text::BertTokenizer from_json(const nlohmann::json& j, const std::string& path, int64_t max_length);
+}
+
+// From tokenizer.json's parsed content; `path` names it in errors. A value of the wrong JSON type
+// is an error naming the file, as every other defect is.
+inline text::BertTokenizer tokenizer_from_json(const nlohmann::json& j, const std::string& path, int64_t max_length) {
+  try {
+    return tokenizer_detail::from_json(j, path, max_length);
+  } catch (const nlohmann::json::exception& e) {
+    fail("tokenizer '", path, "': a value has the wrong type: ", e.what());
+  }
+}
+
+inline text::BertTokenizer tokenizer_detail::from_json(const nlohmann::json& j, const std::string& path,
+                                                       int64_t max_length) {
   using tokenizer_detail::expect;
-  const nlohmann::json j = read_json_file(path, "tokenizer");
   expect(j.is_object() && j.contains("model") && j.at("model").is_object(), path, "no \"model\" object");
   const nlohmann::json& model = j.at("model");
   expect(model.value("type", std::string()) == "WordPiece", path,
@@ -118,6 +132,7 @@ inline text::BertTokenizer tokenizer_from_tokenizer_json(const std::string& path
   text::BertTokenizer::Options o;
   o.max_length = max_length;
   o.max_input_chars_per_word = model.value("max_input_chars_per_word", int64_t{100});
+  expect(o.max_input_chars_per_word > 0, path, "model.max_input_chars_per_word is not positive");
   o.added_tokens = in_vocab;  // Vocab::add keeps their ids
   int64_t next = static_cast<int64_t>(n);
   for (const auto& [id, content] : added) {
@@ -126,6 +141,10 @@ inline text::BertTokenizer tokenizer_from_tokenizer_json(const std::string& path
     ++next;
   }
   return text::BertTokenizer(std::move(v), o);
+}
+
+inline text::BertTokenizer tokenizer_from_tokenizer_json(const std::string& path, int64_t max_length) {
+  return tokenizer_from_json(read_json_file(path, "tokenizer"), path, max_length);
 }
 
 inline text::BertTokenizer tokenizer_from_vocab_txt(const std::string& vocab_path,
