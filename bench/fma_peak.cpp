@@ -18,30 +18,40 @@ namespace {
 constexpr int kChains = 12;
 
 __attribute__((target("avx512f"))) double run_zmm(long iters) {
-  __m512 acc[kChains];
-  for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(1.0f + 1e-3f * i);
+  // Twelve named accumulators, so each stays in a register (an array would go through memory).
+  __m512 c0 = _mm512_set1_ps(1.00f), c1 = _mm512_set1_ps(1.01f), c2 = _mm512_set1_ps(1.02f), c3 = _mm512_set1_ps(1.03f), c4 = _mm512_set1_ps(1.04f),
+         c5 = _mm512_set1_ps(1.05f), c6 = _mm512_set1_ps(1.06f), c7 = _mm512_set1_ps(1.07f), c8 = _mm512_set1_ps(1.08f), c9 = _mm512_set1_ps(1.09f),
+         c10 = _mm512_set1_ps(1.10f), c11 = _mm512_set1_ps(1.11f);
   const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
-  for (long it = 0; it < iters; ++it)
-    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+  for (long it = 0; it < iters; ++it) {
+    c0 = _mm512_fmadd_ps(c0, a, b); c1 = _mm512_fmadd_ps(c1, a, b); c2 = _mm512_fmadd_ps(c2, a, b); c3 = _mm512_fmadd_ps(c3, a, b);
+    c4 = _mm512_fmadd_ps(c4, a, b); c5 = _mm512_fmadd_ps(c5, a, b); c6 = _mm512_fmadd_ps(c6, a, b); c7 = _mm512_fmadd_ps(c7, a, b);
+    c8 = _mm512_fmadd_ps(c8, a, b); c9 = _mm512_fmadd_ps(c9, a, b); c10 = _mm512_fmadd_ps(c10, a, b); c11 = _mm512_fmadd_ps(c11, a, b);
+  }
   alignas(64) float v[16];
   float s = 0;
-  for (int i = 0; i < kChains; ++i) {
-    _mm512_store_ps(v, acc[i]);
+  for (const __m512& c : {c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11}) {
+    _mm512_store_ps(v, c);
     for (float x : v) s += x;
   }
   return s;
 }
 
 __attribute__((target("avx2,fma"))) double run_ymm(long iters) {
-  __m256 acc[kChains];
-  for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_ps(1.0f + 1e-3f * i);
+  // Twelve named accumulators, so each stays in a register (an array would go through memory).
+  __m256 c0 = _mm256_set1_ps(1.00f), c1 = _mm256_set1_ps(1.01f), c2 = _mm256_set1_ps(1.02f), c3 = _mm256_set1_ps(1.03f), c4 = _mm256_set1_ps(1.04f),
+         c5 = _mm256_set1_ps(1.05f), c6 = _mm256_set1_ps(1.06f), c7 = _mm256_set1_ps(1.07f), c8 = _mm256_set1_ps(1.08f), c9 = _mm256_set1_ps(1.09f),
+         c10 = _mm256_set1_ps(1.10f), c11 = _mm256_set1_ps(1.11f);
   const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
-  for (long it = 0; it < iters; ++it)
-    for (int i = 0; i < kChains; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
-  alignas(32) float v[8];
+  for (long it = 0; it < iters; ++it) {
+    c0 = _mm256_fmadd_ps(c0, a, b); c1 = _mm256_fmadd_ps(c1, a, b); c2 = _mm256_fmadd_ps(c2, a, b); c3 = _mm256_fmadd_ps(c3, a, b);
+    c4 = _mm256_fmadd_ps(c4, a, b); c5 = _mm256_fmadd_ps(c5, a, b); c6 = _mm256_fmadd_ps(c6, a, b); c7 = _mm256_fmadd_ps(c7, a, b);
+    c8 = _mm256_fmadd_ps(c8, a, b); c9 = _mm256_fmadd_ps(c9, a, b); c10 = _mm256_fmadd_ps(c10, a, b); c11 = _mm256_fmadd_ps(c11, a, b);
+  }
+  alignas(64) float v[8];
   float s = 0;
-  for (int i = 0; i < kChains; ++i) {
-    _mm256_store_ps(v, acc[i]);
+  for (const __m256& c : {c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11}) {
+    _mm256_store_ps(v, c);
     for (float x : v) s += x;
   }
   return s;

@@ -24,8 +24,7 @@ void accumulate(Tensor<T, D>& into, const Tensor<T, D>& g) {
 }  // namespace detail
 
 template <Element T, Device D>
-void Tensor<T, D>::backward() const {
-  static_assert(Differentiable<T>, "backward() needs a float32/float64 tensor");
+void Tensor<T, D>::backward() const requires Differentiable<T> {
   BLIP_CHECK(numel() == 1, "backward: called on a tensor of shape ", shape_,
              "; it needs a one-element result (reduce it first)");
   BLIP_CHECK(requires_grad(), "backward: the tensor does not require grad (no recorded op led to it)");

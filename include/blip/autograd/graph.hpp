@@ -73,8 +73,7 @@ bool Tensor<T, D>::requires_grad() const {
 }
 
 template <Element T, Device D>
-Tensor<T, D>& Tensor<T, D>::set_requires_grad(bool value) {
-  static_assert(Differentiable<T>, "only float32/float64 tensors can require grad");
+Tensor<T, D>& Tensor<T, D>::set_requires_grad(bool value) requires Differentiable<T> {
   BLIP_CHECK(!(autograd_ && autograd_->grad_fn), "set_requires_grad: tensor of shape ", shape_,
              " is the result of op '", autograd_ ? autograd_->grad_fn->op : "",
              "'; only leaves can change requires_grad (use detach())");

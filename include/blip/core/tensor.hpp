@@ -88,10 +88,10 @@ class Tensor {
   const std::shared_ptr<AutogradMeta<T, D>>& autograd() const { return autograd_; }
   void set_autograd(std::shared_ptr<AutogradMeta<T, D>> meta) { autograd_ = std::move(meta); }
   bool requires_grad() const;             // autograd/graph.hpp
-  Tensor& set_requires_grad(bool value);  // leaves only
+  Tensor& set_requires_grad(bool value) requires Differentiable<T>;  // leaves only; float32/float64
   Tensor grad() const;                    // accumulated gradient of a leaf; undefined if none
   void zero_grad();
-  void backward() const;  // autograd/engine.hpp; from a one-element tensor
+  void backward() const requires Differentiable<T>;  // autograd/engine.hpp; a one-element float tensor
 
   Tensor detach() const {
     Tensor t = *this;

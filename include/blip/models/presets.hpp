@@ -67,3 +67,6 @@ inline BlipConfig tiny() {
 
 }  // namespace presets
 }  // namespace blip
+
+// With blip::models linked, the standard model's classes are compiled once, there.
+#include "blip/models/standard_instances.hpp"

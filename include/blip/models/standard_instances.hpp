@@ -27,7 +27,9 @@
   X(BertEncoder<TransformerLayer<PostNorm, WithCrossAttention, GeluErf, float, Cpu>>)    \
   X(ItcHead<float, Cpu>)                                                            \
   X(ItmHead<NoPooler, float, Cpu>)                                                  \
-  X(StandardBlip<float, Cpu>)
+  X(BlipRetrieval<VisionTransformer<TransformerLayer<PreNorm, NoCrossAttention, GeluErf, float, Cpu>>,             \
+                  BertEncoder<TransformerLayer<PostNorm, WithCrossAttention, GeluErf, float, Cpu>>, Linear<float, Cpu>, \
+                  Linear<float, Cpu>, ItcHead<float, Cpu>, ItmHead<NoPooler, float, Cpu>>)
 
 #if defined(BLIP_STANDARD_MODELS_COMPILED) && !defined(BLIP_STANDARD_MODELS_DEFINE)
 namespace blip {
