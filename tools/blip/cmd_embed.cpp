@@ -62,7 +62,7 @@ void add_embed(CLI::App& app, const blip::cli::CommonOptions& common) {
   auto o = std::make_shared<EmbedCliOptions>();
   CLI::App* cmd = app.add_subcommand("embed", "Write the L2-normalised features of images or texts as a .npy [N, E] file");
   blip::cli::add_model_options(cmd, o->model);
-  auto* images = cmd->add_option("--images", o->images, "Folder of .jpg/.png images, searched recursively (rows: sorted relative paths)");
+  auto* images = cmd->add_option("--images", o->images, "Folder of images (.jpg, .png, .webp, .gif), searched recursively (rows: sorted relative paths)");
   auto* texts = cmd->add_option("--texts", o->texts, "Text file, one text per non-empty line (rows: file order)");
   images->excludes(texts);
   cmd->add_option("--out", o->out, "The .npy file to write (float32 [N, E]); OUT.txt gets the row names")->required();

@@ -57,7 +57,7 @@ void add_index(CLI::App& app, const blip::cli::CommonOptions& common) {
   auto o = std::make_shared<IndexOptions>();
   CLI::App* cmd = app.add_subcommand("index", "Embed a folder of images (or a file of texts) into an index for blip search");
   blip::cli::add_model_options(cmd, o->model);
-  auto* images = cmd->add_option("--images", o->images, "Folder of .jpg/.png images, searched recursively");
+  auto* images = cmd->add_option("--images", o->images, "Folder of images (.jpg, .png, .webp, .gif), searched recursively");
   auto* texts = cmd->add_option("--texts", o->texts, "Text file, one entry per non-empty line (searched by --image)");
   images->excludes(texts);
   cmd->add_option("--out", o->out, "Index file to write")->required();

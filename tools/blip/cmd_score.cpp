@@ -83,7 +83,7 @@ void add_score(CLI::App& app, const blip::cli::CommonOptions& common) {
   auto o = std::make_shared<ScoreCliOptions>();
   CLI::App* cmd = app.add_subcommand("score", "ITC similarity and ITM scores of every image-text pair");
   blip::cli::add_model_options(cmd, o->model);
-  cmd->add_option("--images", o->images, "Folder of .jpg/.png images, searched recursively")->required();
+  cmd->add_option("--images", o->images, "Folder of images (.jpg, .png, .webp, .gif), searched recursively")->required();
   cmd->add_option("--texts", o->texts, "Text file, one text per non-empty line")->required();
   cmd->add_option("--batch", o->batch, "Images per batch")->check(blip::cli::positive())->capture_default_str();
   cmd->add_flag("--json", o->json, "Print {images, texts, itc, itm_logits, itm} as JSON");

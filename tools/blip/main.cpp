@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
       ->check(blip::cli::non_negative());
   std::string precision = "fp32";
   app.add_option("--precision", precision,
-                 "GEMM precision of inference (eval, index, search, the demo's evaluation): fp32, or bf16 "
+                 "GEMM precision of inference (eval, index, search, embed, score, the demo's evaluation): fp32, or bf16 "
                  "(bf16 x bf16 products with float accumulation; norms, softmax and heads stay float)")
       ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
   std::string train_precision = "fp32";
