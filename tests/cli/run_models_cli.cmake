@@ -106,6 +106,16 @@ if(NOT hits EQUAL 2)
   message(FATAL_ERROR "the index of the mixed folder should hold 2 images: ${out}")
 endif()
 
+# WebP and GIF files are listed and embedded beside PNG.
+file(MAKE_DIRECTORY "${WORK}/formats")
+file(COPY "${hf}/images/img0.png" "${HF}/../images/lossless.webp" "${HF}/../images/plain.gif" DESTINATION "${WORK}/formats")
+run(ok "${BLIP}" -q embed --checkpoint "${hf}/model" --images "${WORK}/formats" --out "${WORK}/f.npy")
+expect_npy("${WORK}/f.npy" 3 16)
+file(STRINGS "${WORK}/f.txt" names)
+if(NOT names STREQUAL "img0.png;lossless.webp;plain.gif")
+  message(FATAL_ERROR "f.txt rows: ${names}")
+endif()
+
 # A bare checkpoint of widths that are not multiples of 64, with no config: said, with the fix.
 run(ok "${FIXTURE}" "${WORK}/fx")
 run(fail "${BLIP}" embed --checkpoint "${WORK}/fx/tiny.safetensors" --images "${hf}/images" --out "${WORK}/x.npy")
