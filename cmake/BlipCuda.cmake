@@ -71,19 +71,7 @@ if(_blip_cuda_on)
   target_compile_definitions(blip_cuda PUBLIC BLIP_WITH_CUDA)
   target_link_libraries(blip_cuda PUBLIC blip::blip CUDA::cudart CUDA::cublas)
 
-  # Installed when built: `cmake --install` right after configuring (a header-only install)
-  # leaves the component out, and removes its export file so find_package(blip) does not
-  # promise a library that is not there.
-  install(TARGETS blip_cuda EXPORT blipCudaTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} OPTIONAL)
-  install(EXPORT blipCudaTargets NAMESPACE blip:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/blip)
-  install(CODE "
-    if(NOT EXISTS \"$<TARGET_FILE:blip_cuda>\")
-      file(GLOB _blip_cuda_exports \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/cmake/blip/blipCudaTargets*.cmake\")
-      if(_blip_cuda_exports)
-        file(REMOVE \${_blip_cuda_exports})
-      endif()
-      message(STATUS \"blip: blip::cuda was not built (cmake --build first to install it); installed without it\")
-    endif()")
+  blip_install_when_built(blip_cuda blipCudaTargets)
 
   set(BLIP_CUDA_STATUS
     "on (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, archs ${CMAKE_CUDA_ARCHITECTURES}, CUDA toolkit ${CUDAToolkit_VERSION})")

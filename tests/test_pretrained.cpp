@@ -103,10 +103,10 @@ TEST_CASE("HuggingFace folders load with their sizes and match transformers' fea
     const auto p = pretrained::load_pretrained<Model>((dir / "model").string(), o);
     CHECK(p.config_source.find("config.json") != std::string::npos);
     REQUIRE(p.tokenizer.has_value());
-    const nlohmann::json hf = pretrained::read_json_file((dir / "model" / "config.json").string(), "config");
+    const nlohmann::json hf = io::read_json_file((dir / "model" / "config.json").string(), "config");
     CHECK(p.config.vision.layer_norm_eps == hf["vision_config"]["layer_norm_eps"].get<double>());
     CHECK(p.config.text.encoder_width == hf["vision_config"]["hidden_size"].get<int64_t>());
-    const nlohmann::json info = pretrained::read_json_file((dir / "case.json").string(), "case");
+    const nlohmann::json info = io::read_json_file((dir / "case.json").string(), "case");
     CHECK(p.config.tokens.enc == info["enc_token_id"].get<int64_t>());
 
     const io::SafeTensorsFile expected((dir / "expected.safetensors").string());

@@ -120,7 +120,7 @@ class Retriever {
     const TextBatch<float, Cpu> t = search::encode_texts(model(), tokenizer(), texts);
     const std::vector<float> l = search::itm_logits_all(model(), image_embeds, t).to_vector();
     std::vector<float> p(l.size() / 2);
-    for (size_t i = 0; i < p.size(); ++i) p[i] = 1.0f / (1.0f + std::exp(l[2 * i] - l[2 * i + 1]));
+    for (size_t i = 0; i < p.size(); ++i) p[i] = static_cast<float>(search::itm_match_probability(l[2 * i], l[2 * i + 1]));
     return Tensor<float, Cpu>::from_vector({image_embeds.size(0), static_cast<int64_t>(texts.size())}, p);
   }
 

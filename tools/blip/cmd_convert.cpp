@@ -36,15 +36,10 @@ void run_convert(const ConvertCliOptions& o, const blip::cli::CommonOptions& com
   const bool to_hf = options.to == blip::io::KeyNaming::hf;
 
   // The model's config and vocabulary, recorded in the output. A checkpoint whose sizes cannot
-  // be told (and none given) is converted all the same, with a warning; for an HF folder they
-  // are needed.
+  // be told (and none given) is converted all the same, with a warning (and, for an HF folder,
+  // without its config.json).
   const pretrained::ModelFiles files = pretrained::find_model_files(o.in);
-  const blip::cli::ModelChoice choice{o.in, o.preset, o.config, o.vocab};
-  pretrained::PretrainedOptions po;
-  po.config = choice.given_config();
-  po.config_name = choice.config_name();
-  po.vocab = o.vocab;
-  po.default_vocab = blip::cli::default_vocab_path();
+  const pretrained::PretrainedOptions po = blip::cli::ModelChoice{o.in, o.preset, o.config, o.vocab}.options();
   std::optional<blip::BlipConfig> config;
   std::optional<blip::text::BertTokenizer> tokenizer;
   std::string why_not;

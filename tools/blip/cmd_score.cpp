@@ -2,7 +2,6 @@
 // cosine similarity, the ITM logits ([ENC] first, as the reference) and the ITM match
 // probability; printed as a table or, with --json, as
 // {"images", "texts", "itc" [I][T], "itm_logits" [I][T][2], "itm" [I][T]} (see docs/cli.md).
-#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -44,8 +43,7 @@ void run_score(const ScoreCliOptions& o, const blip::cli::CommonOptions& common)
   blip::cli::check_finite_output(logits, "ITM logits", o.model.checkpoint);
   const std::vector<float> s = itc.to_vector(), l = logits.to_vector();
   const size_t I = img.rows.size(), T = texts.size();
-  // softmax(logits)[1] = 1 / (1 + exp(l0 - l1))
-  auto match = [&](size_t i, size_t t) { return 1.0 / (1.0 + std::exp(double(l[(i * T + t) * 2]) - l[(i * T + t) * 2 + 1])); };
+  auto match = [&](size_t i, size_t t) { return search::itm_match_probability(l[(i * T + t) * 2], l[(i * T + t) * 2 + 1]); };
   if (img.skipped > 0) std::fprintf(stderr, "blip score: skipped %zu of %zu images\n", img.skipped, list.paths.size());
   if (o.json) {
     nlohmann::ordered_json j;

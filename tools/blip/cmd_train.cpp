@@ -119,29 +119,25 @@ void run_train(const TrainOptions& o, const blip::cli::CommonOptions& common) {
   BLIP_CHECK(fashion || o.dataset == "coco" || o.dataset == "flickr30k" || o.dataset == "jsonl", "unknown --dataset '",
              o.dataset, "' (known: fashion-mnist, coco, flickr30k, jsonl)");
   const std::string preset = o.preset.empty() && o.config.empty() ? (fashion ? "fashion-mnist" : "base") : o.preset;
-  auto given_config = [&]() -> std::optional<BlipConfig> {
-    if (!o.config.empty()) return cli::config_from_file(o.config);
-    if (preset == "fashion-mnist") return train::fashion_mnist_config();
-    if (!preset.empty()) return cli::preset_config(preset);
-    return std::nullopt;
-  };
+  // fashion-mnist is train's own preset; the others and --config resolve as every command's do.
+  cli::ModelChoice choice{o.checkpoint, o.preset == "fashion-mnist" ? std::string() : o.preset, o.config, o.vocab};
+  pretrained::PretrainedOptions po = choice.options();
+  if (o.preset == "fashion-mnist") {
+    po.config = train::fashion_mnist_config();
+    po.config_name = "preset 'fashion-mnist'";
+  }
   std::unique_ptr<CliModel> model;
   std::optional<text::BertTokenizer> loaded_tokenizer;
   BlipConfig config;
   if (!o.checkpoint.empty()) {
     // Fine-tuning: the checkpoint describes itself; --preset / --config only where it does not.
-    pretrained::PretrainedOptions po;
-    po.config = o.preset.empty() && o.config.empty() ? std::nullopt : given_config();
-    po.config_name = !o.config.empty() ? str("config '", o.config, "'") : str("preset '", preset, "'");
-    po.vocab = o.vocab;
-    po.default_vocab = cli::default_vocab_path();
     po.adjust = [&](BlipConfig& c) { c.seed = o.seed; };
     auto p = pretrained::load_pretrained<CliModel>(o.checkpoint, po);
     model = std::move(p.model);
     loaded_tokenizer = std::move(p.tokenizer);
     config = p.config;
   } else {
-    config = *given_config();
+    config = po.config ? *po.config : fashion ? train::fashion_mnist_config() : presets::blip_base();
     config.seed = o.seed;
     model = std::make_unique<CliModel>(config);
     Generator init(o.seed);
@@ -150,12 +146,9 @@ void run_train(const TrainOptions& o, const blip::cli::CommonOptions& common) {
   BLIP_CHECK(!fashion || (config.vision.in_channels == 1 && config.vision.img_size == 28), "--dataset fashion-mnist needs ",
              "a model of 28x28 gray images (--preset fashion-mnist), not one of ", config.vision.img_size, "x",
              config.vision.img_size, " with ", config.vision.in_channels, " channels");
-  const text::BertTokenizer tokenizer = loaded_tokenizer ? std::move(*loaded_tokenizer) : [&] {
-    pretrained::PretrainedOptions po;
-    po.vocab = o.vocab;
-    po.default_vocab = cli::default_vocab_path();
-    return pretrained::resolve_tokenizer(pretrained::ModelFiles{}, {}, config, po).tokenizer;
-  }();
+  const text::BertTokenizer tokenizer =
+      loaded_tokenizer ? std::move(*loaded_tokenizer)
+                       : pretrained::resolve_tokenizer(pretrained::ModelFiles{}, {}, config, po).tokenizer;
   BatchStream stream = fashion ? fashion_mnist_stream(o, tokenizer) : loader_stream(o, config, tokenizer);
 
   const int64_t steps_per_epoch = std::max<int64_t>(1, stream.batches_per_epoch / o.accumulation);

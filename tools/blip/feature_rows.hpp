@@ -23,8 +23,7 @@ inline ImageList list_images(const std::string& dir, bool skip_errors, const cha
   list.warn = [command](const std::string& w) { std::fprintf(stderr, "blip %s: warning: %s\n", command, w.c_str()); };
   ImageList out;
   out.paths = search::list_image_files(dir, list);
-  std::string root = std::filesystem::absolute(dir).lexically_normal().string();
-  if (root.size() > 1 && root.back() == '/') root.pop_back();
+  const std::string root = search::listing_root(dir);
   for (const std::string& p : out.paths)
     out.names.push_back(p.compare(0, root.size() + 1, root + "/") == 0 ? p.substr(root.size() + 1) : p);
   return out;

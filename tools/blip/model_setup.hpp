@@ -41,13 +41,13 @@ inline BlipConfig preset_config(const std::string& name) {
 // A --config file: blip's layout or transformers' config.json (with the preprocessor_config.json
 // beside it, when there is one).
 inline BlipConfig config_from_file(const std::string& path) {
-  const nlohmann::json j = pretrained::read_json_file(path, "config", uint64_t{16} << 20);
+  const nlohmann::json j = io::read_json_file(path, "config", uint64_t{16} << 20);
   if (io::is_blip_config_json(j)) return io::blip_config_from_json(j, path);
   if (io::is_hf_blip_config_json(j)) {
     const auto pre = std::filesystem::path(path).parent_path() / "preprocessor_config.json";
     std::error_code ec;
     if (std::filesystem::is_regular_file(pre, ec)) {
-      const nlohmann::json p = pretrained::read_json_file(pre.string(), "preprocessor config", uint64_t{16} << 20);
+      const nlohmann::json p = io::read_json_file(pre.string(), "preprocessor config", uint64_t{16} << 20);
       return io::blip_config_from_hf(j, &p, path, pre.string());
     }
     return io::blip_config_from_hf(j, nullptr, path);
@@ -67,6 +67,16 @@ struct ModelChoice {
     if (!config.empty()) return config_from_file(config);
     if (!preset.empty()) return preset_config(preset);
     return std::nullopt;
+  }
+  // How the library resolves the model: the given sizes, the vocabulary, the shipped default.
+  pretrained::PretrainedOptions options(bool need_tokenizer = true) const {
+    pretrained::PretrainedOptions o;
+    o.config = given_config();
+    o.config_name = config_name();
+    o.vocab = vocab;
+    o.default_vocab = default_vocab_path();
+    o.need_tokenizer = need_tokenizer;
+    return o;
   }
 };
 
@@ -90,12 +100,7 @@ inline void add_model_options(CLI::App* cmd, ModelChoice& m, const char* checkpo
 // The model and its tokenizer (when need_tokenizer, or when one is found).
 inline pretrained::Pretrained<CliModel> load_model(const ModelChoice& m, bool need_tokenizer = true,
                                                    const std::function<void(BlipConfig&)>& adjust = {}) {
-  pretrained::PretrainedOptions o;
-  o.config = m.given_config();
-  o.config_name = m.config_name();
-  o.vocab = m.vocab;
-  o.default_vocab = default_vocab_path();
-  o.need_tokenizer = need_tokenizer;
+  pretrained::PretrainedOptions o = m.options(need_tokenizer);
   o.adjust = adjust;  // settings that leave the weights alone (topk, fast_match)
   return pretrained::load_pretrained<CliModel>(m.checkpoint, o);
 }

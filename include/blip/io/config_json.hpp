@@ -169,9 +169,7 @@ inline std::vector<std::string> config_differences(const BlipConfig& a, const Bl
 }
 
 inline BlipConfig load_blip_config(const std::string& path) {
-  const std::vector<uint8_t> bytes = read_regular_file(path, uint64_t{16} << 20, "config");
-  const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-  return blip_config_from_json(parse_json_text(text, str("config: '", path, "'")), path);
+  return blip_config_from_json(read_json_file(path, "config", uint64_t{16} << 20), path);
 }
 
 }  // namespace blip::io

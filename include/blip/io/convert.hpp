@@ -38,7 +38,7 @@ struct ConvertOptions {
   std::optional<KeyNaming> from = std::nullopt;  // nullopt: detect
   KeyNaming to = KeyNaming::mmpretrain;
   std::optional<std::string> dtype = std::nullopt;  // floating tensors: "F32", "F16", "BF16" or "F64"
-  std::map<std::string, std::string> metadata;      // set in the output's __metadata__ (blip.config, ...)
+  std::map<std::string, std::string> metadata = {}; // set in the output's __metadata__ (blip.config, ...)
 };
 
 struct ConvertReport {

@@ -7,7 +7,9 @@
 // Bounding the depth before parsing matters because nlohmann's copy, comparison and dump()
 // recurse, so a value ~70k levels deep (140 KB of "[[[[") overflows the stack later, wherever it
 // is used. json_excerpt(value) is the value's compact text cut to `max_chars` (invalid UTF-8
-// replaced), for error messages: hostile values can be megabytes long.
+// replaced), for error messages: hostile values can be megabytes long. read_json_file(path,
+// what, max_bytes) reads a regular file of at most max_bytes (io/regular_file.hpp) and parses it
+// so, naming it "<what> '<path>'".
 #pragma once
 
 #include <cstdint>
@@ -16,6 +18,7 @@
 #include <string_view>
 
 #include "blip/core/error.hpp"
+#include "blip/io/regular_file.hpp"
 
 namespace blip::io {
 
@@ -57,6 +60,12 @@ inline nlohmann::json parse_json_text(std::string_view text, const std::string& 
   } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for a double
     fail(what, ": invalid JSON: ", cut(e.what()));
   }
+}
+
+inline nlohmann::json read_json_file(const std::string& path, const char* what, uint64_t max_bytes = uint64_t{64} << 20) {
+  const std::vector<uint8_t> bytes = read_regular_file(path, max_bytes, what);
+  return parse_json_text(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+                         str(what, " '", path, "'"));
 }
 
 template <class Json>

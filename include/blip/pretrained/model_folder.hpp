@@ -181,11 +181,11 @@ inline std::optional<ResolvedConfig> recorded_config(const ModelFiles& f, const 
                           str("the config recorded in '", f.weights, "'")};
   }
   if (f.config.empty()) return std::nullopt;
-  const nlohmann::json j = read_json_file(f.config, "config", uint64_t{16} << 20);
+  const nlohmann::json j = io::read_json_file(f.config, "config", uint64_t{16} << 20);
   if (io::is_blip_config_json(j)) return ResolvedConfig{io::blip_config_from_json(j, f.config), str("'", f.config, "'")};
   if (io::is_hf_blip_config_json(j)) {
     std::optional<nlohmann::json> pre;
-    if (!f.preprocessor.empty()) pre = read_json_file(f.preprocessor, "preprocessor config", uint64_t{16} << 20);
+    if (!f.preprocessor.empty()) pre = io::read_json_file(f.preprocessor, "preprocessor config", uint64_t{16} << 20);
     return ResolvedConfig{io::blip_config_from_hf(j, pre ? &*pre : nullptr, f.config, f.preprocessor),
                           str("'", f.config, "'", f.preprocessor.empty() ? "" : str(" and '", f.preprocessor, "'"))};
   }

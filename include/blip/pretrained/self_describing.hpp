@@ -49,7 +49,7 @@ inline bool write_config_beside(const std::string& weights, const BlipConfig& co
   if (fs::exists(path, ec)) {
     bool ours = false;
     try {
-      ours = io::is_blip_config_json(read_json_file(path.string(), "config", uint64_t{16} << 20));
+      ours = io::is_blip_config_json(io::read_json_file(path.string(), "config", uint64_t{16} << 20));
     } catch (const Error&) {
     }
     if (!ours) return false;

@@ -29,12 +29,6 @@
 
 namespace blip::pretrained {
 
-inline nlohmann::json read_json_file(const std::string& path, const char* what, uint64_t max_bytes = uint64_t{64} << 20) {
-  const std::vector<uint8_t> bytes = io::read_regular_file(path, max_bytes, what);
-  return io::parse_json_text(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
-                             str(what, " '", path, "'"));
-}
-
 inline std::string vocab_fingerprint(const text::Vocab& vocab) {
   const std::string t = vocab.text();
   char hex[16];
@@ -144,7 +138,7 @@ inline text::BertTokenizer tokenizer_detail::from_json(const nlohmann::json& j, 
 }
 
 inline text::BertTokenizer tokenizer_from_tokenizer_json(const std::string& path, int64_t max_length) {
-  return tokenizer_from_json(read_json_file(path, "tokenizer"), path, max_length);
+  return tokenizer_from_json(io::read_json_file(path, "tokenizer"), path, max_length);
 }
 
 inline text::BertTokenizer tokenizer_from_vocab_txt(const std::string& vocab_path,
@@ -154,7 +148,7 @@ inline text::BertTokenizer tokenizer_from_vocab_txt(const std::string& vocab_pat
   o.max_length = max_length;
   std::vector<std::string> wanted;
   for (const std::string& file : config_files) {
-    const nlohmann::json c = read_json_file(file, "tokenizer config");
+    const nlohmann::json c = io::read_json_file(file, "tokenizer config");
     BLIP_CHECK(c.is_object(), "tokenizer config '", file, "' is not a JSON object");
     BLIP_CHECK(c.value("do_lower_case", true), "tokenizer config '", file,
                "' has do_lower_case false; blip implements BERT's uncased tokenizer");

@@ -12,11 +12,12 @@
 // - embed_texts(model, tokenizer, texts, batch): text_feat [T, E] (CleanCaption + tokenizer, as
 //   the evaluation and the index do), and with keep the ids and mask the ITM needs.
 // - itm_logits_all(model, image_embeds, texts): ITM logits [I, T, 2] of every pair ([ENC] first,
-//   as the reference).
+//   as the reference); itm_match_probability(l0, l1) = softmax([l0, l1])[1].
 // - decodable_images(paths, decode, warn): the paths whose files read and decode (decoded in
 //   parallel), in order; each other one is reported through warn (`blip index --skip-errors`).
 #pragma once
 
+#include <cmath>
 #include <functional>
 
 #include "blip/search/gallery.hpp"
@@ -107,6 +108,9 @@ TextEmbeddings embed_texts(const Model& model, const Tokenizer& tokenizer, const
   out.text_feat = concat(feats, 0);
   return out;
 }
+
+// softmax([l0, l1])[1]: the ITM head's probability that the pair matches.
+inline double itm_match_probability(float l0, float l1) { return 1.0 / (1.0 + std::exp(double(l0) - double(l1))); }
 
 // ITM logits [I, T, 2] of every (image, text) pair.
 template <class Model>

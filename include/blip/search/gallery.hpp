@@ -46,6 +46,13 @@ struct ListOptions {
   std::function<void(const std::string&)> warn;
 };
 
+// The absolute, normalised folder list_image_files lists under (its paths start with it and '/').
+inline std::string listing_root(const std::string& dir) {
+  std::string root = std::filesystem::absolute(dir).lexically_normal().string();
+  if (root.size() > 1 && root.back() == '/') root.pop_back();
+  return root;
+}
+
 inline std::vector<std::string> list_image_files(const std::string& dir, const ListOptions& o = {}) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -69,8 +76,7 @@ inline std::vector<std::string> list_image_files(const std::string& dir, const L
     dev_t dev;
     ino_t ino;
   };
-  std::string root = fs::absolute(dir).lexically_normal().string();
-  if (root.size() > 1 && root.back() == '/') root.pop_back();
+  const std::string root = listing_root(dir);
   struct stat root_st {};
   BLIP_CHECK(::stat(root.c_str(), &root_st) == 0, "index: cannot examine '", root, "': ", std::strerror(errno));
   std::set<std::pair<dev_t, ino_t>> seen_dirs, seen_files;
