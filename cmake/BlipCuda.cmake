@@ -3,7 +3,8 @@
 # BLIP_WITH_CUDA: ON (fail without nvcc), OFF, or AUTO (on when check_language finds nvcc).
 # When on: target blip_cuda (alias blip::cuda), a static library built from src/cuda/*.cu that
 # defines BLIP_WITH_CUDA for its users, installed under the export set blipCudaTargets.
-# Always sets BLIP_CUDA_STATUS, a one-line summary for the configure log.
+# Always sets BLIP_CUDA_STATUS, a one-line summary for the configure log. With NCCL beside the
+# toolkit, also blip::nccl (the NCCL communicator, dist/nccl_communicator.hpp; not installed).
 
 set_property(CACHE BLIP_WITH_CUDA PROPERTY STRINGS ON OFF AUTO)
 string(TOUPPER "${BLIP_WITH_CUDA}" _blip_cuda_mode)
@@ -72,6 +73,20 @@ if(_blip_cuda_on)
   target_link_libraries(blip_cuda PUBLIC blip::blip CUDA::cudart CUDA::cublas)
 
   blip_install_when_built(blip_cuda blipCudaTargets)
+
+  # Optional blip::nccl (dist/nccl_communicator.hpp): NCCL from the CUDA toolkit's folders.
+  find_path(BLIP_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+  find_library(BLIP_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR})
+  if(BLIP_NCCL_INCLUDE_DIR AND BLIP_NCCL_LIBRARY)
+    add_library(blip_nccl INTERFACE)
+    add_library(blip::nccl ALIAS blip_nccl)
+    target_include_directories(blip_nccl INTERFACE ${BLIP_NCCL_INCLUDE_DIR})
+    target_link_libraries(blip_nccl INTERFACE blip_cuda ${BLIP_NCCL_LIBRARY})
+    target_compile_definitions(blip_nccl INTERFACE BLIP_WITH_NCCL)
+    set(BLIP_NCCL_STATUS "on (${BLIP_NCCL_LIBRARY})")
+  else()
+    set(BLIP_NCCL_STATUS "off (nccl.h / libnccl not found beside the CUDA toolkit)")
+  endif()
 
   set(BLIP_CUDA_STATUS
     "on (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, archs ${CMAKE_CUDA_ARCHITECTURES}, CUDA toolkit ${CUDAToolkit_VERSION})")

@@ -23,7 +23,7 @@ struct EvalOptions {
   blip::cli::ModelChoice model;
   std::string dataset, ann, images, split = "test", json;
   bool fast_match = false;
-  int64_t topk = 256, batch = 32;
+  int64_t topk = 256, batch = 32, i2t_chunk = 16, t2i_chunk = 256;
   std::vector<int64_t> recall_k{1, 5, 10};
   int workers = -1;
 };
@@ -45,17 +45,26 @@ void run_eval(const EvalOptions& o, const blip::cli::CommonOptions& common) {
   });
   const auto& model = loaded.model;
   const auto& tokenizer = *loaded.tokenizer;
-  if (!common.quiet)
+  // Under mpirun: sharded over the ranks (the scores equal one process's); rank 0 reports.
+  blip::dist::Communicator& comm = blip::cli::communicator(common);
+  const bool main_rank = comm.is_main();
+  if (!common.quiet && main_rank)
     std::fprintf(stderr, "blip eval: %zu images, %lld captions, %s\n", annotations.images.size(),
                  static_cast<long long>(annotations.flat_texts().size()),
                  o.fast_match ? "fast_match (similarity only)" : ("ITM re-rank of the top " + std::to_string(o.topk)).c_str());
+  if (!common.quiet && main_rank && comm.size() > 1)
+    std::fprintf(stderr, "blip eval: sharded over %d ranks (%s)\n", comm.size(), comm.backend());
   blip::eval::RetrievalLoopOptions lo;
   lo.batch_size = o.batch;
   lo.text_batch_size = o.batch * 4;
+  lo.i2t_chunk = o.i2t_chunk;
+  lo.t2i_chunk = o.t2i_chunk;
   lo.topk = o.recall_k;
   lo.quiet = common.quiet;
   lo.loader.workers = o.workers;
+  lo.comm = &comm;
   const auto r = blip::eval::evaluate_retrieval(*model, tokenizer, annotations, lo);
+  if (!main_rank) return;
   blip::cli::check_finite_output(r.score_i2t, "image-to-text scores", o.model.checkpoint);
   blip::cli::check_finite_output(r.score_t2i, "text-to-image scores", o.model.checkpoint);
 
@@ -86,6 +95,9 @@ void add_eval(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_flag("--fast-match", o->fast_match, "Rank by feature similarity only (no ITM re-rank)");
   cmd->add_option("--topk", o->topk, "Candidates per query re-ranked with ITM")->check(blip::cli::positive())->capture_default_str();
   cmd->add_option("--batch", o->batch, "Images per feature batch")->check(blip::cli::positive())->capture_default_str();
+  cmd->add_option("--i2t-chunk", o->i2t_chunk, "Images per re-rank call (the progress step; under mpirun, the unit of the split)")
+      ->check(blip::cli::positive())->capture_default_str();
+  cmd->add_option("--t2i-chunk", o->t2i_chunk, "Captions per re-rank call (as --i2t-chunk)")->check(blip::cli::positive())->capture_default_str();
   cmd->add_option("--recall-k", o->recall_k, "The K of Recall@K")->delimiter(',')->check(blip::cli::positive())->capture_default_str();
   cmd->add_option("--json", o->json, "Write the metrics as JSON to this file ('-': stdout)");
   cmd->add_option("--workers", o->workers, "Image decoding threads (-1: all cores)")->check(CLI::Range(-1, 1024))->capture_default_str();

@@ -45,14 +45,16 @@ struct BatchStream {
   std::shared_ptr<void> keep_alive;
 };
 
-BatchStream fashion_mnist_stream(const TrainOptions& o, const blip::text::BertTokenizer& tokenizer) {
+BatchStream fashion_mnist_stream(const TrainOptions& o, const blip::text::BertTokenizer& tokenizer,
+                                 const blip::dist::Communicator& comm) {
   struct State {
     blip::data::FashionMnist fm;
     std::unique_ptr<blip::train::FashionMnistBatches<float, blip::Cpu>> batches;
   };
   auto s = std::make_shared<State>();
   s->fm = blip::data::load_fashion_mnist(o.data);
-  s->batches = std::make_unique<blip::train::FashionMnistBatches<float, blip::Cpu>>(s->fm.train, tokenizer, o.batch, o.seed);
+  s->batches = std::make_unique<blip::train::FashionMnistBatches<float, blip::Cpu>>(s->fm.train, tokenizer, o.batch, o.seed,
+                                                                                     comm.rank(), comm.size());
   BatchStream out;
   out.next = [s] { return s->batches->next(); };
   out.position = [s] {
@@ -64,7 +66,8 @@ BatchStream fashion_mnist_stream(const TrainOptions& o, const blip::text::BertTo
   return out;
 }
 
-BatchStream loader_stream(const TrainOptions& o, const blip::BlipConfig& config, const blip::text::BertTokenizer& tokenizer) {
+BatchStream loader_stream(const TrainOptions& o, const blip::BlipConfig& config, const blip::text::BertTokenizer& tokenizer,
+                          const blip::dist::Communicator& comm) {
   BLIP_CHECK(!o.ann.empty() && !o.images.empty(), "--dataset ", o.dataset, " needs --ann FILE and --images DIR");
   BLIP_CHECK(std::filesystem::is_directory(o.images), "--images '", o.images, "' is not a directory");
   blip::data::RetrievalAnnotations ann;
@@ -82,7 +85,9 @@ BatchStream loader_stream(const TrainOptions& o, const blip::BlipConfig& config,
   };
   auto s = std::make_shared<State>();
   s->loader = blip::data::make_train_loader(
-      ann, pipeline, {.batch_size = o.batch, .shuffle = true, .drop_last = true, .seed = o.seed, .workers = o.workers});
+      ann, pipeline,
+      {.batch_size = o.batch, .shuffle = true, .drop_last = true, .seed = o.seed, .workers = o.workers,
+       .rank = comm.rank(), .world = comm.size()});
   s->tokenizer = &tokenizer;
   BLIP_CHECK(s->loader->num_batches() > 0, "'", o.ann, "' has ", s->loader->size(), " captions, fewer than one batch of ",
              o.batch);
@@ -149,7 +154,12 @@ void run_train(const TrainOptions& o, const blip::cli::CommonOptions& common) {
   const text::BertTokenizer tokenizer =
       loaded_tokenizer ? std::move(*loaded_tokenizer)
                        : pretrained::resolve_tokenizer(pretrained::ModelFiles{}, {}, config, po).tokenizer;
-  BatchStream stream = fashion ? fashion_mnist_stream(o, tokenizer) : loader_stream(o, config, tokenizer);
+  // Data parallel under mpirun: each rank loads its shard, rank 0's weights start everywhere,
+  // and only rank 0 writes the log, the checkpoints and the progress bar.
+  dist::Communicator& comm = cli::communicator(common);
+  const bool main_rank = comm.is_main();
+  dist::broadcast_model(comm, *model);
+  BatchStream stream = fashion ? fashion_mnist_stream(o, tokenizer, comm) : loader_stream(o, config, tokenizer, comm);
 
   const int64_t steps_per_epoch = std::max<int64_t>(1, stream.batches_per_epoch / o.accumulation);
   train::TrainConfig tc;
@@ -161,8 +171,9 @@ void run_train(const TrainOptions& o, const blip::cli::CommonOptions& common) {
   tc.alpha = config.alpha;
   tc.alpha_warmup_steps = static_cast<int64_t>(o.alpha_warmup_epochs * static_cast<double>(steps_per_epoch));
   train::Trainer<float, Cpu> trainer(named_parameters(*model), tc);
+  trainer.set_communicator(comm);
 
-  std::filesystem::create_directories(o.out);
+  if (main_rank) std::filesystem::create_directories(o.out);
   const std::string state_path = (std::filesystem::path(o.out) / "training_state.safetensors").string();
   if (!o.resume.empty()) {
     const auto resumed = io::load_training_state(o.resume, *model, trainer.optimizer());
@@ -177,6 +188,10 @@ void run_train(const TrainOptions& o, const blip::cli::CommonOptions& common) {
     // --accumulation or dataset (whose batches would then not be the ones the run expects).
     const auto& p = resumed.progress;
     const int64_t bpe = stream.batches_per_epoch;
+    const int64_t saved_world = resumed.extra.contains("world_size") ? resumed.extra["world_size"].get<int64_t>() : 1;
+    BLIP_CHECK(saved_world == comm.size(), "--resume: '", o.resume, "' was saved by ", saved_world,
+               " ranks and this run has ", comm.size(), "; the data position is per rank, so resume with ", saved_world,
+               " (docs/distributed.md)");
     BLIP_CHECK(p.batch_in_epoch <= bpe && p.epoch <= p.step * o.accumulation / std::max<int64_t>(bpe, 1) + 1 &&
                    p.epoch * bpe + p.batch_in_epoch == p.step * o.accumulation,
                "--resume: '", o.resume, "' is at step ", p.step, ", epoch ", p.epoch, ", batch ", p.batch_in_epoch,
@@ -185,28 +200,30 @@ void run_train(const TrainOptions& o, const blip::cli::CommonOptions& common) {
                "--accumulation or dataset");
     trainer.set_step_index(resumed.progress.step);
     stream.seek(resumed.progress.epoch, resumed.progress.batch_in_epoch);
-    if (!common.quiet)
+    if (!common.quiet && main_rank)
       std::fprintf(stderr, "blip train: resumed from '%s' at step %lld (epoch %lld, batch %lld)\n", o.resume.c_str(),
                    static_cast<long long>(resumed.progress.step), static_cast<long long>(resumed.progress.epoch),
                    static_cast<long long>(resumed.progress.batch_in_epoch));
   }
   const auto save_state = [&](int64_t step) {
+    if (!main_rank) return;
     io::TrainingProgress p = stream.position();
     p.step = step;
     io::save_training_state(state_path, *model, trainer.optimizer(), p, {},
-                            {{"dataset", o.dataset}, {"preset", preset}, {"total_steps", tc.total_steps}});
+                            {{"dataset", o.dataset}, {"preset", preset}, {"total_steps", tc.total_steps}, {"world_size", comm.size()}});
   };
   train::LoopOptions loop;
-  loop.metrics_path = (std::filesystem::path(o.out) / "metrics.jsonl").string();
+  if (main_rank) loop.metrics_path = (std::filesystem::path(o.out) / "metrics.jsonl").string();
   loop.log_every = o.log_every;
   loop.checkpoint_every = o.save_every;
   loop.stop_at_step = o.stop_after;
-  loop.quiet = common.quiet;
+  loop.quiet = common.quiet || !main_rank;
   const auto result = [&] {
     // --train-precision bf16: autocast (weights change every step, so they are converted per use).
     const blip::PrecisionScope autocast(common.train_precision, blip::PrecisionScope::Weights::changing);
-    return train::run_training(trainer, train::blip_micro_loss(*model, stream.next), loop, save_state);
+    return train::run_training(trainer, train::blip_micro_loss(*model, stream.next, {}, comm), loop, save_state);
   }();
+  if (!main_rank) return;
   const std::string weights = (std::filesystem::path(o.out) / "model.safetensors").string();
   // Self-describing: the config and the vocabulary travel in the metadata and in config.json.
   io::save_safetensors(weights, io::export_state_dict(*model), pretrained::model_metadata(config, &tokenizer.vocab()));

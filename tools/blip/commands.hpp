@@ -19,6 +19,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <blip/dist/world.hpp>
 #include <blip/ops/precision.hpp>
 
 namespace blip::cli {
@@ -32,7 +33,12 @@ struct CommonOptions {
   // GEMM precision of training (train, demo): bf16 = autocast (bf16 products forward and
   // backward; parameters, optimiser state, norms and losses stay float).
   blip::Precision train_precision = blip::Precision::fp32;
+  // The process group: auto (MPI when started by mpirun), none, mpi, nccl.
+  blip::dist::Kind dist = blip::dist::Kind::automatic;
 };
+
+// This process's communicator (created on first use; one process unless launched by mpirun).
+inline blip::dist::Communicator& communicator(const CommonOptions& common) { return blip::dist::world(common.dist); }
 
 // The BERT vocabulary: the source tree's copy when it is there (a build tree), else the
 // installed one (BLIP_DEFAULT_VOCAB / BLIP_INSTALLED_VOCAB come from tools/blip/CMakeLists.txt).

@@ -10,6 +10,18 @@
 #include "commands.hpp"
 #include <blip/version.hpp>
 
+// Distributed, the message names the rank, and the error ends every rank (the others would
+// otherwise wait in their next collective until its timeout).
+static void report_error(const char* message) {
+  if (blip::dist::world_is_distributed()) {
+    const auto& w = blip::dist::world();
+    std::fprintf(stderr, "blip: error (rank %d of %d): %s\n", w.rank(), w.size(), message);
+    std::fflush(stderr);
+    blip::dist::abort_world_or_exit(1);
+  }
+  std::fprintf(stderr, "blip: error: %s\n", message);
+}
+
 int main(int argc, char** argv) {
   blip::cli::CommonOptions common;
   CLI::App app{"blip: BLIP image-text retrieval models (mmpretrain's BlipRetrieval) in C++"};
@@ -29,7 +41,13 @@ int main(int argc, char** argv) {
                  "GEMM precision of training (train, demo): fp32, or bf16 autocast (bf16 products forward and "
                  "backward; weights, optimiser state, norms and losses stay float)")
       ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
+  std::string dist = "auto";
+  app.add_option("--dist", dist,
+                 "Process group: auto (MPI when started by mpirun/mpiexec), none, mpi, nccl; train and eval then "
+                 "run data-parallel / sharded over the ranks")
+      ->check(CLI::IsMember({"auto", "none", "mpi", "nccl"}))->capture_default_str();
   app.parse_complete_callback([&] {
+    common.dist = blip::dist::parse_dist_kind(dist);
     if (common.threads > 0) omp_set_num_threads(common.threads);
     common.precision = blip::parse_precision(precision);
     common.train_precision = blip::parse_precision(train_precision);
@@ -48,10 +66,10 @@ int main(int argc, char** argv) {
     const int code = app.exit(e);  // prints --help, --version or the usage error
     return code == 0 ? 0 : 2;
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "blip: error: out of memory\n");
+    report_error("out of memory");
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "blip: error: %s\n", e.what());
+    report_error(e.what());
     return 1;
   }
   return 0;

@@ -4,7 +4,9 @@
 // intermediate gradients live only during the call. Each node's backward runs once, after all
 // gradients flowing into it are summed (reverse topological order), with grad mode off. The
 // graph's saved tensors are released as it goes, so a second backward() through the same graph
-// throws. Sits above ops/ because summing gradients is an op.
+// throws. A leaf's post_accumulate hook runs as soon as every node of this graph that feeds it
+// has run (or was found to get no gradient), in an order that depends only on the graph. Sits
+// above ops/ because summing gradients is an op.
 #pragma once
 
 #include <unordered_map>
@@ -32,6 +34,7 @@ void Tensor<T, D>::backward() const requires Differentiable<T> {
   const Tensor seed = full<T, D>(shape_, T(1));
   if (!autograd_->grad_fn) {  // a leaf
     detail::accumulate(autograd_->grad, seed);
+    if (autograd_->post_accumulate) autograd_->post_accumulate();
     return;
   }
   // Reverse post-order of an iterative depth-first walk = a topological order.
@@ -51,12 +54,28 @@ void Tensor<T, D>::backward() const requires Differentiable<T> {
       stack.pop_back();
     }
   }
+  // Leaves with a post-accumulate hook: how many edges of this graph still lead into each.
+  using Meta = AutogradMeta<T, D>;
+  std::unordered_map<Meta*, int64_t> hooked;
+  for (NodeT* node : order)
+    for (const auto& input : node->inputs)
+      if (input && !input->grad_fn && input->post_accumulate) ++hooked[input.get()];
+  auto edges_done = [&](NodeT* node) {
+    if (hooked.empty()) return;
+    for (const auto& input : node->inputs) {
+      if (!input || input->grad_fn || !input->post_accumulate) continue;
+      if (--hooked[input.get()] == 0) input->post_accumulate();
+    }
+  };
   std::unordered_map<NodeT*, Tensor> grads;
   grads[autograd_->grad_fn.get()] = seed;
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     NodeT* node = *it;
     auto found = grads.find(node);
-    if (found == grads.end()) continue;  // no gradient reached it
+    if (found == grads.end()) {  // no gradient reached it
+      edges_done(node);
+      continue;
+    }
     const Tensor grad_output = std::move(found->second);
     grads.erase(found);
     BLIP_CHECK(static_cast<bool>(node->backward), "backward: the graph through op '", node->op,
@@ -77,6 +96,7 @@ void Tensor<T, D>::backward() const requires Differentiable<T> {
         detail::accumulate(input->grad, contiguous(g));
       }
     }
+    edges_done(node);
   }
 }
 

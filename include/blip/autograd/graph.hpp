@@ -29,6 +29,9 @@ struct AutogradMeta {
   bool requires_grad = false;
   std::shared_ptr<Node<T, D>> grad_fn;  // null for leaves
   Tensor<T, D> grad;                    // accumulated gradient (leaves only)
+  // Leaves only: called by backward() once this call has added everything it will to `grad`
+  // (DDP's post-accumulate hook: the gradient bucket can start its all-reduce).
+  std::function<void()> post_accumulate;
 };
 
 template <Element T, Device D>

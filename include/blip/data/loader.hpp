@@ -5,6 +5,10 @@
 //   [0, size): as they are, or (shuffle) permuted by a Generator seeded with seed + e, as
 //   mmengine's DefaultSampler seeds its generator; consecutive batch_size runs of that order
 //   are the batches, the last one short unless drop_last drops it.
+// - Distributed (world > 1): each rank takes its share of that order as mmengine's
+//   DefaultSampler does: with round_up the order is repeated to a multiple of world
+//   (order * k)[:total], and rank r takes positions r, r + world, ...; without it, the last
+//   ranks get one sample fewer. Every rank must use the same seed; batches are per rank.
 // - load(index, gen) runs on a worker; `gen` is seeded from (seed, epoch, index) alone, so an
 //   item — random augmentation included — never depends on which thread made it or when.
 //   collate(items in sampler order) also runs on a worker. next() hands batches out in order:
@@ -54,6 +58,8 @@ struct LoaderOptions {
   int workers = -1;      // -1: all cores; 0: load in the consumer's thread
   int prefetch = 0;      // batches in flight; 0: enough to keep every worker busy twice over (at least 2)
   int worker_nice = 5;   // added to the process's nice value for worker threads (0: none)
+  int rank = 0, world = 1;  // the DefaultSampler shard this process loads
+  bool round_up = true;     // pad each rank to the same number of samples (mmengine's default)
 };
 
 inline int default_worker_count() {
@@ -85,6 +91,10 @@ class DataLoader {
     BLIP_CHECK(o_.workers >= -1, "DataLoader: workers must be -1 (all cores), 0 or more, got ", o_.workers);
     BLIP_CHECK(o_.prefetch >= 0, "DataLoader: prefetch must be 0 (automatic) or more, got ", o_.prefetch);
     BLIP_CHECK(load_ && collate_, "DataLoader: load and collate functions are required");
+    BLIP_CHECK(o_.world > 0 && o_.rank >= 0 && o_.rank < o_.world, "DataLoader: rank ", o_.rank, " of world ", o_.world);
+    const int64_t W = o_.world;
+    samples_ = W == 1 ? size_ : o_.round_up ? (size_ + W - 1) / W : (size_ - o_.rank + W - 1) / W;
+    if (size_ == 0) samples_ = 0;
     workers_ = o_.workers < 0 ? default_worker_count() : o_.workers;
     const int64_t per_batch = std::max<int64_t>(1, std::min<int64_t>(o_.batch_size, workers_));
     prefetch_ = o_.prefetch > 0 ? o_.prefetch : static_cast<int>(std::max<int64_t>(2, 2 * workers_ / per_batch));
@@ -106,14 +116,15 @@ class DataLoader {
   }
 
   int64_t size() const { return size_; }
+  int64_t samples() const { return samples_; }  // this rank's samples per epoch
   int64_t batch_size() const { return o_.batch_size; }
   int workers() const { return workers_; }
   int prefetch() const { return prefetch_; }
   int64_t num_batches() const {
-    return o_.drop_last ? size_ / o_.batch_size : (size_ + o_.batch_size - 1) / o_.batch_size;
+    return o_.drop_last ? samples_ / o_.batch_size : (samples_ + o_.batch_size - 1) / o_.batch_size;
   }
   int64_t epoch() const { return epoch_; }
-  // This epoch's sample order (before drop_last).
+  // This epoch's sample order, this rank's share (before drop_last).
   const std::vector<int64_t>& order() const { return order_; }
   // Seconds the consumer has spent blocked in next() (data time), since construction.
   double wait_seconds() const { return wait_seconds_; }
@@ -176,8 +187,14 @@ class DataLoader {
       Generator gen(o_.seed + static_cast<uint64_t>(epoch));
       for (int64_t i = size_ - 1; i > 0; --i) std::swap(order_[static_cast<size_t>(i)], order_[static_cast<size_t>(gen.uniform_int(i + 1))]);
     }
+    if (o_.world > 1 && size_ > 0) {
+      std::vector<int64_t> mine;
+      mine.reserve(static_cast<size_t>(samples_));
+      for (int64_t i = 0; i < samples_; ++i) mine.push_back(order_[static_cast<size_t>((o_.rank + i * o_.world) % size_)]);
+      order_ = std::move(mine);
+    }
     batches_ = num_batches();
-    total_items_ = std::min(size_, batches_ * o_.batch_size);
+    total_items_ = std::min(samples_, batches_ * o_.batch_size);
     next_item_ = 0;
     consumed_ = 0;
     for (Slot& s : slots_) s = Slot{};
@@ -275,7 +292,7 @@ class DataLoader {
     }
   }
 
-  int64_t size_;
+  int64_t size_, samples_ = 0;
   LoadFn load_;
   CollateFn collate_;
   LoaderOptions o_;

@@ -14,6 +14,12 @@
 //   metrics in the reference's key order ("i2t/retrieval/Recall@K" ..., "t2i/retrieval/...")
 //   followed by their means ("i2t/retrieval/Recall@mean", "t2i/retrieval/Recall@mean",
 //   "retrieval/Recall@mean": BLIP's txt_r_mean, img_r_mean, r_mean).
+// - Sharded (options.comm with size() > 1, every rank calling with the same arguments): rank r
+//   extracts the features of its contiguous block of image batches and of text batches, the
+//   blocks are joined with all_gather_concat, and the re-rank chunks are split the same way and
+//   joined. Batch and chunk boundaries are those of one process, so with the same thread count
+//   every score, and so every metric, is bit-identical to a single process's. Every rank returns
+//   the full result.
 // Memory: image_embeds of every image are kept for the re-rank, as the reference keeps them
 // (BLIP-base: 577 x 768 floats, 1.8 MB per image). Errors (empty dataset, ids outside the
 // matrices, an image that fails to load — named) are blip::Error.
@@ -24,6 +30,7 @@
 
 #include "blip/data/image_text_loader.hpp"
 #include "blip/data/retrieval_annotations.hpp"
+#include "blip/dist/collectives.hpp"
 #include "blip/eval/retrieval_recall.hpp"
 #include "blip/models/blip_retrieval.hpp"
 #include "blip/ops/copy.hpp"
@@ -43,6 +50,7 @@ struct RetrievalLoopOptions {
   std::vector<int64_t> topk{1, 5, 10};
   bool quiet = false;             // no progress bars
   data::LoaderOptions loader;     // workers, prefetch (batch_size is taken from above)
+  dist::Communicator* comm = nullptr;  // sharded evaluation; null: one process
 };
 
 struct RetrievalLoopResult {
@@ -65,6 +73,16 @@ inline void append_recall_means(Metrics& m) {
   m.emplace_back("t2i/retrieval/Recall@mean", t2i / nt);
   m.emplace_back("retrieval/Recall@mean", (i2t / ni + t2i / nt) / 2);
 }
+
+namespace detail {
+// This rank's row blocks, concatenated (`empty`, of the right row shape, when it has none), then
+// joined with every rank's in rank order.
+template <class T, Device D>
+Tensor<T, D> joined_rows(dist::Communicator& comm, const std::vector<Tensor<T, D>>& blocks, const Tensor<T, D>& empty) {
+  const Tensor<T, D> mine = blocks.empty() ? empty : blocks.size() == 1 ? blocks[0] : concat(blocks, 0);
+  return comm.size() == 1 ? mine : dist::all_gather_concat(comm, mine);
+}
+}  // namespace detail
 
 template <class Model, class Tokenizer>
 RetrievalLoopResult evaluate_retrieval(const Model& model, const Tokenizer& tokenizer,
@@ -104,24 +122,31 @@ RetrievalLoopResult evaluate_retrieval(const Model& model, const Tokenizer& toke
   lo.batch_size = o.batch_size;
   lo.shuffle = false;
   lo.drop_last = false;
+  dist::Communicator& comm = o.comm ? *o.comm : dist::single_process();
+  const bool quiet = o.quiet || !comm.is_main();
+  // This rank's block of whole batches (of `batch` items each) out of n items.
+  auto block = [&](int64_t n, int64_t batch) {
+    const dist::Shard s = dist::shard_of((n + batch - 1) / batch, comm);
+    return dist::Shard{std::min(n, s.begin * batch), std::min(n, s.end * batch)};
+  };
   auto t0 = clock::now();
   Tensor<T, D> image_feat, image_embeds;
   {
-    auto loader = data::make_image_loader(paths, pipeline, lo);
-    ProgressBar bar("image features", N, o.quiet, "img");
+    const dist::Shard mine = block(N, o.batch_size);
+    const std::vector<std::string> shard_paths(paths.begin() + mine.begin, paths.begin() + mine.end);
+    auto loader = data::make_image_loader(shard_paths, pipeline, lo);
+    ProgressBar bar("image features", mine.size(), quiet, "img");
+    std::vector<Tensor<T, D>> feats, embeds;
     while (auto batch = loader->next()) {
       const Features<T, D> f = model.extract_feat(&batch->images, nullptr, !fast_match);
-      const int64_t start = batch->indices.front(), n = static_cast<int64_t>(batch->indices.size());
-      if (!image_feat.defined()) image_feat = Tensor<T, D>::empty({N, f.image_feat.size(1)});
-      copy_into(narrow(image_feat, 0, start, n), f.image_feat);
-      if (!fast_match) {
-        if (!image_embeds.defined())
-          image_embeds = Tensor<T, D>::empty({N, f.image_embeds.size(1), f.image_embeds.size(2)});
-        copy_into(narrow(image_embeds, 0, start, n), f.image_embeds);
-      }
-      bar.advance(n);
+      feats.push_back(f.image_feat);
+      if (!fast_match) embeds.push_back(f.image_embeds);
+      bar.advance(static_cast<int64_t>(batch->indices.size()));
     }
     r.data_wait_seconds = loader->wait_seconds();
+    const int64_t tokens = 1 + cfg.vision.grid() * cfg.vision.grid();
+    image_feat = detail::joined_rows(comm, feats, Tensor<T, D>::empty({0, cfg.embed_dim}));
+    if (!fast_match) image_embeds = detail::joined_rows(comm, embeds, Tensor<T, D>::empty({0, tokens, cfg.vision.embed_dims}));
   }
   r.image_seconds = seconds_since(t0);
 
@@ -135,15 +160,16 @@ RetrievalLoopResult evaluate_retrieval(const Model& model, const Tokenizer& toke
   const Tensor<int64_t, D> text_ids = encoded.input_ids, text_mask = encoded.attention_mask;
   Tensor<T, D> text_feat;
   {
-    ProgressBar bar("text features", Tn, o.quiet, "txt");
-    for (int64_t s = 0; s < Tn; s += o.text_batch_size) {
-      const int64_t n = std::min(o.text_batch_size, Tn - s);
+    const dist::Shard mine = block(Tn, o.text_batch_size);
+    ProgressBar bar("text features", mine.size(), quiet, "txt");
+    std::vector<Tensor<T, D>> feats;
+    for (int64_t s = mine.begin; s < mine.end; s += o.text_batch_size) {
+      const int64_t n = std::min(o.text_batch_size, mine.end - s);
       const TextBatch<T, D> batch{contiguous(narrow(text_ids, 0, s, n)), contiguous(narrow(text_mask, 0, s, n))};
-      const Features<T, D> f = model.extract_feat(nullptr, &batch, false);
-      if (!text_feat.defined()) text_feat = Tensor<T, D>::empty({Tn, f.text_feat.size(1)});
-      copy_into(narrow(text_feat, 0, s, n), f.text_feat);
+      feats.push_back(model.extract_feat(nullptr, &batch, false).text_feat);
       bar.advance(n);
     }
+    text_feat = detail::joined_rows(comm, feats, Tensor<T, D>::empty({0, cfg.embed_dim}));
   }
   r.text_seconds = seconds_since(t0);
 
@@ -153,28 +179,30 @@ RetrievalLoopResult evaluate_retrieval(const Model& model, const Tokenizer& toke
     r.score_i2t = model.compute_score_matrix_i2t(image_feat, image_embeds, text_feat, text_ids, text_mask);
     r.score_t2i = model.compute_score_matrix_t2i(image_feat, image_embeds, text_feat, text_ids, text_mask);
   } else {
-    r.score_i2t = Tensor<T, D>::empty({N, Tn});
-    r.score_t2i = Tensor<T, D>::empty({Tn, N});
     {
-      ProgressBar bar("i2t re-rank", N, o.quiet, "img");
-      for (int64_t s = 0; s < N; s += o.i2t_chunk) {
-        const int64_t n = std::min(o.i2t_chunk, N - s);
-        copy_into(narrow(r.score_i2t, 0, s, n),
-                  model.compute_score_matrix_i2t(contiguous(narrow(image_feat, 0, s, n)),
-                                                 contiguous(narrow(image_embeds, 0, s, n)), text_feat, text_ids,
-                                                 text_mask));
+      const dist::Shard mine = block(N, o.i2t_chunk);
+      ProgressBar bar("i2t re-rank", mine.size(), quiet, "img");
+      std::vector<Tensor<T, D>> rows;
+      for (int64_t s = mine.begin; s < mine.end; s += o.i2t_chunk) {
+        const int64_t n = std::min(o.i2t_chunk, mine.end - s);
+        rows.push_back(model.compute_score_matrix_i2t(contiguous(narrow(image_feat, 0, s, n)),
+                                                      contiguous(narrow(image_embeds, 0, s, n)), text_feat, text_ids,
+                                                      text_mask));
         bar.advance(n);
       }
+      r.score_i2t = detail::joined_rows(comm, rows, Tensor<T, D>::empty({0, Tn}));
     }
-    ProgressBar bar("t2i re-rank", Tn, o.quiet, "txt");
-    for (int64_t s = 0; s < Tn; s += o.t2i_chunk) {
-      const int64_t n = std::min(o.t2i_chunk, Tn - s);
-      copy_into(narrow(r.score_t2i, 0, s, n),
-                model.compute_score_matrix_t2i(image_feat, image_embeds, contiguous(narrow(text_feat, 0, s, n)),
-                                               contiguous(narrow(text_ids, 0, s, n)),
-                                               contiguous(narrow(text_mask, 0, s, n))));
+    const dist::Shard mine = block(Tn, o.t2i_chunk);
+    ProgressBar bar("t2i re-rank", mine.size(), quiet, "txt");
+    std::vector<Tensor<T, D>> rows;
+    for (int64_t s = mine.begin; s < mine.end; s += o.t2i_chunk) {
+      const int64_t n = std::min(o.t2i_chunk, mine.end - s);
+      rows.push_back(model.compute_score_matrix_t2i(image_feat, image_embeds, contiguous(narrow(text_feat, 0, s, n)),
+                                                    contiguous(narrow(text_ids, 0, s, n)),
+                                                    contiguous(narrow(text_mask, 0, s, n))));
       bar.advance(n);
     }
+    r.score_t2i = detail::joined_rows(comm, rows, Tensor<T, D>::empty({0, N}));
   }
   r.score_seconds = seconds_since(t0);
 

@@ -1,17 +1,22 @@
 // blip/heads/itc_head.hpp — ITCHead: image-text contrastive loss with feature queues and
 // momentum distillation (mmpretrain's ITCHead).
 //
-// Contract: loss(image_feat, text_feat, image_feat_m, text_feat_m, image_ids, temp):
+// Contract: loss(image_feat, text_feat, image_feat_m, text_feat_m, image_ids, temp, comm):
 //   img_all = [image_feat_mᵀ | image_queue], txt_all likewise, idx_all = [ids | idx_queue];
+//   distributed (comm.size() > 1) the momentum features and ids are those of every rank,
+//   gathered in rank order without gradient, so each rank's rows see the global batch and the
+//   mean of the ranks' losses is the loss of one process with the whole batch;
 //   targets = alpha * softmax(feat_m @ all / temp) + (1 - alpha) * pos / pos.sum(1)
 //   (pos = same image id, so duplicates give several positives), computed without gradient;
 //   itc = (CE_soft(image_feat @ txt_all / temp) + CE_soft(text_feat @ img_all / temp)) / 2;
-//   then the momentum features enter the queues (the loss used the old contents).
+//   then the (gathered) momentum features enter the queues (the loss used the old contents),
+//   identically on every rank.
 // The enqueue wraps around the end of the queue, so any batch size works (mmpretrain asserts
 // queue_size % batch == 0). Queues are buffers: image_queue/text_queue [E, Q] with unit
 // columns, idx_queue [1, Q] (-100 = empty), queue_ptr.
 #pragma once
 
+#include "blip/dist/collectives.hpp"
 #include "blip/nn/layers.hpp"
 #include "blip/ops/softmax.hpp"
 
@@ -36,16 +41,20 @@ class ItcHead {
   int64_t queue_size() const { return image_queue.size(1); }
 
   Tensor<T, D> loss(const Tensor<T, D>& image_feat, const Tensor<T, D>& text_feat, const Tensor<T, D>& image_feat_m,
-                    const Tensor<T, D>& text_feat_m, const std::vector<int64_t>& image_ids, const Tensor<T, D>& temp) {
+                    const Tensor<T, D>& text_feat_m, const std::vector<int64_t>& image_ids, const Tensor<T, D>& temp,
+                    dist::Communicator& comm = dist::single_process()) {
     const int64_t B = image_feat.size(0);
     BLIP_CHECK(static_cast<int64_t>(image_ids.size()) == B && text_feat.size(0) == B,
                "ItcHead::loss: ", B, " images, ", text_feat.size(0), " texts and ", image_ids.size(), " image ids");
-    Tensor<T, D> img_all, txt_all, targets_i2t, targets_t2i;
+    Tensor<T, D> img_all, txt_all, targets_i2t, targets_t2i, image_feat_m_all, text_feat_m_all;
+    const std::vector<int64_t> ids_all = dist::all_gather_values(comm, image_ids);
     {
       NoGradGuard no_grad;
-      img_all = concat(std::vector{transpose(image_feat_m, 0, 1), image_queue}, 1);
-      txt_all = concat(std::vector{transpose(text_feat_m, 0, 1), text_queue}, 1);
-      const Tensor<T, D> targets = similarity_targets(image_ids);
+      image_feat_m_all = dist::all_gather_concat(comm, image_feat_m);
+      text_feat_m_all = dist::all_gather_concat(comm, text_feat_m);
+      img_all = concat(std::vector{transpose(image_feat_m_all, 0, 1), image_queue}, 1);
+      txt_all = concat(std::vector{transpose(text_feat_m_all, 0, 1), text_queue}, 1);
+      const Tensor<T, D> targets = similarity_targets(image_ids, ids_all);
       const T a = static_cast<T>(alpha), one_minus_a = static_cast<T>(1.0 - alpha);
       targets_i2t = add(scale(softmax(div(matmul(image_feat_m, txt_all), temp)), a), scale(targets, one_minus_a));
       targets_t2i = add(scale(softmax(div(matmul(text_feat_m, img_all), temp)), a), scale(targets, one_minus_a));
@@ -55,7 +64,7 @@ class ItcHead {
     const Tensor<T, D> loss_i2t = neg(mean(sum(mul(log_softmax(sim_i2t), targets_i2t), {1})));
     const Tensor<T, D> loss_t2i = neg(mean(sum(mul(log_softmax(sim_t2i), targets_t2i), {1})));
     const Tensor<T, D> itc = scale(add(loss_i2t, loss_t2i), T(0.5));
-    enqueue(image_feat_m, text_feat_m, image_ids);
+    enqueue(image_feat_m_all, text_feat_m_all, ids_all);
     return itc;
   }
 
@@ -95,21 +104,22 @@ class ItcHead {
   static Tensor<T, D> l2_normalize_columns(const Tensor<T, D>& x) {
     return contiguous(transpose(l2_normalize(transpose(x, 0, 1)), 0, 1));
   }
-  // pos / pos.sum(1) over [ids | idx_queue]
-  Tensor<T, D> similarity_targets(const std::vector<int64_t>& image_ids) const {
-    const int64_t B = static_cast<int64_t>(image_ids.size()), Q = queue_size();
-    std::vector<int64_t> all(image_ids);
+  // pos / pos.sum(1) over [ids_all | idx_queue], one row per local sample
+  Tensor<T, D> similarity_targets(const std::vector<int64_t>& image_ids, const std::vector<int64_t>& ids_all) const {
+    const int64_t B = static_cast<int64_t>(image_ids.size());
+    std::vector<int64_t> all(ids_all);
     const std::vector<int64_t> queued = idx_queue.to_vector();
     all.insert(all.end(), queued.begin(), queued.end());
-    std::vector<T> targets(static_cast<size_t>(B * (B + Q)), T(0));
+    const int64_t C = static_cast<int64_t>(all.size());
+    std::vector<T> targets(static_cast<size_t>(B * C), T(0));
     for (int64_t b = 0; b < B; ++b) {
       int64_t count = 0;
-      for (int64_t j = 0; j < B + Q; ++j) count += all[static_cast<size_t>(j)] == image_ids[static_cast<size_t>(b)];
-      for (int64_t j = 0; j < B + Q; ++j)
+      for (int64_t j = 0; j < C; ++j) count += all[static_cast<size_t>(j)] == image_ids[static_cast<size_t>(b)];
+      for (int64_t j = 0; j < C; ++j)
         if (all[static_cast<size_t>(j)] == image_ids[static_cast<size_t>(b)])
-          targets[static_cast<size_t>(b * (B + Q) + j)] = T(1) / static_cast<T>(count);
+          targets[static_cast<size_t>(b * C + j)] = T(1) / static_cast<T>(count);
     }
-    return Tensor<T, D>::from_vector({B, B + Q}, targets);
+    return Tensor<T, D>::from_vector({B, C}, targets);
   }
 };
 

@@ -15,6 +15,10 @@
 //   then updated); ITM on positives and hard negatives sampled from the masked softmax weights
 //   (one 3B-row multimodal pass). The sampler is injectable; the default one never fails: a row
 //   with no valid weight (all masked, NaN, inf) falls back to a uniform pick of another image id.
+// - loss(..., comm) with comm.size() > 1 is data-parallel BLIP (negative_all_rank): ITC against
+//   every rank's momentum features, the queues fed with them, hard negatives drawn from every
+//   rank's batch (image embeds gathered with gradient, docs/distributed.md). The sampler is
+//   then called with global row numbers and returns indices into the gathered batch.
 // - momentum_update(): MomentumRule::mmpretrain (EMA, except ViT params whose relative name
 //   contains one of "8","9","10","11" and "layers" and ("attn" or "ffn"): they alias the online
 //   weights, as mmpretrain's `param_m.data = param.data`) or MomentumRule::ema (Salesforce BLIP).
@@ -25,6 +29,9 @@
 #include <functional>
 #include <variant>
 
+#include <numeric>
+
+#include "blip/dist/collectives.hpp"
 #include "blip/heads/itc_head.hpp"
 #include "blip/heads/itm_head.hpp"
 #include "blip/nn/bert.hpp"
@@ -335,7 +342,7 @@ class BlipRetrieval {
 
   // ---- training ----------------------------------------------------------------------------
   Losses<T, D> loss(const Tensor<T, D>& images, const TextBatch<T, D>& texts, const std::vector<int64_t>& image_ids,
-                    const NegativeSampler& sampler = {}) {
+                    const NegativeSampler& sampler = {}, dist::Communicator& comm = dist::single_process()) {
     const int64_t B = images.size(0);
     BLIP_CHECK(B > 0 && texts.ids.size(0) == B && static_cast<int64_t>(image_ids.size()) == B,
                "BlipRetrieval::loss: ", B, " images, ", texts.ids.size(0), " texts and ", image_ids.size(),
@@ -355,30 +362,60 @@ class BlipRetrieval {
       out.image_feat_m = image_feat(image_embeds(images, Branch::momentum, Tokens::cls), Branch::momentum);
       out.text_feat_m = text_feat(text_embeds(texts, Branch::momentum, Tokens::cls), Branch::momentum);
     }
-    out.itc_loss = head.loss(out.image_feat, out.text_feat, out.image_feat_m, out.text_feat_m, image_ids, temp.value());
+    out.itc_loss = head.loss(out.image_feat, out.text_feat, out.image_feat_m, out.text_feat_m, image_ids, temp.value(), comm);
 
-    // ITM: hard negatives from the similarity weights (same image id masked out).
+    // ITM: hard negatives from the similarity weights (same image id masked out), drawn from
+    // every rank's batch (BLIP's negative_all_rank): features and ids gathered without
+    // gradient, image embeds with it. Indices below are into the gathered batch; this rank's
+    // samples sit at [offset, offset + B).
+    const bool distributed = comm.size() > 1;
+    const std::vector<int64_t> ids_all = dist::all_gather_values(comm, image_ids);
+    int64_t offset = 0;
+    if (distributed) {
+      const std::vector<int64_t> batches = dist::all_gather_values(comm, std::vector<int64_t>{B});
+      offset = std::accumulate(batches.begin(), batches.begin() + comm.rank(), int64_t{0});
+    }
     const Tensor<int64_t, D> ids_enc = encoder_ids(texts.ids);
     {
       NoGradGuard no_grad;
       const Tensor<T, D> t = temp.value();
-      out.weights_i2t = masked_softmax_weights(div(matmul(out.image_feat, transpose(out.text_feat, 0, 1)), t), image_ids);
-      out.weights_t2i = masked_softmax_weights(div(matmul(out.text_feat, transpose(out.image_feat, 0, 1)), t), image_ids);
+      const Tensor<T, D> image_feat_all = dist::all_gather_concat(comm, out.image_feat);
+      const Tensor<T, D> text_feat_all = dist::all_gather_concat(comm, out.text_feat);
+      out.weights_i2t = masked_softmax_weights(div(matmul(out.image_feat, transpose(text_feat_all, 0, 1)), t), image_ids, ids_all);
+      out.weights_t2i = masked_softmax_weights(div(matmul(out.text_feat, transpose(image_feat_all, 0, 1)), t), image_ids, ids_all);
     }
     const std::vector<T> w_t2i = out.weights_t2i.to_vector(), w_i2t = out.weights_i2t.to_vector();
     for (int64_t b = 0; b < B; ++b)
-      out.neg_image_idx.push_back(draw_negative(sampler, NegativeKind::image_for_text, b, w_t2i, image_ids));
+      out.neg_image_idx.push_back(draw_negative(sampler, NegativeKind::image_for_text, b, offset, w_t2i, image_ids, ids_all));
     for (int64_t b = 0; b < B; ++b)
-      out.neg_text_idx.push_back(draw_negative(sampler, NegativeKind::text_for_image, b, w_i2t, image_ids));
+      out.neg_text_idx.push_back(draw_negative(sampler, NegativeKind::text_for_image, b, offset, w_i2t, image_ids, ids_all));
 
     // One pass over 3B pairs: (text b, image b), (text b, neg image), (neg text, image b).
-    std::vector<int64_t> text_rows, kv_index;
-    for (int64_t b = 0; b < B; ++b) { text_rows.push_back(b); kv_index.push_back(b); }
-    for (int64_t b = 0; b < B; ++b) { text_rows.push_back(b); kv_index.push_back(out.neg_image_idx[static_cast<size_t>(b)]); }
+    // Distributed, the texts come from the gathered ids and masks, and the images whose
+    // cross-attention keys/values are computed are this rank's B plus the distinct remote
+    // negatives, taken from the gathered embeds (always through the gather, so that its
+    // backward, a collective, runs on every rank).
+    std::vector<int64_t> text_rows, kv_index, kv_images;
+    for (int64_t b = 0; b < B; ++b) kv_images.push_back(offset + b);
+    auto kv_slot = [&](int64_t image) {
+      if (image >= offset && image < offset + B) return image - offset;
+      const auto it = std::find(kv_images.begin() + B, kv_images.end(), image);
+      if (it != kv_images.end()) return static_cast<int64_t>(it - kv_images.begin());
+      kv_images.push_back(image);
+      return static_cast<int64_t>(kv_images.size()) - 1;
+    };
+    for (int64_t b = 0; b < B; ++b) { text_rows.push_back(offset + b); kv_index.push_back(b); }
+    for (int64_t b = 0; b < B; ++b) { text_rows.push_back(offset + b); kv_index.push_back(kv_slot(out.neg_image_idx[static_cast<size_t>(b)])); }
     for (int64_t b = 0; b < B; ++b) { text_rows.push_back(out.neg_text_idx[static_cast<size_t>(b)]); kv_index.push_back(b); }
     const Tensor<int64_t, D> rows = Tensor<int64_t, D>::from_vector({3 * B}, text_rows);
-    const auto kv = multimodal_text_backbone().cross_keys_values(embeds);
-    out.vl_embeddings = multimodal_cls(index_select(ids_enc, 0, rows), index_select(texts.mask, 0, rows), kv, kv_index);
+    const Tensor<int64_t, D> ids_enc_all = dist::all_gather_concat(comm, ids_enc);
+    const Tensor<int64_t, D> mask_all = dist::all_gather_concat(comm, texts.mask);
+    const Tensor<T, D> kv_embeds =
+        distributed ? index_select(dist::all_gather_with_grad(comm, embeds), 0,
+                                   Tensor<int64_t, D>::from_vector({static_cast<int64_t>(kv_images.size())}, kv_images))
+                    : embeds;
+    const auto kv = multimodal_text_backbone().cross_keys_values(kv_embeds);
+    out.vl_embeddings = multimodal_cls(index_select(ids_enc_all, 0, rows), index_select(mask_all, 0, rows), kv, kv_index);
     out.itm_logits = multimodal_head(out.vl_embeddings);
     std::vector<int64_t> labels(static_cast<size_t>(3 * B), 0);
     std::fill(labels.begin(), labels.begin() + B, 1);
@@ -469,23 +506,28 @@ class BlipRetrieval {
     return out;
   }
 
-  // softmax(sim) with entries of the same image id set to 0 (not renormalised).
-  static Tensor<T, D> masked_softmax_weights(const Tensor<T, D>& sim, const std::vector<int64_t>& image_ids) {
-    const int64_t B = sim.size(0);
-    std::vector<uint8_t> same(static_cast<size_t>(B * B));
+  // softmax(sim) [B, C] with entries of the same image id (row_ids[i] == col_ids[j]) set to 0
+  // (not renormalised).
+  static Tensor<T, D> masked_softmax_weights(const Tensor<T, D>& sim, const std::vector<int64_t>& row_ids,
+                                             const std::vector<int64_t>& col_ids) {
+    const int64_t B = sim.size(0), C = sim.size(1);
+    std::vector<uint8_t> same(static_cast<size_t>(B * C));
     for (int64_t i = 0; i < B; ++i)
-      for (int64_t j = 0; j < B; ++j) same[static_cast<size_t>(i * B + j)] = image_ids[static_cast<size_t>(i)] == image_ids[static_cast<size_t>(j)];
-    return masked_fill(softmax(sim), Tensor<uint8_t, D>::from_vector({B, B}, same), T(0));
+      for (int64_t j = 0; j < C; ++j) same[static_cast<size_t>(i * C + j)] = row_ids[static_cast<size_t>(i)] == col_ids[static_cast<size_t>(j)];
+    return masked_fill(softmax(sim), Tensor<uint8_t, D>::from_vector({B, C}, same), T(0));
   }
 
-  int64_t draw_negative(const NegativeSampler& sampler, NegativeKind kind, int64_t row, const std::vector<T>& weights,
-                        const std::vector<int64_t>& image_ids) {
-    const int64_t B = static_cast<int64_t>(image_ids.size());
-    std::vector<float> w(weights.begin() + row * B, weights.begin() + (row + 1) * B);
+  // A negative for local row `row` (global row offset + row) among the C = ids_all.size()
+  // gathered samples, from that row of `weights` [B, C].
+  int64_t draw_negative(const NegativeSampler& sampler, NegativeKind kind, int64_t row, int64_t offset,
+                        const std::vector<T>& weights, const std::vector<int64_t>& image_ids,
+                        const std::vector<int64_t>& ids_all) {
+    const int64_t C = static_cast<int64_t>(ids_all.size());
+    std::vector<float> w(weights.begin() + row * C, weights.begin() + (row + 1) * C);
     if (sampler) {
-      const int64_t pick = sampler(kind, row, w);
-      BLIP_CHECK(pick >= 0 && pick < B, "BlipRetrieval::loss: the negative sampler returned ", pick,
-                 " for row ", row, ", outside [0, ", B, ")");
+      const int64_t pick = sampler(kind, offset + row, w);
+      BLIP_CHECK(pick >= 0 && pick < C, "BlipRetrieval::loss: the negative sampler returned ", pick,
+                 " for row ", offset + row, ", outside [0, ", C, ")");
       return pick;
     }
     // multinomial over finite positive weights
@@ -494,7 +536,7 @@ class BlipRetrieval {
     if (total > 0 && std::isfinite(total)) {
       double u = gen_.uniform() * total;
       int64_t last_valid = -1;
-      for (int64_t j = 0; j < B; ++j) {
+      for (int64_t j = 0; j < C; ++j) {
         const float x = w[static_cast<size_t>(j)];
         if (!(std::isfinite(x) && x > 0)) continue;
         last_valid = j;
@@ -506,12 +548,12 @@ class BlipRetrieval {
     // Fallback (the reference raises "invalid multinomial distribution"): another image id,
     // else another sample, else the row itself.
     std::vector<int64_t> candidates;
-    for (int64_t j = 0; j < B; ++j)
-      if (image_ids[static_cast<size_t>(j)] != image_ids[static_cast<size_t>(row)]) candidates.push_back(j);
+    for (int64_t j = 0; j < C; ++j)
+      if (ids_all[static_cast<size_t>(j)] != image_ids[static_cast<size_t>(row)]) candidates.push_back(j);
     if (candidates.empty())
-      for (int64_t j = 0; j < B; ++j)
-        if (j != row) candidates.push_back(j);
-    if (candidates.empty()) return row;
+      for (int64_t j = 0; j < C; ++j)
+        if (j != offset + row) candidates.push_back(j);
+    if (candidates.empty()) return offset + row;
     return candidates[static_cast<size_t>(gen_.uniform_int(static_cast<int64_t>(candidates.size())))];
   }
 };

@@ -101,10 +101,15 @@ struct TrainBatch {
 template <Differentiable T = float, Device D = Cpu>
 class FashionMnistBatches {
  public:
+  // Distributed (world > 1): each epoch's order is cut into global batches of world * batch,
+  // and rank r takes the r-th slice of batch of each, so the ranks' batches together are one
+  // process's batch of world * batch.
   FashionMnistBatches(const data::FashionMnistSplit& split, const text::BertTokenizer& tokenizer, int64_t batch,
-                      uint64_t seed)
-      : split_(split), captions_(fashion_mnist_caption_set()), batch_(batch), seed_(seed) {
-    BLIP_CHECK(batch > 0 && batch <= split.size(), "FashionMnistBatches: batch ", batch, " for ", split.size(), " images");
+                      uint64_t seed, int rank = 0, int world = 1)
+      : split_(split), captions_(fashion_mnist_caption_set()), batch_(batch), seed_(seed), rank_(rank), world_(world) {
+    BLIP_CHECK(world > 0 && rank >= 0 && rank < world, "FashionMnistBatches: rank ", rank, " of world ", world);
+    BLIP_CHECK(batch > 0 && batch * world <= split.size(), "FashionMnistBatches: batch ", batch, " x ", world,
+               " ranks for ", split.size(), " images");
     const auto encoded = tokenizer.encode_batch<D>(captions_.texts);
     caption_ids_ = encoded.input_ids;
     caption_mask_ = encoded.attention_mask;
@@ -113,7 +118,7 @@ class FashionMnistBatches {
     seek(0, 0);
   }
 
-  int64_t batches_per_epoch() const { return split_.size() / batch_; }  // the last partial batch is dropped
+  int64_t batches_per_epoch() const { return split_.size() / (batch_ * world_); }  // the last partial batch is dropped
   int64_t epoch() const { return epoch_; }
   int64_t batch_in_epoch() const { return batch_in_epoch_; }
 
@@ -135,7 +140,7 @@ class FashionMnistBatches {
     if (batch_in_epoch_ == batches_per_epoch()) seek(epoch_ + 1, 0);
     std::vector<int64_t> rows, caption_rows, ids;
     for (int64_t b = 0; b < batch_; ++b) {
-      const int64_t position = batch_in_epoch_ * batch_ + b;
+      const int64_t position = (batch_in_epoch_ * world_ + rank_) * batch_ + b;
       const int64_t row = order_[static_cast<size_t>(position)];
       const int64_t label = split_.labels[static_cast<size_t>(row)];
       const auto& options = by_class_[static_cast<size_t>(label)];
@@ -155,6 +160,7 @@ class FashionMnistBatches {
   CaptionSet captions_;
   int64_t batch_;
   uint64_t seed_;
+  int rank_, world_;
   Tensor<int64_t, D> caption_ids_, caption_mask_;
   std::array<std::vector<int64_t>, data::fashion_mnist_classes> by_class_;
   std::vector<int64_t> order_;

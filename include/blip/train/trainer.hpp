@@ -12,14 +12,22 @@
 //   one large batch's exactly when the loss is a per-sample mean and nothing else depends on
 //   the batch split (BLIP's queue, momentum update and hard negatives do).
 // - Non-finite losses throw blip::Error naming the step and term before any parameter moves.
+// - Data parallel (set_communicator with size() > 1): each gradient becomes the mean over the
+//   ranks before AdamW, so every rank takes the same step: by default overlapped with the last
+//   micro-batch's backward pass (dist::GradientReducer), else after it (overlap_gradients =
+//   false: dist::all_reduce_gradients). StepStats' terms are the ranks' mean, samples their
+//   sum, and comm_seconds the gradient communication the step waited for.
 #pragma once
 
+#include <chrono>
 #include <cmath>
+#include <memory>
 #include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "blip/dist/data_parallel.hpp"
 #include "blip/optim/adamw.hpp"
 #include "blip/optim/schedule.hpp"
 
@@ -34,6 +42,7 @@ struct TrainConfig {
   double eta_min = 0.0;
   double alpha = 0.4;                 // the ITC head's distillation weight once warmed up
   int64_t alpha_warmup_steps = 0;     // the reference: 2 of 6 epochs, i.e. total_steps / 3
+  bool overlap_gradients = true;      // data parallel: all-reduce buckets during the backward pass
 };
 
 // The reference's alpha warm-up: alpha0 * min(1, step / warmup_steps) before each step.
@@ -61,6 +70,7 @@ struct StepStats {
   double lr = 0, alpha = 0, loss = 0;
   std::vector<std::pair<std::string, double>> terms;  // each term's mean over the micro-batches
   int64_t samples = 0;
+  double comm_seconds = 0;  // data parallel: time waiting for the gradients' all-reduce
 };
 
 template <Differentiable T = float, Device D = Cpu>
@@ -77,6 +87,13 @@ class Trainer {
   }
 
   const TrainConfig& config() const { return config_; }
+  void set_communicator(dist::Communicator& comm) {
+    comm_ = &comm;
+    reducer_.reset();
+    if (comm.size() > 1 && config_.overlap_gradients)
+      reducer_ = std::make_unique<dist::GradientReducer<T, D>>(comm, optimizer_.params());
+  }
+  dist::Communicator& communicator() const { return *comm_; }
   AdamW<T, D>& optimizer() { return optimizer_; }
   int64_t step_index() const { return step_; }
   void set_step_index(int64_t step) {  // resume
@@ -126,7 +143,22 @@ class Trainer {
         total = total.defined() ? add(total, value) : value;
       }
       stats.samples += out.samples;
+      if (reducer_ && micro + 1 == config_.accumulation) reducer_->prepare();
       scale(total, inv).backward();
+    }
+    if (comm_->size() > 1) {
+      if (reducer_) {
+        stats.comm_seconds = reducer_->finish();
+      } else {
+        const auto start = std::chrono::steady_clock::now();
+        dist::all_reduce_gradients(*comm_, optimizer_.params());
+        stats.comm_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      }
+      std::vector<double> values;
+      for (const auto& term : stats.terms) values.push_back(term.second);
+      comm_->all_reduce(values.data(), static_cast<int64_t>(values.size()), dist::Scalar::float64, dist::ReduceOp::mean);
+      for (size_t i = 0; i < values.size(); ++i) stats.terms[i].second = values[i];
+      comm_->all_reduce(&stats.samples, 1, dist::Scalar::int64, dist::ReduceOp::sum);
     }
     for (const auto& [name, v] : stats.terms) stats.loss += v;
     optimizer_.set_lr(stats.lr);
@@ -138,6 +170,8 @@ class Trainer {
  private:
   TrainConfig config_;
   AdamW<T, D> optimizer_;
+  dist::Communicator* comm_ = &dist::single_process();
+  std::unique_ptr<dist::GradientReducer<T, D>> reducer_;
   int64_t step_ = 0;
 };
 
