@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
     model.copy_params();
     train::TrainConfig tc;
     tc.total_steps = steps + 1;
-    tc.overlap_gradients = overlap;
+    tc.overlap_gradients = overlap ? train::TrainConfig::Overlap::on : train::TrainConfig::Overlap::off;
     train::Trainer<float, Cpu> trainer(named_parameters(model), tc);
     trainer.set_communicator(comm);
     params = 0;

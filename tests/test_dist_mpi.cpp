@@ -212,6 +212,7 @@ TEST_CASE("k data-parallel steps on W ranks x B equal one process with batch W*B
   tc.total_steps = steps;
   tc.optimizer.lr = 1e-3;
   tc.alpha_warmup_steps = 2;
+  tc.overlap_gradients = train::TrainConfig::Overlap::on;
 
   // The distributed run: rank 0's initial weights everywhere (other ranks start elsewhere).
   Model dist_model(equivalence_config());
@@ -275,14 +276,14 @@ TEST_CASE("k data-parallel steps on W ranks x B equal one process with batch W*B
   REQUIRE(worst_key_bias <= 2 * tc.optimizer.lr * steps);
   REQUIRE(dist_model.head.idx_queue.to_vector() == single.head.idx_queue.to_vector());
   REQUIRE(dist_model.head.queue_ptr.item() == single.head.queue_ptr.item());
-  // The overlapped reduction (the default) gives exactly what reducing after backward gives.
+  // The overlapped reduction gives exactly what reducing after the backward pass gives.
   {
     Model after(equivalence_config());
     Generator init(5);
     after.init_weights(init);
     after.copy_params();
     train::TrainConfig no_overlap = tc;
-    no_overlap.overlap_gradients = false;
+    no_overlap.overlap_gradients = train::TrainConfig::Overlap::off;
     train::Trainer<float, Cpu> t(named_parameters(after), no_overlap);
     t.set_communicator(w);
     int64_t step_a = 0;

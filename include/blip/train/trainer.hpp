@@ -13,9 +13,9 @@
 //   the batch split (BLIP's queue, momentum update and hard negatives do).
 // - Non-finite losses throw blip::Error naming the step and term before any parameter moves.
 // - Data parallel (set_communicator with size() > 1): each gradient becomes the mean over the
-//   ranks before AdamW, so every rank takes the same step: by default overlapped with the last
-//   micro-batch's backward pass (dist::GradientReducer), else after it (overlap_gradients =
-//   false: dist::all_reduce_gradients). StepStats' terms are the ranks' mean, samples their
+//   ranks before AdamW, so every rank takes the same step: overlapped with the last micro-batch's
+//   backward pass (dist::GradientReducer) or after it (dist::all_reduce_gradients), as
+//   TrainConfig::overlap_gradients chooses. StepStats' terms are the ranks' mean, samples their
 //   sum, and comm_seconds the gradient communication the step waited for.
 #pragma once
 
@@ -42,7 +42,11 @@ struct TrainConfig {
   double eta_min = 0.0;
   double alpha = 0.4;                 // the ITC head's distillation weight once warmed up
   int64_t alpha_warmup_steps = 0;     // the reference: 2 of 6 epochs, i.e. total_steps / 3
-  bool overlap_gradients = true;      // data parallel: all-reduce buckets during the backward pass
+  // Data parallel: all-reduce gradient buckets during the backward pass (on), after it (off), or
+  // automatic: overlapped where the transport runs beside the compute (NCCL on a GPU), after the
+  // backward pass on host memory (MPI), where the reduction's copies and sums take the cores the
+  // backward pass needs (measured: docs/performance.md, "Data-parallel step").
+  enum class Overlap { automatic, on, off } overlap_gradients = Overlap::automatic;
 };
 
 // The reference's alpha warm-up: alpha0 * min(1, step / warmup_steps) before each step.
@@ -90,7 +94,10 @@ class Trainer {
   void set_communicator(dist::Communicator& comm) {
     comm_ = &comm;
     reducer_.reset();
-    if (comm.size() > 1 && config_.overlap_gradients)
+    using Overlap = TrainConfig::Overlap;
+    const bool overlap = config_.overlap_gradients == Overlap::on ||
+                         (config_.overlap_gradients == Overlap::automatic && comm.memory() == dist::Memory::cuda);
+    if (comm.size() > 1 && overlap)
       reducer_ = std::make_unique<dist::GradientReducer<T, D>>(comm, optimizer_.params());
   }
   dist::Communicator& communicator() const { return *comm_; }
