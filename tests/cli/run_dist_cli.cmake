@@ -26,6 +26,18 @@ foreach(mode rerank fast)
     endif()
   endforeach()
 endforeach()
+# The demo's model on its 10,000 Fashion-MNIST test images (written by cli_train's `blip demo`,
+# with test-images.jsonl): the same JSON from 2 ranks as from one.
+set(demo --checkpoint "${DEMO}/model.safetensors" --dataset jsonl --ann "${DEMO}/test-images.jsonl"
+         --images "${DEMO}/test-images" --fast-match --recall-k 1,5,10 --json -)
+run(ok "${BLIP}" -q -j 1 eval ${demo})
+set(single "${out}")
+run(ok ${mpi} 2 "${BLIP}" -q -j 1 eval ${demo})
+if(NOT out STREQUAL single)
+  message(FATAL_ERROR "the demo's eval under mpirun -np 2 printed\n${out}\ninstead of one process's\n${single}")
+endif()
+expect_in("${single}" "\"retrieval/Recall@mean\"")
+
 # The banner says how it ran (rank 0 only).
 run(ok ${mpi} 2 "${BLIP}" -j 1 eval ${model} ${data} --batch 2 --fast-match --recall-k 1)
 expect_in("${err}" "sharded over 2 ranks (mpi)")

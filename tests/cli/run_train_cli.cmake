@@ -111,6 +111,11 @@ list(LENGTH pngs n)
 if(NOT n EQUAL 10000)
   message(FATAL_ERROR "the demo wrote ${n} test images, not 10000")
 endif()
+file(STRINGS "${WORK}/demo/test-images.jsonl" ann)
+list(LENGTH ann n)
+if(NOT n EQUAL 10000)
+  message(FATAL_ERROR "the demo's test-images.jsonl has ${n} lines, not 10000")
+endif()
 run(ok "${BLIP}" -q index --checkpoint "${WORK}/demo/model.safetensors" --images "${WORK}/demo/test-images"
     --out "${WORK}/demo/test.index")
 run(ok "${BLIP}" search --checkpoint "${WORK}/demo/model.safetensors" --index "${WORK}/demo/test.index"

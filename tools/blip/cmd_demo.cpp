@@ -12,6 +12,8 @@
 #include <string>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include <blip/io/atomic_file.hpp>
 #include <blip/io/safetensors_writer.hpp>
 #include <blip/io/state_dict.hpp>
@@ -108,9 +110,13 @@ void choose_threads(const blip::cli::CommonOptions& common, bool quiet) {
   }
 }
 
-// Each test image as <out>/<row>_<class>.png (gray, 28x28), the row being its index in the split.
+// Each test image as <out>/<row>_<class>.png (gray, 28x28), the row being its index in the split,
+// and <out>.jsonl: each image with one caption of its class (the captions in turn), a retrieval
+// dataset for `blip eval --dataset jsonl`.
 void write_test_images(const std::string& out, const blip::data::FashionMnistSplit& split) {
   std::filesystem::create_directories(out);
+  const auto& captions = blip::data::fashion_mnist_captions();
+  std::string jsonl;
   const auto& names = blip::data::fashion_mnist_class_names();
   constexpr int64_t side = blip::data::fashion_mnist_side;
   for (int64_t i = 0; i < split.size(); ++i) {
@@ -122,7 +128,10 @@ void write_test_images(const std::string& out, const blip::data::FashionMnistSpl
     blip::vision::Image img(side, side, 1);
     std::copy(split.image(i), split.image(i) + side * side, img.pixels.begin());
     blip::vision::write_png((std::filesystem::path(out) / name).string(), img);
+    const auto& mine = captions[static_cast<size_t>(split.labels[static_cast<size_t>(i)])];
+    jsonl += nlohmann::json{{"image", name}, {"captions", {mine[static_cast<size_t>(i) % mine.size()]}}}.dump() + "\n";
   }
+  blip::io::write_file_atomically(out + ".jsonl", jsonl);
 }
 
 void run_demo(const DemoOptions& o, const blip::cli::CommonOptions& common) {
@@ -229,9 +238,9 @@ void run_demo(const DemoOptions& o, const blip::cli::CommonOptions& common) {
   pretrained::write_config_beside(weights, config);
   const std::string images = (std::filesystem::path(o.out) / "test-images").string();
   write_test_images(images, fm.test);
-  std::printf("\nwrote %s (one row per query), %s, %s, %s and %s/ (%lld PNG files)\n", grid.c_str(),
-              loop.metrics_path.c_str(), (std::filesystem::path(o.out) / "eval.json").c_str(), weights.c_str(),
-              images.c_str(), static_cast<long long>(fm.test.size()));
+  std::printf("\nwrote %s (one row per query), %s, %s, %s and %s/ (%lld PNG files, captions in %s.jsonl)\n",
+              grid.c_str(), loop.metrics_path.c_str(), (std::filesystem::path(o.out) / "eval.json").c_str(),
+              weights.c_str(), images.c_str(), static_cast<long long>(fm.test.size()), images.c_str());
   if (!quiet)
     std::printf("next: blip index --checkpoint %s --images %s --out %s/test.index\n"
                 "      blip search --checkpoint %s --index %s/test.index \"a photo of a sneaker\"\n",

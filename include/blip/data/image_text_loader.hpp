@@ -67,6 +67,17 @@ Tensor<float, Cpu> stack_images(const std::vector<const Tensor<float, Cpu>*>& im
 
 using ImageLoader = DataLoader<ImageItem, ImageBatch>;
 
+// The test pipeline of a model: its image size, mean, std and channels (1: luma) from its config.
+template <class Model>
+vision::PipelineOptions test_pipeline(const Model& model) {
+  vision::PipelineOptions p;
+  p.size = model.config().vision.img_size;
+  p.mean = model.config().mean;
+  p.std = model.config().std;
+  p.channels = model.config().vision.in_channels;
+  return p;
+}
+
 inline std::unique_ptr<ImageLoader> make_image_loader(std::vector<std::string> paths, vision::PipelineOptions pipeline,
                                                       LoaderOptions options) {
   auto shared = std::make_shared<const std::vector<std::string>>(std::move(paths));

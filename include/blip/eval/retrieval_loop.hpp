@@ -2,8 +2,8 @@
 // of every image and caption, the i2t and t2i score matrices, RetrievalRecall.
 //
 // Contract: evaluate_retrieval(model, tokenizer, annotations (test mode), options)
-// - images go through the test pipeline (vision/pipeline.hpp at the model's img_size, mean and
-//   std) on the DataLoader's threads, in batches of batch_size; captions through CleanCaption
+// - images go through the model's test pipeline (data::test_pipeline: img_size, mean, std, channels
+//   from its config) on the DataLoader's threads, in batches of batch_size; captions through CleanCaption
 //   and the tokenizer, in the dataset's order (image by image), in batches of text_batch_size;
 // - model.extract_feat per batch (image_embeds kept unless the model is in fast_match mode);
 // - score_i2t [N, T] and score_t2i [T, N] from model.compute_score_matrix_i2t / _t2i: one
@@ -114,10 +114,7 @@ RetrievalLoopResult evaluate_retrieval(const Model& model, const Tokenizer& toke
   std::vector<std::string> paths;
   for (const auto& img : annotations.images) paths.push_back(img.img_path);
   const int64_t N = static_cast<int64_t>(paths.size());
-  vision::PipelineOptions pipeline;
-  pipeline.size = cfg.vision.img_size;
-  pipeline.mean = cfg.mean;
-  pipeline.std = cfg.std;
+  const vision::PipelineOptions pipeline = data::test_pipeline(model);  // gray models get luma
   data::LoaderOptions lo = o.loader;
   lo.batch_size = o.batch_size;
   lo.shuffle = false;

@@ -164,15 +164,7 @@ struct IndexBuildOptions {
   data::LoaderOptions loader;
 };
 
-template <class Model>
-vision::PipelineOptions test_pipeline(const Model& model) {
-  vision::PipelineOptions p;
-  p.size = model.config().vision.img_size;
-  p.mean = model.config().mean;
-  p.std = model.config().std;
-  p.channels = model.config().vision.in_channels;
-  return p;
-}
+using data::test_pipeline;
 
 template <class Model>
 void build_image_index(const Model& model, const std::vector<std::string>& paths, const std::string& out,
