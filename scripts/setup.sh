@@ -7,7 +7,7 @@ packages=(
   libeigen3-dev libdnnl-dev libopenblas-openmp-dev catch2 libbenchmark-dev nlohmann-json3-dev libutf8proc-dev libsentencepiece-dev libpng-dev libjpeg62-turbo-dev
   libwebp-dev libgif-dev
   libzip-dev zlib1g-dev libcli11-dev dataset-fashion-mnist
-  libopenmpi-dev openmpi-bin
+  libopenmpi-dev openmpi-bin libfaiss-dev
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -91,17 +91,22 @@ TEST_CASE("the DataLoader's distributed split is mmengine's DefaultSampler", "[d
   }
 }
 
-TEST_CASE("data-parallel helpers at size 1 leave the model as it is", "[dist]") {
+TEST_CASE("state_checksum covers the parameters, momentum copies and queues", "[dist]") {
   StandardBlip<float, Cpu> model(presets::tiny());
   Generator g(2);
   model.init_weights(g);
   model.copy_params();
   const uint32_t before = dist::state_checksum(model);
-  dist::broadcast_model(dist::single_process(), model);
   REQUIRE(dist::state_checksum(model) == before);
   // a changed queue column changes the checksum
   NoGradGuard no_grad;
+  const float kept = model.head.image_queue.data()[0];
   model.head.image_queue.data()[0] += 1.0f;
+  REQUIRE(dist::state_checksum(model) != before);
+  model.head.image_queue.data()[0] = kept;
+  REQUIRE(dist::state_checksum(model) == before);
+  Tensor<float> m = model.vision_neck.weight.momentum();
+  m.data()[0] += 1.0f;
   REQUIRE(dist::state_checksum(model) != before);
 }
 

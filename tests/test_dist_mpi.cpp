@@ -136,7 +136,7 @@ TEST_CASE("a collective that a peer never joins times out naming that peer", "[d
                               Contains("rank " + std::to_string(late) + " did not answer"));
     if (side.size() > 2 && side.rank() == 0) REQUIRE_THAT(message, Contains("rank 1 waits in the same collective"));
   } else {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // busy outside any collective
+    std::this_thread::sleep_for(std::chrono::milliseconds(4000));  // busy outside any collective
     side.set_timeout(std::chrono::seconds(30));
     side.barrier();  // completes with the others' requests, still pending on their side
   }
@@ -202,6 +202,35 @@ std::vector<std::pair<std::string, std::vector<float>>> named_state(Model& m) {
   return out;
 }
 
+// The attention key biases are the one exception to "equal within 1e-5": softmax is
+// shift-invariant, so their exact gradient is 0 and what backward returns is rounding noise,
+// which AdamW's normalisation turns into steps of up to lr (docs/distributed.md).
+struct StateDifference {
+  double worst = 0, worst_key_bias = 0;
+  std::string where;
+};
+StateDifference compare_states(Model& x, Model& y, int64_t E) {
+  auto key_bias = [&](const std::string& name, size_t k) {
+    const bool fused_qkv = name.find("attn.qkv.bias") != std::string::npos;
+    return (fused_qkv && k >= static_cast<size_t>(E) && k < static_cast<size_t>(2 * E)) ||
+           name.find("key.bias") != std::string::npos;
+  };
+  const auto a = named_state(x), b = named_state(y);
+  REQUIRE(a.size() == b.size());
+  StateDifference d;
+  for (size_t t = 0; t < a.size(); ++t)
+    for (size_t k = 0; k < a[t].second.size(); ++k) {
+      const double v = std::abs(double(a[t].second[k]) - double(b[t].second[k]));
+      if (key_bias(a[t].first, k)) {
+        d.worst_key_bias = std::max(d.worst_key_bias, v);
+      } else if (v > d.worst) {
+        d.worst = v;
+        d.where = a[t].first + "[" + std::to_string(k) + "]";
+      }
+    }
+  return d;
+}
+
 }  // namespace
 
 TEST_CASE("k data-parallel steps on W ranks x B equal one process with batch W*B", "[dist][mpi][train]") {
@@ -213,6 +242,7 @@ TEST_CASE("k data-parallel steps on W ranks x B equal one process with batch W*B
   tc.optimizer.lr = 1e-3;
   tc.alpha_warmup_steps = 2;
   tc.overlap_gradients = train::TrainConfig::Overlap::on;
+  tc.bucket_elements = 4096;  // many buckets, started during the backward pass between its collectives
 
   // The distributed run: rank 0's initial weights everywhere (other ranks start elsewhere).
   Model dist_model(equivalence_config());
@@ -247,36 +277,15 @@ TEST_CASE("k data-parallel steps on W ranks x B equal one process with batch W*B
     REQUIRE(d.samples == o.samples);
     for (size_t t = 0; t < d.terms.size(); ++t) REQUIRE(d.terms[t].second == Approx(o.terms[t].second).margin(1e-5));
   }
-  // The attention key biases are the one exception: softmax is shift-invariant, so their exact
-  // gradient is 0 and what backward returns is rounding noise, which AdamW's normalisation
-  // turns into steps of up to lr. They may differ by 2 lr per step (docs/distributed.md).
-  const int64_t E = equivalence_config().vision.embed_dims;
-  auto key_bias = [&](const std::string& name, size_t k) {
-    const bool fused_qkv = name.find("attn.qkv.bias") != std::string::npos;
-    return (fused_qkv && k >= static_cast<size_t>(E) && k < static_cast<size_t>(2 * E)) ||
-           name.find("key.bias") != std::string::npos;
-  };
-  const auto a = named_state(dist_model), b = named_state(single);
-  REQUIRE(a.size() == b.size());
-  double worst = 0, worst_key_bias = 0;
-  std::string where;
-  for (size_t t = 0; t < a.size(); ++t)
-    for (size_t k = 0; k < a[t].second.size(); ++k) {
-      const double d = std::abs(double(a[t].second[k]) - double(b[t].second[k]));
-      if (key_bias(a[t].first, k)) {
-        worst_key_bias = std::max(worst_key_bias, d);
-      } else if (d > worst) {
-        worst = d;
-        where = a[t].first + "[" + std::to_string(k) + "]";
-      }
-    }
-  INFO("largest parameter / momentum / queue difference " << worst << " at " << where << "; key biases "
-                                                            << worst_key_bias);
-  REQUIRE(worst < 1e-5);
-  REQUIRE(worst_key_bias <= 2 * tc.optimizer.lr * steps);
+  const StateDifference diff = compare_states(dist_model, single, equivalence_config().vision.embed_dims);
+  INFO("largest parameter / momentum / queue difference " << diff.worst << " at " << diff.where << "; key biases "
+                                                            << diff.worst_key_bias);
+  REQUIRE(diff.worst < 1e-5);
+  REQUIRE(diff.worst_key_bias <= 2 * tc.optimizer.lr * steps);
   REQUIRE(dist_model.head.idx_queue.to_vector() == single.head.idx_queue.to_vector());
   REQUIRE(dist_model.head.queue_ptr.item() == single.head.queue_ptr.item());
-  // The overlapped reduction gives exactly what reducing after the backward pass gives.
+  // The overlapped reduction gives what reducing after the backward pass gives (bit for bit at
+  // 2 ranks; at 3 the bucket layouts may sum in another order).
   {
     Model after(equivalence_config());
     Generator init(5);
@@ -291,7 +300,10 @@ TEST_CASE("k data-parallel steps on W ranks x B equal one process with batch W*B
         after, [&] { return rows_of(make_batch(W * B, 40 + static_cast<uint64_t>(step_a++)), R * B, B); },
         first_valid_after, w);
     for (int64_t s = 0; s < steps; ++s) t.step(micro);
-    REQUIRE(dist::state_checksum(after) == dist::state_checksum(dist_model));
+    const StateDifference d = compare_states(after, dist_model, equivalence_config().vision.embed_dims);
+    INFO("overlapped vs after the backward pass: " << d.worst << " at " << d.where << "; key biases " << d.worst_key_bias);
+    REQUIRE(d.worst < 1e-6);
+    REQUIRE(d.worst_key_bias <= 2 * tc.optimizer.lr * steps);
   }
   // Every rank holds bit-identical state (the momentum update included).
   const std::vector<int64_t> sums = dist::all_gather_values(w, std::vector<int64_t>{dist::state_checksum(dist_model)});

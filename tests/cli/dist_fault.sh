@@ -37,4 +37,28 @@ rc=$?
 echo "--- resume (exit $rc)"; cat "$work/resume.log"
 [ $rc -eq 0 ] || { echo "FAIL: --resume from the last checkpoint failed"; exit 1; }
 grep -q "resumed from" "$work/resume.log" || { echo "FAIL: the run did not resume"; exit 1; }
+
+# A rank that stops (SIGSTOP: alive, silent) is found by blip's own timeout: rank 0 reports it
+# by name and the job ends.
+rm -rf "$work/run2"
+args2=("${args[@]}")
+args2[${#args2[@]}-1]="$work/run2"
+BLIP_DIST_TIMEOUT_S=3 "$mpiexec" --oversubscribe --bind-to none -np 2 "$blip" "${args2[@]}" > "$work/log2" 2>&1 &
+launcher=$!
+for _ in $(seq 600); do [ -f "$work/run2/training_state.safetensors" ] && break; sleep 0.1; done
+victim=""
+for pid in $(pgrep -f "$blip"); do
+  if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1'; then victim=$pid; fi
+done
+[ -n "$victim" ] || { echo "rank 1 not found (second run)"; kill -9 $launcher; exit 1; }
+start=$(date +%s)
+kill -STOP "$victim"
+wait $launcher
+rc=$?
+elapsed=$(( $(date +%s) - start ))
+kill -9 "$victim" 2>/dev/null
+echo "--- stopped rank: launcher exit $rc after ${elapsed} s"; cat "$work/log2"
+[ $rc -ne 0 ] || { echo "FAIL: the job exited 0 with a stopped rank"; exit 1; }
+[ $elapsed -le 60 ] || { echo "FAIL: the job took ${elapsed} s to end"; exit 1; }
+grep -q "rank 1 did not answer" "$work/log2" || { echo "FAIL: blip's timeout did not name rank 1"; exit 1; }
 echo "PASS"

@@ -8,7 +8,8 @@
 // - Distributed (world > 1): each rank takes its share of that order as mmengine's
 //   DefaultSampler does: with round_up the order is repeated to a multiple of world
 //   (order * k)[:total], and rank r takes positions r, r + world, ...; without it, the last
-//   ranks get one sample fewer. Every rank must use the same seed; batches are per rank.
+//   ranks get one sample fewer (and may get fewer batches: for evaluation, never for training,
+//   where every rank must take the same number of steps). Every rank must use the same seed.
 // - load(index, gen) runs on a worker; `gen` is seeded from (seed, epoch, index) alone, so an
 //   item — random augmentation included — never depends on which thread made it or when.
 //   collate(items in sampler order) also runs on a worker. next() hands batches out in order:

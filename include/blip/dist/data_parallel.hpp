@@ -15,7 +15,10 @@
 //   parameter's post-accumulate hook marks it ready, and a bucket's non-blocking all-reduce
 //   starts once all its gradients are final and every earlier bucket has started, so each rank
 //   issues the same sequence. prepare() before the backward, finish() after it: it starts what
-//   is left, waits, unpacks, and gives the same result as all_reduce_gradients.
+//   is left, waits, unpacks; the values equal all_reduce_gradients' up to the order of summation.
+//   Every rank's graph must reach the same parameters (BLIP's does): one that some ranks lack
+//   would start its bucket later there, out of order with the collectives inside the backward
+//   pass (all_gather_with_grad's); use all_reduce_gradients for such models.
 // - state_checksum(model): CRC-32 of every parameter, momentum copy and queue, in visit order.
 #pragma once
 
@@ -33,6 +36,15 @@ void broadcast_model(Communicator& comm, Model& model, int root = 0) {
   using D = typename Model::device_type;
   if (comm.size() == 1) return;
   NoGradGuard no_grad;
+  // Which momentum copies are separate must agree, or the ranks would broadcast different lists.
+  int64_t separate = 0;
+  model.visit_momentum_parameters([&](const std::string&, const std::string&, Parameter<T, D>& p) {
+    separate += p.has_momentum() && !p.momentum_aliased();
+  });
+  const std::vector<int64_t> all = all_gather_values(comm, std::vector<int64_t>{separate});
+  for (size_t r = 0; r < all.size(); ++r)
+    BLIP_CHECK(all[r] == all[0], "dist::broadcast_model: rank ", r, " has ", all[r], " separate momentum copies, rank 0 has ",
+               all[0], "; the ranks' models differ in state");
   model.visit_parameters([&](const std::string&, Parameter<T, D>& p) {
     Tensor<T, D> v = p.value();
     broadcast_(comm, v, root);
@@ -182,7 +194,11 @@ class GradientReducer {
                  params_[k].first, " has shape ", p.grad().shape(), " (parameter ", p.shape(), ")");
     }
     if (b.in_place) {
-      Tensor<T, D> g = params_[b.members[0]].second->grad();
+      Parameter<T, D>& p = *params_[b.members[0]].second;
+      // Reduced where it is while the backward pass goes on: it must not share memory with a
+      // gradient that a node still to run reads (accumulate may hand a leaf that very tensor).
+      if (p.grad().storage().use_count() > 1) p.value().autograd()->grad = clone(p.grad());
+      Tensor<T, D> g = p.grad();
       comm_.start_all_reduce(g.data(), g.numel(), scalar_of<T>(), ReduceOp::mean);
       return;
     }

@@ -59,10 +59,10 @@ class MpiCommunicator final : public Communicator {
       detail::mpi_check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
       owns_init_ = true;
     }
-    // Errors come back as codes (and become blip::Error) instead of aborting inside MPI.
-    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     detail::mpi_check(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup");
     detail::mpi_check(MPI_Comm_dup(MPI_COMM_WORLD, &probe_), "MPI_Comm_dup");
+    // Errors on our duplicates come back as codes (and become blip::Error) instead of aborting
+    // inside MPI; the caller's MPI_COMM_WORLD keeps its own handler.
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     MPI_Comm_set_errhandler(probe_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(comm_, &rank_);
@@ -148,10 +148,16 @@ class MpiCommunicator final : public Communicator {
       begin(Op::all_gather);
       std::vector<int> n(counts.begin(), counts.end()), displacement(static_cast<size_t>(size_), 0);
       for (int r = 1; r < size_; ++r) displacement[static_cast<size_t>(r)] = displacement[static_cast<size_t>(r - 1)] + n[static_cast<size_t>(r - 1)];
-      // MPI forbids aliasing send and receive buffers; the caller's send may be its own slot.
-      std::vector<char> copy(static_cast<const char*>(send), static_cast<const char*>(send) + count * width);
+      // MPI forbids aliasing send and receive buffers: a send inside recv (its own slot) is copied.
+      const char* s = static_cast<const char*>(send);
+      const char* r = static_cast<const char*>(recv);
+      std::vector<char> copy;
+      if (s + count * width > r && s < r + total * static_cast<int64_t>(width)) {
+        copy.assign(s, s + count * width);
+        s = copy.data();
+      }
       MPI_Request req;
-      detail::mpi_check(MPI_Iallgatherv(copy.data(), static_cast<int>(count), detail::mpi_type(scalar), recv,
+      detail::mpi_check(MPI_Iallgatherv(s, static_cast<int>(count), detail::mpi_type(scalar), recv,
                                         n.data(), displacement.data(), detail::mpi_type(scalar), comm_, &req),
                         "MPI_Iallgatherv");
       wait(req);
@@ -269,14 +275,19 @@ class MpiCommunicator final : public Communicator {
     using clock = std::chrono::steady_clock;
     failed_ = true;
     const int n = size_;
-    std::vector<std::array<int64_t, 2>> answer(static_cast<size_t>(n), {-1, -1});
-    std::vector<MPI_Request> recvs(static_cast<size_t>(n), MPI_REQUEST_NULL), sends(static_cast<size_t>(n), MPI_REQUEST_NULL);
+    // Members, not locals: a peer that answers after we gave up still writes into them (the
+    // requests stay pending; the group is unusable from here on).
+    auto& answer = probe_answers_;
+    auto& recvs = probe_recvs_;
+    auto& sends = probe_sends_;
+    answer.assign(static_cast<size_t>(n), {-1, -1});
+    recvs.assign(static_cast<size_t>(n), MPI_REQUEST_NULL);
+    sends.assign(static_cast<size_t>(n), MPI_REQUEST_NULL);
     std::vector<int> answered(static_cast<size_t>(n), 0);
-    char ping = 1;
     for (int r = 0; r < n; ++r) {
       if (r == rank_) continue;
       MPI_Irecv(answer[static_cast<size_t>(r)].data(), 2, MPI_INT64_T, r, kReplyTag, probe_, &recvs[static_cast<size_t>(r)]);
-      MPI_Isend(&ping, 1, MPI_CHAR, r, kPingTag, probe_, &sends[static_cast<size_t>(r)]);
+      MPI_Isend(&ping_, 1, MPI_CHAR, r, kPingTag, probe_, &sends[static_cast<size_t>(r)]);
     }
     const auto window = std::min<std::chrono::milliseconds>(probe_window_, timeout_);
     const auto deadline = clock::now() + window;
@@ -299,8 +310,6 @@ class MpiCommunicator final : public Communicator {
       if (!answered[static_cast<size_t>(r)])
         line = str("rank ", r, " did not answer within ", window.count() / 1000.0,
                    " s (dead, stopped, or busy outside a collective)");
-      else if (a[1] == static_cast<int64_t>(Op::none))
-        line = str("rank ", r, " is alive but in no collective (last was #", a[0], ")");
       else if (a[0] == static_cast<int64_t>(waiting_seq()))
         line = str("rank ", r, " waits in the same collective");
       else
@@ -319,6 +328,9 @@ class MpiCommunicator final : public Communicator {
   std::vector<Pending> pending_;
   std::chrono::milliseconds probe_window_{std::chrono::seconds(10)};
   std::deque<std::array<int64_t, 2>> replies_;  // stable addresses, kept until their sends complete
+  std::vector<std::array<int64_t, 2>> probe_answers_;  // a timed-out rank's probes (see report_timeout)
+  std::vector<MPI_Request> probe_recvs_, probe_sends_;
+  char ping_ = 1;
   std::vector<MPI_Request> reply_requests_;
 };
 

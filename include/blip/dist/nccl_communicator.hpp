@@ -6,6 +6,9 @@
 //   say); rank 0's ncclUniqueId reaches the others through it. from_environment() is the
 //   rendezvous without MPI: RANK and WORLD_SIZE from the environment, the id in the file
 //   BLIP_NCCL_ID_FILE (rank 0 writes it atomically; the others wait for it until the timeout).
+//   The path must be new for each job: an old file from an earlier job would be read as is.
+// - Collectives are ordered after blip's kernels (a blocking stream, after the legacy default
+//   stream); start_all_reduce enqueues without waiting (the gradient overlap), wait_all waits.
 // - Collectives run on the communicator's stream in non-blocking mode; the host then polls the
 //   stream and ncclCommGetAsyncError until done or the deadline, so a dead or stuck peer gives
 //   blip::Error (naming the collective, its number and this rank) after ncclCommAbort, never a
@@ -145,6 +148,16 @@ class NcclCommunicator final : public Communicator {
           "ncclBroadcast");
     wait();
   }
+  // Overlap: enqueued on the stream at once, completed by wait_all().
+  void start_all_reduce(void* data, int64_t count, Scalar scalar, ReduceOp op) override {
+    begin("all_reduce");
+    check(ncclAllReduce(data, data, static_cast<size_t>(count), detail::nccl_type(scalar),
+                        op == ReduceOp::mean ? ncclAvg : ncclSum, comm_, stream_),
+          "ncclAllReduce");
+    wait_async();
+  }
+  void wait_all() override { wait(); }
+
   void barrier() override {  // NCCL has none: an all_reduce of one device int
     begin("barrier");
     if (!flag_) detail::cuda_check(cudaMalloc(&flag_, sizeof(int64_t)), "cudaMalloc");
@@ -159,7 +172,9 @@ class NcclCommunicator final : public Communicator {
 
   void init(const ncclUniqueId& id, int device) {
     detail::cuda_check(cudaSetDevice(device), "cudaSetDevice");
-    detail::cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    // A blocking stream: ordered after the legacy default stream, where blip's kernels run, so a
+    // collective never reads a buffer before the kernel that writes it has finished.
+    detail::cuda_check(cudaStreamCreate(&stream_), "cudaStreamCreate");
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;  // calls return at once; wait() polls, so a lost peer cannot hang us
     op_ = "init";
@@ -214,6 +229,8 @@ class NcclCommunicator final : public Communicator {
 
   [[noreturn]] void abort_with(const std::string& why) {
     failed_ = true;
+    ncclCommAbort(comm_);  // ends the kernels still waiting for the lost peer
+    comm_ = nullptr;
     fail("dist(nccl): ", op_, " #", seq_, " on rank ", rank_, " of ", size_, " ", why);
   }
 

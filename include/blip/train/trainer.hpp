@@ -47,6 +47,7 @@ struct TrainConfig {
   // backward pass on host memory (MPI), where the reduction's copies and sums take the cores the
   // backward pass needs (measured: docs/performance.md, "Data-parallel step").
   enum class Overlap { automatic, on, off } overlap_gradients = Overlap::automatic;
+  int64_t bucket_elements = int64_t{1} << 22;  // gradient floats per all-reduce bucket
 };
 
 // The reference's alpha warm-up: alpha0 * min(1, step / warmup_steps) before each step.
@@ -98,7 +99,7 @@ class Trainer {
     const bool overlap = config_.overlap_gradients == Overlap::on ||
                          (config_.overlap_gradients == Overlap::automatic && comm.memory() == dist::Memory::cuda);
     if (comm.size() > 1 && overlap)
-      reducer_ = std::make_unique<dist::GradientReducer<T, D>>(comm, optimizer_.params());
+      reducer_ = std::make_unique<dist::GradientReducer<T, D>>(comm, optimizer_.params(), config_.bucket_elements);
   }
   dist::Communicator& communicator() const { return *comm_; }
   AdamW<T, D>& optimizer() { return optimizer_; }
@@ -138,11 +139,11 @@ class Trainer {
     for (int64_t micro = 0; micro < config_.accumulation; ++micro) {
       LossTerms<T, D> out = micro_loss(StepContext{.step = step_, .micro = micro, .lr = stats.lr, .alpha = stats.alpha});
       BLIP_CHECK(!out.terms.empty(), "Trainer::step: the loss function returned no terms at step ", step_);
+      check_finite_everywhere(out, micro);
       Tensor<T, D> total;
       for (size_t i = 0; i < out.terms.size(); ++i) {
         const auto& [name, value] = out.terms[i];
         const double v = static_cast<double>(value.item());
-        BLIP_CHECK(std::isfinite(v), "Trainer::step: ", name, " is ", v, " at step ", step_, " (micro-batch ", micro, ")");
         if (micro == 0) stats.terms.emplace_back(name, 0.0);
         BLIP_CHECK(i < stats.terms.size() && stats.terms[i].first == name, "Trainer::step: micro-batch ", micro,
                    " returned term ", name, ", not the terms of micro-batch 0");
@@ -158,7 +159,7 @@ class Trainer {
         stats.comm_seconds = reducer_->finish();
       } else {
         const auto start = std::chrono::steady_clock::now();
-        dist::all_reduce_gradients(*comm_, optimizer_.params());
+        dist::all_reduce_gradients(*comm_, optimizer_.params(), config_.bucket_elements);
         stats.comm_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       }
       std::vector<double> values;
@@ -175,6 +176,26 @@ class Trainer {
   }
 
  private:
+  // A non-finite term stops every rank together (one rank alone would leave the others waiting
+  // in the backward pass's collectives until their timeout).
+  void check_finite_everywhere(const LossTerms<T, D>& out, int64_t micro) const {
+    std::string bad;
+    for (const auto& [name, value] : out.terms) {
+      const double v = static_cast<double>(value.item());
+      if (!std::isfinite(v) && bad.empty()) bad = str(name, " is ", v);
+    }
+    if (comm_->size() == 1) {
+      BLIP_CHECK(bad.empty(), "Trainer::step: ", bad, " at step ", step_, " (micro-batch ", micro, ")");
+      return;
+    }
+    const std::vector<int64_t> flags = dist::all_gather_values(*comm_, std::vector<int64_t>{bad.empty() ? 0 : 1});
+    std::vector<int64_t> ranks;
+    for (size_t r = 0; r < flags.size(); ++r)
+      if (flags[r]) ranks.push_back(static_cast<int64_t>(r));
+    BLIP_CHECK(ranks.empty(), "Trainer::step: a loss term is not finite on rank(s) ", ranks, " at step ", step_,
+               " (micro-batch ", micro, ")", bad.empty() ? std::string() : "; here " + bad);
+  }
+
   TrainConfig config_;
   AdamW<T, D> optimizer_;
   dist::Communicator* comm_ = &dist::single_process();

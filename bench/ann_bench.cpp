@@ -1,0 +1,142 @@
+// ann_bench — the issue-15 table: every index kind over 1,000,000 x 256 unit features drawn from
+// a clustered distribution (no trained model's features at this scale here): build time, index
+// bytes, single-query latency on one thread, batched queries/s on all threads, recall@10 against
+// the exact inner product; and the project's own exact path (one GEMM + topk, search::top_n).
+//   build-test/bench/ann_bench [rows] [queries]        (docs/performance.md)
+#include <omp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <set>
+
+#include "blip/core/rng.hpp"
+#include "blip/search/ann_index.hpp"
+#include "blip/search/query.hpp"
+
+using namespace blip;
+using namespace blip::search;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+double since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
+
+// Unit rows around 4096 random centres, spread 0.35 per coordinate (as tests/test_ann.cpp).
+std::vector<float> clustered(int64_t n, int64_t d, int64_t clusters, uint64_t seed) {
+  Generator g(seed);
+  std::vector<float> centres(static_cast<size_t>(clusters * d)), x(static_cast<size_t>(n * d));
+  for (auto& v : centres) v = static_cast<float>(g.normal());
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t c = g.uniform_int(clusters);
+    double norm = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      const float v = centres[static_cast<size_t>(c * d + j)] + 0.35f * static_cast<float>(g.normal());
+      x[static_cast<size_t>(i * d + j)] = v;
+      norm += double(v) * v;
+    }
+    for (int64_t j = 0; j < d; ++j) x[static_cast<size_t>(i * d + j)] /= static_cast<float>(std::sqrt(norm));
+  }
+  return x;
+}
+
+double recall(const AnnResult& got, const AnnResult& truth, int64_t q, int64_t k) {
+  int64_t hit = 0;
+  for (int64_t i = 0; i < q; ++i) {
+    const std::set<int64_t> want(truth.ids.begin() + i * k, truth.ids.begin() + (i + 1) * k);
+    for (int64_t j = 0; j < k; ++j) hit += want.count(got.ids[static_cast<size_t>(i * k + j)]);
+  }
+  return static_cast<double>(hit) / static_cast<double>(q * k);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void report(const AnnIndex& index, const char* label, double build_s, const std::vector<float>& queries, int64_t q,
+            const AnnResult& truth, const AnnSearchParams& p, int threads) {
+  const int64_t d = index.dim(), k = 10;
+  // single queries, one thread
+  omp_set_num_threads(1);
+  std::vector<double> lat;
+  for (int64_t i = 0; i < std::min<int64_t>(q, 200); ++i) {
+    const auto t = clock_type::now();
+    (void)index.search(queries.data() + i * d, 1, k, p);
+    lat.push_back(since(t));
+  }
+  omp_set_num_threads(threads);
+  const auto t = clock_type::now();
+  const AnnResult all = index.search(queries.data(), q, k, p);
+  const double batch_s = since(t);
+  std::printf("| %s | %.1f s | %.0f MB | %.3f ms | %.0f | %.3f |\n", label, build_s,
+              static_cast<double>(index.to_bytes().size()) / 1e6, 1e3 * median(lat), static_cast<double>(q) / batch_s,
+              recall(all, truth, q, k));
+  std::fflush(stdout);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int64_t n = argc > 1 ? std::atoll(argv[1]) : 1000000, q = argc > 2 ? std::atoll(argv[2]) : 1000, d = 256, k = 10;
+  const int threads = omp_get_max_threads();
+  auto t = clock_type::now();
+  const std::vector<float> all = clustered(n + q, d, 4096, 1);
+  const std::vector<float> x(all.begin(), all.begin() + n * d), queries(all.begin() + n * d, all.end());
+  std::printf("%lld rows x %lld, %lld queries (drawn in %.1f s), %d threads\n", static_cast<long long>(n),
+              static_cast<long long>(d), static_cast<long long>(q), since(t), threads);
+  std::printf("| kind | build | index bytes | single query, 1 thread (median) | batched queries/s | recall@10 |\n|---|---|---|---|---|---|\n");
+
+  // The project's own exact path: one GEMM + topk over the feature matrix.
+  {
+    const Tensor<float, Cpu> feats = Tensor<float, Cpu>::from_vector({n, d}, x);
+    omp_set_num_threads(1);
+    std::vector<double> lat;
+    for (int64_t i = 0; i < 20; ++i) {
+      const Tensor<float, Cpu> one = Tensor<float, Cpu>::from_vector({1, d}, std::vector<float>(queries.begin() + i * d, queries.begin() + (i + 1) * d));
+      const auto s = clock_type::now();
+      (void)top_n(feats, one, k);
+      lat.push_back(since(s));
+    }
+    omp_set_num_threads(threads);
+    const Tensor<float, Cpu> qs = Tensor<float, Cpu>::from_vector({q, d}, queries);
+    const auto s = clock_type::now();
+    (void)top_n(feats, qs, k);
+    std::printf("| blip exact (GEMM + topk) | — | %.0f MB | %.3f ms | %.0f | 1 (definition) |\n", n * d * 4 / 1e6,
+                1e3 * median(lat), static_cast<double>(q) / since(s));
+    std::fflush(stdout);
+  }
+  t = clock_type::now();
+  const AnnIndex exact = AnnIndex::build(x.data(), n, d, {.kind = AnnKind::exact});
+  const double exact_build = since(t);
+  const AnnResult truth = exact.search(queries.data(), q, k);
+  report(exact, "FAISS exact (IndexFlatIP)", exact_build, queries, q, truth, {}, threads);
+
+  {
+    t = clock_type::now();
+    const AnnIndex hnsw = AnnIndex::build(x.data(), n, d, {.kind = AnnKind::hnsw});
+    const double b = since(t);
+    for (int ef : {16, 32, 64, 128}) {
+      const std::string label = str("HNSW32, efSearch ", ef);
+      report(hnsw, label.c_str(), b, queries, q, truth, {.ef_search = ef}, threads);
+    }
+  }
+  {
+    t = clock_type::now();
+    const AnnIndex ivf = AnnIndex::build(x.data(), n, d, {.kind = AnnKind::ivf});
+    const double b = since(t);
+    for (int64_t np : {8, 16, 32, 64}) {
+      const std::string label = str(AnnIndex::describe({.kind = AnnKind::ivf}, n, d), ", nprobe ", np);
+      report(ivf, label.c_str(), b, queries, q, truth, {.nprobe = np}, threads);
+    }
+  }
+  {
+    t = clock_type::now();
+    const AnnIndex pq = AnnIndex::build(x.data(), n, d, {.kind = AnnKind::ivfpq, .pq_m = 32});
+    const double b = since(t);
+    for (int64_t np : {16, 64}) {
+      const std::string label = str(AnnIndex::describe({.kind = AnnKind::ivfpq, .pq_m = 32}, n, d), ", nprobe ", np);
+      report(pq, label.c_str(), b, queries, q, truth, {.nprobe = np}, threads);
+      const std::string rescored = label + ", exact re-score of 100";
+      report(pq, rescored.c_str(), b, queries, q, truth, {.nprobe = np, .rescore = 100, .features = x.data()}, threads);
+    }
+  }
+  return 0;
+}
