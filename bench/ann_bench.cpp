@@ -11,6 +11,7 @@
 
 #include "blip/core/rng.hpp"
 #include "blip/search/ann_index.hpp"
+#include "blip/testing/clustered_features.hpp"
 #include "blip/search/query.hpp"
 
 using namespace blip;
@@ -20,22 +21,8 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 double since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
 
-// Unit rows around 4096 random centres, spread 0.35 per coordinate (as tests/test_ann.cpp).
 std::vector<float> clustered(int64_t n, int64_t d, int64_t clusters, uint64_t seed) {
-  Generator g(seed);
-  std::vector<float> centres(static_cast<size_t>(clusters * d)), x(static_cast<size_t>(n * d));
-  for (auto& v : centres) v = static_cast<float>(g.normal());
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t c = g.uniform_int(clusters);
-    double norm = 0;
-    for (int64_t j = 0; j < d; ++j) {
-      const float v = centres[static_cast<size_t>(c * d + j)] + 0.35f * static_cast<float>(g.normal());
-      x[static_cast<size_t>(i * d + j)] = v;
-      norm += double(v) * v;
-    }
-    for (int64_t j = 0; j < d; ++j) x[static_cast<size_t>(i * d + j)] /= static_cast<float>(std::sqrt(norm));
-  }
-  return x;
+  return testing::clustered_unit_features(n, d, clusters, seed);
 }
 
 double recall(const AnnResult& got, const AnnResult& truth, int64_t q, int64_t k) {

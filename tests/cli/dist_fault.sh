@@ -5,6 +5,12 @@
 set -uo pipefail
 mpiexec="$1" blip="$2" fixture="$3" work="$4"
 rm -rf "$work" && mkdir -p "$work"
+# The pid of the blip process that MPI made rank 1.
+rank1_pid() {
+  for pid in $(pgrep -f "$blip"); do
+    if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1'; then echo "$pid"; return; fi
+  done
+}
 "$fixture" "$work" > /dev/null || exit 1
 args=(-q -j 1 train --preset tiny --checkpoint "$work/tiny.safetensors" --vocab "$work/vocab.txt" --dataset jsonl
       --ann "$work/ann.jsonl" --images "$work/images" --batch 2 --lr 1e-3 --steps 3000 --save-every 5 --out "$work/run")
@@ -13,10 +19,7 @@ launcher=$!
 state="$work/run/training_state.safetensors"
 for _ in $(seq 600); do [ -f "$state" ] && break; sleep 0.1; done
 [ -f "$state" ] || { echo "no checkpoint after 60 s"; cat "$work/log"; kill -9 $launcher; exit 1; }
-victim=""
-for pid in $(pgrep -f "$blip"); do
-  if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1'; then victim=$pid; fi
-done
+victim=$(rank1_pid)
 [ -n "$victim" ] || { echo "rank 1 not found"; kill -9 $launcher; exit 1; }
 start=$(date +%s)
 kill -9 "$victim"
@@ -46,10 +49,7 @@ args2[${#args2[@]}-1]="$work/run2"
 BLIP_DIST_TIMEOUT_S=3 "$mpiexec" --oversubscribe --bind-to none -np 2 "$blip" "${args2[@]}" > "$work/log2" 2>&1 &
 launcher=$!
 for _ in $(seq 600); do [ -f "$work/run2/training_state.safetensors" ] && break; sleep 0.1; done
-victim=""
-for pid in $(pgrep -f "$blip"); do
-  if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1'; then victim=$pid; fi
-done
+victim=$(rank1_pid)
 [ -n "$victim" ] || { echo "rank 1 not found (second run)"; kill -9 $launcher; exit 1; }
 start=$(date +%s)
 kill -STOP "$victim"

@@ -111,10 +111,7 @@ class NcclCommunicator final : public Communicator {
   cudaStream_t stream() const { return stream_; }
 
   void all_reduce(void* data, int64_t count, Scalar scalar, ReduceOp op) override {
-    begin("all_reduce");
-    check(ncclAllReduce(data, data, static_cast<size_t>(count), detail::nccl_type(scalar),
-                        op == ReduceOp::mean ? ncclAvg : ncclSum, comm_, stream_),
-          "ncclAllReduce");
+    start_all_reduce(data, count, scalar, op);
     wait();
   }
   void all_gather(const void* send, int64_t count, void* recv, Scalar scalar) override {
