@@ -11,7 +11,8 @@
 //   torch.distributed.nn.all_gather: backward all-reduces (sums) the output gradient and
 //   returns this rank's slice of it. Every rank must call backward through it (the gradient
 //   sum is a collective).
-// - all_gather_values(comm, v): host vectors of any lengths joined in rank order.
+// - all_gather_values(comm, v, counts?): host vectors of any lengths joined in rank order (and,
+//   if asked, each rank's length).
 // - shard_of(n, comm): the contiguous block [begin, end) of n items this rank owns (the first
 //   n % size ranks own one more), so that joining the blocks in rank order gives 0..n-1.
 #pragma once
@@ -47,14 +48,18 @@ void broadcast_(Communicator& comm, Tensor<T, D>& t, int root = 0) {
 }
 
 template <class T>
-std::vector<T> all_gather_values(Communicator& comm, const std::vector<T>& v) {
-  if (comm.size() == 1) return v;
+std::vector<T> all_gather_values(Communicator& comm, const std::vector<T>& v, std::vector<int64_t>* counts_out = nullptr) {
+  if (comm.size() == 1) {
+    if (counts_out) *counts_out = {static_cast<int64_t>(v.size())};
+    return v;
+  }
   const int W = comm.size();
   std::vector<int64_t> counts(static_cast<size_t>(W));
   const int64_t mine = static_cast<int64_t>(v.size());
   comm.all_gather(&mine, 1, counts.data(), Scalar::int64);
   std::vector<T> out(static_cast<size_t>(std::accumulate(counts.begin(), counts.end(), int64_t{0})));
   comm.all_gather_v(v.data(), mine, out.data(), counts, scalar_of<T>());
+  if (counts_out) *counts_out = counts;
   return out;
 }
 

@@ -369,12 +369,9 @@ class BlipRetrieval {
     // gradient, image embeds with it. Indices below are into the gathered batch; this rank's
     // samples sit at [offset, offset + B).
     const bool distributed = comm.size() > 1;
-    const std::vector<int64_t> ids_all = dist::all_gather_values(comm, image_ids);
-    int64_t offset = 0;
-    if (distributed) {
-      const std::vector<int64_t> batches = dist::all_gather_values(comm, std::vector<int64_t>{B});
-      offset = std::accumulate(batches.begin(), batches.begin() + comm.rank(), int64_t{0});
-    }
+    std::vector<int64_t> batches;  // each rank's B
+    const std::vector<int64_t> ids_all = dist::all_gather_values(comm, image_ids, &batches);
+    const int64_t offset = std::accumulate(batches.begin(), batches.begin() + comm.rank(), int64_t{0});
     const Tensor<int64_t, D> ids_enc = encoder_ids(texts.ids);
     {
       NoGradGuard no_grad;
