@@ -8,6 +8,7 @@ packages=(
   libwebp-dev libgif-dev
   libzip-dev zlib1g-dev libcli11-dev dataset-fashion-mnist
   libopenmpi-dev openmpi-bin libfaiss-dev
+  libcpp-httplib-dev chromium fonts-dejavu-core
 )
 missing=()
 for p in "${packages[@]}"; do

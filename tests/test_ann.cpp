@@ -2,10 +2,15 @@
 // features, append, the re-score, the container's checks, and bad parameters.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <set>
 
 #include "blip/core/rng.hpp"
+#include "blip/ops/view.hpp"
 #include "blip/search/ann_index.hpp"
+#include "blip/search/nearest.hpp"
 #include "blip/testing/clustered_features.hpp"
 
 using namespace blip;
@@ -92,4 +97,50 @@ TEST_CASE("bad ANN parameters are errors naming them", "[ann]") {
   REQUIRE(r.ids[99] >= 0);
   REQUIRE(r.ids[100] == -1);
   REQUIRE(std::isinf(r.scores[119]));
+}
+
+TEST_CASE("an ANN file beside a feature index: tagged to it, and a NearestFn over it", "[ann][search]") {
+  const int64_t n = 3000, d = 16;
+  const std::vector<float> x = clustered(n, d, 30, 5);
+  const std::string dir = (std::filesystem::temp_directory_path() / ("blip_ann_" + std::to_string(::getpid()))).string();
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/g.idx";
+  std::vector<std::string> entries;
+  for (int64_t i = 0; i < n; ++i) entries.push_back("e" + std::to_string(i));
+  auto write = [&](const std::string& p, int64_t rows) {
+    IndexWriter w(p, IndexKind::texts, "m", 1, std::vector<std::string>(entries.begin(), entries.begin() + rows),
+                  static_cast<uint32_t>(d));
+    w.append(Tensor<float, Cpu>::from_vector({rows, d}, std::vector<float>(x.begin(), x.begin() + rows * d)));
+    w.finish();
+  };
+  write(path, n);
+  const FeatureIndex index = FeatureIndex::read(path);
+  AnnOptions o;
+  o.kind = AnnKind::ivf;
+  AnnIndex ann = AnnIndex::build(index.feats().data(), n, d, o);
+  write_ann(ann, index);
+  const AnnIndex back = read_ann(index);
+  CHECK(back.kind() == AnnKind::ivf);
+  AnnSearchParams p;
+  p.nprobe = 64;
+  const NearestFn ann_fn = ann_nearest(back, index, p);
+  const NearestFn exact_fn = exact_nearest(index);
+  const auto queries = contiguous(narrow(index.feats(), 0, 0, 20));
+  const auto got = ann_fn(queries, 10), want = exact_fn(queries, 10);
+  REQUIRE(got.size() == 20);
+  int64_t same = 0;
+  for (size_t q = 0; q < 20; ++q) {
+    REQUIRE(got[q].size() == 10);
+    CHECK(got[q][0].entry == static_cast<int64_t>(q));  // each row is its own nearest
+    CHECK(got[q][0].similarity == Approx(1).margin(1e-5));
+    std::set<int64_t> w;
+    for (const auto& h : want[q]) w.insert(h.entry);
+    for (const auto& h : got[q]) same += w.count(h.entry);
+  }
+  CHECK(same >= 190);  // recall@10 >= 0.95
+  // The ANN file of another build of the index is refused: a rewritten index has another checksum.
+  write(path + ".b", n - 1);
+  std::filesystem::copy_file(path + ".ann", path + ".b.ann");
+  REQUIRE_THROWS_WITH(read_ann(FeatureIndex::read(path + ".b")), Contains("does not belong to") && Contains("g.idx.b"));
+  std::filesystem::remove_all(dir);
 }

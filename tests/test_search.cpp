@@ -96,7 +96,7 @@ TEST_CASE("index file: bad files are refused with the file and byte offset named
     w.finish();
   }
   const std::vector<uint8_t> bytes = read_bytes(good);
-  REQUIRE(bytes.size() == 64 + (4 + 1) + (4 + 3) * 2 + 2 * 4 * 4);
+  REQUIRE(bytes.size() == 64 + 64 + 2 * 4 * 4);  // header, strings (23 bytes padded to 64), features
   REQUIRE_NOTHROW(FeatureIndex::read(good));
   const std::string bad = dir / "bad.idx";
   auto expect = [&](std::vector<uint8_t> b, const std::string& what) {
@@ -116,11 +116,14 @@ TEST_CASE("index file: bad files are refused with the file and byte offset named
   expect(patched(24, {0, 0, 0, 0}), "feature size 0 at byte 24");
   expect(patched(28, {9}), "embeds type 9 at byte 28");
   expect(patched(28, {2}), "text index cannot hold image_embeds");
-  expect(patched(48, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}), "overflow");
+  expect(patched(48, {0xc0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}), "overflow");
+  expect(patched(48, {0x41}), "does not end on a 64-byte boundary");
   expect(std::vector<uint8_t>(bytes.begin(), bytes.end() - 1), "truncated");
-  expect(patched(64 + 5, {0x40}), "entry 0 at byte 69");              // a length past the section
+  expect(patched(64 + 9, {0x40}), "entry 0 at byte 73");              // a length past the section
   expect(patched(bytes.size() - 3, {0x11}), "checksum mismatch");     // a flipped feature byte
-  expect(patched(64 + 5 + 4, {'O'}), "checksum mismatch");            // a changed entry
+  expect(patched(64 + 9 + 4, {'O'}), "checksum mismatch");            // a changed entry
+  expect(patched(64 + 30, {1}), "unused bytes at the end of the strings section");  // padding must be zeros
+  expect(patched(8, {2}), "version 2 at byte 8");  // absolute paths and unaligned features: rebuild
   CHECK_THROWS_WITH(FeatureIndex::read(dir / "none.idx"), Contains("none.idx"));
   // A non-finite feature is refused by the writer (class 9 of issue 11), and by the reader even
   // with a valid checksum (test_robust_inputs: class 8).
@@ -233,6 +236,47 @@ TEST_CASE("gallery: index a folder and a text file with a tiny model, search bot
   }
   CHECK_THROWS_WITH(search_by_text(*other, tok, ix, query, 3), Contains("another checkpoint"));
 
+  // Several queries in one batch (as blip serve encodes them) rank as each on its own.
+  const std::vector<TextQuery> batch{{query, 3, 7}, {"blue sky over a red car", 5, 0}, {"x", 1, 2}};
+  const auto batched = search_by_texts(*model, tok, ix, batch);
+  REQUIRE(batched.size() == 3);
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const auto alone = search_by_text(*model, tok, ix, batch[b].text, batch[b].n, batch[b].rerank);
+    REQUIRE(batched[b].size() == alone.size());
+    for (size_t j = 0; j < alone.size(); ++j) {
+      CHECK(batched[b][j].entry == alone[j].entry);
+      CHECK(batched[b][j].score == Approx(alone[j].score).margin(1e-5));
+    }
+  }
+
+  // Paths relative to a root; --append keeps the old rows and adds the new images' after them.
+  {
+    IndexBuildOptions r = o;
+    r.embeds = EmbedsDtype::f32;
+    r.root = listing_root(dir / "imgs");
+    const std::vector<std::string> first(files.begin(), files.begin() + 4), rest(files.begin() + 4, files.end());
+    build_image_index(*model, first, dir / "part.idx", r);
+    const FeatureIndex part = FeatureIndex::read(dir / "part.idx");
+    CHECK(part.root() == r.root);
+    CHECK(part.entries()[0] == relative_to_root(files[0], r.root));
+    CHECK(part.entries()[0].find('/') != 0);
+    CHECK(part.entry_path(0) == files[0]);
+    build_image_index(*model, rest, dir / "part.idx", r, &part);
+    const FeatureIndex whole = FeatureIndex::read(dir / "part.idx");
+    REQUIRE(whole.size() == 7);
+    for (int64_t i = 0; i < 7; ++i) CHECK(whole.entry_path(i) == files[static_cast<size_t>(i)]);
+    const auto a = whole.feats().to_vector(), b = ix.feats().to_vector();
+    REQUIRE(a.size() == b.size());
+    for (size_t i = 0; i < a.size(); ++i) CHECK(a[i] == Approx(b[i]).margin(1e-5));
+    const auto e6 = whole.embeds({6}).to_vector(), e6_ix = ix.embeds({6}).to_vector();
+    REQUIRE(e6.size() == e6_ix.size());
+    for (size_t i = 0; i < e6.size(); i += 7) CHECK(e6[i] == Approx(e6_ix[i]).margin(1e-4));
+    CHECK_THROWS_WITH(relative_to_root("/elsewhere/x.png", r.root), Contains("not under the index's root"));
+    IndexBuildOptions other_embeds = r;
+    other_embeds.embeds = EmbedsDtype::bf16;
+    CHECK_THROWS_WITH(build_image_index(*model, rest, dir / "x.idx", other_embeds, &part), Contains("cannot append"));
+  }
+
   // Texts, queried by an image.
   const std::vector<std::string> lines{"a dog on the beach", "a red car in snow", "two men in green shirt", "blue sky"};
   fixtures::write_text(dir / "captions.txt", "a dog on the beach\r\n\n  \na red car in snow\ntwo men in green shirt\nblue sky");
@@ -242,7 +286,12 @@ TEST_CASE("gallery: index a folder and a text file with a tiny model, search bot
   const FeatureIndex tix = FeatureIndex::read(dir / "t.idx");
   CHECK(tix.kind() == IndexKind::texts);
   CHECK_THROWS_WITH(search_by_text(*model, tok, tix, query, 2), Contains("index of texts"));
-  CHECK_THROWS_WITH(search_by_image(*model, tok, ix, files[0], 2), Contains("index of images"));
+  // An image against an index of images: image to image, by similarity (the image itself first).
+  const auto same = search_by_image(*model, tok, ix, files[0], 2);
+  REQUIRE(same.size() == 2);
+  CHECK(same[0].entry == 0);
+  CHECK(same[0].similarity == Approx(1).margin(1e-5));
+  CHECK_THROWS_WITH(search_by_image(*model, tok, ix, files[0], 2, 2), Contains("image-text pairs"));
   const auto plain = search_by_image(*model, tok, tix, files[2], 4);
   const auto reranked = search_by_image(*model, tok, tix, files[2], 4, 4);
   REQUIRE(plain.size() == 4);

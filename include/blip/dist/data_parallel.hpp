@@ -120,7 +120,10 @@ class GradientReducer {
       const int64_t n = params_[k].second->value().numel();
       if (buckets_.empty() || buckets_.back().in_place || n >= bucket_elements ||
           buckets_.back().elements + n > bucket_elements)
-        buckets_.push_back(Bucket{.in_place = n >= bucket_elements});
+      {
+        buckets_.emplace_back();
+        buckets_.back().in_place = n >= bucket_elements;
+      }
       buckets_.back().members.push_back(k);
       buckets_.back().elements += n;
       bucket_of_[k] = buckets_.size() - 1;

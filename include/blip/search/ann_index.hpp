@@ -17,6 +17,9 @@
 //   bytes, CRC-32 of everything before it). from_bytes checks size and CRC before FAISS parses
 //   anything, so a damaged or foreign file is an error naming `what` and the offset; FAISS's own
 //   reader is not hardened against crafted files with a valid checksum (docs/security.md).
+// - write_ann / read_ann: the file OUT.ann beside a feature index OUT (blip index --kind),
+//   tagged with the index's checksum, so an ANN file left from another build is refused.
+//   ann_nearest(ann, index, params): the ANN search as a NearestFn for search/gallery.hpp.
 // - Every size, k and parameter is checked (blip::Error naming it); FAISS exceptions become
 //   blip::Error.
 #pragma once
@@ -39,7 +42,11 @@
 
 #include "blip/core/error.hpp"
 #include "blip/core/rng.hpp"
+#include "blip/io/atomic_file.hpp"
 #include "blip/io/crc32.hpp"
+#include "blip/ops/copy.hpp"
+#include "blip/search/feature_index.hpp"
+#include "blip/search/nearest.hpp"
 
 namespace blip::search {
 
@@ -158,6 +165,10 @@ class AnnIndex {
   int64_t dim() const { return d_; }
   AnnKind kind() const { return kind_; }
 
+  // What the index belongs to (the checksum of its feature index file), kept in the container.
+  uint64_t tag() const { return tag_; }
+  void set_tag(uint64_t tag) { tag_ = tag; }
+
   std::vector<uint8_t> to_bytes() const {
     faiss::VectorIOWriter w;
     guarded("serialising", [&] { faiss::write_index(index_.get(), &w); });
@@ -167,6 +178,7 @@ class AnnIndex {
     std::memcpy(out.data() + 8, fields, sizeof fields);
     const int64_t blob = static_cast<int64_t>(w.data.size());
     std::memcpy(out.data() + 40, &blob, 8);
+    std::memcpy(out.data() + 48, &tag_, 8);
     out.insert(out.end(), w.data.begin(), w.data.end());
     const uint32_t crc = io::crc32(io::crc32_init(), out.data(), out.size());
     out.resize(out.size() + 4);
@@ -175,6 +187,17 @@ class AnnIndex {
   }
 
   static AnnIndex from_bytes(const std::vector<uint8_t>& bytes, const std::string& what) {
+    return from_bytes(bytes.data(), bytes.size(), what);
+  }
+  static AnnIndex from_bytes(const uint8_t* data, size_t size, const std::string& what) {
+    struct Bytes {  // the container's bytes, as from_bytes had them in a vector
+      const uint8_t* p;
+      size_t n;
+      size_t size() const { return n; }
+      const uint8_t* data() const { return p; }
+      const uint8_t* begin() const { return p; }
+      const uint8_t* end() const { return p + n; }
+    } bytes{data, size};
     BLIP_CHECK(bytes.size() >= kHeader + 4 && std::memcmp(bytes.data(), kMagic, 8) == 0, what,
                ": not a blip ANN index (", bytes.size(), " bytes; no 'BLIPANN1' magic at offset 0)");
     int64_t fields[5];
@@ -192,8 +215,20 @@ class AnnIndex {
     AnnIndex index;
     index.kind_ = static_cast<AnnKind>(kind);
     index.d_ = d;
-    faiss::VectorIOReader r;
-    r.data.assign(bytes.begin() + kHeader, bytes.end() - 4);
+    std::memcpy(&index.tag_, bytes.data() + 48, 8);
+    struct SpanReader : faiss::IOReader {  // FAISS reads the body in place: no copy of a big index
+      const uint8_t* p = nullptr;
+      size_t n = 0, at = 0;
+      size_t operator()(void* out, size_t item, size_t items) override {
+        if (item == 0) return 0;
+        const size_t take = std::min(items, (n - at) / item);
+        std::memcpy(out, p + at, take * item);
+        at += take * item;
+        return take;
+      }
+    } r;
+    r.p = bytes.data() + kHeader;
+    r.n = bytes.size() - kHeader - 4;
     guarded(what, [&] { index.index_.reset(faiss::read_index(&r)); });
     BLIP_CHECK(index.index_->d == d && index.index_->ntotal == n, what, ": the FAISS index holds ", index.index_->ntotal,
                " rows of width ", index.index_->d, ", the header says ", n, " of ", d);
@@ -220,8 +255,8 @@ class AnnIndex {
 
  private:
   static constexpr char kMagic[9] = "BLIPANN1";
-  static constexpr int64_t kVersion = 1;
-  static constexpr size_t kHeader = 48;  // magic, version, kind, rows, width, body bytes
+  static constexpr int64_t kVersion = 2;
+  static constexpr size_t kHeader = 56;  // magic, version, kind, rows, width, body bytes, tag
 
   template <class F>
   static void guarded(const std::string& what, F&& f) {
@@ -250,7 +285,54 @@ class AnnIndex {
 
   AnnKind kind_ = AnnKind::exact;
   int64_t d_ = 0;
+  uint64_t tag_ = 0;
   std::unique_ptr<faiss::Index> index_;
 };
+
+// ---- an ANN index beside a feature index (blip index --kind) -------------------------------
+
+// The file `blip index --kind hnsw|ivf|ivfpq` writes beside the feature index OUT.
+inline std::string ann_path(const std::string& index_path) { return index_path + ".ann"; }
+
+// Writes `ann` for `index` (atomically), tagged with the index's checksum.
+inline void write_ann(AnnIndex& ann, const FeatureIndex& index) {
+  BLIP_CHECK(ann.size() == index.size() && ann.dim() == index.header().feat_dim, "write_ann: the ANN index holds ",
+             ann.size(), " rows of width ", ann.dim(), " for an index of ", index.size(), " of ", index.header().feat_dim);
+  ann.set_tag(index.header().checksum);
+  const std::vector<uint8_t> bytes = ann.to_bytes();
+  io::write_file_atomically(ann_path(index.path()), bytes.data(), bytes.size());
+}
+
+// The ANN index beside `index`, checked to belong to it.
+inline AnnIndex read_ann(const FeatureIndex& index) {
+  const std::string path = ann_path(index.path());
+  const io::MappedFile file(path, "ANN index");
+  AnnIndex ann = AnnIndex::from_bytes(file.data(), static_cast<size_t>(file.size()), str("ANN index '", path, "'"));
+  BLIP_CHECK(ann.tag() == index.header().checksum && ann.size() == index.size() && ann.dim() == index.header().feat_dim,
+             "ANN index '", path, "' (", ann.size(), " rows) does not belong to '", index.path(), "' (", index.size(),
+             " rows): rebuild it with blip index --kind ", ann_kind_name(ann.kind()), ", or remove it to search exactly");
+  return ann;
+}
+
+// The hits of an ANN search as a NearestFn (an IVF-PQ index re-scores from the index's
+// features when params.rescore > 0). `ann` and `index` must outlive the function.
+inline NearestFn ann_nearest(const AnnIndex& ann, const FeatureIndex& index, AnnSearchParams params) {
+  params.features = index.feats().data();
+  return [&ann, params](const Tensor<float, Cpu>& queries, int64_t k) {
+    BLIP_CHECK(queries.dim() == 2 && queries.size(1) == ann.dim(), "ann_nearest: queries ", queries.shape(),
+               " for an index of width ", ann.dim());
+    const Tensor<float, Cpu> q = contiguous(queries);
+    k = std::min<int64_t>(k, ann.size());
+    std::vector<std::vector<SearchHit>> out(static_cast<size_t>(q.size(0)));
+    if (k <= 0) return out;
+    const AnnResult r = ann.search(q.data(), q.size(0), k, params);
+    for (size_t i = 0; i < out.size(); ++i)
+      for (int64_t j = 0; j < k; ++j) {
+        const size_t at = i * static_cast<size_t>(k) + static_cast<size_t>(j);
+        if (r.ids[at] >= 0) out[i].push_back({r.ids[at], r.scores[at], r.scores[at], false});
+      }
+    return out;
+  };
+}
 
 }  // namespace blip::search

@@ -2,22 +2,23 @@
 // entries (image paths or texts) with their image_feat / text_feat rows and, optionally, the
 // images' image_embeds for ITM re-ranking.
 //
-// Format, version 2, little-endian:
+// Format, version 3, little-endian:
 //   [0, 64)  header: "BLIPIDX\0", u32 version, u32 kind (1 images, 2 texts), u64 count N,
 //            u32 feat_dim E, u32 embeds dtype (0 none, 1 f32, 2 f16, 3 bf16), u32 tokens S,
 //            u32 width W, u64 model fingerprint, u64 strings_bytes, u64 checksum
-//   strings  u32 length + bytes: the model name, then the N entries
-//   embeds   N x S x W values of the embeds dtype (absent when none)
-//   feats    N x E float32, L2-normalised rows
-// The checksum is zlib's CRC-32 of the whole file with the checksum field as zero (version 1
-// used FNV-1a and skipped the embeds; it is refused with a request to rebuild). Readers open a
-// regular file only (io/regular_file.hpp), check the magic, version, kind, dtype, every size
-// against the file's size (overflow-safe, before any allocation), every string's length, the
-// checksum, and that every feature and embeds value is finite; each error names the file and
-// the byte offset. The embeds are streamed through once for the checksum, then read by rows on
-// demand. IndexWriter streams embeds batch by batch (a gallery's embeds can be gigabytes),
-// refuses non-finite values, and writes through io/atomic_file.hpp (unique temporary created
-// exclusively, fsync, rename, directory fsync) on finish().
+//   strings  u32 length + bytes: the model name, the root folder ("" for texts), then the N
+//            entries (image paths relative to the root, or texts); zero-padded to 64 bytes
+//   embeds   N x S x W values of the embeds dtype (absent when none); zero-padded to 64 bytes
+//   feats    N x E float32, L2-normalised rows, 64-byte aligned: used in place from the mapping
+// The checksum is zlib's CRC-32 of the whole file with the checksum field as zero. Version 1
+// (FNV-1a, embeds unchecked) and 2 (absolute paths, unaligned features) are refused with a
+// request to rebuild. Readers map a regular file only (io/mapped_file.hpp), check the magic,
+// version, kind, dtype, every size against the file's size (overflow-safe, before any
+// allocation), every string's length, the padding, the checksum, and that every feature and
+// embeds value is finite; each error names the file and the byte offset. IndexWriter streams
+// embeds batch by batch (a gallery's embeds can be gigabytes), refuses non-finite values, and
+// writes through io/atomic_file.hpp (unique temporary created exclusively, fsync, rename,
+// directory fsync) on finish().
 #pragma once
 
 #include <bit>
@@ -33,7 +34,7 @@
 #include "blip/core/tensor.hpp"
 #include "blip/io/atomic_file.hpp"
 #include "blip/io/crc32.hpp"
-#include "blip/io/regular_file.hpp"
+#include "blip/io/mapped_file.hpp"
 
 namespace blip::search {
 
@@ -53,8 +54,9 @@ inline EmbedsDtype parse_embeds_dtype(const std::string& s) {
 }
 
 inline constexpr char kIndexMagic[8] = {'B', 'L', 'I', 'P', 'I', 'D', 'X', '\0'};
-inline constexpr uint32_t kIndexVersion = 2;
+inline constexpr uint32_t kIndexVersion = 3;
 inline constexpr size_t kIndexHeaderBytes = 64;
+inline constexpr uint64_t kIndexAlign = 64;  // the sections after the strings start on this boundary
 inline constexpr uint32_t kMaxFeatDim = 1u << 16, kMaxTokens = 1u << 20, kMaxWidth = 1u << 16;
 
 struct IndexHeader {
@@ -147,22 +149,25 @@ inline uint64_t checked_add(uint64_t a, uint64_t b, const std::string& path) {
   BLIP_CHECK(!__builtin_add_overflow(a, b, &r), "index '", path, "': header sizes overflow");
   return r;
 }
+inline uint64_t align_up(uint64_t a, const std::string& path) {
+  return checked_add(a, (kIndexAlign - a % kIndexAlign) % kIndexAlign, path);
+}
 
 }  // namespace detail
 
-// An index read into memory, except the embeds (read on demand by rows).
+// An index file mapped into memory: the features are a tensor over the mapping (a gallery of
+// millions costs no copy and shares the page cache), the embeds are decoded by rows on demand.
 class FeatureIndex {
  public:
   static FeatureIndex read(const std::string& path) {
     FeatureIndex ix;
     ix.path_ = path;
-    ix.file_ = std::make_shared<io::RegularFile>(path, "index");
-    const io::RegularFile& file = *ix.file_;
-    const uint64_t file_size = file.size();
+    ix.map_ = std::make_shared<io::MappedFile>(path, "index");
+    const uint8_t* base = ix.map_->data();
+    const uint64_t file_size = ix.map_->size();
     BLIP_CHECK(file_size >= kIndexHeaderBytes, "index '", path, "': ", file_size, " bytes, shorter than the ",
                kIndexHeaderBytes, "-byte header (not an index file?)");
-    uint8_t raw[kIndexHeaderBytes];
-    ix.read_at(0, raw, kIndexHeaderBytes, "the header");
+    const uint8_t* raw = base;
     BLIP_CHECK(std::memcmp(raw, kIndexMagic, 8) == 0, "index '", path, "': bad magic at byte 0 (not a blip index file)");
     const uint32_t version = detail::get<uint32_t>(raw, 8);
     BLIP_CHECK(version == kIndexVersion, "index '", path, "': format version ", version, " at byte 8; this blip reads version ",
@@ -193,63 +198,59 @@ class FeatureIndex {
     // Every entry takes at least its 4-byte length, so count is bounded by the file before use.
     BLIP_CHECK(h.count <= file_size / 4, "index '", path, "': count ", h.count, " at byte 16 cannot fit in ",
                file_size, " bytes");
+    BLIP_CHECK(h.strings_bytes % kIndexAlign == 0, "index '", path, "': the strings section (", h.strings_bytes,
+               " bytes, byte 48) does not end on a ", kIndexAlign, "-byte boundary");
     const uint64_t embeds_bytes = detail::checked_mul(
         detail::checked_mul(h.count, uint64_t{h.tokens} * h.width, path), dtype_size(h.embeds), path);
     const uint64_t feats_bytes = detail::checked_mul(h.count, uint64_t{h.feat_dim} * 4, path);
     ix.embeds_offset_ = detail::checked_add(kIndexHeaderBytes, h.strings_bytes, path);
-    ix.feats_offset_ = detail::checked_add(ix.embeds_offset_, embeds_bytes, path);
+    ix.feats_offset_ = detail::align_up(detail::checked_add(ix.embeds_offset_, embeds_bytes, path), path);
     const uint64_t expected = detail::checked_add(ix.feats_offset_, feats_bytes, path);
     BLIP_CHECK(expected == file_size, "index '", path, "': the header describes ", expected, " bytes (strings ",
                h.strings_bytes, ", embeds ", embeds_bytes, ", features ", feats_bytes, ") but the file has ", file_size,
                " (truncated or corrupt)");
 
-    detail::Crc32 sum;
-    const std::vector<uint8_t> zeroed = detail::encode_header(h, false);
-    sum.add(zeroed.data(), zeroed.size());
-    std::vector<uint8_t> strings(static_cast<size_t>(h.strings_bytes));
-    ix.read_at(kIndexHeaderBytes, strings.data(), strings.size(), "the strings");
-    sum.add(strings.data(), strings.size());
-    size_t at = 0;
+    const uint8_t* strings = base + kIndexHeaderBytes;
+    const uint64_t strings_size = h.strings_bytes;
+    uint64_t at = 0;
     auto next_string = [&](const std::string& what) {
-      BLIP_CHECK(strings.size() - at >= 4, "index '", path, "': ", what, " at byte ", kIndexHeaderBytes + at,
+      BLIP_CHECK(strings_size - at >= 4, "index '", path, "': ", what, " at byte ", kIndexHeaderBytes + at,
                  " runs past the strings section (ends at byte ", ix.embeds_offset_, ")");
-      const uint32_t n = detail::get<uint32_t>(strings.data(), at);
-      BLIP_CHECK(strings.size() - at - 4 >= n, "index '", path, "': ", what, " at byte ", kIndexHeaderBytes + at,
+      const uint32_t n = detail::get<uint32_t>(strings, static_cast<size_t>(at));
+      BLIP_CHECK(strings_size - at - 4 >= n, "index '", path, "': ", what, " at byte ", kIndexHeaderBytes + at,
                  " has length ", n, ", past the end of the strings section (byte ", ix.embeds_offset_, ")");
-      std::string s(reinterpret_cast<const char*>(strings.data() + at + 4), n);
+      std::string s(reinterpret_cast<const char*>(strings + at + 4), n);
       at += 4 + n;
       return s;
     };
     ix.model_ = next_string("the model name");
+    ix.root_ = next_string("the root folder");
     ix.entries_.reserve(static_cast<size_t>(h.count));
     for (uint64_t i = 0; i < h.count; ++i) ix.entries_.push_back(next_string(str("entry ", i)));
-    BLIP_CHECK(at == strings.size(), "index '", path, "': ", strings.size() - at,
-               " unused bytes at the end of the strings section (byte ", kIndexHeaderBytes + at, ")");
-
-    // The embeds are streamed through (they may be gigabytes): checksummed, and checked for
-    // non-finite values once the checksum has shown the bytes are the ones written.
-    std::optional<uint64_t> bad_embed;
-    std::vector<uint8_t> chunk;
-    const size_t esize = dtype_size(h.embeds);
-    for (uint64_t off = 0; off < embeds_bytes;) {
-      const uint64_t n = std::min<uint64_t>(embeds_bytes - off, uint64_t{1} << 22);
-      chunk.resize(static_cast<size_t>(n));
-      ix.read_at(ix.embeds_offset_ + off, chunk.data(), chunk.size(), "the embeds");
-      sum.add(chunk.data(), chunk.size());
-      const uint64_t i = detail::first_non_finite(chunk.data(), n / esize, h.embeds);
-      if (!bad_embed && i < n / esize) bad_embed = ix.embeds_offset_ + off + i * esize;
-      off += n;
-    }
-    ix.feats_ = Tensor<float, Cpu>::empty({static_cast<int64_t>(h.count), static_cast<int64_t>(h.feat_dim)});
-    ix.read_at(ix.feats_offset_, ix.feats_.data(), static_cast<size_t>(feats_bytes), "the features");
-    sum.add(ix.feats_.data(), static_cast<size_t>(feats_bytes));
+    for (uint64_t i = at; i < strings_size; ++i)
+      BLIP_CHECK(strings[i] == 0 && strings_size - at < kIndexAlign, "index '", path, "': ", strings_size - at,
+                 " unused bytes at the end of the strings section (byte ", kIndexHeaderBytes + at, ")");
+    // One pass over the file for the checksum (the embeds may be gigabytes); the values are
+    // checked once the checksum has shown the bytes are the ones written. (The strings come
+    // first: their lengths are checked against the section, and a bad one is named exactly.)
+    detail::Crc32 sum;
+    const std::vector<uint8_t> zeroed = detail::encode_header(h, false);
+    sum.add(zeroed.data(), zeroed.size());
+    sum.add(base + kIndexHeaderBytes, static_cast<size_t>(file_size - kIndexHeaderBytes));
     BLIP_CHECK(sum.c == h.checksum, "index '", path, "': checksum mismatch (CRC-32 of the file is ", sum.c,
                ", header byte 56 says ", h.checksum, "): the file is corrupt");
-    BLIP_CHECK(!bad_embed, "index '", path, "': image_embeds value at byte ", bad_embed.value_or(0), " is not finite");
-    const float* f = ix.feats_.data();
-    for (uint64_t i = 0; i < h.count * h.feat_dim; ++i)
-      BLIP_CHECK(std::isfinite(f[i]), "index '", path, "': feature value at byte ", ix.feats_offset_ + 4 * i,
-                 " is not finite");
+
+    const uint64_t bad_embed =
+        detail::first_non_finite(base + ix.embeds_offset_, embeds_bytes / std::max<size_t>(dtype_size(h.embeds), 1), h.embeds);
+    BLIP_CHECK(h.embeds == EmbedsDtype::none || bad_embed * dtype_size(h.embeds) == embeds_bytes, "index '", path,
+               "': image_embeds value at byte ", ix.embeds_offset_ + bad_embed * dtype_size(h.embeds), " is not finite");
+    const uint64_t bad_feat = detail::first_non_finite(base + ix.feats_offset_, h.count * h.feat_dim, EmbedsDtype::f32);
+    BLIP_CHECK(bad_feat == h.count * h.feat_dim, "index '", path, "': feature value at byte ", ix.feats_offset_ + 4 * bad_feat,
+               " is not finite");
+    // The features in place: the tensor keeps the mapping alive.
+    float* feats = reinterpret_cast<float*>(const_cast<uint8_t*>(base + ix.feats_offset_));
+    const auto rows = static_cast<int64_t>(h.count), cols = static_cast<int64_t>(h.feat_dim);
+    ix.feats_ = Tensor<float, Cpu>(std::shared_ptr<float>(ix.map_, feats), rows * cols, 0, {rows, cols}, {cols, 1});
     return ix;
   }
 
@@ -258,28 +259,35 @@ class FeatureIndex {
   IndexKind kind() const { return header_.kind; }
   int64_t size() const { return static_cast<int64_t>(header_.count); }
   const std::string& model() const { return model_; }
+  // The folder an image index's entries are relative to ("" for a text index).
+  const std::string& root() const { return root_; }
   const std::vector<std::string>& entries() const { return entries_; }
+  // Entry i as a path to open: root/entry for an image index, the text itself for a text index.
+  std::string entry_path(int64_t i) const {
+    const std::string& e = entries_.at(static_cast<size_t>(i));
+    return root_.empty() || (!e.empty() && e[0] == '/') ? e : root_ + "/" + e;
+  }
+  // The same index with its images found under another folder (the gallery moved).
+  void set_root(std::string root) { root_ = std::move(root); }
   const Tensor<float, Cpu>& feats() const { return feats_; }
   bool has_embeds() const { return header_.embeds != EmbedsDtype::none; }
 
-  // image_embeds [rows.size(), S, W] as float, read from the file.
+  // image_embeds [rows.size(), S, W] as float, decoded from the mapping.
   Tensor<float, Cpu> embeds(const std::vector<int64_t>& rows) const {
     BLIP_CHECK(has_embeds(), "index '", path_, "' holds no image_embeds (rebuild it with --embeds f16|bf16|f32)");
     const uint64_t per_row = uint64_t{header_.tokens} * header_.width;
     const size_t esize = dtype_size(header_.embeds);
     Tensor<float, Cpu> out = Tensor<float, Cpu>::empty(
         {static_cast<int64_t>(rows.size()), static_cast<int64_t>(header_.tokens), static_cast<int64_t>(header_.width)});
-    std::vector<uint8_t> buf(static_cast<size_t>(per_row * esize));
     for (size_t r = 0; r < rows.size(); ++r) {
       BLIP_CHECK(rows[r] >= 0 && rows[r] < size(), "index '", path_, "': embeds row ", rows[r], " outside [0, ", size(), ")");
-      const uint64_t offset = embeds_offset_ + static_cast<uint64_t>(rows[r]) * per_row * esize;
-      read_at(offset, buf.data(), buf.size(), str("embeds row ", rows[r]));
+      const uint8_t* in = map_->data() + embeds_offset_ + static_cast<uint64_t>(rows[r]) * per_row * esize;
       float* o = out.data() + r * per_row;
       if (header_.embeds == EmbedsDtype::f32) {
-        std::memcpy(o, buf.data(), buf.size());
+        std::memcpy(o, in, per_row * 4);
       } else {
         for (uint64_t i = 0; i < per_row; ++i) {
-          const uint16_t bits = detail::get<uint16_t>(buf.data(), 2 * i);
+          const uint16_t bits = detail::get<uint16_t>(in, 2 * i);
           o[i] = header_.embeds == EmbedsDtype::f16 ? static_cast<float>(fp16::from_bits(bits))
                                                     : static_cast<float>(bf16::from_bits(bits));
         }
@@ -289,19 +297,8 @@ class FeatureIndex {
   }
 
  private:
-  void read_at(uint64_t offset, void* out, size_t n, const std::string& what) const {
-    auto* p = static_cast<uint8_t*>(out);
-    for (size_t got = 0; got < n;) {
-      const ssize_t r = ::pread(file_->fd(), p + got, n - got, static_cast<off_t>(offset + got));
-      if (r < 0 && errno == EINTR) continue;
-      BLIP_CHECK(r > 0, "index '", path_, "': cannot read ", what, " at byte ", offset + got, ": ",
-                 r < 0 ? std::strerror(errno) : "the file shrank");
-      got += static_cast<size_t>(r);
-    }
-  }
-
-  std::string path_, model_;
-  std::shared_ptr<io::RegularFile> file_;  // kept open: embeds rows are read on demand
+  std::string path_, model_, root_;
+  std::shared_ptr<io::MappedFile> map_;  // the features view it; embeds rows are decoded from it
   IndexHeader header_;
   std::vector<std::string> entries_;
   Tensor<float, Cpu> feats_;
@@ -313,7 +310,7 @@ class IndexWriter {
  public:
   IndexWriter(std::string path, IndexKind kind, std::string model, uint64_t fingerprint,
               const std::vector<std::string>& entries, uint32_t feat_dim, EmbedsDtype embeds = EmbedsDtype::none,
-              uint32_t tokens = 0, uint32_t width = 0)
+              uint32_t tokens = 0, uint32_t width = 0, const std::string& root = {})
       : path_(std::move(path)) {
     BLIP_CHECK(feat_dim > 0 && feat_dim <= kMaxFeatDim, "IndexWriter: feature size ", feat_dim, " out of range");
     BLIP_CHECK(embeds == EmbedsDtype::none || (kind == IndexKind::images && tokens > 0 && tokens <= kMaxTokens &&
@@ -329,7 +326,9 @@ class IndexWriter {
     entries_ = entries;
     std::vector<uint8_t> strings;
     detail::append_string(strings, model, "the model name");
+    detail::append_string(strings, root, "the root folder");
     for (size_t i = 0; i < entries.size(); ++i) detail::append_string(strings, entries[i], str("entry ", i));
+    strings.resize(static_cast<size_t>(detail::align_up(strings.size(), path_)), 0);
     h_.strings_bytes = strings.size();
     out_ = std::make_unique<io::AtomicFile>(path_);
     const std::vector<uint8_t> header = detail::encode_header(h_, false);
@@ -380,6 +379,10 @@ class IndexWriter {
 
   void finish() {
     BLIP_CHECK(rows_ == h_.count, "IndexWriter: ", rows_, " rows appended for ", h_.count, " entries");
+    const uint64_t embeds_end = kIndexHeaderBytes + h_.strings_bytes +
+                                h_.count * uint64_t{h_.tokens} * h_.width * dtype_size(h_.embeds);
+    const std::vector<uint8_t> pad(static_cast<size_t>(detail::align_up(embeds_end, path_) - embeds_end), 0);
+    write(pad.data(), pad.size());
     write(feats_.data(), feats_.size() * 4);
     h_.checksum = sum_.c;
     const std::vector<uint8_t> header = detail::encode_header(h_, true);

@@ -158,6 +158,7 @@ inline std::vector<std::string> read_text_lines(const std::string& path) {
 struct IndexBuildOptions {
   std::string model_name;  // stored in the index, shown by `blip search`
   std::string model_source;  // the checkpoint, named when the model gives non-finite features
+  std::string root;  // image paths are stored relative to this folder ("": as given)
   int64_t batch_size = 32;
   EmbedsDtype embeds = EmbedsDtype::none;
   bool quiet = false;
@@ -166,24 +167,53 @@ struct IndexBuildOptions {
 
 using data::test_pipeline;
 
+// `path` relative to `root` ("" : path itself), or an error when it is not under root.
+inline std::string relative_to_root(const std::string& path, const std::string& root) {
+  if (root.empty()) return path;
+  const std::string prefix = root == "/" ? root : root + "/";
+  BLIP_CHECK(path.size() > prefix.size() && path.compare(0, prefix.size(), prefix) == 0, "index: '", path,
+             "' is not under the index's root folder '", root, "'");
+  return path.substr(prefix.size());
+}
+
+// Embeds the images at `paths` into the index `out`. With `base` (an index of the same model),
+// its rows come first, copied as they are (blip index --append: the old images are not
+// embedded again), then the new images'.
 template <class Model>
 void build_image_index(const Model& model, const std::vector<std::string>& paths, const std::string& out,
-                       const IndexBuildOptions& o) {
+                       const IndexBuildOptions& o, const FeatureIndex* base = nullptr) {
   NoGradGuard no_grad;
   BLIP_CHECK(!paths.empty(), "build_image_index: no images");
   const BlipConfig& cfg = model.config();
   const int64_t tokens = (cfg.vision.img_size / cfg.vision.patch_size) * (cfg.vision.img_size / cfg.vision.patch_size) + 1;
-  IndexWriter writer(out, IndexKind::images, o.model_name, model_fingerprint(model), paths,
+  std::vector<std::string> entries;
+  if (base) {
+    BLIP_CHECK(base->kind() == IndexKind::images && base->header().fingerprint == model_fingerprint(model) &&
+                   base->header().embeds == o.embeds && base->root() == o.root,
+               "index: cannot append to '", base->path(), "': it must be an index of images by the same model, with the "
+               "same --embeds and root folder ('", base->root(), "')");
+    entries = base->entries();
+  }
+  for (const std::string& p : paths) entries.push_back(relative_to_root(p, o.root));
+  IndexWriter writer(out, IndexKind::images, o.model_name, model_fingerprint(model), entries,
                      static_cast<uint32_t>(cfg.embed_dim), o.embeds, static_cast<uint32_t>(tokens),
-                     static_cast<uint32_t>(cfg.vision.embed_dims));
+                     static_cast<uint32_t>(cfg.vision.embed_dims), o.root);
   writer.set_model_source(o.model_source);
+  const bool keep = o.embeds != EmbedsDtype::none;
+  for (int64_t s = 0; base && s < base->size(); s += 1024) {
+    const int64_t n = std::min<int64_t>(1024, base->size() - s);
+    std::vector<int64_t> rows(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) rows[static_cast<size_t>(i)] = s + i;
+    const Tensor<float, Cpu> feats = contiguous(narrow(base->feats(), 0, s, n));
+    const Tensor<float, Cpu> embeds = keep ? base->embeds(rows) : Tensor<float, Cpu>{};
+    writer.append(feats, keep ? &embeds : nullptr);
+  }
   data::LoaderOptions lo = o.loader;
   lo.batch_size = o.batch_size;
   lo.shuffle = lo.drop_last = false;
   auto loader = data::make_image_loader(paths, test_pipeline(model), lo);
   ProgressBar bar("index images", static_cast<long long>(paths.size()), o.quiet, "img");
   while (auto batch = loader->next()) {
-    const bool keep = o.embeds != EmbedsDtype::none;
     const Features<float, Cpu> f = model.extract_feat(&batch->images, nullptr, keep);
     writer.append(f.image_feat, keep ? &f.image_embeds : nullptr);
     bar.advance(static_cast<long long>(batch->indices.size()));
@@ -233,41 +263,77 @@ void check_index_matches(const Model& model, const FeatureIndex& index, IndexKin
              "'); query it with the checkpoint it was built with, or rebuild it");
 }
 
+// One text query: its n results, the first `rerank` of them re-ranked by ITM.
+struct TextQuery {
+  std::string text;
+  int64_t n = 10, rerank = 0;
+};
+
+// Text queries against an image index, encoded as one batch (a server batches its concurrent
+// requests this way); each query is then ranked and re-ranked on its own.
 template <class Model, class Tokenizer>
-std::vector<SearchHit> search_by_text(const Model& model, const Tokenizer& tokenizer, const FeatureIndex& index,
-                                      const std::string& query, int64_t n, int64_t rerank_k = 0) {
+std::vector<std::vector<SearchHit>> search_by_texts(const Model& model, const Tokenizer& tokenizer,
+                                                    const FeatureIndex& index, const std::vector<TextQuery>& queries,
+                                                    const NearestFn& nearest = {}) {
   NoGradGuard no_grad;
   check_index_matches(model, index, IndexKind::images);
-  const TextBatch<float, Cpu> q = encode_texts(model, tokenizer, {query});
-  const Tensor<float, Cpu> feat = model.extract_feat(nullptr, &q, false).text_feat;
-  std::vector<SearchHit> hits = top_n(index.feats(), feat, std::max(n, rerank_k))[0];
-  if (rerank_k > 0) {
-    hits = rerank(std::move(hits), rerank_k, [&](const std::vector<int64_t>& entries) {
-      Tensor<float, Cpu> embeds;
-      if (index.has_embeds()) {
-        embeds = index.embeds(entries);
-      } else {
-        std::vector<Tensor<float, Cpu>> images;
-        for (int64_t e : entries)
-          images.push_back(vision::load_and_preprocess(index.entries()[static_cast<size_t>(e)], test_pipeline(model)));
-        embeds = model.image_embeds(stack(images, 0));
-      }
-      return itm_for_text(model, q.ids, q.mask, embeds);
-    });
+  if (queries.empty()) return {};
+  std::vector<std::string> texts;
+  int64_t k = 1;
+  for (const TextQuery& q : queries) {
+    BLIP_CHECK(q.n > 0 && q.rerank >= 0, "search: n must be positive and rerank non-negative, got ", q.n, " and ", q.rerank);
+    texts.push_back(q.text);
+    k = std::max({k, q.n, q.rerank});
   }
-  hits.resize(std::min<size_t>(hits.size(), static_cast<size_t>(n)));
-  return hits;
+  const TextBatch<float, Cpu> batch = encode_texts(model, tokenizer, texts);
+  const Tensor<float, Cpu> feat = model.extract_feat(nullptr, &batch, false).text_feat;
+  std::vector<std::vector<SearchHit>> all = (nearest ? nearest : exact_nearest(index))(feat, k);
+  for (size_t i = 0; i < queries.size(); ++i) {
+    std::vector<SearchHit>& hits = all[i];
+    const TextQuery& q = queries[i];
+    hits.resize(std::min<size_t>(hits.size(), static_cast<size_t>(std::max(q.n, q.rerank))));
+    if (q.rerank > 0) {
+      const auto row = static_cast<int64_t>(i);
+      const Tensor<int64_t, Cpu> ids = contiguous(narrow(batch.ids, 0, row, 1));
+      const Tensor<int64_t, Cpu> mask = contiguous(narrow(batch.mask, 0, row, 1));
+      hits = rerank(std::move(hits), q.rerank, [&](const std::vector<int64_t>& entries) {
+        Tensor<float, Cpu> embeds;
+        if (index.has_embeds()) {
+          embeds = index.embeds(entries);
+        } else {
+          std::vector<Tensor<float, Cpu>> images;
+          for (int64_t e : entries) images.push_back(vision::load_and_preprocess(index.entry_path(e), test_pipeline(model)));
+          embeds = model.image_embeds(stack(images, 0));
+        }
+        return itm_for_text(model, ids, mask, embeds);
+      });
+    }
+    hits.resize(std::min<size_t>(hits.size(), static_cast<size_t>(q.n)));
+  }
+  return all;
 }
 
 template <class Model, class Tokenizer>
-std::vector<SearchHit> search_by_image(const Model& model, const Tokenizer& tokenizer, const FeatureIndex& index,
-                                       const std::string& image_path, int64_t n, int64_t rerank_k = 0) {
+std::vector<SearchHit> search_by_text(const Model& model, const Tokenizer& tokenizer, const FeatureIndex& index,
+                                      const std::string& query, int64_t n, int64_t rerank_k = 0,
+                                      const NearestFn& nearest = {}) {
+  return search_by_texts(model, tokenizer, index, {{query, n, rerank_k}}, nearest)[0];
+}
+
+// An image (preprocessed, [1, C, H, W]) against an index of texts (ITM re-rank optional), or
+// against an index of images (image to image: by similarity only).
+template <class Model, class Tokenizer>
+std::vector<SearchHit> search_by_image_tensor(const Model& model, const Tokenizer& tokenizer, const FeatureIndex& index,
+                                              const Tensor<float, Cpu>& image, int64_t n, int64_t rerank_k = 0,
+                                              const NearestFn& nearest = {}) {
   NoGradGuard no_grad;
-  check_index_matches(model, index, IndexKind::texts);
-  const vision::PipelineOptions p = test_pipeline(model);
-  const Tensor<float, Cpu> image = reshape(vision::load_and_preprocess(image_path, p), {1, p.channels, p.size, p.size});
+  const bool to_images = index.kind() == IndexKind::images;
+  BLIP_CHECK(!to_images || rerank_k == 0, "search: the ITM re-rank scores image-text pairs; an image query against an "
+             "index of images ranks by similarity only (rerank 0)");
+  check_index_matches(model, index, to_images ? IndexKind::images : IndexKind::texts);
+  BLIP_CHECK(n > 0 && rerank_k >= 0, "search: n must be positive and rerank non-negative, got ", n, " and ", rerank_k);
   const Features<float, Cpu> f = model.extract_feat(&image, nullptr, rerank_k > 0);
-  std::vector<SearchHit> hits = top_n(index.feats(), f.image_feat, std::max(n, rerank_k))[0];
+  std::vector<SearchHit> hits = (nearest ? nearest : exact_nearest(index))(f.image_feat, std::max(n, rerank_k))[0];
   if (rerank_k > 0) {
     hits = rerank(std::move(hits), rerank_k, [&](const std::vector<int64_t>& entries) {
       std::vector<std::string> texts;
@@ -278,6 +344,15 @@ std::vector<SearchHit> search_by_image(const Model& model, const Tokenizer& toke
   }
   hits.resize(std::min<size_t>(hits.size(), static_cast<size_t>(n)));
   return hits;
+}
+
+template <class Model, class Tokenizer>
+std::vector<SearchHit> search_by_image(const Model& model, const Tokenizer& tokenizer, const FeatureIndex& index,
+                                       const std::string& image_path, int64_t n, int64_t rerank_k = 0,
+                                       const NearestFn& nearest = {}) {
+  const vision::PipelineOptions p = test_pipeline(model);
+  const Tensor<float, Cpu> image = reshape(vision::load_and_preprocess(image_path, p), {1, p.channels, p.size, p.size});
+  return search_by_image_tensor(model, tokenizer, index, image, n, rerank_k, nearest);
 }
 
 }  // namespace blip::search

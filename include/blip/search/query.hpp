@@ -1,8 +1,7 @@
 // blip/search/query.hpp — querying a FeatureIndex: cosine top-n and the ITM re-rank.
 //
 // Contract:
-// - top_n(index_feat [M, E], query_feat [Q, E], n): per query the n largest cosine similarities
-//   (one GEMM + blip::topk, so ties order as the model's retrieval does); n is clipped to M.
+// - top_n / exact_nearest: search/nearest.hpp.
 // - rerank(model, hits, k, itm_scores): the first k hits re-scored as itm_logit[:, 1] + sim —
 //   the model's compute_score_matrix_* rule — and sorted by that score (stable); the hits after
 //   k keep their similarity order below them (the model would score them -100).
@@ -16,38 +15,10 @@
 #include <functional>
 
 #include "blip/models/blip_retrieval.hpp"
-#include "blip/ops/matmul.hpp"
-#include "blip/ops/topk.hpp"
 #include "blip/search/feature_index.hpp"
+#include "blip/search/nearest.hpp"
 
 namespace blip::search {
-
-struct SearchHit {
-  int64_t entry = 0;         // row of the index
-  float similarity = 0;      // cosine similarity of image_feat and text_feat
-  float score = 0;           // ranking score: similarity, or itm_logit[:, 1] + similarity when re-ranked
-  bool reranked = false;
-};
-
-inline std::vector<std::vector<SearchHit>> top_n(const Tensor<float, Cpu>& index_feat, const Tensor<float, Cpu>& query_feat,
-                                                 int64_t n) {
-  BLIP_CHECK(index_feat.dim() == 2 && query_feat.dim() == 2 && index_feat.size(1) == query_feat.size(1),
-             "top_n: index features ", index_feat.shape(), " and query features ", query_feat.shape(), " do not match");
-  BLIP_CHECK(n > 0, "top_n: n must be positive, got ", n);
-  NoGradGuard no_grad;
-  const int64_t k = std::min(n, index_feat.size(0));
-  const Tensor<float, Cpu> sim = matmul(query_feat, transpose(index_feat, 0, 1));  // [Q, M]
-  const auto top = topk(sim, k);
-  const std::vector<float> values = top.values.to_vector();
-  const std::vector<int64_t> indices = top.indices.to_vector();
-  std::vector<std::vector<SearchHit>> out(static_cast<size_t>(query_feat.size(0)));
-  for (size_t q = 0; q < out.size(); ++q)
-    for (int64_t j = 0; j < k; ++j) {
-      const size_t at = q * static_cast<size_t>(k) + static_cast<size_t>(j);
-      out[q].push_back({indices[at], values[at], values[at], false});
-    }
-  return out;
-}
 
 // itm_scores(entries) -> itm_logit[:, 1] of the query paired with each entry.
 using ItmScoreFn = std::function<std::vector<float>(const std::vector<int64_t>& entries)>;
