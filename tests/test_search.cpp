@@ -87,6 +87,48 @@ TEST_CASE("index file: round trip with each embeds type", "[search]") {
   }
 }
 
+TEST_CASE("exact search: the one-pass scan and the blocked GEMM equal the GEMM + topk path, on every ISA", "[search]") {
+  const int64_t m = kScanMinRows + 1234, d = 40;  // d: not a multiple of the vector width
+  Generator g(3);
+  std::vector<float> x(static_cast<size_t>(m * d)), q(static_cast<size_t>(3 * d));
+  for (auto& v : x) v = static_cast<float>(g.uniform_int(2000)) / 1000.0f - 1.0f;
+  for (auto& v : q) v = static_cast<float>(g.uniform_int(2000)) / 1000.0f - 1.0f;
+  const auto feats = Tensor<float, Cpu>::from_vector({m, d}, x);
+  const auto queries = Tensor<float, Cpu>::from_vector({3, d}, q);
+  const auto top = topk(matmul(queries, transpose(feats, 0, 1)), 25);
+  const std::vector<float> values = top.values.to_vector();
+  const std::vector<int64_t> rows = top.indices.to_vector();
+  const cpu::Isa was = cpu::active_isa();
+  for (cpu::Isa isa : {cpu::Isa::portable, cpu::Isa::avx2, cpu::Isa::avx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(cpu::detected_isa())) continue;
+    cpu::set_isa(isa);
+    const auto hits = top_n(feats, queries, 25);  // takes the scan: m >= kScanMinRows, 3 queries
+    REQUIRE(hits.size() == 3);
+    for (size_t i = 0; i < 3; ++i) {
+      REQUIRE(hits[i].size() == 25);
+      for (size_t j = 0; j < 25; ++j) {
+        INFO("isa " << cpu::isa_name(isa) << ", query " << i << ", rank " << j);
+        CHECK(hits[i][j].similarity == Approx(values[i * 25 + j]).margin(1e-4));
+        // Equal similarities (the values are multiples of 1e-3) may come in either order.
+        if (hits[i][j].entry != rows[i * 25 + j]) CHECK(hits[i][j].similarity == Approx(values[i * 25 + j]).margin(1e-5));
+      }
+    }
+  }
+  cpu::set_isa(was);
+  // Many queries: the blocked GEMM (blocks of 16384 rows, the last one partial).
+  std::vector<float> many(static_cast<size_t>(20 * d));
+  for (auto& v : many) v = static_cast<float>(g.uniform_int(2000)) / 1000.0f - 1.0f;
+  const auto qs = Tensor<float, Cpu>::from_vector({20, d}, many);
+  const auto ref = topk(matmul(qs, transpose(feats, 0, 1)), 7);
+  const std::vector<float> ref_values = ref.values.to_vector();
+  const auto blocked = top_n(feats, qs, 7);
+  REQUIRE(blocked.size() == 20);
+  for (size_t i = 0; i < 20; ++i) {
+    REQUIRE(blocked[i].size() == 7);
+    for (size_t j = 0; j < 7; ++j) CHECK(blocked[i][j].similarity == Approx(ref_values[i * 7 + j]).margin(1e-5));
+  }
+}
+
 TEST_CASE("index file: bad files are refused with the file and byte offset named", "[search]") {
   fixtures::TempDir dir;
   const std::string good = dir / "good.idx";

@@ -3,8 +3,10 @@
 // FAISS index (search/ann_index.hpp ann_nearest).
 //
 // Contract:
-// - top_n(index_feat [M, E], query_feat [Q, E], n): per query the n largest cosine similarities
-//   (one GEMM + blip::topk, so ties order as the model's retrieval does); n is clipped to M.
+// - top_n(index_feat [M, E], query_feat [Q, E], n): per query the n largest cosine similarities;
+//   n is clipped to M. Over a large index (kScanMinRows): a few queries make one pass over the
+//   rows (scan_top_n), more take GEMMs over blocks of rows (blocked_top_n), ties lower row
+//   first; a small index takes one GEMM + blip::topk (ties as the model's retrieval orders them).
 // - exact_nearest(index): top_n over the index's features, as a NearestFn (the index must
 //   outlive it).
 // - A NearestFn maps query features [Q, E] (L2-normalised rows) and k to Q lists of at
@@ -12,11 +14,16 @@
 // or FAISS's estimate for a PQ index without a re-score).
 #pragma once
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <vector>
 
+#include "blip/backend/cpu/isa.hpp"
 #include "blip/core/tensor.hpp"
+#include "blip/ops/copy.hpp"
 #include "blip/ops/matmul.hpp"
 #include "blip/ops/topk.hpp"
 #include "blip/ops/view.hpp"
@@ -33,12 +40,106 @@ struct SearchHit {
 
 using NearestFn = std::function<std::vector<std::vector<SearchHit>>(const Tensor<float, Cpu>& queries, int64_t k)>;
 
+namespace detail {
+using Candidate = std::pair<float, int64_t>;  // (similarity, row)
+// Best first: the higher similarity, then the lower row.
+inline bool better(const Candidate& a, const Candidate& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; }
+
+// Keeps the k best of `heap` (front: the worst kept) with the candidates of one row of scores.
+inline void keep_best(std::vector<Candidate>& heap, const float* scores, int64_t count, int64_t first_row, int64_t k) {
+  for (int64_t j = 0; j < count; ++j) {
+    const Candidate c{scores[j], first_row + j};
+    if (static_cast<int64_t>(heap.size()) < k) {
+      heap.push_back(c);
+      std::push_heap(heap.begin(), heap.end(), better);
+    } else if (better(c, heap.front())) {
+      std::pop_heap(heap.begin(), heap.end(), better);
+      heap.back() = c;
+      std::push_heap(heap.begin(), heap.end(), better);
+    }
+  }
+}
+}  // namespace detail
+
+// The exact top n by one pass over the rows, in blocks that stay in cache while every query
+// reads them; each thread keeps a heap of its n best per query, merged at the end. For a few
+// queries over a large index the work is reading the matrix: the GEMM reads it no faster and
+// topk then sorts M scores per query (docs/performance.md, "exact search"). Ties: lower row first.
+inline std::vector<std::vector<SearchHit>> scan_top_n(const Tensor<float, Cpu>& index_feat, const Tensor<float, Cpu>& query_feat,
+                                                      int64_t n) {
+  const Tensor<float, Cpu> x = contiguous(index_feat), q = contiguous(query_feat);
+  const int64_t m = x.size(0), d = x.size(1), nq = q.size(0), k = std::min(n, m);
+  constexpr int64_t block = 256;  // 256 rows of 256 floats: 256 KB, in L2 across the queries
+  const int64_t blocks = (m + block - 1) / block;
+  const int threads = std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(blocks)));
+  std::vector<std::vector<detail::Candidate>> best(static_cast<size_t>(threads * nq));
+#pragma omp parallel num_threads(threads)
+  {
+    const auto t = static_cast<size_t>(omp_get_thread_num());
+    std::vector<float> s(block);
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t r0 = b * block, rows = std::min(block, m - r0);
+      for (int64_t i = 0; i < nq; ++i) {
+        cpu::isa::dot_rows(x.data() + r0 * d, rows, d, q.data() + i * d, s.data());
+        detail::keep_best(best[t * static_cast<size_t>(nq) + static_cast<size_t>(i)], s.data(), rows, r0, k);
+      }
+    }
+  }
+  std::vector<std::vector<SearchHit>> out(static_cast<size_t>(nq));
+  for (int64_t i = 0; i < nq; ++i) {
+    std::vector<detail::Candidate> all;
+    for (int t = 0; t < threads; ++t) {
+      const auto& h = best[static_cast<size_t>(t * nq + i)];
+      all.insert(all.end(), h.begin(), h.end());
+    }
+    std::sort(all.begin(), all.end(), detail::better);
+    for (int64_t j = 0; j < k; ++j) {
+      const auto& [sim, row] = all[static_cast<size_t>(j)];
+      out[static_cast<size_t>(i)].push_back({row, sim, sim, false});
+    }
+  }
+  return out;
+}
+
+
+// The exact top n of many queries: GEMMs over blocks of rows, each block's scores folded into
+// per-query heaps before the next, so the [Q, M] score matrix never exists (at a million rows
+// and a thousand queries it would be 4 GB, and topk would then sort it). Ties: lower row first.
+inline std::vector<std::vector<SearchHit>> blocked_top_n(const Tensor<float, Cpu>& index_feat,
+                                                         const Tensor<float, Cpu>& query_feat, int64_t n) {
+  const int64_t m = index_feat.size(0), nq = query_feat.size(0), k = std::min(n, m);
+  constexpr int64_t block = 16384;
+  std::vector<std::vector<detail::Candidate>> heaps(static_cast<size_t>(nq));
+  for (int64_t r0 = 0; r0 < m; r0 += block) {
+    const int64_t rows = std::min(block, m - r0);
+    const Tensor<float, Cpu> sim = matmul(query_feat, transpose(narrow(index_feat, 0, r0, rows), 0, 1));  // [Q, rows]
+    const float* s = sim.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < nq; ++i) detail::keep_best(heaps[static_cast<size_t>(i)], s + i * rows, rows, r0, k);
+  }
+  std::vector<std::vector<SearchHit>> out(static_cast<size_t>(nq));
+  for (int64_t i = 0; i < nq; ++i) {
+    auto& h = heaps[static_cast<size_t>(i)];
+    std::sort(h.begin(), h.end(), detail::better);
+    for (const auto& [sim, row] : h) out[static_cast<size_t>(i)].push_back({row, sim, sim, false});
+  }
+  return out;
+}
+
+// From this many rows the scan (at most kScanMaxQueries queries) or the blocked GEMM pays
+// (measured: docs/performance.md); smaller indexes take one GEMM and blip::topk.
+inline constexpr int64_t kScanMinRows = 65536, kScanMaxQueries = 8;
+
 inline std::vector<std::vector<SearchHit>> top_n(const Tensor<float, Cpu>& index_feat, const Tensor<float, Cpu>& query_feat,
                                                  int64_t n) {
   BLIP_CHECK(index_feat.dim() == 2 && query_feat.dim() == 2 && index_feat.size(1) == query_feat.size(1),
              "top_n: index features ", index_feat.shape(), " and query features ", query_feat.shape(), " do not match");
   BLIP_CHECK(n > 0, "top_n: n must be positive, got ", n);
   NoGradGuard no_grad;
+  if (index_feat.size(0) >= kScanMinRows)
+    return query_feat.size(0) <= kScanMaxQueries ? scan_top_n(index_feat, query_feat, n)
+                                                 : blocked_top_n(index_feat, query_feat, n);
   const int64_t k = std::min(n, index_feat.size(0));
   const Tensor<float, Cpu> sim = matmul(query_feat, transpose(index_feat, 0, 1));  // [Q, M]
   const auto top = topk(sim, k);

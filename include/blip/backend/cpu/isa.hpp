@@ -2,7 +2,8 @@
 // kernels.
 //
 // Kernels with SIMD versions: exp, GELU and its backward, softmax and its backward, layer norm
-// forward and backward, L2 normalisation forward and backward, scale, contiguous binary ops,
+// forward and backward, L2 normalisation forward and backward, row dot products (the exact
+// search scan), scale, contiguous binary ops,
 // sums over an axis, AdamW, the momentum EMA, float -> bf16.
 //
 // Contract:
@@ -192,6 +193,10 @@ void layer_norm_backward_rows(const T* x, const T* weight, const T* mean, const 
                               T* gweight, T* gbias, int64_t rows, int64_t cols) {
   BLIP_ISA_DISPATCH(T, simd::layer_norm_backward_rows(x, weight, mean, rstd, gy, gx, gweight, gbias, rows, cols),
                     cpu::layer_norm_backward_rows(x, weight, mean, rstd, gy, gx, gweight, gbias, rows, cols));
+}
+template <class T>
+void dot_rows(const T* x, int64_t m, int64_t d, const T* q, T* out) {
+  BLIP_ISA_DISPATCH(T, simd::dot_rows(x, m, d, q, out), cpu::dot_rows(x, m, d, q, out));
 }
 template <class T>
 void l2_normalize_rows(const T* x, T* y, T* norms, int64_t rows, int64_t cols, double eps) {

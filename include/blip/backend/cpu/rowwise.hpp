@@ -118,6 +118,16 @@ void layer_norm_backward_rows(const T* x, const T* weight, const T* mean, const 
 }
 
 // y = x / max(||x||_2, eps) per row; norms[r] = max(||x_r||, eps) for the backward.
+// out[i] = <x[i, :], q> for m rows of width d, on the calling thread.
+template <class T>
+void dot_rows(const T* x, int64_t m, int64_t d, const T* q, T* out) {
+  for (int64_t i = 0; i < m; ++i) {
+    T s = 0;
+    for (int64_t j = 0; j < d; ++j) s += x[i * d + j] * q[j];
+    out[i] = s;
+  }
+}
+
 template <class T>
 void l2_normalize_rows(const T* x, T* y, T* norms, int64_t rows, int64_t cols, double eps) {
   for_rows(rows, cols, 2, [&](int64_t r) {
