@@ -6,7 +6,8 @@
 //   load_state_dict_<kind>  — BLIP-base built once, then io::load_state_dict from a BLIP-base
 //                             checkpoint with mmpretrain's names (BLIP_BENCH_MODEL_PTH /
 //                             BLIP_BENCH_MODEL_SAFETENSORS); `bench_checkpoint --write-model=F`
-//                             writes such a safetensors file, and
+//                             writes such a safetensors file, `--write-model-pth=F` the same
+//                             state as a STORED torch.save zip (no PyTorch needed), or
 //                             .venv/bin/python -c "import torch, safetensors.torch as s;
 //                             torch.save({'meta': {}, 'state_dict': s.load_file('F')}, 'F.pth')"
 //                             the same as a .pth
@@ -56,10 +57,12 @@
 #include <blip/io/model_state.hpp>
 #include <blip/io/safetensors.hpp>
 #include <blip/io/safetensors_writer.hpp>
+#include <blip/io/crc32.hpp>
 #include <blip/io/torch_checkpoint.hpp>
 #include <blip/models/presets.hpp>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -140,6 +143,94 @@ BENCHMARK(BM_load_state_dict_pth)->Unit(benchmark::kMillisecond)->Iterations(3);
 BENCHMARK(BM_read_file_model_safetensors)->Unit(benchmark::kMillisecond)->Iterations(3);
 BENCHMARK(BM_load_state_dict_safetensors)->Unit(benchmark::kMillisecond)->Iterations(3);
 
+// A torch.save-style checkpoint of `state` without PyTorch: a STORED zip ("archive/data.pkl",
+// "archive/data/<i>"), each entry's data 64-byte aligned through a padding extra field as
+// torch.save aligns them, and a protocol-2 pickle of {'state_dict': OrderedDict(name ->
+// _rebuild_tensor_v2(...))}. Under 4 GiB (no zip64), float32 tensors only.
+void write_torch_save(const std::string& path, const blip::io::StateDict& state) {
+  std::string pkl = "\x80\x02}(";
+  auto text = [&](const std::string& t) {
+    pkl += 'X';
+    for (int i = 0; i < 4; ++i) pkl += static_cast<char>((t.size() >> (8 * i)) & 0xff);
+    pkl += t;
+  };
+  auto integer = [&](int64_t v) {
+    pkl += 'J';
+    for (int i = 0; i < 4; ++i) pkl += static_cast<char>((static_cast<uint64_t>(v) >> (8 * i)) & 0xff);
+  };
+  text("state_dict");
+  pkl += "ccollections\nOrderedDict\n)R(";
+  std::vector<std::pair<std::string, blip::Tensor<float, blip::Cpu>>> storages;
+  for (const std::string& name : state.keys()) {
+    const auto t = blip::contiguous(state.load<float>(name));
+    const std::string storage = std::to_string(storages.size());
+    text(name);
+    pkl += "ctorch._utils\n_rebuild_tensor_v2\n((";
+    text("storage");
+    pkl += "ctorch\nFloatStorage\n";
+    text(storage);
+    text("cpu");
+    integer(t.numel());
+    pkl += "tQ";
+    integer(0);
+    pkl += '(';
+    for (int64_t d : t.shape()) integer(d);
+    pkl += "t(";
+    int64_t stride = 1;
+    std::vector<int64_t> strides(t.shape().size());
+    for (size_t d = strides.size(); d-- > 0;) {
+      strides[d] = stride;
+      stride *= t.shape()[d];
+    }
+    for (int64_t st : strides) integer(st);
+    pkl += "t\x89" "ccollections\nOrderedDict\n)RtR";
+    storages.emplace_back("archive/data/" + storage, t);
+  }
+  pkl += "uu.";
+
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  BLIP_CHECK(f, "cannot write ", path);
+  std::string central;
+  uint64_t offset = 0;
+  uint16_t count = 0;
+  auto put16 = [](std::string& b, uint16_t v) { b.append(reinterpret_cast<const char*>(&v), 2); };
+  auto put32 = [](std::string& b, uint32_t v) { b.append(reinterpret_cast<const char*>(&v), 4); };
+  auto entry = [&](const std::string& name, const void* data, uint64_t n) {
+    BLIP_CHECK(offset + n < (uint64_t{1} << 32), "write_torch_save: over 4 GiB needs zip64");
+    const uint32_t crc = blip::io::crc32(blip::io::crc32_init(), data, n);
+    const uint64_t before = offset + 30 + name.size() + 4;
+    const uint16_t pad = static_cast<uint16_t>((64 - before % 64) % 64);
+    std::string h;
+    put32(h, 0x04034b50);
+    put16(h, 20), put16(h, 0), put16(h, 0), put16(h, 0), put16(h, 0x21);
+    put32(h, crc), put32(h, static_cast<uint32_t>(n)), put32(h, static_cast<uint32_t>(n));
+    put16(h, static_cast<uint16_t>(name.size())), put16(h, static_cast<uint16_t>(4 + pad));
+    h += name;
+    put16(h, 0x4246), put16(h, pad);  // "FB": torch.save's padding record
+    h.append(pad, 'Z');
+    std::fwrite(h.data(), 1, h.size(), f);
+    std::fwrite(data, 1, n, f);
+    std::string c;
+    put32(c, 0x02014b50);
+    put16(c, 20), put16(c, 20), put16(c, 0), put16(c, 0), put16(c, 0), put16(c, 0x21);
+    put32(c, crc), put32(c, static_cast<uint32_t>(n)), put32(c, static_cast<uint32_t>(n));
+    put16(c, static_cast<uint16_t>(name.size())), put16(c, 0), put16(c, 0), put16(c, 0), put16(c, 0);
+    put32(c, 0), put32(c, static_cast<uint32_t>(offset));
+    central += c + name;
+    offset += h.size() + n;
+    ++count;
+  };
+  entry("archive/data.pkl", pkl.data(), pkl.size());
+  for (const auto& [name, t] : storages) entry(name, t.data(), static_cast<uint64_t>(t.numel()) * 4);
+  std::string end;
+  put32(end, 0x06054b50);
+  put16(end, 0), put16(end, 0), put16(end, count), put16(end, count);
+  put32(end, static_cast<uint32_t>(central.size())), put32(end, static_cast<uint32_t>(offset)), put16(end, 0);
+  std::fwrite(central.data(), 1, central.size(), f);
+  std::fwrite(end.data(), 1, end.size(), f);
+  BLIP_CHECK(std::fclose(f) == 0, "cannot write ", path);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -153,6 +244,12 @@ int main(int argc, char** argv) {
       blip::Generator gen(0);
       blip_base().init_weights(gen);
       blip::io::save_safetensors(argv[i] + 14, blip::io::export_state_dict(blip_base()));
+      return 0;
+    }
+    if (std::strncmp(argv[i], "--write-model-pth=", 18) == 0) {  // the same as a torch.save file, STORED
+      blip::Generator gen(0);
+      blip_base().init_weights(gen);
+      write_torch_save(argv[i] + 18, blip::io::export_state_dict(blip_base()));
       return 0;
     }
     if (std::strncmp(argv[i], "--pth=", 6) == 0) pth_path = argv[i] + 6;

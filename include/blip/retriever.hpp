@@ -82,15 +82,17 @@ class Retriever {
   }
 
   // ---- search -------------------------------------------------------------------------------
+  // `nearest`: an approximate search (search::ann_nearest) instead of the exact one.
   std::vector<search::SearchHit> search(const search::FeatureIndex& image_index, const std::string& text, int64_t n,
-                                        int64_t rerank_k = 0) const {
+                                        int64_t rerank_k = 0, const search::NearestFn& nearest = {}) const {
     const PrecisionScope precision(options_.precision);
-    return search::search_by_text(model(), tokenizer(), image_index, text, n, rerank_k);
+    return search::search_by_text(model(), tokenizer(), image_index, text, n, rerank_k, nearest);
   }
-  std::vector<search::SearchHit> search_by_image(const search::FeatureIndex& text_index, const std::string& image_path,
-                                                 int64_t n, int64_t rerank_k = 0) const {
+  // Texts for an image (an index of texts), or images like it (an index of images).
+  std::vector<search::SearchHit> search_by_image(const search::FeatureIndex& index, const std::string& image_path,
+                                                 int64_t n, int64_t rerank_k = 0, const search::NearestFn& nearest = {}) const {
     const PrecisionScope precision(options_.precision);
-    return search::search_by_image(model(), tokenizer(), text_index, image_path, n, rerank_k);
+    return search::search_by_image(model(), tokenizer(), index, image_path, n, rerank_k, nearest);
   }
 
   // ---- what it was loaded from ---------------------------------------------------------------

@@ -30,12 +30,7 @@ void run_search(const SearchOptions& o, const blip::cli::CommonOptions& common) 
              "give text queries (an index of images) or --image PATH (an index of texts or images), not both and not neither");
   const blip::cli::OpenedGallery gallery(o.index, o.ann, common.quiet, o.root);
   const search::FeatureIndex& index = gallery.index();
-  blip::cli::ModelChoice choice = o.model;
-  // An index built with --preset records it: the sizes of a checkpoint that records none.
-  const auto& presets = blip::cli::preset_names();
-  if (!choice.has_config() && std::find(presets.begin(), presets.end(), index.model()) != presets.end())
-    choice.preset = index.model();
-  const auto loaded = blip::cli::load_model(choice);
+  const auto loaded = blip::cli::load_model_for(o.model, index);
   const auto& model = loaded.model;
   const auto& tokenizer = *loaded.tokenizer;
   const bool by_text = !o.queries.empty();

@@ -269,11 +269,7 @@ void run_serve(const ServeOptions& o, const blip::cli::CommonOptions& common) {
 
   const blip::cli::OpenedGallery gallery(o.index, o.ann, common.quiet, o.root);
   const search::FeatureIndex& index = gallery.index();
-  blip::cli::ModelChoice choice = o.model;
-  const auto& presets = blip::cli::preset_names();
-  if (!choice.has_config() && std::find(presets.begin(), presets.end(), index.model()) != presets.end())
-    choice.preset = index.model();
-  const auto loaded = blip::cli::load_model(choice);
+  const auto loaded = blip::cli::load_model_for(o.model, index);
   search::check_index_matches(*loaded.model, index, index.kind());  // fail now, not at the first query
   const blip::vision::PipelineOptions pipeline = search::test_pipeline(*loaded.model);
   const bool images = index.kind() == search::IndexKind::images;

@@ -23,6 +23,7 @@
 #endif
 
 #include "commands.hpp"
+#include "model_setup.hpp"
 
 namespace blip::cli {
 
@@ -183,5 +184,15 @@ class GalleryAnnWriter {
   std::unique_ptr<search::AnnIndex> previous_;
 #endif
 };
+
+// The model to query `index` with: an index built with --preset records it, and it gives the
+// sizes of a checkpoint that records none.
+inline pretrained::Pretrained<CliModel> load_model_for(const ModelChoice& m, const search::FeatureIndex& index) {
+  ModelChoice choice = m;
+  const auto& presets = preset_names();
+  if (!choice.has_config() && std::find(presets.begin(), presets.end(), index.model()) != presets.end())
+    choice.preset = index.model();
+  return load_model(choice);
+}
 
 }  // namespace blip::cli

@@ -179,7 +179,8 @@ class AnnIndex {
     const int64_t blob = static_cast<int64_t>(w.data.size());
     std::memcpy(out.data() + 40, &blob, 8);
     std::memcpy(out.data() + 48, &tag_, 8);
-    out.insert(out.end(), w.data.begin(), w.data.end());
+    out.resize(kHeader + w.data.size());  // (not insert(): GCC 12 warns of a bounds error there that is not one)
+    if (!w.data.empty()) std::memcpy(out.data() + kHeader, w.data.data(), w.data.size());
     const uint32_t crc = io::crc32(io::crc32_init(), out.data(), out.size());
     out.resize(out.size() + 4);
     std::memcpy(out.data() + out.size() - 4, &crc, 4);
