@@ -1,18 +1,21 @@
 // `blip serve` end to end on loopback (issue 15): the JSON against `blip search`, a bounded load
 // test, bad requests answered 4xx while the server keeps serving, thumbnails confined to the
 // index, image uploads, Prometheus metrics, SIGTERM; and (tag [browser]) headless Chromium
-// opening the page, searching, and a screenshot whose grid is checked.
+// driven by keyboard over the DevTools protocol: type a query, Enter, Tab through the page,
+// toggle the re-rank, and a screenshot whose grid is checked.
 //
 // The test starts and stops everything itself: make_retrieval_fixture writes a tiny model and
 // images, `blip index` an index, `blip serve --port 0` picks a free port and prints it.
 // Environment: BLIP_EXE, BLIP_FIXTURE, BLIP_WORK (a scratch folder), BLIP_CHROMIUM (browser test).
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -315,31 +318,155 @@ TEST_CASE("blip serve: JSON as blip search, load, bad requests, thumbnails, uplo
   CHECK_THAT(log, Contains("SIGTERM, stopping") && Contains("blip serve: stopped"));
 }
 
-TEST_CASE("blip serve: headless Chromium searches from the page; the grid has every thumbnail", "[browser]") {
+// Headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe: the
+// browser reads commands from its fd 3 and writes answers to its fd 4, each a JSON text ended by
+// a NUL byte), so the test types and presses keys as a user would, without a WebSocket client.
+class Browser {
+ public:
+  Browser(const std::string& chromium, const std::string& profile) {
+    int to_browser[2], from_browser[2];
+    REQUIRE(::pipe(to_browser) == 0);
+    REQUIRE(::pipe(from_browser) == 0);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, to_browser[0], 3);
+    posix_spawn_file_actions_adddup2(&actions, from_browser[1], 4);
+    const int devnull = ::open("/dev/null", O_WRONLY);
+    posix_spawn_file_actions_adddup2(&actions, devnull, 1);
+    posix_spawn_file_actions_adddup2(&actions, devnull, 2);
+    std::vector<std::string> args{chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                  "--hide-scrollbars", "--remote-debugging-pipe", "--user-data-dir=" + profile,
+                                  "--window-size=1100,720", "about:blank"};
+    std::vector<char*> argv;
+    for (auto& x : args) argv.push_back(x.data());
+    argv.push_back(nullptr);
+    REQUIRE(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) == 0);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(devnull);
+    ::close(to_browser[0]);
+    ::close(from_browser[1]);
+    out_ = to_browser[1];
+    in_ = from_browser[0];
+  }
+  ~Browser() {
+    ::close(out_);
+    ::close(in_);
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+
+  // Sends a command (to the page's session once attached) and returns its "result".
+  nlohmann::json call(const std::string& method, nlohmann::json params = nlohmann::json::object(), bool to_page = true) {
+    nlohmann::json msg{{"id", ++id_}, {"method", method}, {"params", std::move(params)}};
+    if (to_page && !session_.empty()) msg["sessionId"] = session_;
+    const std::string text = msg.dump() + '\0';
+    REQUIRE(::write(out_, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+    for (;;) {
+      const nlohmann::json answer = next();
+      if (answer.value("id", -1) != id_) continue;  // an event, or another answer
+      INFO(method << ": " << answer.dump().substr(0, 500));
+      REQUIRE(!answer.contains("error"));
+      return answer["result"];
+    }
+  }
+  // Attaches to the first page and opens `url` in it.
+  void open(const std::string& url) {
+    const auto targets = call("Target.getTargets", {}, false);
+    std::string page;
+    for (const auto& t : targets["targetInfos"])
+      if (t["type"] == "page") page = t["targetId"];
+    REQUIRE(!page.empty());
+    session_ = call("Target.attachToTarget", {{"targetId", page}, {"flatten", true}}, false)["sessionId"];
+    call("Emulation.setDeviceMetricsOverride", {{"width", 1100}, {"height", 720}, {"deviceScaleFactor", 1}, {"mobile", false}});
+    call("Page.navigate", {{"url", url}});
+    wait_for("document.readyState === 'complete' && document.activeElement && document.activeElement.id === 'q'");
+  }
+  nlohmann::json eval(const std::string& js) {
+    return call("Runtime.evaluate", {{"expression", js}, {"returnByValue", true}})["result"].value("value", nlohmann::json());
+  }
+  void wait_for(const std::string& condition, int seconds = 60) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    while (eval("!!(" + condition + ")") != true) {
+      INFO("waiting for " << condition);
+      REQUIRE(std::chrono::steady_clock::now() < deadline);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  void type(const std::string& text) { call("Input.insertText", {{"text", text}}); }
+  void key(const std::string& name, int code, const std::string& text = "") {
+    nlohmann::json down{{"type", "keyDown"}, {"key", name}, {"code", name}, {"windowsVirtualKeyCode", code}};
+    if (!text.empty()) down["text"] = text;
+    call("Input.dispatchKeyEvent", down);
+    call("Input.dispatchKeyEvent", {{"type", "keyUp"}, {"key", name}, {"code", name}, {"windowsVirtualKeyCode", code}});
+  }
+  std::string screenshot() {
+    const std::string b64 = call("Page.captureScreenshot", {{"format", "png"}})["data"];
+    std::string out;
+    int bits = 0, value = 0;
+    for (char c : b64) {
+      const char* at = std::strchr(kBase64, c);
+      if (c == '=' || !at || c == '\0') continue;
+      value = value << 6 | static_cast<int>(at - kBase64);
+      if ((bits += 6) >= 8) out += static_cast<char>((value >> (bits -= 8)) & 0xff);
+    }
+    return out;
+  }
+
+ private:
+  static constexpr const char* kBase64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+  nlohmann::json next() {
+    for (;;) {
+      if (const size_t end = buffer_.find('\0'); end != std::string::npos) {
+        const std::string text = buffer_.substr(0, end);
+        buffer_.erase(0, end + 1);
+        return nlohmann::json::parse(text);
+      }
+      pollfd p{in_, POLLIN, 0};
+      REQUIRE(::poll(&p, 1, 60000) == 1);  // the browser answers within a minute, or the test fails
+      char chunk[65536];
+      const ssize_t n = ::read(in_, chunk, sizeof chunk);
+      REQUIRE(n > 0);
+      buffer_.append(chunk, static_cast<size_t>(n));
+    }
+  }
+
+  pid_t pid_ = -1;
+  int out_ = -1, in_ = -1, id_ = 0;
+  std::string session_, buffer_;
+};
+
+TEST_CASE("blip serve: headless Chromium, keyboard only: type a query, Enter, a grid of every thumbnail", "[browser]") {
   const Gallery& g = gallery();
-  const std::string chromium = env("BLIP_CHROMIUM");
   Server server(serve_args(g));
-  const std::string url = "http://127.0.0.1:" + std::to_string(server.port) + "/?q=" + "a%20dog%20on%20the%20beach";
-  const std::string profile = g.work + "/chromium-profile";
-  const std::vector<std::string> common{chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                                        "--hide-scrollbars", "--user-data-dir=" + profile, "--window-size=1100,720",
-                                        "--virtual-time-budget=20000"};
-  // The DOM once the page has searched: six results (the fixture's six images), all loaded.
-  std::vector<std::string> dom_args = common;
-  dom_args.insert(dom_args.end(), {"--dump-dom", url});
-  const std::string dom = run_ok(dom_args);
-  INFO(dom.substr(0, 4000));
-  CHECK_THAT(dom, Contains("data-state=\"done\""));
-  CHECK_THAT(dom, Contains("6 results for a dog on the beach"));
-  size_t hits = 0;
-  for (size_t at = 0; (at = dom.find("<li class=\"hit\">", at)) != std::string::npos; ++at) ++hits;
-  CHECK(hits == 6);
-  // The screenshot: the page's size, not blank (the grid of thumbnails has many colours).
+  Browser browser(env("BLIP_CHROMIUM"), g.work + "/chromium-profile");
+  browser.open("http://127.0.0.1:" + std::to_string(server.port) + "/");
+  // The search box has focus on load; type, then Enter submits the form.
+  browser.type("a dog on the beach");
+  browser.key("Enter", 13, "\r");
+  browser.wait_for("document.body.dataset.state === 'done'");
+  CHECK(browser.eval("document.querySelectorAll('#grid li.hit').length") == 6);
+  CHECK(browser.eval("[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)") == true);
+  CHECK(browser.eval("document.getElementById('status').textContent").get<std::string>().find("6 results for a dog on the beach") == 0);
+  // Tab walks the controls in order, then reaches the results: all by keyboard.
+  std::vector<std::string> focus;
+  for (int i = 0; i < 6; ++i) {
+    browser.key("Tab", 9);
+    focus.push_back(browser.eval("document.activeElement.id || document.activeElement.tagName"));
+  }
+  CHECK(focus == std::vector<std::string>{"n", "rerank", "BUTTON", "drop", "A", "A"});
+  // The re-rank toggle by Space, then Enter on the Search button: re-ranked results.
+  browser.eval("document.getElementById('rerank').focus()");
+  browser.key(" ", 32, " ");
+  CHECK(browser.eval("document.getElementById('rerank').checked") == true);
+  browser.key("Tab", 9);
+  browser.key("Enter", 13, "\r");
+  browser.wait_for("document.body.dataset.state === 'done' && document.getElementById('status').textContent.includes('6 results')");
+  browser.wait_for("document.querySelector('#grid .score').textContent.includes('ITM')");
+  // The screenshot: the window's size, not blank (the grid of thumbnails has many colours).
+  const std::string png = browser.screenshot();
   const std::string shot = g.work + "/serve-page.png";
-  std::vector<std::string> shot_args = common;
-  shot_args.insert(shot_args.end(), {"--screenshot=" + shot, url});
-  run_ok(shot_args);
-  const std::string png = read_text(shot);
+  std::ofstream(shot, std::ios::binary) << png;
   const auto img = blip::vision::decode_image(reinterpret_cast<const uint8_t*>(png.data()), png.size(), shot);
   CHECK(img.width == 1100);
   CHECK(img.height == 720);
@@ -347,11 +474,12 @@ TEST_CASE("blip serve: headless Chromium searches from the page; the grid has ev
   for (size_t i = 0; i + 2 < img.pixels.size(); i += 3)
     seen[static_cast<size_t>((img.pixels[i] >> 4) << 8 | (img.pixels[i + 1] >> 4) << 4 | (img.pixels[i + 2] >> 4))] = 1;
   CHECK(std::count(seen.begin(), seen.end(), 1) > 100);
-  // Every thumbnail was fetched and answered 200 (the second run may take them from its cache).
+  // Every thumbnail was fetched and answered 200.
   httplib::Client http("127.0.0.1", server.port);
   const auto metrics = http.Get("/metrics");
   REQUIRE(metrics);
   CHECK_THAT(metrics->body, Contains("blip_requests_total{endpoint=\"/thumb\",method=\"GET\",code=\"200\"} "));
+  CHECK_THAT(metrics->body, Contains("blip_requests_total{endpoint=\"/api/search\",method=\"GET\",code=\"200\"} 2"));
   const auto [rc, log] = server.stop();
   CHECK(rc == 0);
 }
