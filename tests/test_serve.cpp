@@ -112,6 +112,8 @@ struct Server {
     std::smatch m;
     while (!std::regex_search(log, m, listening)) {
       REQUIRE(std::chrono::steady_clock::now() < deadline);
+      pollfd p{child.out, POLLIN, 0};
+      if (::poll(&p, 1, 1000) != 1) continue;  // bounded: the deadline is checked every second
       char buf[512];
       const ssize_t n = ::read(child.out, buf, sizeof buf);
       if (n == 0) FAIL("blip serve exited before listening: " << log);
@@ -316,6 +318,77 @@ TEST_CASE("blip serve: JSON as blip search, load, bad requests, thumbnails, uplo
   INFO(log);
   CHECK(rc == 0);
   CHECK_THAT(log, Contains("SIGTERM, stopping") && Contains("blip serve: stopped"));
+}
+
+TEST_CASE("blip serve: one query's failure stays its own; a signal during start-up still stops it", "[serve]") {
+  const Gallery& g = gallery();
+  // An index without embeds: its re-rank reads the image files. Copy the gallery, index it, then
+  // remove one image, so a re-rank that reaches it fails on the server.
+  const std::string dir = g.work + "/partial";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const char* f : {"img0.png", "img1.png", "img2.png"}) fs::copy_file(g.work + "/images/" + f, dir + "/" + f);
+  std::vector<std::string> args{g.exe, "-q", "index"};
+  args.insert(args.end(), g.model.begin(), g.model.end());
+  args.insert(args.end(), {"--images", dir, "--out", dir + ".idx"});
+  run_ok(args);
+  fs::remove(dir + "/img1.png");
+  std::vector<std::string> serve{g.exe, "serve", "--index", dir + ".idx", "--max-queue", "4", "--http-threads", "8"};
+  serve.insert(serve.end(), g.model.begin(), g.model.end());
+  Server server(serve);
+  std::vector<std::thread> clients;
+  std::vector<int> status(8, 0);
+  for (int c = 0; c < 8; ++c)
+    clients.emplace_back([&, c] {
+      httplib::Client client("127.0.0.1", server.port);
+      client.set_read_timeout(60, 0);
+      // Even clients re-rank all three images (one is gone); odd ones do not re-rank.
+      const auto res = client.Get(("/api/search?q=query" + std::to_string(c) + "&n=3&rerank=" + (c % 2 ? "0" : "3")).c_str());
+      status[static_cast<size_t>(c)] = res ? res->status : -1;
+    });
+  for (auto& t : clients) t.join();
+  for (int c = 0; c < 8; ++c) {
+    INFO("client " << c);
+    // A re-rank whose image is missing is the server's failure (500) and no one else's; a 503
+    // (the queue of 4 full) is allowed, and never an error for the plain queries.
+    if (c % 2) CHECK((status[static_cast<size_t>(c)] == 200 || status[static_cast<size_t>(c)] == 503));
+    else CHECK((status[static_cast<size_t>(c)] == 500 || status[static_cast<size_t>(c)] == 503));
+  }
+  CHECK(std::count(status.begin(), status.end(), 200) >= 1);
+  httplib::Client http("127.0.0.1", server.port);
+  const auto failed = http.Get("/api/search?q=dog&n=3&rerank=3");
+  REQUIRE(failed);
+  CHECK(failed->status == 500);
+  CHECK_THAT(failed->body, Contains("img1.png"));
+  CHECK(http.Get("/api/search?q=dog&n=3")->status == 200);
+  server.stop();
+
+  // SIGTERM while the model is loading: the server stops as soon as it listens, exit 0.
+  std::vector<std::string> early = serve_args(g);
+  early.insert(early.end(), {"--port", "0"});
+  Child child = spawn(early);
+  // Once its main thread blocks SIGTERM (the first thing `serve` does, before loading), per
+  // /proc: the signal then lands during start-up, not on the default action.
+  for (int i = 0; i < 1000; ++i) {
+    std::ifstream st("/proc/" + std::to_string(child.pid) + "/status");
+    std::string line;
+    unsigned long long blocked = 0;
+    while (std::getline(st, line))
+      if (line.rfind("SigBlk:", 0) == 0) blocked = std::stoull(line.substr(7), nullptr, 16);
+    if (blocked >> (SIGTERM - 1) & 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ::kill(child.pid, SIGTERM);
+  std::atomic<bool> done{false};
+  std::thread watchdog([&] {
+    for (int i = 0; i < 300 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!done) ::kill(child.pid, SIGKILL);
+  });
+  const auto [rc, log] = finish(child);
+  done = true;
+  watchdog.join();
+  INFO(log);
+  CHECK(rc == 0);
 }
 
 // Headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe: the

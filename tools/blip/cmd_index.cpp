@@ -38,7 +38,14 @@ void run_index(const IndexOptions& o, const blip::cli::CommonOptions& common) {
     std::optional<search::FeatureIndex> previous;
     if (o.append) previous = search::FeatureIndex::read(o.out);
     b.root = previous ? previous->root() : search::listing_root(o.images);
-    if (previous && o.embeds.empty()) b.embeds = previous->header().embeds;
+    if (previous) {
+      BLIP_CHECK(previous->kind() == search::IndexKind::images, "--append: '", o.out, "' is an index of texts");
+      BLIP_CHECK(o.embeds.empty() || b.embeds == previous->header().embeds, "--append: '", o.out, "' keeps --embeds ",
+                 search::embeds_name(previous->header().embeds), "; --embeds ", o.embeds,
+                 " would change it (leave --embeds out, or rebuild without --append)");
+      b.embeds = previous->header().embeds;
+      b.model_name = previous->model();  // the preset it records stays
+    }
     blip::cli::GalleryAnnWriter ann(o.ann, previous ? &*previous : nullptr, common.quiet);
     search::ListOptions list;
     list.skip_errors = o.skip_errors;
@@ -49,6 +56,7 @@ void run_index(const IndexOptions& o, const blip::cli::CommonOptions& common) {
       std::erase_if(paths, [&](const std::string& p) { return have.count(search::relative_to_root(p, b.root)) > 0; });
       if (paths.empty()) {
         if (!common.quiet) std::fprintf(stderr, "blip index: no new images under '%s'; '%s' is unchanged\n", o.images.c_str(), o.out.c_str());
+        ann.finish_unchanged(o.out);  // an ANN index lost after the last append is built again
         return;
       }
     }

@@ -5,13 +5,17 @@
 // Threads: httplib's pool parses requests, decodes uploads and makes thumbnails; one engine
 // thread runs the model, so its GEMMs get every core and no two forwards compete. Text queries
 // waiting together are encoded as one batch (search_by_texts), then ranked one by one. The
-// queue is bounded (a full queue answers 503). SIGTERM or SIGINT stop the listener, the
-// queries already accepted are answered, and the process exits 0. Every bad request gets a 4xx
-// with {"error": ...}; the server keeps serving. See docs/search.md.
+// queue is bounded below the thread count (a full queue answers 503 and some threads always
+// stay free for /healthz and /metrics). SIGTERM or SIGINT stop the listener, the queries
+// already accepted are answered, and the process exits 0; a second signal exits at once.
+// Every bad request gets a 4xx with {"error": ...}; the server keeps serving. See docs/search.md.
+#include <omp.h>
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstring>
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
@@ -45,8 +49,10 @@ using Clock = std::chrono::steady_clock;
 struct ServeOptions {
   blip::cli::ModelChoice model;
   std::string index, root, host = "127.0.0.1";
-  int port = 8080, threads = 8;
-  int64_t max_batch = 32, max_queue = 256, max_n = 1000, max_rerank = 64, max_query_bytes = 2048;
+  int port = 8080, threads = 32;
+  // Handlers wait for the engine on httplib's threads: max_queue < threads keeps the rest free
+  // for /healthz, /metrics and thumbnails however busy the model is.
+  int64_t max_batch = 32, max_queue = 24, max_n = 1000, max_rerank = 64, max_query_bytes = 2048;
   int64_t max_upload_bytes = int64_t{32} << 20, max_upload_pixels = int64_t{1} << 26;
   int thumb_size = 256;
   blip::cli::AnnQueryChoice ann;
@@ -126,7 +132,23 @@ class Engine {
     }
   }
 
+  // A failed batch is answered query by query, so one query's failure (an image file of the
+  // gallery gone missing, say) is its own and not its batch's.
   void answer(std::vector<std::unique_ptr<Job>>& batch) {
+    if (try_answer(batch)) return;
+    if (batch.size() == 1) {
+      batch[0]->done.set_value(HttpError{500, blip::str("search failed: ", last_error_)});
+      return;
+    }
+    for (auto& job : batch) {
+      std::vector<std::unique_ptr<Job>> one;
+      one.push_back(std::move(job));
+      if (!try_answer(one)) one[0]->done.set_value(HttpError{500, blip::str("search failed: ", last_error_)});
+    }
+  }
+
+  // Answers every job of `batch`, or none of them (false, with the reason in last_error_).
+  bool try_answer(std::vector<std::unique_ptr<Job>>& batch) {
     const search::FeatureIndex& index = gallery_.index();
     try {
       if (batch[0]->by_text) {
@@ -139,10 +161,10 @@ class Engine {
         Job& j = *batch[0];
         j.done.set_value(search::search_by_image_tensor(model_, tokenizer_, index, j.image, j.n, j.rerank, gallery_.nearest()));
       }
-    } catch (const blip::Error& e) {  // a query the model cannot take
-      for (auto& j : batch) j->done.set_value(HttpError{400, e.what()});
-    } catch (const std::exception& e) {
-      for (auto& j : batch) j->done.set_value(HttpError{500, blip::str("search failed: ", e.what())});
+      return true;
+    } catch (const std::exception& e) {  // requests were checked before: this is the server's data
+      last_error_ = e.what();
+      return false;
     }
   }
 
@@ -155,6 +177,7 @@ class Engine {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::unique_ptr<Job>> queue_;
+  std::string last_error_;  // engine thread only
   bool stopping_ = false;
   std::thread thread_;  // last: starts once the rest is built
 };
@@ -193,6 +216,8 @@ class Thumbnails {
   static blip::vision::DecodeOptions decode_options() {
     blip::vision::DecodeOptions d;
     d.order = blip::vision::ChannelOrder::rgb;
+    d.max_pixels = int64_t{1} << 26;         // 64 M pixels: a thumbnail need not hold more in memory
+    d.max_file_bytes = uint64_t{32} << 20;  // what /thumb?size=full sends at most
     return d;
   }
 
@@ -249,15 +274,38 @@ nlohmann::ordered_json results_json(const search::FeatureIndex& index, const std
   return results;
 }
 
-// SIGTERM / SIGINT arrive at this thread only (blocked everywhere else), which stops the server.
-void stop_on_signal(httplib::Server& server, sigset_t signals) {
-  std::thread([&server, signals] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    std::fprintf(stderr, "blip serve: %s, stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    server.stop();
-  }).detach();
-}
+// SIGTERM / SIGINT arrive at this thread only (blocked everywhere else). The first stops the
+// server once it listens (a signal during start-up waits for that: httplib's stop() does nothing
+// before listen); a second one ends the process at once. Destroying it ends the thread.
+class StopOnSignal {
+ public:
+  StopOnSignal(httplib::Server& server, sigset_t signals) : thread_([this, &server, signals] {
+      for (int count = 0;;) {
+        int sig = 0;
+        sigwait(&signals, &sig);
+        if (done_) return;
+        if (++count > 1) {
+          std::fprintf(stderr, "blip serve: second %s, exiting now\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+          std::_Exit(1);
+        }
+        std::fprintf(stderr, "blip serve: %s, stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        requested_ = true;
+        while (!server.is_running() && !done_ && !listening_over_) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        server.stop();
+      }
+    }) {}
+  ~StopOnSignal() {
+    done_ = true;
+    pthread_kill(thread_.native_handle(), SIGTERM);  // wakes sigwait (the signal stays blocked: no handler runs)
+    thread_.join();
+  }
+  bool requested() const { return requested_; }
+  void listening_over() { listening_over_ = true; }
+
+ private:
+  std::atomic<bool> done_{false}, requested_{false}, listening_over_{false};
+  std::thread thread_;  // last: starts once the flags exist
+};
 
 void run_serve(const ServeOptions& o, const blip::cli::CommonOptions& common) {
   // Block the stop signals before any thread starts, so that every thread inherits the mask.
@@ -267,6 +315,8 @@ void run_serve(const ServeOptions& o, const blip::cli::CommonOptions& common) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  BLIP_CHECK(o.max_queue < o.threads, "serve: --max-queue (", o.max_queue, ") must be smaller than --http-threads (",
+             o.threads, "), so that some threads always answer /healthz, /metrics and thumbnails");
   const blip::cli::OpenedGallery gallery(o.index, o.ann, common.quiet, o.root);
   const search::FeatureIndex& index = gallery.index();
   const auto loaded = blip::cli::load_model_for(o.model, index);
@@ -287,7 +337,8 @@ void run_serve(const ServeOptions& o, const blip::cli::CommonOptions& common) {
   server.set_payload_max_length(static_cast<size_t>(o.max_upload_bytes));
   server.set_read_timeout(10, 0);
   server.set_write_timeout(10, 0);
-  server.set_keep_alive_max_count(1000);
+  server.set_keep_alive_max_count(100);
+  server.set_keep_alive_timeout(2);  // an idle connection holds a thread: not for long
 
   // Latency from the routing of a request to its logging, on the thread that served it.
   static thread_local Clock::time_point started;
@@ -299,7 +350,10 @@ void run_serve(const ServeOptions& o, const blip::cli::CommonOptions& common) {
     static const std::set<std::string> routes{"/", "/api/search", "/healthz", "/metrics", "/thumb"};
     const std::string endpoint = routes.count(req.path) ? req.path : "other";
     const std::string method = req.method == "GET" || req.method == "POST" ? req.method : "other";
-    metrics.request(endpoint, method, res.status, std::chrono::duration<double>(Clock::now() - started).count());
+    // A request httplib refused before routing (414, a bad request line) has no start: 0 s.
+    const double seconds = started == Clock::time_point{} ? 0.0 : std::chrono::duration<double>(Clock::now() - started).count();
+    started = Clock::time_point{};
+    metrics.request(endpoint, method, res.status, seconds);
   });
   // Errors httplib answers itself (413 payload too large, 414 URI too long, 400 bad requests).
   server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
@@ -365,18 +419,27 @@ void run_serve(const ServeOptions& o, const blip::cli::CommonOptions& common) {
       bytes = &field;
     }
     if (bytes->empty()) throw HttpError{400, "the request holds no image (send its bytes, or a multipart field 'image')"};
-    blip::vision::PipelineOptions p = pipeline;
-    p.decode.max_pixels = o.max_upload_pixels;
-    blip::Tensor<float, blip::Cpu> image;
-    try {
-      image = blip::vision::preprocess_image(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size(), "the upload", p);
-    } catch (const blip::Error& e) {
-      throw HttpError{std::string(e.what()).find("pixel") != std::string::npos ? 413 : 400, e.what()};
-    }
+    if (images && req.has_param("rerank") && req.get_param_value("rerank") != "0")
+      throw HttpError{400, "the ITM re-rank scores image-text pairs: an image against an index of images ranks by "
+                           "similarity only (rerank=0)"};
     auto job = std::make_unique<Job>();
     job->by_text = false;
     job->n = int_param(req, "n", 10, 1, o.max_n);
     job->rerank = int_param(req, "rerank", 0, 0, images ? 0 : o.max_rerank);
+    blip::vision::PipelineOptions p = pipeline;
+    p.decode.max_pixels = o.max_upload_pixels;
+    p.decode.max_file_bytes = static_cast<uint64_t>(o.max_upload_bytes);
+    blip::Tensor<float, blip::Cpu> image;
+    try {
+      omp_set_num_threads(1);  // this HTTP thread's resize: the engine's GEMMs keep the cores
+      image = blip::vision::preprocess_image(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size(), "the upload", p);
+    } catch (const blip::Error& e) {
+      // check_size's message (vision/decode.hpp): the header claims more pixels than allowed.
+      const bool too_big = std::string(e.what()).find("DecodeOptions::max_pixels") != std::string::npos;
+      throw HttpError{too_big ? 413 : 400, too_big ? blip::str(e.what(), " (blip serve --max-upload-pixels ",
+                                                             o.max_upload_pixels, ")")
+                                                   : std::string(e.what())};
+    }
     job->image = blip::reshape(image, {1, p.channels, p.size, p.size});
     respond(res, blip::str("image upload (", bytes->size(), " bytes)"), std::move(job));
   }));
@@ -392,6 +455,7 @@ void run_serve(const ServeOptions& o, const blip::cli::CommonOptions& common) {
                                                      escapes ? " (paths outside its root are refused)" : "")};
     }
     const std::string file = index.entry_path(it->second);
+    omp_set_num_threads(1);  // this HTTP thread's decode and resize: the engine keeps the cores
     if (req.get_param_value("size") == "full") {
       const std::vector<uint8_t> raw = blip::vision::read_file_bytes(file, Thumbnails::decode_options());
       const std::string ext = std::filesystem::path(file).extension().string();
@@ -406,12 +470,15 @@ void run_serve(const ServeOptions& o, const blip::cli::CommonOptions& common) {
 
   const int port = o.port == 0 ? server.bind_to_any_port(o.host) : (server.bind_to_port(o.host, o.port) ? o.port : -1);
   BLIP_CHECK(port > 0, "serve: cannot listen on ", o.host, ":", o.port, " (in use, or not an address of this machine)");
-  stop_on_signal(server, signals);
+  StopOnSignal stopper(server, signals);
   std::fprintf(stderr, "blip serve: listening on http://%s:%d/ (%lld %s, %s search)\n", o.host.c_str(), port,
                static_cast<long long>(index.size()), images ? "images" : "texts", gallery.kind().c_str());
   std::fflush(stderr);
-  server.listen_after_bind();
+  const bool listened = server.listen_after_bind();
+  stopper.listening_over();
   engine.stop();  // answers what was accepted
+  BLIP_CHECK(listened || stopper.requested(), "serve: the server stopped accepting connections on ", o.host, ":", port,
+             " (", std::strerror(errno), ")");
   std::fprintf(stderr, "blip serve: stopped\n");
 }
 
@@ -427,7 +494,7 @@ void add_serve(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_option("--http-threads", o->threads, "Threads parsing requests")->check(CLI::Range(1, 256))->capture_default_str();
   cmd->add_option("--max-batch", o->max_batch, "Text queries encoded together at most")->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  cmd->add_option("--max-queue", o->max_queue, "Queries waiting at most (more: 503)")->check(CLI::Range(1, 1 << 20))
+  cmd->add_option("--max-queue", o->max_queue, "Queries waiting at most (more: 503); below --http-threads")->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--max-rerank", o->max_rerank, "Largest rerank a request may ask")->check(CLI::Range(0, 4096))
       ->capture_default_str();

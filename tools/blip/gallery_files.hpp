@@ -84,7 +84,10 @@ class OpenedGallery {
  public:
   OpenedGallery(const std::string& path, const AnnQueryChoice& q, bool quiet, const std::string& root = {})
       : index_(std::make_unique<search::FeatureIndex>(search::FeatureIndex::read(path))) {
-    if (!root.empty()) index_->set_root(search::listing_root(root));
+    if (!root.empty()) {
+      BLIP_CHECK(index_->kind() == search::IndexKind::images, "--root: '", path, "' is an index of texts (no files to find)");
+      index_->set_root(search::listing_root(root));
+    }
     std::error_code ec;
     if (q.exact || !std::filesystem::exists(path + ".ann", ec)) return;
 #ifdef BLIP_WITH_FAISS
@@ -139,6 +142,15 @@ class GalleryAnnWriter {
     fail("index: '", previous->path(), ".ann' needs the FAISS component to be extended (install libfaiss-dev and "
          "rebuild blip), or remove it");
 #endif
+  }
+
+  // The feature index stayed as it was: an ANN index that exists is kept, a missing one that the
+  // kind asks for is built.
+  void finish_unchanged(const std::string& path) {
+#ifdef BLIP_WITH_FAISS
+    if (previous_) return;
+#endif
+    finish(path);
   }
 
   void finish(const std::string& path) {

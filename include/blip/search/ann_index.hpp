@@ -20,6 +20,8 @@
 // - write_ann / read_ann: the file OUT.ann beside a feature index OUT (blip index --kind),
 //   tagged with the index's checksum, so an ANN file left from another build is refused.
 //   ann_nearest(ann, index, params): the ANN search as a NearestFn for search/gallery.hpp.
+// - search() sets FAISS's search parameters on the shared index: one search at a time per
+//   AnnIndex (blip serve runs them all on its engine thread).
 // - Every size, k and parameter is checked (blip::Error naming it); FAISS exceptions become
 //   blip::Error.
 #pragma once
@@ -82,7 +84,8 @@ struct AnnSearchParams {
   int ef_search = 64;         // hnsw
   int64_t nprobe = 16;        // ivf, ivfpq
   int64_t rescore = 0;        // ivfpq: candidates re-scored exactly from `features` (0: none)
-  const float* features = nullptr;  // the indexed rows [size(), d], for the re-score
+  const float* features = nullptr;  // the indexed rows [rows, d], for the re-score
+  int64_t rows = 0;                 // how many `features` holds (0: size()); ids outside are dropped
 };
 
 struct AnnResult {
@@ -136,6 +139,7 @@ class AnnIndex {
       if (r.ids[i] < 0) r.scores[i] = -std::numeric_limits<float>::infinity();
     if (!rescore) return r;
     // Exact inner products of the candidates, then the best k (ties: the lower id).
+    const int64_t feature_rows = p.rows > 0 ? p.rows : size();
     AnnResult out;
     std::vector<std::pair<float, int64_t>> cand;
     for (int64_t i = 0; i < q; ++i) {
@@ -143,7 +147,7 @@ class AnnIndex {
       const float* query = queries + i * d_;
       for (int64_t j = 0; j < fetch; ++j) {
         const int64_t id = r.ids[static_cast<size_t>(i * fetch + j)];
-        if (id < 0) continue;
+        if (id < 0 || id >= feature_rows) continue;  // past the end, or an id no stored row has
         const float* row = p.features + id * d_;
         float dot = 0;
         for (int64_t c = 0; c < d_; ++c) dot += query[c] * row[c];
@@ -319,7 +323,8 @@ inline AnnIndex read_ann(const FeatureIndex& index) {
 // features when params.rescore > 0). `ann` and `index` must outlive the function.
 inline NearestFn ann_nearest(const AnnIndex& ann, const FeatureIndex& index, AnnSearchParams params) {
   params.features = index.feats().data();
-  return [&ann, params](const Tensor<float, Cpu>& queries, int64_t k) {
+  params.rows = index.size();
+  return [&ann, params, rows = index.size()](const Tensor<float, Cpu>& queries, int64_t k) {
     BLIP_CHECK(queries.dim() == 2 && queries.size(1) == ann.dim(), "ann_nearest: queries ", queries.shape(),
                " for an index of width ", ann.dim());
     const Tensor<float, Cpu> q = contiguous(queries);
@@ -330,7 +335,7 @@ inline NearestFn ann_nearest(const AnnIndex& ann, const FeatureIndex& index, Ann
     for (size_t i = 0; i < out.size(); ++i)
       for (int64_t j = 0; j < k; ++j) {
         const size_t at = i * static_cast<size_t>(k) + static_cast<size_t>(j);
-        if (r.ids[at] >= 0) out[i].push_back({r.ids[at], r.scores[at], r.scores[at], false});
+        if (r.ids[at] >= 0 && r.ids[at] < rows) out[i].push_back({r.ids[at], r.scores[at], r.scores[at], false});
       }
     return out;
   };

@@ -45,6 +45,9 @@ enum class EmbedsDtype : uint32_t { none = 0, f32 = 1, f16 = 2, bf16 = 3 };
 
 inline const char* kind_name(IndexKind k) { return k == IndexKind::images ? "images" : "texts"; }
 inline size_t dtype_size(EmbedsDtype d) { return d == EmbedsDtype::none ? 0 : d == EmbedsDtype::f32 ? 4 : 2; }
+inline const char* embeds_name(EmbedsDtype d) {
+  return d == EmbedsDtype::none ? "none" : d == EmbedsDtype::f32 ? "f32" : d == EmbedsDtype::f16 ? "f16" : "bf16";
+}
 inline EmbedsDtype parse_embeds_dtype(const std::string& s) {
   if (s == "none") return EmbedsDtype::none;
   if (s == "f32") return EmbedsDtype::f32;
@@ -226,7 +229,16 @@ class FeatureIndex {
     ix.model_ = next_string("the model name");
     ix.root_ = next_string("the root folder");
     ix.entries_.reserve(static_cast<size_t>(h.count));
-    for (uint64_t i = 0; i < h.count; ++i) ix.entries_.push_back(next_string(str("entry ", i)));
+    for (uint64_t i = 0; i < h.count; ++i) {
+      const uint64_t entry_at = kIndexHeaderBytes + at;
+      ix.entries_.push_back(next_string(str("entry ", i)));
+      // Under a root, an entry is a relative path that stays below it (blip serve's /thumb
+      // serves exactly these files).
+      const std::string& e = ix.entries_.back();
+      BLIP_CHECK(ix.root_.empty() || (!e.empty() && e[0] != '/' && e.find('\0') == std::string::npos &&
+                                      ("/" + e + "/").find("/../") == std::string::npos),
+                 "index '", path, "': entry ", i, " at byte ", entry_at, " is not a relative path below the root folder");
+    }
     for (uint64_t i = at; i < strings_size; ++i)
       BLIP_CHECK(strings[i] == 0 && strings_size - at < kIndexAlign, "index '", path, "': ", strings_size - at,
                  " unused bytes at the end of the strings section (byte ", kIndexHeaderBytes + at, ")");

@@ -200,8 +200,11 @@ void build_image_index(const Model& model, const std::vector<std::string>& paths
                      static_cast<uint32_t>(cfg.vision.embed_dims), o.root);
   writer.set_model_source(o.model_source);
   const bool keep = o.embeds != EmbedsDtype::none;
-  for (int64_t s = 0; base && s < base->size(); s += 1024) {
-    const int64_t n = std::min<int64_t>(1024, base->size() - s);
+  // The old rows in chunks of about 64 MiB of decoded embeds (32 rows at BLIP-base), 1024 without.
+  const int64_t per_row = keep ? tokens * cfg.vision.embed_dims * 4 : 0;
+  const int64_t chunk = per_row > 0 ? std::max<int64_t>(1, (int64_t{64} << 20) / per_row) : 1024;
+  for (int64_t s = 0; base && s < base->size(); s += chunk) {
+    const int64_t n = std::min<int64_t>(chunk, base->size() - s);
     std::vector<int64_t> rows(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) rows[static_cast<size_t>(i)] = s + i;
     const Tensor<float, Cpu> feats = contiguous(narrow(base->feats(), 0, s, n));

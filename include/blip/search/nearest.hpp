@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <vector>
 
 #include "blip/backend/cpu/isa.hpp"
@@ -42,8 +43,12 @@ using NearestFn = std::function<std::vector<std::vector<SearchHit>>(const Tensor
 
 namespace detail {
 using Candidate = std::pair<float, int64_t>;  // (similarity, row)
-// Best first: the higher similarity, then the lower row.
-inline bool better(const Candidate& a, const Candidate& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; }
+// Best first: the higher similarity (NaN, from a broken model, as the lowest), then the lower row.
+inline float rank_key(float v) { return v != v ? -std::numeric_limits<float>::infinity() : v; }
+inline bool better(const Candidate& a, const Candidate& b) {
+  const float x = rank_key(a.first), y = rank_key(b.first);
+  return x != y ? x > y : a.second < b.second;
+}
 
 // Keeps the k best of `heap` (front: the worst kept) with the candidates of one row of scores.
 inline void keep_best(std::vector<Candidate>& heap, const float* scores, int64_t count, int64_t first_row, int64_t k) {
