@@ -167,6 +167,16 @@ TEST_CASE("index file: bad files are refused with the file and byte offset named
   expect(patched(64 + 30, {1}), "unused bytes at the end of the strings section");  // padding must be zeros
   expect(patched(8, {2}), "version 2 at byte 8");  // absolute paths and unaligned features: rebuild
   CHECK_THROWS_WITH(FeatureIndex::read(dir / "none.idx"), Contains("none.idx"));
+  // Under a root, every entry must be a relative path below it (blip serve's /thumb serves them).
+  for (const std::string& entry : {std::string("../etc/passwd"), std::string("/etc/passwd"), std::string("a/../../b.png")}) {
+    const std::string rooted = dir / "rooted.idx";
+    {
+      IndexWriter w(rooted, IndexKind::images, "m", 7, {"ok.png", entry}, 4, EmbedsDtype::none, 0, 0, "/gallery");
+      w.append(random_rows(2, 4, 5));
+      w.finish();
+    }
+    CHECK_THROWS_WITH(FeatureIndex::read(rooted), Contains("entry 1 at byte") && Contains("not a relative path below the root"));
+  }
   // A non-finite feature is refused by the writer (class 9 of issue 11), and by the reader even
   // with a valid checksum (test_robust_inputs: class 8).
   IndexWriter w(dir / "nan.idx", IndexKind::texts, "m", 7, {"x"}, 2);
