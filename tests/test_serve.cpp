@@ -363,6 +363,27 @@ TEST_CASE("blip serve: one query's failure stays its own; a signal during start-
   CHECK(http.Get("/api/search?q=dog&n=3")->status == 200);
   server.stop();
 
+  // An index with an IVF index beside it: /healthz names it, and on a gallery this small (one
+  // list) its hits are the exact ones.
+#ifdef BLIP_TEST_FAISS
+  {
+    std::vector<std::string> index_ivf{g.exe, "-q", "index"};
+    index_ivf.insert(index_ivf.end(), g.model.begin(), g.model.end());
+    index_ivf.insert(index_ivf.end(), {"--images", g.work + "/images", "--out", g.work + "/ivf.idx", "--kind", "ivf", "--nlist", "1"});
+    run_ok(index_ivf);
+    std::vector<std::string> serve_ivf{g.exe, "serve", "--index", g.work + "/ivf.idx"};
+    serve_ivf.insert(serve_ivf.end(), g.model.begin(), g.model.end());
+    Server ivf(serve_ivf), exact(serve_args(g));
+    httplib::Client a("127.0.0.1", ivf.port), b("127.0.0.1", exact.port);
+    CHECK_THAT(a.Get("/healthz")->body, Contains("\"search\":\"ivf\""));
+    const auto ra = nlohmann::json::parse(a.Get("/api/search?q=a%20red%20car&n=6")->body);
+    const auto rb = nlohmann::json::parse(b.Get("/api/search?q=a%20red%20car&n=6")->body);
+    CHECK(ra["search"] == "ivf");
+    REQUIRE(ra["results"].size() == 6);
+    for (size_t r = 0; r < 6; ++r) CHECK(ra["results"][r]["path"] == rb["results"][r]["path"]);
+  }
+#endif
+
   // SIGTERM while the model is loading: the server stops as soon as it listens, exit 0.
   std::vector<std::string> early = serve_args(g);
   early.insert(early.end(), {"--port", "0"});
