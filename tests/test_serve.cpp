@@ -429,7 +429,7 @@ class Browser {
     posix_spawn_file_actions_adddup2(&actions, devnull, 1);
     posix_spawn_file_actions_adddup2(&actions, devnull, 2);
     std::vector<std::string> args{chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                                  "--hide-scrollbars", "--remote-debugging-pipe", "--user-data-dir=" + profile,
+                                  "--hide-scrollbars", "--disable-dev-shm-usage", "--remote-debugging-pipe", "--user-data-dir=" + profile,
                                   "--window-size=1100,720", "about:blank"};
     std::vector<char*> argv;
     for (auto& x : args) argv.push_back(x.data());

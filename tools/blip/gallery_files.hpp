@@ -46,7 +46,7 @@ inline void put_text(nlohmann::ordered_json& obj, const std::string& key, const 
 struct AnnBuildChoice {
   std::string kind = "auto";  // auto: exact up to kAutoExactMax entries, else ivf
   int64_t nlist = 0;
-  int hnsw_m = 32, pq_m = 32;
+  int hnsw_m = 32, pq_m = 32, ef_construction = 40;
   bool opq = false;
 };
 inline constexpr int64_t kAutoExactMax = 100000;
@@ -58,6 +58,8 @@ inline void add_ann_build_options(CLI::App* cmd, AnnBuildChoice& c) {
       ->check(CLI::IsMember({"auto", "exact", "hnsw", "ivf", "ivfpq"}))->capture_default_str();
   cmd->add_option("--nlist", c.nlist, "IVF lists (0: 4 sqrt(N))")->check(non_negative());
   cmd->add_option("--hnsw-m", c.hnsw_m, "HNSW neighbours per node")->check(CLI::Range(4, 256))->capture_default_str();
+  cmd->add_option("--ef-construction", c.ef_construction, "HNSW candidates explored per insertion (higher: better graph, slower build)")
+      ->check(CLI::Range(1, 1 << 16))->capture_default_str();
   cmd->add_option("--pq-m", c.pq_m, "IVF-PQ sub-quantisers (must divide the feature size)")->check(CLI::Range(1, 1024))
       ->capture_default_str();
   cmd->add_flag("--opq", c.opq, "IVF-PQ with an OPQ rotation");
@@ -175,6 +177,7 @@ class GalleryAnnWriter {
       o.kind = search::parse_ann_kind(kind);
       o.nlist = c_.nlist;
       o.hnsw_m = c_.hnsw_m;
+      o.ef_construction = c_.ef_construction;
       o.pq_m = c_.pq_m;
       o.opq = c_.opq;
       ann = search::AnnIndex::build(feats, index.size(), d, o);
