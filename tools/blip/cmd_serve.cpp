@@ -9,8 +9,11 @@
 // stay free for /healthz and /metrics). SIGTERM or SIGINT stop the listener, the queries
 // already accepted are answered, and the process exits 0; a second signal exits at once.
 // Every bad request gets a 4xx with {"error": ...}; the server keeps serving. See docs/search.md.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <omp.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <signal.h>
 
 #include <atomic>
@@ -307,6 +310,26 @@ class StopOnSignal {
   std::thread thread_;  // last: starts once the flags exist
 };
 
+// Debian's cpp-httplib 0.11 listens with a backlog of 5 (compiled into the library): a sixth
+// simultaneous connect waits for the client's SYN retransmit, 1 s (measured: the load test's
+// p99 went from ~5 ms to ~1 s in one run of three). httplib does not expose its socket, so the
+// listening socket on `port` is found among this process's descriptors and given the system's
+// maximum; listen() on a listening socket only changes its backlog.
+void raise_listen_backlog(int port) {
+  for (int fd = 0; fd < 4096; ++fd) {
+    sockaddr_storage a{};
+    socklen_t n = sizeof a;
+    int listening = 0;
+    socklen_t ln = sizeof listening;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n) != 0) continue;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ln) != 0 || !listening) continue;
+    const int p = a.ss_family == AF_INET    ? ntohs(reinterpret_cast<sockaddr_in*>(&a)->sin_port)
+                  : a.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&a)->sin6_port)
+                                            : -1;
+    if (p == port) (void)::listen(fd, SOMAXCONN);
+  }
+}
+
 void run_serve(const ServeOptions& o, const blip::cli::CommonOptions& common) {
   // Block the stop signals before any thread starts, so that every thread inherits the mask.
   sigset_t signals;
@@ -470,6 +493,7 @@ void run_serve(const ServeOptions& o, const blip::cli::CommonOptions& common) {
 
   const int port = o.port == 0 ? server.bind_to_any_port(o.host) : (server.bind_to_port(o.host, o.port) ? o.port : -1);
   BLIP_CHECK(port > 0, "serve: cannot listen on ", o.host, ":", o.port, " (in use, or not an address of this machine)");
+  raise_listen_backlog(port);
   StopOnSignal stopper(server, signals);
   std::fprintf(stderr, "blip serve: listening on http://%s:%d/ (%lld %s, %s search)\n", o.host.c_str(), port,
                static_cast<long long>(index.size()), images ? "images" : "texts", gallery.kind().c_str());
