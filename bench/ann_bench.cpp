@@ -118,8 +118,9 @@ int main(int argc, char** argv) {
         const auto top = topk(matmul(one, transpose(feats, 0, 1)), k);  // the GEMM path top_n takes for batches
         gemm.push_back(since(s));
         const auto scan = top_n(feats, one, k)[0];
+        const std::vector<int64_t> gemm_rows = top.indices.to_vector();
         for (int64_t j = 0; j < k; ++j)
-          if (scan[static_cast<size_t>(j)].entry != top.indices.to_vector()[static_cast<size_t>(j)])
+          if (scan[static_cast<size_t>(j)].entry != gemm_rows[static_cast<size_t>(j)])
             std::printf("note: scan and GEMM order differ at rank %lld (a near tie)\n", static_cast<long long>(j));
       }
       std::printf("  (GEMM + topk path for the same single query: %.1f ms)\n", 1e3 * median(gemm));

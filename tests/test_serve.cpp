@@ -90,6 +90,19 @@ std::pair<int, std::string> finish(Child& c) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), text};
 }
 
+// finish(), but the child is killed (and so fails the caller's status check) after `seconds`.
+std::pair<int, std::string> finish_within(Child& c, int seconds) {
+  std::atomic<bool> done{false};
+  std::thread watchdog([&] {
+    for (int i = 0; i < 10 * seconds && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!done) ::kill(c.pid, SIGKILL);
+  });
+  auto r = finish(c);
+  done = true;
+  watchdog.join();
+  return r;
+}
+
 std::string run_ok(const std::vector<std::string>& args) {
   Child c = spawn(args);
   auto [rc, text] = finish(c);
@@ -124,14 +137,7 @@ struct Server {
   // SIGTERM, then its exit status and output (within 30 s, or it is killed and the test fails).
   std::pair<int, std::string> stop() {
     ::kill(child.pid, SIGTERM);
-    std::atomic<bool> done{false};
-    std::thread watchdog([&] {
-      for (int i = 0; i < 300 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      if (!done) ::kill(child.pid, SIGKILL);
-    });
-    auto r = finish(child);
-    done = true;
-    watchdog.join();
+    auto r = finish_within(child, 30);
     r.second = log + r.second;
     child.pid = -1;
     return r;
@@ -400,14 +406,7 @@ TEST_CASE("blip serve: one query's failure stays its own; a signal during start-
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   ::kill(child.pid, SIGTERM);
-  std::atomic<bool> done{false};
-  std::thread watchdog([&] {
-    for (int i = 0; i < 300 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (!done) ::kill(child.pid, SIGKILL);
-  });
-  const auto [rc, log] = finish(child);
-  done = true;
-  watchdog.join();
+  const auto [rc, log] = finish_within(child, 30);
   INFO(log);
   CHECK(rc == 0);
 }

@@ -56,7 +56,7 @@ void run_index(const IndexOptions& o, const blip::cli::CommonOptions& common) {
       std::erase_if(paths, [&](const std::string& p) { return have.count(search::relative_to_root(p, b.root)) > 0; });
       if (paths.empty()) {
         if (!common.quiet) std::fprintf(stderr, "blip index: no new images under '%s'; '%s' is unchanged\n", o.images.c_str(), o.out.c_str());
-        ann.finish_unchanged(o.out);  // an ANN index lost after the last append is built again
+        ann.finish_unchanged(o.out, previous->size());  // an ANN index lost after the last append is built again
         return;
       }
     }
@@ -71,7 +71,7 @@ void run_index(const IndexOptions& o, const blip::cli::CommonOptions& common) {
     search::build_image_index(*loaded.model, paths, o.out, b, previous ? &*previous : nullptr);
     if (!common.quiet)
       std::fprintf(stderr, "blip index: %zu images%s -> %s\n", paths.size(), previous ? " added" : "", o.out.c_str());
-    ann.finish(o.out);
+    ann.finish(o.out, static_cast<int64_t>(paths.size()) + (previous ? previous->size() : 0));
   } else {
     BLIP_CHECK(!o.append, "--append adds images to an index of images; rebuild an index of texts instead");
     BLIP_CHECK(b.embeds == search::EmbedsDtype::none, "--embeds applies to an index of images, not of --texts");
@@ -80,7 +80,7 @@ void run_index(const IndexOptions& o, const blip::cli::CommonOptions& common) {
     const auto loaded = blip::cli::load_model(o.model);
     search::build_text_index(*loaded.model, *loaded.tokenizer, texts, o.out, b);
     if (!common.quiet) std::fprintf(stderr, "blip index: %zu texts -> %s\n", texts.size(), o.out.c_str());
-    ann.finish(o.out);
+    ann.finish(o.out, static_cast<int64_t>(texts.size()));
   }
 }
 

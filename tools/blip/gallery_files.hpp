@@ -148,23 +148,24 @@ class GalleryAnnWriter {
 
   // The feature index stayed as it was: an ANN index that exists is kept, a missing one that the
   // kind asks for is built.
-  void finish_unchanged(const std::string& path) {
+  void finish_unchanged(const std::string& path, int64_t entries) {
 #ifdef BLIP_WITH_FAISS
     if (previous_) return;
 #endif
-    finish(path);
+    finish(path, entries);
   }
 
-  void finish(const std::string& path) {
-    const search::FeatureIndex index = search::FeatureIndex::read(path);
+  // `entries`: how many the index at `path` holds (the file is read only to build an ANN index).
+  void finish(const std::string& path, int64_t entries) {
     const std::string ann_file = path + ".ann";
-    const std::string kind = c_.kind != "auto" ? c_.kind : index.size() <= kAutoExactMax ? "exact" : "ivf";
+    const std::string kind = c_.kind != "auto" ? c_.kind : entries <= kAutoExactMax ? "exact" : "ivf";
     if (kind == "exact") {
       std::error_code ec;
       std::filesystem::remove(ann_file, ec);  // an old one is stale: the exact search needs none
       return;
     }
 #ifdef BLIP_WITH_FAISS
+    const search::FeatureIndex index = search::FeatureIndex::read(path);
     const float* feats = index.feats().data();
     const int64_t d = index.header().feat_dim;
     search::AnnIndex ann;

@@ -39,6 +39,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -195,14 +196,7 @@ class AnnIndex {
     return from_bytes(bytes.data(), bytes.size(), what);
   }
   static AnnIndex from_bytes(const uint8_t* data, size_t size, const std::string& what) {
-    struct Bytes {  // the container's bytes, as from_bytes had them in a vector
-      const uint8_t* p;
-      size_t n;
-      size_t size() const { return n; }
-      const uint8_t* data() const { return p; }
-      const uint8_t* begin() const { return p; }
-      const uint8_t* end() const { return p + n; }
-    } bytes{data, size};
+    const std::span<const uint8_t> bytes(data, size);
     BLIP_CHECK(bytes.size() >= kHeader + 4 && std::memcmp(bytes.data(), kMagic, 8) == 0, what,
                ": not a blip ANN index (", bytes.size(), " bytes; no 'BLIPANN1' magic at offset 0)");
     int64_t fields[5];
@@ -324,7 +318,7 @@ inline AnnIndex read_ann(const FeatureIndex& index) {
 inline NearestFn ann_nearest(const AnnIndex& ann, const FeatureIndex& index, AnnSearchParams params) {
   params.features = index.feats().data();
   params.rows = index.size();
-  return [&ann, params, rows = index.size()](const Tensor<float, Cpu>& queries, int64_t k) {
+  return [&ann, params](const Tensor<float, Cpu>& queries, int64_t k) {
     BLIP_CHECK(queries.dim() == 2 && queries.size(1) == ann.dim(), "ann_nearest: queries ", queries.shape(),
                " for an index of width ", ann.dim());
     const Tensor<float, Cpu> q = contiguous(queries);
@@ -335,7 +329,7 @@ inline NearestFn ann_nearest(const AnnIndex& ann, const FeatureIndex& index, Ann
     for (size_t i = 0; i < out.size(); ++i)
       for (int64_t j = 0; j < k; ++j) {
         const size_t at = i * static_cast<size_t>(k) + static_cast<size_t>(j);
-        if (r.ids[at] >= 0 && r.ids[at] < rows) out[i].push_back({r.ids[at], r.scores[at], r.scores[at], false});
+        if (r.ids[at] >= 0 && r.ids[at] < params.rows) out[i].push_back({r.ids[at], r.scores[at], r.scores[at], false});
       }
     return out;
   };

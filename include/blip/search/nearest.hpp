@@ -66,6 +66,17 @@ inline void keep_best(std::vector<Candidate>& heap, const float* scores, int64_t
 }
 }  // namespace detail
 
+namespace detail {
+// The best k of `candidates` as hits, best first.
+inline std::vector<SearchHit> best_hits(std::vector<Candidate> candidates, int64_t k) {
+  std::sort(candidates.begin(), candidates.end(), better);
+  candidates.resize(std::min(candidates.size(), static_cast<size_t>(k)));
+  std::vector<SearchHit> hits;
+  for (const auto& [sim, row] : candidates) hits.push_back({row, sim, sim, false});
+  return hits;
+}
+}  // namespace detail
+
 // The exact top n by one pass over the rows, in blocks that stay in cache while every query
 // reads them; each thread keeps a heap of its n best per query, merged at the end. For a few
 // queries over a large index the work is reading the matrix: the GEMM reads it no faster and
@@ -98,11 +109,7 @@ inline std::vector<std::vector<SearchHit>> scan_top_n(const Tensor<float, Cpu>& 
       const auto& h = best[static_cast<size_t>(t * nq + i)];
       all.insert(all.end(), h.begin(), h.end());
     }
-    std::sort(all.begin(), all.end(), detail::better);
-    for (int64_t j = 0; j < k; ++j) {
-      const auto& [sim, row] = all[static_cast<size_t>(j)];
-      out[static_cast<size_t>(i)].push_back({row, sim, sim, false});
-    }
+    out[static_cast<size_t>(i)] = detail::best_hits(std::move(all), k);
   }
   return out;
 }
@@ -124,11 +131,7 @@ inline std::vector<std::vector<SearchHit>> blocked_top_n(const Tensor<float, Cpu
     for (int64_t i = 0; i < nq; ++i) detail::keep_best(heaps[static_cast<size_t>(i)], s + i * rows, rows, r0, k);
   }
   std::vector<std::vector<SearchHit>> out(static_cast<size_t>(nq));
-  for (int64_t i = 0; i < nq; ++i) {
-    auto& h = heaps[static_cast<size_t>(i)];
-    std::sort(h.begin(), h.end(), detail::better);
-    for (const auto& [sim, row] : h) out[static_cast<size_t>(i)].push_back({row, sim, sim, false});
-  }
+  for (int64_t i = 0; i < nq; ++i) out[static_cast<size_t>(i)] = detail::best_hits(std::move(heaps[static_cast<size_t>(i)]), k);
   return out;
 }
 
