@@ -7,6 +7,8 @@
 //     Blip_LinearBf16  blip::linear(x, w, b) inside PrecisionScope(bf16): bf16 weights (converted
 //                      once, in the warm-up), activations rounded per call, float accumulation
 //     OneDNN_Sgemm     dnnl_sgemm('N', 'T') on the same buffers into a preallocated C
+//     OneDNN_Int8      s8 weights (per-channel scales) x s8 activations (dynamic per-call scale,
+//                      quantisation timed) through oneDNN's matmul; counter rel_err against fp32
 //     OpenBLAS         cblas_sgemm(NoTrans, Trans) on the same buffers into a preallocated C
 //     Eigen            Eigen's own GEMM (row-major Maps, noalias) into a preallocated C
 //     Diag_OpenBLAS_FreshOutput[THP]  the OpenBLAS call into a C allocated per call (4 KiB pages,
@@ -31,6 +33,7 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -115,6 +118,102 @@ void BM_Gemm_Blip_LinearBf16(benchmark::State& state) {
   set_gemm_counters(state, g.m, g.k, g.n);
 }
 
+// int8 as issue 10 defines it (clip.cpp's q8_0 idea on oneDNN): weights s8 with one scale per
+// output channel (max |w| / 127, quantised once), activations s8 with one dynamic scale per call
+// (max |x| / 127: the max and the rounding are timed), s8·s8 → s32 accumulation, dequantised by
+// runtime output scales sx·sw[n], f32 bias and output: oneDNN's matmul primitive
+// (brgemm:avx512_core_vnni where the CPU has VNNI). Counter rel_err: ‖y − y_fp32‖ / ‖y_fp32‖.
+void BM_Gemm_OneDNN_Int8(benchmark::State& state) {
+  GemmCase g(state.range(0), state.range(1), state.range(2));
+  const int64_t m = g.m, k = g.k, n = g.n;
+  auto ok = [&](dnnl_status_t st, const char* what) {
+    if (st != dnnl_success) state.SkipWithError(what);
+    return st == dnnl_success;
+  };
+  std::vector<int8_t> wq(static_cast<size_t>(n * k)), xq(static_cast<size_t>(m * k));
+  std::vector<float> w_scale(static_cast<size_t>(n)), out_scale(static_cast<size_t>(n));
+  const float* w = g.w.data();
+  for (int64_t j = 0; j < n; ++j) {
+    float mx = 0;
+    for (int64_t i = 0; i < k; ++i) mx = std::max(mx, std::fabs(w[j * k + i]));
+    w_scale[j] = mx > 0 ? mx / 127.0f : 1.0f;
+    for (int64_t i = 0; i < k; ++i) wq[j * k + i] = static_cast<int8_t>(std::nearbyint(w[j * k + i] / w_scale[j]));
+  }
+  dnnl_engine_t engine = nullptr;
+  if (!ok(dnnl_engine_create(&engine, dnnl_cpu, 0), "engine")) return;
+  dnnl_memory_desc_t src_md, wei_md, bias_md, dst_md, scale_md;
+  const dnnl_dims_t src_dims{m, k}, wei_dims{k, n}, bias_dims{1, n}, dst_dims{m, n}, scale_dims{n};
+  const dnnl_dims_t src_str{k, 1}, wei_str{1, k}, bias_str{n, 1}, dst_str{n, 1};  // wᵀ: [k, n] view of [n, k]
+  dnnl_memory_desc_init_by_strides(&src_md, 2, src_dims, dnnl_s8, src_str);
+  dnnl_memory_desc_init_by_strides(&wei_md, 2, wei_dims, dnnl_s8, wei_str);
+  dnnl_memory_desc_init_by_strides(&bias_md, 2, bias_dims, dnnl_f32, bias_str);
+  dnnl_memory_desc_init_by_strides(&dst_md, 2, dst_dims, dnnl_f32, dst_str);
+  dnnl_memory_desc_init_by_tag(&scale_md, 1, scale_dims, dnnl_f32, dnnl_a);
+  dnnl_matmul_desc_t op;
+  dnnl_matmul_desc_init(&op, &src_md, &wei_md, &bias_md, &dst_md);
+  dnnl_primitive_attr_t attr = nullptr;
+  dnnl_primitive_attr_create(&attr);
+  const float runtime = DNNL_RUNTIME_F32_VAL;
+  dnnl_primitive_attr_set_output_scales(attr, n, 1 << 1, &runtime);
+  dnnl_primitive_desc_t pd = nullptr;
+  dnnl_primitive_t prim = nullptr;
+  if (!ok(dnnl_primitive_desc_create(&pd, &op, attr, engine, nullptr), "int8 matmul not supported here") ||
+      !ok(dnnl_primitive_create(&prim, pd), "int8 primitive")) {
+    dnnl_primitive_attr_destroy(attr);
+    dnnl_engine_destroy(engine);
+    return;
+  }
+  const char* impl = nullptr;
+  dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+  state.SetLabel(impl ? impl : "?");
+  dnnl_memory_t src, wei, bias, dst, scales;
+  dnnl_memory_create(&src, &src_md, engine, xq.data());
+  dnnl_memory_create(&wei, &wei_md, engine, wq.data());
+  dnnl_memory_create(&bias, &bias_md, engine, g.b.data());
+  dnnl_memory_create(&dst, &dst_md, engine, g.c.data());
+  dnnl_memory_create(&scales, &scale_md, engine, out_scale.data());
+  dnnl_stream_t stream = nullptr;
+  dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+  const dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bias},
+                                   {DNNL_ARG_DST, dst}, {DNNL_ARG_ATTR_OUTPUT_SCALES, scales}};
+  const float* x = g.x.data();
+  auto run = [&] {
+    float mx = 0;
+#pragma omp parallel for reduction(max : mx)
+    for (int64_t i = 0; i < m * k; ++i) mx = std::max(mx, std::fabs(x[i]));
+    const float sx = mx > 0 ? mx / 127.0f : 1.0f, inv = 1.0f / sx;
+#pragma omp parallel for
+    for (int64_t i = 0; i < m * k; ++i) xq[i] = static_cast<int8_t>(std::nearbyint(x[i] * inv));
+    for (int64_t j = 0; j < n; ++j) out_scale[j] = sx * w_scale[j];
+    dnnl_primitive_execute(prim, stream, 5, args);
+    dnnl_stream_wait(stream);
+  };
+  run();
+  for (auto _ : state) {
+    run();
+    benchmark::DoNotOptimize(g.c.data());
+    benchmark::ClobberMemory();
+  }
+  const blip::Tensor<float> ref = [&] {
+    blip::NoGradGuard no_grad;
+    return blip::linear(g.x, g.w, g.b);
+  }();
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < m * n; ++i) {
+    const double d = static_cast<double>(g.c.data()[i]) - ref.data()[i];
+    num += d * d;
+    den += static_cast<double>(ref.data()[i]) * ref.data()[i];
+  }
+  state.counters["rel_err"] = std::sqrt(num / den);
+  set_gemm_counters(state, g.m, g.k, g.n);
+  for (dnnl_memory_t mem : {src, wei, bias, dst, scales}) dnnl_memory_destroy(mem);
+  dnnl_stream_destroy(stream);
+  dnnl_primitive_destroy(prim);
+  dnnl_primitive_desc_destroy(pd);
+  dnnl_primitive_attr_destroy(attr);
+  dnnl_engine_destroy(engine);
+}
+
 void BM_Gemm_OneDNN_Sgemm(benchmark::State& state) {
   GemmCase g(state.range(0), state.range(1), state.range(2));
   for (auto _ : state) {
@@ -196,6 +295,7 @@ BENCHMARK(BM_Gemm_Blip_Linear)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Blip_LinearNoBias)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Blip_LinearBf16)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_OneDNN_Sgemm)->Apply(gemm_shapes);
+BENCHMARK(BM_Gemm_OneDNN_Int8)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_OpenBLAS)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Eigen)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Diag_OpenBLAS_FreshOutput<false>)->Name("BM_Gemm_Diag_OpenBLAS_FreshOutput")->Apply(gemm_shapes);

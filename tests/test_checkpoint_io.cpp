@@ -272,6 +272,29 @@ TEST_CASE("safetensors writer: BOOL, float conversion on save, and streaming loa
   CHECK(half.dtype("a") == "F16");
   CHECK(half.dtype("ids") == "I64");
   CHECK(half.load<float>("a").to_vector()[0] == static_cast<float>(fp16(0.1f)));
+
+  // Views (transposed, sliced) are written in row-major order, converted or not, and a tensor
+  // larger than one conversion chunk (65,536 elements) converts every chunk.
+  Generator gen(3);
+  const Tensor<float> base = randn<float, Cpu>({300, 257}, gen);
+  StateDict views;
+  views.insert("t", transpose(base, 0, 1));
+  views.insert("s", slice(base, 1, 5, 9));
+  views.insert("big", base);
+  for (const std::string dtype : {"F32", "BF16", "F16"}) {
+    INFO(dtype);
+    save_safetensors(dir / "v.safetensors", views, {}, dtype);
+    const SafeTensorsFile v(dir / "v.safetensors");
+    for (const std::string& key : views.keys()) {
+      INFO(key);
+      const Tensor<float> expect = contiguous(std::get<Tensor<float>>(views.at(key)));
+      std::vector<float> want = expect.to_vector();
+      if (dtype == "BF16") want = cast<float>(cast<bf16>(expect)).to_vector();
+      if (dtype == "F16") want = cast<float>(cast<fp16>(expect)).to_vector();
+      CHECK(v.shape(key) == expect.shape());
+      CHECK(v.load<float>(key).to_vector() == want);
+    }
+  }
 }
 
 TEST_CASE("safetensors writer: bad entries are errors that leave the previous file untouched", "[io][writer][errors]") {

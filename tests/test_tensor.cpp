@@ -137,3 +137,66 @@ TEST_CASE("large CPU buffers are reused without raising the live high-water mark
   Memory::release(c, 2 * big);
   Memory::empty_cache();
 }
+
+TEST_CASE("byte shares cover every byte of every item once, in order", "[tensor][parallel]") {
+  const int saved = cpu::num_threads();
+  const std::vector<uint64_t> sizes = {0, 5u << 20, 1, 0, 9u << 20, 3u << 20, 7, 0};
+  uint64_t total = 0;
+  for (uint64_t s : sizes) total += s;
+  for (int threads : {1, 2, 3}) {
+    INFO(threads << " threads");
+    cpu::set_num_threads(threads);
+    REQUIRE(cpu::byte_share_count(total) == threads);
+    REQUIRE(cpu::byte_share_count(1u << 20) == 1);  // small passes stay on the calling thread
+    struct Piece {
+      int share;
+      size_t item;
+      uint64_t offset, length;
+    };
+    std::vector<std::vector<Piece>> got(static_cast<size_t>(threads));
+    cpu::for_byte_shares(sizes.data(), sizes.size(), cpu::byte_share_count(total), [&](int share, size_t item, uint64_t offset, uint64_t length) {
+      got[static_cast<size_t>(share)].push_back({share, item, offset, length});
+    });
+    // Concatenated in share order, the pieces walk the items end to end without gap or overlap.
+    size_t item = 0;
+    uint64_t offset = 0;
+    for (const auto& share : got) {
+      REQUIRE_FALSE(share.empty());
+      for (const Piece& p : share) {
+        while (item < sizes.size() && offset == sizes[item]) ++item, offset = 0;
+        REQUIRE(p.item == item);
+        REQUIRE(p.offset == offset);
+        REQUIRE(p.length > 0);
+        offset += p.length;
+      }
+    }
+    while (item < sizes.size() && offset == sizes[item]) ++item, offset = 0;
+    REQUIRE(item == sizes.size());
+  }
+  cpu::set_num_threads(saved);
+}
+
+TEST_CASE("copy_into_streaming copies a batch exactly, strided destinations too", "[tensor][copy]") {
+  const int saved = cpu::num_threads();
+  Generator gen(5);
+  std::vector<std::pair<Tensor<float, Cpu>, Tensor<float, Cpu>>> pairs;
+  std::vector<Tensor<float, Cpu>> dst_owners;
+  for (int64_t rows : {1, 1024, 3, 2048, 777, 0, 4096}) {  // ~30 MiB: more than one share
+    const Tensor<float, Cpu> src = randn<float, Cpu>({rows, 1031}, gen);
+    dst_owners.push_back(Tensor<float, Cpu>::zeros({rows, 1031}));
+    pairs.emplace_back(dst_owners.back(), src);
+  }
+  // A transposed destination takes copy_into's strided path inside the same batch.
+  const Tensor<float, Cpu> square = randn<float, Cpu>({64, 64}, gen);
+  const Tensor<float, Cpu> target = Tensor<float, Cpu>::zeros({64, 64});
+  pairs.emplace_back(transpose(target, 0, 1), square);
+  for (int threads : {1, 2}) {
+    cpu::set_num_threads(threads);
+    for (auto& d : dst_owners) fill_(d, -1.0f);
+    fill_(target, -1.0f);
+    copy_into_streaming(std::span<const std::pair<Tensor<float, Cpu>, Tensor<float, Cpu>>>(pairs));
+    for (const auto& [dst, src] : pairs) REQUIRE(contiguous(dst).to_vector() == src.to_vector());
+  }
+  REQUIRE(contiguous(transpose(target, 0, 1)).to_vector() == square.to_vector());
+  cpu::set_num_threads(saved);
+}

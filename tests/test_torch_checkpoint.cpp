@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "blip/backend/cpu/parallel.hpp"
 #include "blip/io/safetensors.hpp"
 #include "blip/io/torch_checkpoint.hpp"
 #include "golden_dirs.hpp"
@@ -407,6 +408,39 @@ TEST_CASE("robust inputs: stored entries are CRC-checked", "[io][torch][zip][rob
   REQUIRE(stop != std::string::npos);
   pkl[stop] = 's';  // inside data.pkl: read through ZipArchive::read, checked the same way
   REQUIRE_THROWS_WITH(io::TorchCheckpoint(write_bytes("crc_pickle.pth", pkl)), Contains("archive/data.pkl") && Contains("CRC-32"));
+}
+
+TEST_CASE("robust inputs: stored entries checked together, split over threads, name the corrupt one", "[io][zip][robust]") {
+  // 17 MiB in three entries: with two threads the middle one is cut between them and its CRC is
+  // joined from two pieces (crc32_join); a flipped byte in either piece names that entry.
+  const std::vector<std::pair<std::string, std::string>> entries = {
+      {"a", std::string(5u << 20, 'a')}, {"b", std::string(9u << 20, 'b')}, {"c", std::string(3u << 20, 'c')}};
+  const std::string path = write_zip("shares.zip", entries);
+  const int saved = cpu::num_threads();
+  for (int threads : {1, 2, 3}) {
+    INFO(threads << " threads");
+    cpu::set_num_threads(threads);
+    const io::ZipArchive zip(path);
+    const std::vector<const io::ZipEntry*> all = {&zip.entry("a"), &zip.entry("b"), &zip.entry("c")};
+    const std::vector<const uint8_t*> data = zip.stored_data(all);
+    for (size_t i = 0; i < all.size(); ++i)
+      REQUIRE(std::string(reinterpret_cast<const char*>(data[i]), entries[i].second.size()) == entries[i].second);
+  }
+  const std::string bytes = read_bytes(path);
+  const size_t b_at = bytes.find(std::string(4096, 'b'));
+  REQUIRE(b_at != std::string::npos);
+  for (size_t offset : {size_t{100}, (size_t{9} << 20) - 100}) {  // before and after the threads' cut
+    std::string bad = bytes;
+    bad[b_at + offset] ^= 0x20;
+    const std::string bad_path = write_bytes("shares_flipped.zip", bad);
+    for (int threads : {1, 2}) {
+      cpu::set_num_threads(threads);
+      const io::ZipArchive zip(bad_path);
+      const std::vector<const io::ZipEntry*> all = {&zip.entry("a"), &zip.entry("b"), &zip.entry("c")};
+      REQUIRE_THROWS_WITH(zip.stored_data(all), Contains("entry 'b'") && Contains("CRC-32"));
+    }
+  }
+  cpu::set_num_threads(saved);
 }
 
 TEST_CASE("robust inputs: a compressed storage inflates only to what its tensors need", "[io][torch][zip][robust]") {

@@ -7,12 +7,20 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 
 namespace blip::backend {
 
 enum class BinaryOp { add, sub, mul, div };  // same order as cuda::BinaryOp
 enum class UnaryOp { gelu, tanh, exp, log };
+
+// One contiguous copy of copy_bulk's batch: `bytes` from src to dst, both on the device.
+struct BulkCopy {
+  void* dst = nullptr;
+  const void* src = nullptr;
+  size_t bytes = 0;
+};
 
 // softmax(q kᵀ · scale + mask) v for q [B,H,Sq,d], k [Bkv,H,Sk,d], v [Bkv,H,Sk,dv] into out
 // [B,H,Sq,dv]; strides of axes 0-2 (batch, head, row). mask (may be null) is read through

@@ -25,6 +25,13 @@ namespace blip::io {
 
 inline uint32_t crc32_init() { return static_cast<uint32_t>(::crc32_z(0, nullptr, 0)); }
 
+// The CRC of A followed by B from crc(A), crc(B) and B's length (zlib; O(log length)): how the
+// CRCs of pieces checked on different threads join.
+inline uint32_t crc32_join(uint32_t crc_a, uint32_t crc_b, uint64_t length_b) {
+  static_assert(sizeof(z_off_t) == 8, "zlib with 64-bit offsets");
+  return static_cast<uint32_t>(::crc32_combine(crc_a, crc_b, static_cast<z_off_t>(length_b)));
+}
+
 namespace detail {
 
 #ifdef BLIP_CRC32_PCLMUL

@@ -103,6 +103,20 @@ LoadReport load_state_dict(Model& model, const S& source, const LoadOptions& opt
   // buffers) and throws before anything changes; the second assigns.
   auto run = [&](bool apply, LoadReport& r) {
     std::set<std::string> used;
+    // The parameters' copies are gathered and run in batches of up to 256 MiB (one parallel pass
+    // each, instead of ~1,000 single-threaded copies), bounding what converted sources hold.
+    std::vector<std::pair<Tensor<T, D>, Tensor<T, D>>> pending;
+    int64_t pending_bytes = 0;
+    auto flush = [&] {
+      copy_into_streaming(std::span<const std::pair<Tensor<T, D>, Tensor<T, D>>>(pending));
+      pending.clear();
+      pending_bytes = 0;
+    };
+    auto copy_later = [&](const Tensor<T, D>& dst, const Tensor<T, D>& src) {
+      pending.emplace_back(dst, src);
+      pending_bytes += src.numel() * static_cast<int64_t>(sizeof(T));
+      if (pending_bytes >= (int64_t{256} << 20)) flush();
+    };
     auto take = [&](const std::string& name, const Shape& expected) -> std::optional<Tensor<T, D>> {
       auto it = source_key.find(name);
       if (it == source_key.end()) return std::nullopt;
@@ -142,29 +156,31 @@ LoadReport load_state_dict(Model& model, const S& source, const LoadOptions& opt
                      ", which must be one parameter");
         }
         if (a || b) {
-          if (apply) copy_into_streaming(p.value(), a ? *a : *b);
+          if (apply) copy_later(p.value(), a ? *a : *b);
         } else {
           absent(name);
         }
         return;
       }
       if (auto v = take(name, p.shape())) {
-        if (apply) copy_into_streaming(p.value(), *v);  // shapes were checked in the first pass
+        if (apply) copy_later(p.value(), *v);  // shapes were checked in the first pass
       } else {
         r.missing.push_back(their_name(name));
       }
     });
+    flush();  // before the momentum copies, which copy_params() takes from the loaded values
     model.visit_momentum_parameters([&](const std::string& name_m, const std::string&, Parameter<T, D>& p) {
       if (auto v = take(name_m, p.shape())) {
         if (apply) {
           if (!p.has_momentum() || p.momentum_aliased()) p.copy_params();
-          copy_into_streaming(p.momentum(), *v);
+          copy_later(p.momentum(), *v);
         }
       } else {
         if (apply) p.copy_params();
         absent(name_m);
       }
     });
+    flush();
     model.head.visit_buffers([&](const std::string& name, Tensor<T, D>& buffer) {
       if (auto v = take(name, buffer.shape())) {
         if (apply) copy_into(buffer, *v);

@@ -4,7 +4,8 @@
 // entry's name, dtype and shape; padded with spaces to a multiple of 8 bytes, as Python's
 // safetensors does), then each tensor's bytes in entry order, contiguous from offset 0. Each
 // entry's load() is called only when its bytes are due and its result is written in chunks, so
-// at most one source tensor plus one chunk is in memory. Stored dtypes: F32, F16, BF16, F64 from
+// at most one source tensor plus one chunk is in memory (plus the source gathered row-major when
+// it is a non-contiguous view). Stored dtypes: F32, F16, BF16, F64 from
 // any floating tensor; I64, I32 from any integer tensor; U8 and BOOL (0/1 only) from U8 tensors.
 // Floating <-> integer conversion is refused. Names must be unique and not `__metadata__`;
 // `metadata` becomes `__metadata__` (string values). The file appears atomically (AtomicFile):
@@ -35,19 +36,28 @@ struct TensorToWrite {
 
 namespace detail {
 
+// Element conversion and layout through tensor_bytes' convert_run / gather on raw memory, not
+// through tensor ops: this runs for 7 x 7 type pairs in every translation unit that includes the
+// writer, and contiguous() / cast<>() of tensors instantiated the op machinery for each type
+// (~1 s of each unit's compile time).
 template <Element U>
 void write_as(AtomicFile& file, const AnyTensor& any) {
   std::visit([&](const auto& x) {
     using S = typename std::decay_t<decltype(x)>::value_type;
-    const Tensor<S, Cpu> flat = reshape(contiguous(x), {x.numel()});
-    constexpr int64_t chunk = int64_t{1} << 16;
-    for (int64_t start = 0; start < flat.numel(); start += chunk) {
-      const int64_t n = std::min(chunk, flat.numel() - start);
-      const Tensor<S, Cpu> part = narrow(flat, 0, start, n);
-      if constexpr (std::same_as<S, U>) {
-        file.write(part.data(), sizeof(U) * static_cast<size_t>(n));
-      } else {
-        const Tensor<U, Cpu> converted = cast<U>(part);
+    const auto* bytes = reinterpret_cast<const uint8_t*>(x.data());
+    const int64_t total = x.numel();
+    if (!x.is_contiguous()) {  // rare in a state dict: gathered whole
+      std::vector<U> gathered(static_cast<size_t>(total));
+      detail::gather<S>(bytes, x.shape(), x.strides(), gathered.data());
+      file.write(gathered.data(), sizeof(U) * static_cast<size_t>(total));
+    } else if constexpr (std::same_as<S, U>) {
+      file.write(bytes, sizeof(U) * static_cast<size_t>(total));
+    } else {
+      constexpr int64_t chunk = int64_t{1} << 16;
+      std::vector<U> converted(static_cast<size_t>(std::min(chunk, total)));
+      for (int64_t start = 0; start < total; start += chunk) {
+        const int64_t n = std::min(chunk, total - start);
+        detail::convert_run<S>(bytes + static_cast<size_t>(start) * sizeof(S), 1, n, converted.data());
         file.write(converted.data(), sizeof(U) * static_cast<size_t>(n));
       }
     }

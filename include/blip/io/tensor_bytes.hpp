@@ -55,7 +55,9 @@ void convert_run(const uint8_t* src, int64_t step, int64_t n, T* dst) {
   for (int64_t i = 0; i < n; ++i) {
     S s;
     std::memcpy(&s, src + static_cast<size_t>(i * step) * sizeof(S), sizeof(S));
-    if constexpr (std::same_as<S, bf16> || std::same_as<S, fp16>) {
+    if constexpr (std::same_as<S, T>) {
+      dst[i] = s;  // bit for bit: a 16-bit NaN keeps its payload
+    } else if constexpr (std::same_as<S, bf16> || std::same_as<S, fp16>) {
       dst[i] = static_cast<T>(static_cast<float>(s));
     } else if constexpr (std::same_as<T, bf16> || std::same_as<T, fp16>) {
       dst[i] = T(static_cast<float>(s));

@@ -172,6 +172,8 @@ class TorchCheckpoint {
     std::map<std::string, uint64_t> need;  // storage key -> bytes its persistent id declares
     for (const auto& [key, ref] : refs_) need[key] = std::max(need[key], ref.root_numel * safetensors_dtype_size(ref.dtype));
     uint64_t inflate_budget = max_inflated;
+    std::vector<std::string> stored_keys;
+    std::vector<const ZipEntry*> stored_entries;  // CRC-checked together below, over all threads
     for (const auto& [key, bytes_needed] : need) {
       const std::string name = prefix + "/data/" + key;
       const ZipEntry* e = zip.find(name);
@@ -179,7 +181,8 @@ class TorchCheckpoint {
       BLIP_CHECK(e->size >= bytes_needed, "torch checkpoint: '", path(), "' storage entry '", name, "' holds ", e->size,
                  " bytes but its persistent id declares ", bytes_needed);
       if (e->stored) {
-        place_storage(key, zip.stored_data(*e));
+        stored_keys.push_back(key);
+        stored_entries.push_back(e);
       } else {
         // Inflate only what the tensors need, and in total no more than a bound of the file's
         // size: a deflated entry may declare 1000x its compressed size.
@@ -193,6 +196,8 @@ class TorchCheckpoint {
         place_storage(key, owned_.back().data());
       }
     }
+    const std::vector<const uint8_t*> stored = zip.stored_data(stored_entries);
+    for (size_t i = 0; i < stored.size(); ++i) place_storage(stored_keys[i], stored[i]);
   }
 
   // ---- the legacy format ----

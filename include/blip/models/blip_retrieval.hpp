@@ -142,21 +142,7 @@ class BlipRetrieval {
                 "BlipRetrieval: necks must map [N, width] to [N, embed_dim] (operator()(x, Branch)) — e.g. blip::Linear");
   static constexpr bool separate_multimodal = !std::same_as<MultimodalBackbone, NoMultimodalBackbone>;
 
-  explicit BlipRetrieval(const BlipConfig& config)
-      : config_(config),
-        gen_(config.seed),
-        vision_backbone(config.vision),
-        text_backbone(config.text),
-        vision_neck(config.vision.embed_dims, config.embed_dim),
-        text_neck(config.text.hidden_size, config.embed_dim),
-        multimodal_head(config.text.hidden_size),
-        head(config.embed_dim, config.queue_size, config.alpha, gen_),
-        temp(full<T, D>({}, static_cast<T>(config.temperature))) {
-    BLIP_CHECK(config.text.encoder_width == config.vision.embed_dims, "BlipRetrieval: text.encoder_width ",
-               config.text.encoder_width, " must equal vision.embed_dims ", config.vision.embed_dims);
-    if constexpr (separate_multimodal) multimodal_backbone.emplace(config.text);
-    copy_params();
-  }
+  explicit BlipRetrieval(const BlipConfig& config);
 
   const BlipConfig& config() const { return config_; }
   Generator& generator() { return gen_; }
@@ -186,13 +172,7 @@ class BlipRetrieval {
     visit_momentum_parameters([](const std::string&, const std::string&, Parameter<T, D>& p) { p.copy_params(); });
   }
 
-  void momentum_update() {
-    NoGradGuard no_grad;
-    visit_momentum_parameters([&](const std::string&, const std::string& relative, Parameter<T, D>& p) {
-      if (config_.momentum_rule == MomentumRule::mmpretrain && follows_online(relative)) p.alias_momentum();
-      else p.momentum_update(config_.momentum);
-    });
-  }
+  void momentum_update();
 
   // mmpretrain's substring rule (a raw substring test, so "layers.18" matches "8" too).
   static bool follows_online(const std::string& relative) {
@@ -202,54 +182,17 @@ class BlipRetrieval {
            (relative.find("attn") != std::string::npos || relative.find("ffn") != std::string::npos);
   }
 
-  void init_weights(Generator& gen) {
-    vision_backbone.init_weights(gen);
-    text_backbone.init_weights(gen);
-    if constexpr (separate_multimodal) multimodal_backbone->init_weights(gen);
-    for (Linear<T, D>* neck : {&vision_neck, &text_neck}) {
-      init_trunc_normal(neck->weight, gen, 0.02);
-      init_constant(neck->bias, T(0));
-    }
-    multimodal_head.init_weights(gen);
-    init_constant(temp, static_cast<T>(config_.temperature));
-    copy_params();
-  }
+  void init_weights(Generator& gen);
 
   // ---- features ----------------------------------------------------------------------------
   // Tokens::cls: only the CLS row (all image_feat / text_feat need); the full sequence otherwise.
-  Tensor<T, D> image_embeds(const Tensor<T, D>& images, Branch branch = Branch::online, Tokens tokens = Tokens::all) const {
-    return vision_backbone(images, branch, tokens);
-  }
-  Tensor<T, D> image_feat(const Tensor<T, D>& embeds, Branch branch = Branch::online) const {
-    return l2_normalize(vision_neck(select(embeds, 1, 0), branch));
-  }
-  Tensor<T, D> text_embeds(const TextBatch<T, D>& texts, Branch branch = Branch::online, Tokens tokens = Tokens::all) const {
-    return text_backbone.text(texts.ids, texts.mask, branch, tokens);
-  }
-  Tensor<T, D> text_feat(const Tensor<T, D>& embeds, Branch branch = Branch::online) const {
-    return l2_normalize(text_neck(select(embeds, 1, 0), branch));
-  }
+  Tensor<T, D> image_embeds(const Tensor<T, D>& images, Branch branch = Branch::online, Tokens tokens = Tokens::all) const;
+  Tensor<T, D> image_feat(const Tensor<T, D>& embeds, Branch branch = Branch::online) const;
+  Tensor<T, D> text_embeds(const TextBatch<T, D>& texts, Branch branch = Branch::online, Tokens tokens = Tokens::all) const;
+  Tensor<T, D> text_feat(const Tensor<T, D>& embeds, Branch branch = Branch::online) const;
 
   Features<T, D> extract_feat(const Tensor<T, D>* images, const TextBatch<T, D>* texts,
-                              std::optional<bool> return_embeds = std::nullopt) const {
-    BLIP_CHECK(images || texts, "BlipRetrieval::extract_feat: at least one modality must be given");
-    const bool embeds = return_embeds.value_or(!config_.fast_match);
-    const Tokens tokens = embeds ? Tokens::all : Tokens::cls;
-    Features<T, D> out;
-    if (images) {
-      const Tensor<T, D> e = image_embeds(*images, Branch::online, tokens);
-      out.image_feat = image_feat(e);
-      if (embeds) out.image_embeds = e;
-    }
-    if (texts) {
-      out.text_ids = texts->ids;
-      out.text_attn_mask = texts->mask;
-      const Tensor<T, D> e = text_embeds(*texts, Branch::online, tokens);
-      out.text_feat = text_feat(e);
-      if (embeds) out.text_embeds = e;
-    }
-    return out;
-  }
+                              std::optional<bool> return_embeds = std::nullopt) const;
 
   // ---- ITM ---------------------------------------------------------------------------------
   // ids with [ENC] in column 0, as every ITM / cross-attention pass uses them.
@@ -262,182 +205,36 @@ class BlipRetrieval {
 
   // Multimodal CLS embeddings of (text row, image kv row) pairs over precomputed keys/values.
   Tensor<T, D> multimodal_cls(const Tensor<int64_t, D>& ids_enc, const Tensor<int64_t, D>& mask,
-                              const typename TextBackbone::KV& kv, const std::vector<int64_t>& kv_index) const {
-    const Tensor<T, D> h = multimodal_text_backbone().multimodal(ids_enc, mask, kv, kv_index, Branch::online, Tokens::cls);
-    return select(h, 1, 0);
-  }
+                              const typename TextBackbone::KV& kv, const std::vector<int64_t>& kv_index) const;
 
   // itm_logit [P, 2] (row-major; column 1 = "matched") of each (image, text) pair; pairs are
   // processed in batches, each distinct image's keys/values computed once per batch.
   std::vector<T> itm_logits(const std::vector<std::pair<int64_t, int64_t>>& pairs, const Tensor<T, D>& image_embeds,
-                            const Tensor<int64_t, D>& ids_enc, const Tensor<int64_t, D>& mask) const {
-    NoGradGuard no_grad;
-    std::vector<T> out(pairs.size() * 2);
-    std::vector<size_t> order(pairs.size());
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return pairs[a].first < pairs[b].first; });
-    const size_t batch = static_cast<size_t>(std::max<int64_t>(config_.itm_pair_batch, 1));
-    for (size_t start = 0; start < order.size(); start += batch) {
-      const size_t end = std::min(order.size(), start + batch);
-      std::vector<int64_t> images, kv_index, texts;
-      for (size_t i = start; i < end; ++i) {
-        const auto [image, text] = pairs[order[i]];
-        if (images.empty() || images.back() != image) images.push_back(image);
-        kv_index.push_back(static_cast<int64_t>(images.size()) - 1);
-        texts.push_back(text);
-      }
-      const auto as_tensor = [](const std::vector<int64_t>& v) {
-        return Tensor<int64_t, D>::from_vector({static_cast<int64_t>(v.size())}, v);
-      };
-      const auto kv = multimodal_text_backbone().cross_keys_values(index_select(image_embeds, 0, as_tensor(images)));
-      const Tensor<int64_t, D> text_rows = as_tensor(texts);
-      const Tensor<T, D> logits = multimodal_head(
-          multimodal_cls(index_select(ids_enc, 0, text_rows), index_select(mask, 0, text_rows), kv, kv_index));
-      const std::vector<T> l = logits.to_vector();
-      for (size_t i = start; i < end; ++i) {
-        out[order[i] * 2] = l[(i - start) * 2];
-        out[order[i] * 2 + 1] = l[(i - start) * 2 + 1];
-      }
-    }
-    return out;
-  }
+                            const Tensor<int64_t, D>& ids_enc, const Tensor<int64_t, D>& mask) const;
 
   // itm_logit[:, 1] of each (image, text) pair (what re-ranking adds to the ITC score).
   std::vector<T> itm_scores(const std::vector<std::pair<int64_t, int64_t>>& pairs, const Tensor<T, D>& image_embeds,
-                            const Tensor<int64_t, D>& ids_enc, const Tensor<int64_t, D>& mask) const {
-    const std::vector<T> l = itm_logits(pairs, image_embeds, ids_enc, mask);
-    std::vector<T> scores(pairs.size());
-    for (size_t i = 0; i < pairs.size(); ++i) scores[i] = l[i * 2 + 1];
-    return scores;
-  }
+                            const Tensor<int64_t, D>& ids_enc, const Tensor<int64_t, D>& mask) const;
 
   Tensor<T, D> compute_score_matrix_i2t(const Tensor<T, D>& img_feats, const Tensor<T, D>& img_embeds,
                                         const Tensor<T, D>& text_feats, const Tensor<int64_t, D>& text_ids,
-                                        const Tensor<int64_t, D>& text_atts) const {
-    NoGradGuard no_grad;
-    const Tensor<T, D> sim = matmul(img_feats, transpose(text_feats, 0, 1));
-    if (config_.fast_match) return sim;
-    return rerank(sim, img_embeds, text_ids, text_atts, /*rows_are_images=*/true);
-  }
+                                        const Tensor<int64_t, D>& text_atts) const;
 
   Tensor<T, D> compute_score_matrix_t2i(const Tensor<T, D>& img_feats, const Tensor<T, D>& img_embeds,
                                         const Tensor<T, D>& text_feats, const Tensor<int64_t, D>& text_ids,
-                                        const Tensor<int64_t, D>& text_atts) const {
-    NoGradGuard no_grad;
-    const Tensor<T, D> sim = matmul(text_feats, transpose(img_feats, 0, 1));
-    if (config_.fast_match) return sim;
-    return rerank(sim, img_embeds, text_ids, text_atts, /*rows_are_images=*/false);
-  }
+                                        const Tensor<int64_t, D>& text_atts) const;
 
-  Predictions<T, D> predict(const Tensor<T, D>& images, const TextBatch<T, D>& texts) const {
-    NoGradGuard no_grad;
-    const Features<T, D> f = extract_feat(&images, &texts, true);
-    Predictions<T, D> p;
-    p.score_i2t = compute_score_matrix_i2t(f.image_feat, f.image_embeds, f.text_feat, texts.ids, texts.mask);
-    p.score_t2i = compute_score_matrix_t2i(f.image_feat, f.image_embeds, f.text_feat, texts.ids, texts.mask);
-    p.label_i2t = row_argmax(p.score_i2t);
-    p.label_t2i = row_argmax(p.score_t2i);
-    return p;
-  }
+  Predictions<T, D> predict(const Tensor<T, D>& images, const TextBatch<T, D>& texts) const;
 
   // ---- training ----------------------------------------------------------------------------
   Losses<T, D> loss(const Tensor<T, D>& images, const TextBatch<T, D>& texts, const std::vector<int64_t>& image_ids,
-                    const NegativeSampler& sampler = {}, dist::Communicator& comm = dist::single_process()) {
-    const int64_t B = images.size(0);
-    BLIP_CHECK(B > 0 && texts.ids.size(0) == B && static_cast<int64_t>(image_ids.size()) == B,
-               "BlipRetrieval::loss: ", B, " images, ", texts.ids.size(0), " texts and ", image_ids.size(),
-               " image ids must agree");
-    if (config_.clamp_temperature) {
-      NoGradGuard no_grad;
-      const T t = std::clamp(temp.value().item(), T(0.001), T(0.5));
-      fill_(temp.value(), t);
-    }
-    Losses<T, D> out;
-    const Tensor<T, D> embeds = image_embeds(images);
-    out.image_feat = image_feat(embeds);
-    out.text_feat = text_feat(text_embeds(texts, Branch::online, Tokens::cls));
-    {
-      NoGradGuard no_grad;
-      momentum_update();
-      out.image_feat_m = image_feat(image_embeds(images, Branch::momentum, Tokens::cls), Branch::momentum);
-      out.text_feat_m = text_feat(text_embeds(texts, Branch::momentum, Tokens::cls), Branch::momentum);
-    }
-    out.itc_loss = head.loss(out.image_feat, out.text_feat, out.image_feat_m, out.text_feat_m, image_ids, temp.value(), comm);
-
-    // ITM: hard negatives from the similarity weights (same image id masked out), drawn from
-    // every rank's batch (BLIP's negative_all_rank): features and ids gathered without
-    // gradient, image embeds with it. Indices below are into the gathered batch; this rank's
-    // samples sit at [offset, offset + B).
-    const bool distributed = comm.size() > 1;
-    std::vector<int64_t> batches;  // each rank's B
-    const std::vector<int64_t> ids_all = dist::all_gather_values(comm, image_ids, &batches);
-    const int64_t offset = std::accumulate(batches.begin(), batches.begin() + comm.rank(), int64_t{0});
-    const Tensor<int64_t, D> ids_enc = encoder_ids(texts.ids);
-    {
-      NoGradGuard no_grad;
-      const Tensor<T, D> t = temp.value();
-      const Tensor<T, D> image_feat_all = dist::all_gather_concat(comm, out.image_feat);
-      const Tensor<T, D> text_feat_all = dist::all_gather_concat(comm, out.text_feat);
-      out.weights_i2t = masked_softmax_weights(div(matmul(out.image_feat, transpose(text_feat_all, 0, 1)), t), image_ids, ids_all);
-      out.weights_t2i = masked_softmax_weights(div(matmul(out.text_feat, transpose(image_feat_all, 0, 1)), t), image_ids, ids_all);
-    }
-    const std::vector<T> w_t2i = out.weights_t2i.to_vector(), w_i2t = out.weights_i2t.to_vector();
-    for (int64_t b = 0; b < B; ++b)
-      out.neg_image_idx.push_back(draw_negative(sampler, NegativeKind::image_for_text, b, offset, w_t2i, image_ids, ids_all));
-    for (int64_t b = 0; b < B; ++b)
-      out.neg_text_idx.push_back(draw_negative(sampler, NegativeKind::text_for_image, b, offset, w_i2t, image_ids, ids_all));
-
-    // One pass over 3B pairs: (text b, image b), (text b, neg image), (neg text, image b).
-    // Distributed, the texts come from the gathered ids and masks, and the images whose
-    // cross-attention keys/values are computed are this rank's B plus the distinct remote
-    // negatives, taken from the gathered embeds (always through the gather, so that its
-    // backward, a collective, runs on every rank).
-    std::vector<int64_t> text_rows, kv_index, kv_images;
-    for (int64_t b = 0; b < B; ++b) kv_images.push_back(offset + b);
-    auto kv_slot = [&](int64_t image) {
-      if (image >= offset && image < offset + B) return image - offset;
-      const auto it = std::find(kv_images.begin() + B, kv_images.end(), image);
-      if (it != kv_images.end()) return static_cast<int64_t>(it - kv_images.begin());
-      kv_images.push_back(image);
-      return static_cast<int64_t>(kv_images.size()) - 1;
-    };
-    for (int64_t b = 0; b < B; ++b) { text_rows.push_back(offset + b); kv_index.push_back(b); }
-    for (int64_t b = 0; b < B; ++b) { text_rows.push_back(offset + b); kv_index.push_back(kv_slot(out.neg_image_idx[static_cast<size_t>(b)])); }
-    for (int64_t b = 0; b < B; ++b) { text_rows.push_back(out.neg_text_idx[static_cast<size_t>(b)]); kv_index.push_back(b); }
-    const Tensor<int64_t, D> rows = Tensor<int64_t, D>::from_vector({3 * B}, text_rows);
-    const Tensor<int64_t, D> ids_enc_all = dist::all_gather_concat(comm, ids_enc);
-    const Tensor<int64_t, D> mask_all = dist::all_gather_concat(comm, texts.mask);
-    const Tensor<T, D> kv_embeds =
-        distributed ? index_select(dist::all_gather_with_grad(comm, embeds), 0,
-                                   Tensor<int64_t, D>::from_vector({static_cast<int64_t>(kv_images.size())}, kv_images))
-                    : embeds;
-    const auto kv = multimodal_text_backbone().cross_keys_values(kv_embeds);
-    out.vl_embeddings = multimodal_cls(index_select(ids_enc_all, 0, rows), index_select(mask_all, 0, rows), kv, kv_index);
-    out.itm_logits = multimodal_head(out.vl_embeddings);
-    std::vector<int64_t> labels(static_cast<size_t>(3 * B), 0);
-    std::fill(labels.begin(), labels.begin() + B, 1);
-    out.itm_labels = Tensor<int64_t, D>::from_vector({3 * B}, labels);
-    out.itm_loss = multimodal_head.loss(out.itm_logits, out.itm_labels);
-    return out;
-  }
+                    const NegativeSampler& sampler = {}, dist::Communicator& comm = dist::single_process());
 
   // The reference's unified entry: tensor = extract_feat, loss = loss (needs image ids),
   // predict = score rows and argmax labels for every image and text (needs both).
   std::variant<Features<T, D>, Losses<T, D>, Predictions<T, D>> forward(const Tensor<T, D>* images,
                                                                          const TextBatch<T, D>* texts, Mode mode,
-                                                                         const std::vector<int64_t>* image_ids = nullptr) {
-    switch (mode) {
-      case Mode::tensor:
-        return extract_feat(images, texts);
-      case Mode::loss:
-        BLIP_CHECK(images && texts && image_ids, "BlipRetrieval::forward(loss): images, texts and image ids are required");
-        return loss(*images, *texts, *image_ids);
-      case Mode::predict:
-        BLIP_CHECK(images && texts, "BlipRetrieval::forward(predict): images and texts are required");
-        return predict(*images, *texts);
-    }
-    fail("BlipRetrieval::forward: invalid mode");
-  }
+                                                                         const std::vector<int64_t>* image_ids = nullptr);
 
   // ---- members (public: they are the model's state, named as in mmpretrain) -----------------
  private:
@@ -554,5 +351,285 @@ class BlipRetrieval {
     return candidates[static_cast<size_t>(gen_.uniform_int(static_cast<int64_t>(candidates.size())))];
   }
 };
+
+// The entry points, defined outside the class: GCC compiles an in-class (implicitly inline) member
+// of an `extern template` class again wherever it is called, and with it the whole forward pass
+// below it; an out-of-line member is left to the one unit that instantiates it
+// (models/standard_instances.hpp, blip::models): a third of the compile time of a unit that
+// builds the model and calls extract_feat (docs/performance.md).
+#define BLIP_RETRIEVAL_MEMBER                                                                          \
+  template <class VisionBackbone, class TextBackbone, class VisionNeck, class TextNeck, class Head,     \
+            class MultimodalHead, class MultimodalBackbone>
+#define BLIP_RETRIEVAL \
+  BlipRetrieval<VisionBackbone, TextBackbone, VisionNeck, TextNeck, Head, MultimodalHead, MultimodalBackbone>
+
+BLIP_RETRIEVAL_MEMBER
+BLIP_RETRIEVAL::BlipRetrieval(const BlipConfig& config)
+    : config_(config),
+      gen_(config.seed),
+      vision_backbone(config.vision),
+      text_backbone(config.text),
+      vision_neck(config.vision.embed_dims, config.embed_dim),
+      text_neck(config.text.hidden_size, config.embed_dim),
+      multimodal_head(config.text.hidden_size),
+      head(config.embed_dim, config.queue_size, config.alpha, gen_),
+      temp(full<T, D>({}, static_cast<T>(config.temperature))) {
+  BLIP_CHECK(config.text.encoder_width == config.vision.embed_dims, "BlipRetrieval: text.encoder_width ",
+             config.text.encoder_width, " must equal vision.embed_dims ", config.vision.embed_dims);
+  if constexpr (separate_multimodal) multimodal_backbone.emplace(config.text);
+  copy_params();
+}
+
+BLIP_RETRIEVAL_MEMBER
+void BLIP_RETRIEVAL::momentum_update() {
+  NoGradGuard no_grad;
+  visit_momentum_parameters([&](const std::string&, const std::string& relative, Parameter<T, D>& p) {
+    if (config_.momentum_rule == MomentumRule::mmpretrain && follows_online(relative)) p.alias_momentum();
+    else p.momentum_update(config_.momentum);
+  });
+}
+
+BLIP_RETRIEVAL_MEMBER
+void BLIP_RETRIEVAL::init_weights(Generator& gen) {
+  vision_backbone.init_weights(gen);
+  text_backbone.init_weights(gen);
+  if constexpr (separate_multimodal) multimodal_backbone->init_weights(gen);
+  for (Linear<T, D>* neck : {&vision_neck, &text_neck}) {
+    init_trunc_normal(neck->weight, gen, 0.02);
+    init_constant(neck->bias, T(0));
+  }
+  multimodal_head.init_weights(gen);
+  init_constant(temp, static_cast<T>(config_.temperature));
+  copy_params();
+}
+
+BLIP_RETRIEVAL_MEMBER
+auto BLIP_RETRIEVAL::image_embeds(const Tensor<T, D>& images, Branch branch, Tokens tokens) const -> Tensor<T, D> {
+  return vision_backbone(images, branch, tokens);
+}
+
+BLIP_RETRIEVAL_MEMBER
+auto BLIP_RETRIEVAL::image_feat(const Tensor<T, D>& embeds, Branch branch) const -> Tensor<T, D> {
+  return l2_normalize(vision_neck(select(embeds, 1, 0), branch));
+}
+
+BLIP_RETRIEVAL_MEMBER
+auto BLIP_RETRIEVAL::text_embeds(const TextBatch<T, D>& texts, Branch branch, Tokens tokens) const -> Tensor<T, D> {
+  return text_backbone.text(texts.ids, texts.mask, branch, tokens);
+}
+
+BLIP_RETRIEVAL_MEMBER
+auto BLIP_RETRIEVAL::text_feat(const Tensor<T, D>& embeds, Branch branch) const -> Tensor<T, D> {
+  return l2_normalize(text_neck(select(embeds, 1, 0), branch));
+}
+
+BLIP_RETRIEVAL_MEMBER
+auto BLIP_RETRIEVAL::extract_feat(const Tensor<T, D>* images, const TextBatch<T, D>* texts,
+                                  std::optional<bool> return_embeds) const -> Features<T, D> {
+  BLIP_CHECK(images || texts, "BlipRetrieval::extract_feat: at least one modality must be given");
+  const bool embeds = return_embeds.value_or(!config_.fast_match);
+  const Tokens tokens = embeds ? Tokens::all : Tokens::cls;
+  Features<T, D> out;
+  if (images) {
+    const Tensor<T, D> e = image_embeds(*images, Branch::online, tokens);
+    out.image_feat = image_feat(e);
+    if (embeds) out.image_embeds = e;
+  }
+  if (texts) {
+    out.text_ids = texts->ids;
+    out.text_attn_mask = texts->mask;
+    const Tensor<T, D> e = text_embeds(*texts, Branch::online, tokens);
+    out.text_feat = text_feat(e);
+    if (embeds) out.text_embeds = e;
+  }
+  return out;
+}
+
+BLIP_RETRIEVAL_MEMBER
+auto BLIP_RETRIEVAL::multimodal_cls(const Tensor<int64_t, D>& ids_enc, const Tensor<int64_t, D>& mask,
+                                    const typename TextBackbone::KV& kv,
+                                    const std::vector<int64_t>& kv_index) const -> Tensor<T, D> {
+  const Tensor<T, D> h = multimodal_text_backbone().multimodal(ids_enc, mask, kv, kv_index, Branch::online, Tokens::cls);
+  return select(h, 1, 0);
+}
+
+BLIP_RETRIEVAL_MEMBER
+auto BLIP_RETRIEVAL::itm_logits(const std::vector<std::pair<int64_t, int64_t>>& pairs,
+                                const Tensor<T, D>& image_embeds, const Tensor<int64_t, D>& ids_enc,
+                                const Tensor<int64_t, D>& mask) const -> std::vector<T> {
+  NoGradGuard no_grad;
+  std::vector<T> out(pairs.size() * 2);
+  std::vector<size_t> order(pairs.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return pairs[a].first < pairs[b].first; });
+  const size_t batch = static_cast<size_t>(std::max<int64_t>(config_.itm_pair_batch, 1));
+  for (size_t start = 0; start < order.size(); start += batch) {
+    const size_t end = std::min(order.size(), start + batch);
+    std::vector<int64_t> images, kv_index, texts;
+    for (size_t i = start; i < end; ++i) {
+      const auto [image, text] = pairs[order[i]];
+      if (images.empty() || images.back() != image) images.push_back(image);
+      kv_index.push_back(static_cast<int64_t>(images.size()) - 1);
+      texts.push_back(text);
+    }
+    const auto as_tensor = [](const std::vector<int64_t>& v) {
+      return Tensor<int64_t, D>::from_vector({static_cast<int64_t>(v.size())}, v);
+    };
+    const auto kv = multimodal_text_backbone().cross_keys_values(index_select(image_embeds, 0, as_tensor(images)));
+    const Tensor<int64_t, D> text_rows = as_tensor(texts);
+    const Tensor<T, D> logits = multimodal_head(
+        multimodal_cls(index_select(ids_enc, 0, text_rows), index_select(mask, 0, text_rows), kv, kv_index));
+    const std::vector<T> l = logits.to_vector();
+    for (size_t i = start; i < end; ++i) {
+      out[order[i] * 2] = l[(i - start) * 2];
+      out[order[i] * 2 + 1] = l[(i - start) * 2 + 1];
+    }
+  }
+  return out;
+}
+
+BLIP_RETRIEVAL_MEMBER
+auto BLIP_RETRIEVAL::itm_scores(const std::vector<std::pair<int64_t, int64_t>>& pairs,
+                                const Tensor<T, D>& image_embeds, const Tensor<int64_t, D>& ids_enc,
+                                const Tensor<int64_t, D>& mask) const -> std::vector<T> {
+  const std::vector<T> l = itm_logits(pairs, image_embeds, ids_enc, mask);
+  std::vector<T> scores(pairs.size());
+  for (size_t i = 0; i < pairs.size(); ++i) scores[i] = l[i * 2 + 1];
+  return scores;
+}
+
+BLIP_RETRIEVAL_MEMBER
+auto BLIP_RETRIEVAL::compute_score_matrix_i2t(const Tensor<T, D>& img_feats, const Tensor<T, D>& img_embeds,
+                                              const Tensor<T, D>& text_feats, const Tensor<int64_t, D>& text_ids,
+                                              const Tensor<int64_t, D>& text_atts) const -> Tensor<T, D> {
+  NoGradGuard no_grad;
+  const Tensor<T, D> sim = matmul(img_feats, transpose(text_feats, 0, 1));
+  if (config_.fast_match) return sim;
+  return rerank(sim, img_embeds, text_ids, text_atts, /*rows_are_images=*/true);
+}
+
+BLIP_RETRIEVAL_MEMBER
+auto BLIP_RETRIEVAL::compute_score_matrix_t2i(const Tensor<T, D>& img_feats, const Tensor<T, D>& img_embeds,
+                                              const Tensor<T, D>& text_feats, const Tensor<int64_t, D>& text_ids,
+                                              const Tensor<int64_t, D>& text_atts) const -> Tensor<T, D> {
+  NoGradGuard no_grad;
+  const Tensor<T, D> sim = matmul(text_feats, transpose(img_feats, 0, 1));
+  if (config_.fast_match) return sim;
+  return rerank(sim, img_embeds, text_ids, text_atts, /*rows_are_images=*/false);
+}
+
+BLIP_RETRIEVAL_MEMBER
+auto BLIP_RETRIEVAL::predict(const Tensor<T, D>& images, const TextBatch<T, D>& texts) const -> Predictions<T, D> {
+  NoGradGuard no_grad;
+  const Features<T, D> f = extract_feat(&images, &texts, true);
+  Predictions<T, D> p;
+  p.score_i2t = compute_score_matrix_i2t(f.image_feat, f.image_embeds, f.text_feat, texts.ids, texts.mask);
+  p.score_t2i = compute_score_matrix_t2i(f.image_feat, f.image_embeds, f.text_feat, texts.ids, texts.mask);
+  p.label_i2t = row_argmax(p.score_i2t);
+  p.label_t2i = row_argmax(p.score_t2i);
+  return p;
+}
+
+BLIP_RETRIEVAL_MEMBER
+auto BLIP_RETRIEVAL::loss(const Tensor<T, D>& images, const TextBatch<T, D>& texts,
+                          const std::vector<int64_t>& image_ids, const NegativeSampler& sampler,
+                          dist::Communicator& comm) -> Losses<T, D> {
+  const int64_t B = images.size(0);
+  BLIP_CHECK(B > 0 && texts.ids.size(0) == B && static_cast<int64_t>(image_ids.size()) == B,
+             "BlipRetrieval::loss: ", B, " images, ", texts.ids.size(0), " texts and ", image_ids.size(),
+             " image ids must agree");
+  if (config_.clamp_temperature) {
+    NoGradGuard no_grad;
+    const T t = std::clamp(temp.value().item(), T(0.001), T(0.5));
+    fill_(temp.value(), t);
+  }
+  Losses<T, D> out;
+  const Tensor<T, D> embeds = image_embeds(images);
+  out.image_feat = image_feat(embeds);
+  out.text_feat = text_feat(text_embeds(texts, Branch::online, Tokens::cls));
+  {
+    NoGradGuard no_grad;
+    momentum_update();
+    out.image_feat_m = image_feat(image_embeds(images, Branch::momentum, Tokens::cls), Branch::momentum);
+    out.text_feat_m = text_feat(text_embeds(texts, Branch::momentum, Tokens::cls), Branch::momentum);
+  }
+  out.itc_loss = head.loss(out.image_feat, out.text_feat, out.image_feat_m, out.text_feat_m, image_ids, temp.value(), comm);
+
+  // ITM: hard negatives from the similarity weights (same image id masked out), drawn from
+  // every rank's batch (BLIP's negative_all_rank): features and ids gathered without
+  // gradient, image embeds with it. Indices below are into the gathered batch; this rank's
+  // samples sit at [offset, offset + B).
+  const bool distributed = comm.size() > 1;
+  std::vector<int64_t> batches;  // each rank's B
+  const std::vector<int64_t> ids_all = dist::all_gather_values(comm, image_ids, &batches);
+  const int64_t offset = std::accumulate(batches.begin(), batches.begin() + comm.rank(), int64_t{0});
+  const Tensor<int64_t, D> ids_enc = encoder_ids(texts.ids);
+  {
+    NoGradGuard no_grad;
+    const Tensor<T, D> t = temp.value();
+    const Tensor<T, D> image_feat_all = dist::all_gather_concat(comm, out.image_feat);
+    const Tensor<T, D> text_feat_all = dist::all_gather_concat(comm, out.text_feat);
+    out.weights_i2t = masked_softmax_weights(div(matmul(out.image_feat, transpose(text_feat_all, 0, 1)), t), image_ids, ids_all);
+    out.weights_t2i = masked_softmax_weights(div(matmul(out.text_feat, transpose(image_feat_all, 0, 1)), t), image_ids, ids_all);
+  }
+  const std::vector<T> w_t2i = out.weights_t2i.to_vector(), w_i2t = out.weights_i2t.to_vector();
+  for (int64_t b = 0; b < B; ++b)
+    out.neg_image_idx.push_back(draw_negative(sampler, NegativeKind::image_for_text, b, offset, w_t2i, image_ids, ids_all));
+  for (int64_t b = 0; b < B; ++b)
+    out.neg_text_idx.push_back(draw_negative(sampler, NegativeKind::text_for_image, b, offset, w_i2t, image_ids, ids_all));
+
+  // One pass over 3B pairs: (text b, image b), (text b, neg image), (neg text, image b).
+  // Distributed, the texts come from the gathered ids and masks, and the images whose
+  // cross-attention keys/values are computed are this rank's B plus the distinct remote
+  // negatives, taken from the gathered embeds (always through the gather, so that its
+  // backward, a collective, runs on every rank).
+  std::vector<int64_t> text_rows, kv_index, kv_images;
+  for (int64_t b = 0; b < B; ++b) kv_images.push_back(offset + b);
+  auto kv_slot = [&](int64_t image) {
+    if (image >= offset && image < offset + B) return image - offset;
+    const auto it = std::find(kv_images.begin() + B, kv_images.end(), image);
+    if (it != kv_images.end()) return static_cast<int64_t>(it - kv_images.begin());
+    kv_images.push_back(image);
+    return static_cast<int64_t>(kv_images.size()) - 1;
+  };
+  for (int64_t b = 0; b < B; ++b) { text_rows.push_back(offset + b); kv_index.push_back(b); }
+  for (int64_t b = 0; b < B; ++b) { text_rows.push_back(offset + b); kv_index.push_back(kv_slot(out.neg_image_idx[static_cast<size_t>(b)])); }
+  for (int64_t b = 0; b < B; ++b) { text_rows.push_back(out.neg_text_idx[static_cast<size_t>(b)]); kv_index.push_back(b); }
+  const Tensor<int64_t, D> rows = Tensor<int64_t, D>::from_vector({3 * B}, text_rows);
+  const Tensor<int64_t, D> ids_enc_all = dist::all_gather_concat(comm, ids_enc);
+  const Tensor<int64_t, D> mask_all = dist::all_gather_concat(comm, texts.mask);
+  const Tensor<T, D> kv_embeds =
+      distributed ? index_select(dist::all_gather_with_grad(comm, embeds), 0,
+                                 Tensor<int64_t, D>::from_vector({static_cast<int64_t>(kv_images.size())}, kv_images))
+                  : embeds;
+  const auto kv = multimodal_text_backbone().cross_keys_values(kv_embeds);
+  out.vl_embeddings = multimodal_cls(index_select(ids_enc_all, 0, rows), index_select(mask_all, 0, rows), kv, kv_index);
+  out.itm_logits = multimodal_head(out.vl_embeddings);
+  std::vector<int64_t> labels(static_cast<size_t>(3 * B), 0);
+  std::fill(labels.begin(), labels.begin() + B, 1);
+  out.itm_labels = Tensor<int64_t, D>::from_vector({3 * B}, labels);
+  out.itm_loss = multimodal_head.loss(out.itm_logits, out.itm_labels);
+  return out;
+}
+
+BLIP_RETRIEVAL_MEMBER
+auto BLIP_RETRIEVAL::forward(const Tensor<T, D>* images, const TextBatch<T, D>* texts, Mode mode,
+                             const std::vector<int64_t>* image_ids) -> std::variant<Features<T, D>, Losses<T,
+                             D>, Predictions<T, D>> {
+  switch (mode) {
+    case Mode::tensor:
+      return extract_feat(images, texts);
+    case Mode::loss:
+      BLIP_CHECK(images && texts && image_ids, "BlipRetrieval::forward(loss): images, texts and image ids are required");
+      return loss(*images, *texts, *image_ids);
+    case Mode::predict:
+      BLIP_CHECK(images && texts, "BlipRetrieval::forward(predict): images and texts are required");
+      return predict(*images, *texts);
+  }
+  fail("BlipRetrieval::forward: invalid mode");
+}
+
+#undef BLIP_RETRIEVAL
+#undef BLIP_RETRIEVAL_MEMBER
 
 }  // namespace blip

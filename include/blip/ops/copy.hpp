@@ -6,6 +6,10 @@
 // and is not recorded by autograd. Fills write into existing memory (no autograd).
 #pragma once
 
+#include <span>
+#include <utility>
+#include <vector>
+
 #include "blip/autograd/graph.hpp"
 #include "blip/ops/dispatch.hpp"
 
@@ -19,16 +23,27 @@ void copy_into(const Tensor<T, D>& dst, const Tensor<T, D>& src) {
   kernels<D>::assign(src.shape(), src.data(), src.strides(), dst.data(), dst.strides());
 }
 
-// copy_into for bulk loads: contiguous copies go through the device's bulk copy (non-temporal
-// stores on the CPU: the destination is not read again soon, e.g. a checkpoint into a model);
-// anything else is copy_into.
+// copy_into for bulk loads, a batch of (dst, src) pairs at a time: the contiguous ones go
+// through the device's bulk copy in one call (on the CPU: one pass split by bytes over the
+// threads, non-temporal stores, since the destination is not read again soon, e.g. a checkpoint
+// into a model); anything else is copy_into.
+template <Element T, Device D>
+void copy_into_streaming(std::span<const std::pair<Tensor<T, D>, Tensor<T, D>>> pairs) {
+  std::vector<backend::BulkCopy> bulk;
+  bulk.reserve(pairs.size());
+  for (const auto& [dst, src] : pairs) {
+    if (dst.shape() == src.shape() && dst.is_contiguous() && src.is_contiguous())
+      bulk.push_back({dst.data(), src.data(), static_cast<size_t>(src.numel()) * sizeof(T)});
+    else
+      copy_into(dst, src);
+  }
+  kernels<D>::copy_bulk(bulk.data(), bulk.size());
+}
+
 template <Element T, Device D>
 void copy_into_streaming(const Tensor<T, D>& dst, const Tensor<T, D>& src) {
-  if (dst.shape() == src.shape() && dst.is_contiguous() && src.is_contiguous()) {
-    kernels<D>::copy_bulk(dst.data(), src.data(), static_cast<size_t>(src.numel()) * sizeof(T));
-    return;
-  }
-  copy_into(dst, src);
+  const std::pair<Tensor<T, D>, Tensor<T, D>> one{dst, src};
+  copy_into_streaming(std::span(&one, 1));
 }
 
 template <Element T, Device D>

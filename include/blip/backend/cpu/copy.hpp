@@ -5,14 +5,18 @@
 // expanded tensor); source layouts may repeat elements (stride 0).
 #pragma once
 
+#include <algorithm>
 #include <concepts>
 #include <cstdint>
 #include <cstring>
-#if defined(__AVX__)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
 #include <immintrin.h>
+#define BLIP_COPY_STREAMING_X86 1
 #endif
 #include <vector>
 
+#include "blip/backend/args.hpp"
+#include "blip/backend/cpu/byte_shares.hpp"
 #include "blip/backend/cpu/parallel.hpp"
 #include "blip/core/layout.hpp"
 
@@ -110,11 +114,12 @@ void assign(const Shape& shape, const T* src, const Strides& src_strides, T* dst
 
 // A bulk copy with non-temporal stores: the destination bypasses the caches, so the copy moves
 // each byte across the memory bus twice instead of three times (no read-for-ownership). For
-// data not read again soon — a checkpoint's tensors into a model's parameters.
-inline void copy_streaming(void* dst, const void* src, size_t bytes) {
-#if defined(__AVX__)
-  auto* d = static_cast<uint8_t*>(dst);
-  const auto* s = static_cast<const uint8_t*>(src);
+// data not read again soon — a checkpoint's tensors into a model's parameters. Chosen at run
+// time (AVX), not by the build's -march: without -mavx this was a plain memcpy, whose stores
+// read each destination line first below glibc's non-temporal threshold (tens of MB).
+namespace detail {
+#ifdef BLIP_COPY_STREAMING_X86
+__attribute__((target("avx"))) inline void copy_streaming_avx(uint8_t* d, const uint8_t* s, size_t bytes) {
   const size_t head = std::min(bytes, (32 - reinterpret_cast<uintptr_t>(d) % 32) % 32);
   std::memcpy(d, s, head);
   size_t i = head;
@@ -122,9 +127,34 @@ inline void copy_streaming(void* dst, const void* src, size_t bytes) {
     _mm256_stream_si256(reinterpret_cast<__m256i*>(d + i), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i)));
   std::memcpy(d + i, s + i, bytes - i);
   _mm_sfence();
-#else
-  std::memcpy(dst, src, bytes);
+}
+inline bool copy_streaming_has_avx() {
+  static const bool has = __builtin_cpu_supports("avx");
+  return has;
+}
 #endif
+}  // namespace detail
+
+inline void copy_streaming(void* dst, const void* src, size_t bytes) {
+#ifdef BLIP_COPY_STREAMING_X86
+  if (detail::copy_streaming_has_avx()) {
+    detail::copy_streaming_avx(static_cast<uint8_t*>(dst), static_cast<const uint8_t*>(src), bytes);
+    return;
+  }
+#endif
+  std::memcpy(dst, src, bytes);
+}
+
+// A batch of contiguous copies in one pass, split by bytes over the threads: loading a
+// checkpoint copies ~1,000 tensors, most below the size where one copy alone is worth a region.
+inline void copy_bulk(const backend::BulkCopy* copies, size_t n) {
+  std::vector<uint64_t> sizes(n);
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; ++i) total += sizes[i] = copies[i].bytes;
+  for_byte_shares(sizes.data(), n, byte_share_count(total), [&](int, size_t i, uint64_t offset, uint64_t length) {
+    copy_streaming(static_cast<uint8_t*>(copies[i].dst) + offset, static_cast<const uint8_t*>(copies[i].src) + offset,
+                   static_cast<size_t>(length));
+  });
 }
 
 template <class T>

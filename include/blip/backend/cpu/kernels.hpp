@@ -196,7 +196,7 @@ struct Kernels<Cpu> {
   static void assign(const Shape& shape, const T* src, const Strides& src_strides, T* dst, const Strides& dst_strides) {
     cpu::assign(shape, src, src_strides, dst, dst_strides);
   }
-  static void copy_bulk(void* dst, const void* src, size_t bytes) { cpu::copy_streaming(dst, src, bytes); }
+  static void copy_bulk(const BulkCopy* copies, size_t n) { cpu::copy_bulk(copies, n); }
   template <class T>
   static void fill(T* dst, int64_t n, T value) {
     cpu::fill(dst, n, value);

@@ -75,7 +75,9 @@ struct Kernels<Cuda> : detail::CudaMissingKernels {
       detail::missing_kernel("cuda", "assign (non-contiguous destination)");
     cuda::copy_strided(shape, src, src_strides, dst);
   }
-  static void copy_bulk(void* dst, const void* src, size_t bytes) { DeviceMemory<Cuda>::copy_within(dst, src, bytes); }
+  static void copy_bulk(const BulkCopy* copies, size_t n) {
+    for (size_t i = 0; i < n; ++i) DeviceMemory<Cuda>::copy_within(copies[i].dst, copies[i].src, copies[i].bytes);
+  }
   template <class T>
   static void fill(T* dst, int64_t n, T value) {
     cuda::fill(dst, n, value);
