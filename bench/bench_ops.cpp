@@ -153,8 +153,12 @@ void BM_Gemm_OneDNN_Int8(benchmark::State& state) {
   dnnl_matmul_desc_init(&op, &src_md, &wei_md, &bias_md, &dst_md);
   dnnl_primitive_attr_t attr = nullptr;
   dnnl_primitive_attr_create(&attr);
-  const float runtime = DNNL_RUNTIME_F32_VAL;
-  dnnl_primitive_attr_set_output_scales(attr, n, 1 << 1, &runtime);
+  const float runtime = DNNL_RUNTIME_F32_VAL;  // the scales come at execution: count 1, mask per column
+  if (!ok(dnnl_primitive_attr_set_output_scales(attr, 1, 1 << 1, &runtime), "output scales")) {
+    dnnl_primitive_attr_destroy(attr);
+    dnnl_engine_destroy(engine);
+    return;
+  }
   dnnl_primitive_desc_t pd = nullptr;
   dnnl_primitive_t prim = nullptr;
   if (!ok(dnnl_primitive_desc_create(&pd, &op, attr, engine, nullptr), "int8 matmul not supported here") ||
