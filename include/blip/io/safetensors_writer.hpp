@@ -5,8 +5,8 @@
 // safetensors does), then each tensor's bytes in entry order, contiguous from offset 0. Each
 // entry's load() is called only when its bytes are due and its result is written in chunks, so
 // at most one source tensor plus one chunk is in memory (plus the source gathered row-major when
-// it is a non-contiguous view). Stored dtypes: F32, F16, BF16, F64 from
-// any floating tensor; I64, I32 from any integer tensor; U8 and BOOL (0/1 only) from U8 tensors.
+// it is a non-contiguous view). Stored dtypes: F32, F16, BF16, F64 from any floating tensor; I64,
+// I32 from any integer tensor; U8 and BOOL (0/1 only) from U8 tensors.
 // Floating <-> integer conversion is refused. Names must be unique and not `__metadata__`;
 // `metadata` becomes `__metadata__` (string values). The file appears atomically (AtomicFile):
 // on any error nothing is left under `path` and a previous file there is untouched.

@@ -50,10 +50,8 @@ void for_byte_shares(const uint64_t* sizes, size_t count, int shares, Fn&& fn) {
   }
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(shares) schedule(static, 1)
-  for (int share = 0; share < shares; ++share) run_share(share);
-#else
-  for (int share = 0; share < shares; ++share) run_share(share);
 #endif
+  for (int share = 0; share < shares; ++share) run_share(share);
 }
 
 }  // namespace blip::cpu
