@@ -7,6 +7,8 @@
 //     Blip_LinearBf16  blip::linear(x, w, b) inside PrecisionScope(bf16): bf16 weights (converted
 //                      once, in the warm-up), activations rounded per call, float accumulation
 //     OneDNN_Sgemm     dnnl_sgemm('N', 'T') on the same buffers into a preallocated C
+//     OneDNN_Bf16Blocked  the bf16 matmul primitive with the weights reordered once into its
+//                      preferred (blocked) layout; activations rounded per call, as Blip_LinearBf16
 //     OneDNN_Int8      s8 weights (per-channel scales) x s8 activations (dynamic per-call scale,
 //                      quantisation timed) through oneDNN's matmul; counter rel_err against fp32
 //     OpenBLAS         cblas_sgemm(NoTrans, Trans) on the same buffers into a preallocated C
@@ -19,7 +21,8 @@
 //   bytes/s (read + write of the tensor) and elements/s; no FLOP count, they are memory- and
 //   transcendental-bound.
 // - scaled_dot_product_attention [1, 12, 577, 64] without gradients, with and without a
-//   [B,1,1,S] key mask, against an unfused OpenBLAS baseline; GFLOP/s with 4·H·S²·d FLOPs.
+//   [B,1,1,S] key mask, in float and in a bf16 PrecisionScope (Attention_BlipBf16), against an
+//   unfused OpenBLAS baseline; GFLOP/s with 4·H·S²·d FLOPs.
 //
 // All inputs are made before the timed loop; results go through DoNotOptimize/ClobberMemory.
 // Threads: 2 (omp_set_num_threads in main; OpenBLAS is the OpenMP build and follows it;
@@ -116,6 +119,74 @@ void BM_Gemm_Blip_LinearBf16(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   set_gemm_counters(state, g.m, g.k, g.n);
+}
+
+// The next step for the bf16 path, measured before it is built: the same bf16 matmul (oneDNN
+// primitive, f32 bias and output, activations rounded to bf16 per call and timed as in
+// Blip_LinearBf16) with the weights reordered once into the layout the primitive prefers
+// (format_tag any; blocked for brgemm) instead of Blip_LinearBf16's plain [n, k] rows.
+void BM_Gemm_OneDNN_Bf16Blocked(benchmark::State& state) {
+  GemmCase g(state.range(0), state.range(1), state.range(2));
+  const int64_t m = g.m, k = g.k, n = g.n;
+  auto ok = [&](dnnl_status_t st, const char* what) {
+    if (st != dnnl_success) state.SkipWithError(what);
+    return st == dnnl_success;
+  };
+  std::vector<blip::bf16> x16(static_cast<size_t>(m * k)), w16(static_cast<size_t>(n * k));
+  blip::cpu::isa::to_bf16(g.w.data(), w16.data(), n * k);
+  dnnl_engine_t engine = nullptr;
+  dnnl_stream_t stream = nullptr;
+  if (!ok(dnnl_engine_create(&engine, dnnl_cpu, 0), "engine") ||
+      !ok(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags), "stream"))
+    return;
+  dnnl_memory_desc_t src_md, plain_md, any_md, bias_md, dst_md;
+  const dnnl_dims_t src_dims{m, k}, wei_dims{k, n}, bias_dims{1, n}, dst_dims{m, n};
+  const dnnl_dims_t src_str{k, 1}, wei_str{1, k}, bias_str{n, 1}, dst_str{n, 1};  // wᵀ: [k, n] view of [n, k]
+  dnnl_memory_desc_init_by_strides(&src_md, 2, src_dims, dnnl_bf16, src_str);
+  dnnl_memory_desc_init_by_strides(&plain_md, 2, wei_dims, dnnl_bf16, wei_str);
+  dnnl_memory_desc_init_by_tag(&any_md, 2, wei_dims, dnnl_bf16, dnnl_format_tag_any);
+  dnnl_memory_desc_init_by_strides(&bias_md, 2, bias_dims, dnnl_f32, bias_str);
+  dnnl_memory_desc_init_by_strides(&dst_md, 2, dst_dims, dnnl_f32, dst_str);
+  dnnl_matmul_desc_t op;
+  dnnl_matmul_desc_init(&op, &src_md, &any_md, &bias_md, &dst_md);
+  dnnl_primitive_desc_t pd = nullptr, reorder_pd = nullptr;
+  dnnl_primitive_t prim = nullptr, reorder = nullptr;
+  if (!ok(dnnl_primitive_desc_create(&pd, &op, nullptr, engine, nullptr), "bf16 matmul not supported here") ||
+      !ok(dnnl_primitive_create(&prim, pd), "bf16 primitive"))
+    return;
+  const char* impl = nullptr;
+  dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+  state.SetLabel(impl ? impl : "?");
+  const dnnl_memory_desc_t* blocked_md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  dnnl_memory_t src, plain, blocked, bias, dst;
+  dnnl_memory_create(&src, &src_md, engine, x16.data());
+  dnnl_memory_create(&plain, &plain_md, engine, w16.data());
+  dnnl_memory_create(&blocked, blocked_md, engine, DNNL_MEMORY_ALLOCATE);
+  dnnl_memory_create(&bias, &bias_md, engine, g.b.data());
+  dnnl_memory_create(&dst, &dst_md, engine, g.c.data());
+  if (!ok(dnnl_reorder_primitive_desc_create(&reorder_pd, &plain_md, engine, blocked_md, engine, nullptr), "reorder") ||
+      !ok(dnnl_primitive_create(&reorder, reorder_pd), "reorder primitive"))
+    return;
+  const dnnl_exec_arg_t reorder_args[2] = {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, blocked}};
+  dnnl_primitive_execute(reorder, stream, 2, reorder_args);  // once, as a weight cache would
+  dnnl_stream_wait(stream);
+  const dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, blocked}, {DNNL_ARG_BIAS, bias},
+                                   {DNNL_ARG_DST, dst}};
+  for (auto _ : state) {
+    blip::cpu::isa::to_bf16(g.x.data(), x16.data(), m * k);
+    dnnl_primitive_execute(prim, stream, 4, args);
+    dnnl_stream_wait(stream);
+    benchmark::DoNotOptimize(g.c.data());
+    benchmark::ClobberMemory();
+  }
+  set_gemm_counters(state, m, k, n);
+  for (dnnl_memory_t mem : {src, plain, blocked, bias, dst}) dnnl_memory_destroy(mem);
+  dnnl_primitive_destroy(reorder);
+  dnnl_primitive_destroy(prim);
+  dnnl_primitive_desc_destroy(reorder_pd);
+  dnnl_primitive_desc_destroy(pd);
+  dnnl_stream_destroy(stream);
+  dnnl_engine_destroy(engine);
 }
 
 // int8 as issue 10 defines it (clip.cpp's q8_0 idea on oneDNN): weights s8 with one scale per
@@ -299,6 +370,7 @@ BENCHMARK(BM_Gemm_Blip_Linear)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Blip_LinearNoBias)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Blip_LinearBf16)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_OneDNN_Sgemm)->Apply(gemm_shapes);
+BENCHMARK(BM_Gemm_OneDNN_Bf16Blocked)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_OneDNN_Int8)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_OpenBLAS)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Eigen)->Apply(gemm_shapes);
@@ -430,6 +502,24 @@ void BM_Attention_Blip(benchmark::State& state) {
   set_attention_counters(state);
 }
 BENCHMARK(BM_Attention_Blip)->ArgName("masked")->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// The same in a bf16 PrecisionScope: q, k, v rounded to bf16 per call (timed), bf16 products.
+void BM_Attention_BlipBf16(benchmark::State& state) {
+  blip::NoGradGuard no_grad;
+  blip::cpu::set_isa(blip::cpu::detected_isa());
+  const bool masked = state.range(0) != 0;
+  const auto q = random_tensor({1, kHeads, kSeq, kHeadDim}, 9), k = random_tensor({1, kHeads, kSeq, kHeadDim}, 10),
+             v = random_tensor({1, kHeads, kSeq, kHeadDim}, 11);
+  const blip::Tensor<float> mask = masked ? key_mask() : blip::Tensor<float>();
+  const blip::PrecisionScope bf16(blip::Precision::bf16);
+  for (auto _ : state) {
+    blip::Tensor<float> y = blip::scaled_dot_product_attention(q, k, v, mask);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_attention_counters(state);
+}
+BENCHMARK(BM_Attention_BlipBf16)->ArgName("masked")->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 // Unfused baseline: per head, a full [S,S] score matrix from cblas_sgemm (OpenBLAS threads),
 // the library's row softmax, then cblas_sgemm with v. Buffers preallocated.

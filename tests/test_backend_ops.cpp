@@ -217,20 +217,34 @@ std::vector<Case> op_table() {
                           auto x = e.input({5, 11}, -4.0, 4.0);
                           e.output(cross_entropy(x, e.ints({5}, {0, 10, 3, 3, 7})));
                         }));
-  t.push_back(make_case("attention, key mask", {Kernel::attention, Kernel::attention_backward}, [](auto& e) {
-    auto q = e.input({2, 3, 70, 8});
-    auto k = e.input({2, 3, 9, 8});
-    auto v = e.input({2, 3, 9, 5});
-    auto m = e.input({2, 1, 1, 9}, -3.0, 0.0, false);
-    e.output(scaled_dot_product_attention(q, k, v, m));
-  }));
-  t.push_back(make_case("attention, kv_index shared, strided q", {Kernel::attention, Kernel::attention_backward},
-                        [](auto& e) {
-                          auto q = e.input({4, 6, 2, 8});  // [B, S, H, d] viewed as [B, H, S, d]
-                          auto k = e.input({2, 2, 11, 8});
-                          auto v = e.input({2, 2, 11, 8});
-                          e.output(scaled_dot_product_attention(permute(q, {0, 2, 1, 3}), k, v, {}, 0.0, {1, 1, 0, 1}));
-                        }));
+  t.push_back(make_case(
+      "attention, key mask", {Kernel::attention, Kernel::attention_bf16, Kernel::attention_backward},
+      [](auto& e) {
+        auto q = e.input({2, 3, 70, 8});
+        auto k = e.input({2, 3, 9, 8});
+        auto v = e.input({2, 3, 9, 5});
+        auto m = e.input({2, 1, 1, 9}, -3.0, 0.0, false);
+        e.output(scaled_dot_product_attention(q, k, v, m));
+      },
+      true, true));
+  t.push_back(make_case(
+      "attention, kv_index shared, strided q", {Kernel::attention, Kernel::attention_bf16, Kernel::attention_backward},
+      [](auto& e) {
+        auto q = e.input({4, 6, 2, 8});  // [B, S, H, d] viewed as [B, H, S, d]
+        auto k = e.input({2, 2, 11, 8});
+        auto v = e.input({2, 2, 11, 8});
+        e.output(scaled_dot_product_attention(permute(q, {0, 2, 1, 3}), k, v, {}, 0.0, {1, 1, 0, 1}));
+      },
+      true, true));
+  t.push_back(make_case(
+      "attention, no mask, scale given", {Kernel::attention, Kernel::attention_bf16, Kernel::attention_backward},
+      [](auto& e) {
+        auto q = e.input({1, 2, 130, 16});
+        auto k = e.input({1, 2, 67, 16});
+        auto v = e.input({1, 2, 67, 12});
+        e.output(scaled_dot_product_attention(q, k, v, {}, 0.3));
+      },
+      true, true));
   t.push_back(make_case("feed_forward_gelu", {Kernel::linear, Kernel::unary, Kernel::gelu_backward, Kernel::gemm_batched},
                         [](auto& e) {
                           auto x = e.input({9, 12});

@@ -25,14 +25,15 @@ struct BulkCopy {
 // softmax(q kᵀ · scale + mask) v for q [B,H,Sq,d], k [Bkv,H,Sk,d], v [Bkv,H,Sk,dv] into out
 // [B,H,Sq,dv]; strides of axes 0-2 (batch, head, row). mask (may be null) is read through
 // strides aligned to [B,H,Sq,Sk] (0 on broadcast axes). kv_index (may be null) maps query
-// batch row b to key/value batch row kv_index[b]; without it Bkv == B.
-template <class T>
+// batch row b to key/value batch row kv_index[b]; without it Bkv == B. `In` is the type of q, k
+// and v: bf16 for the bf16 path (attention_bf16: bf16 products, float softmax and output).
+template <class T, class In = T>
 struct AttentionArgs {
-  const T* q = nullptr;
+  const In* q = nullptr;
   std::array<int64_t, 3> q_stride{};
-  const T* k = nullptr;
+  const In* k = nullptr;
   std::array<int64_t, 3> k_stride{};
-  const T* v = nullptr;
+  const In* v = nullptr;
   std::array<int64_t, 3> v_stride{};
   const T* mask = nullptr;
   std::array<int64_t, 4> mask_stride{};

@@ -9,6 +9,8 @@
 // `kv_index` (optional) maps each query batch row b to the key/value batch row kv_index[b]:
 // many texts attend to one image's cross-attention keys/values without copies of them
 // (ITM re-ranking, hard negatives); k and v then have their own batch size.
+// In a bf16 PrecisionScope (float tensors) the forward's two products run in bf16 with float
+// accumulation (ops/precision.hpp); the softmax, the output and the backward stay float.
 #pragma once
 
 #include <cmath>
@@ -18,6 +20,28 @@
 #include "blip/ops/softmax.hpp"
 
 namespace blip {
+
+namespace detail {
+
+// The forward of scaled_dot_product_attention in a bf16 PrecisionScope: q, k, v rounded to bf16
+// once (q with the scale folded in, as the bf16 product has no alpha), float softmax and output.
+// `args` is the float call's block (mask, output, sizes); its q, k, v pointers are replaced.
+template <Device D>
+void attention_in_bf16(const Tensor<float, D>& q, const Tensor<float, D>& k, const Tensor<float, D>& v,
+                       const backend::AttentionArgs<float>& args) {
+  const Tensor<bf16, D> q16 = to_bf16(blip::scale(q, args.scale)), k16 = to_bf16(k), v16 = to_bf16(v);
+  const auto strides3 = [](const Tensor<bf16, D>& x) {
+    return std::array<int64_t, 3>{x.stride(0), x.stride(1), x.stride(2)};
+  };
+  backend::AttentionArgs<float, bf16> a{
+      .q = q16.data(), .q_stride = strides3(q16), .k = k16.data(), .k_stride = strides3(k16),
+      .v = v16.data(), .v_stride = strides3(v16), .mask = args.mask, .mask_stride = args.mask_stride,
+      .out = args.out, .out_stride = args.out_stride, .B = args.B, .H = args.H, .Sq = args.Sq, .Sk = args.Sk,
+      .d = args.d, .dv = args.dv, .Bkv = args.Bkv, .scale = 1.0f, .kv_index = args.kv_index};
+  kernels<D>::attention_bf16(a);
+}
+
+}  // namespace detail
 
 template <Element T, Device D>
 Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T, D>& k, const Tensor<T, D>& v,
@@ -58,7 +82,12 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
       .out = out.data(), .out_stride = strides3(out),
       .B = B, .H = H, .Sq = Sq, .Sk = Sk, .d = d, .dv = dv, .Bkv = Bkv, .scale = factor,
       .kv_index = kv_index.empty() ? nullptr : kv_index.data()};
-  kernels<D>::attention(args);
+  if constexpr (std::same_as<T, float>) {
+    if (PrecisionScope::current() == Precision::bf16) detail::attention_in_bf16(qc, kc, vc, args);
+    else kernels<D>::attention(args);
+  } else {
+    kernels<D>::attention(args);
+  }
   // The backward recomputes the probabilities instead of keeping [B, H, Sq, Sk] per layer
   // between forward and backward (for BLIP-base training that is ~64 MB a ViT layer).
   if (grad_needed(q, k, v))

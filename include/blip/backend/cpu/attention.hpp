@@ -46,30 +46,70 @@ T* row_of(T* base, const std::array<int64_t, 3>& s, int64_t b, int64_t h, int64_
   return base + b * s[0] + h * s[1] + row * s[2];
 }
 
+// scores [rows, Sk] = alpha · q kᵀ: float operands through gemm; bf16 ones through gemm_bf16, whose
+// primitive has no alpha, so the caller applies it (see probabilities).
+inline void score_product(int64_t rows, int64_t Sk, int64_t d, float alpha, const float* q, int64_t ldq,
+                          const float* k, int64_t ldk, float* scores) {
+  gemm(false, true, rows, Sk, d, alpha, q, ldq, k, ldk, 0.0f, scores, Sk);
+}
+inline void score_product(int64_t rows, int64_t Sk, int64_t d, float, const bf16* q, int64_t ldq, const bf16* k,
+                          int64_t ldk, float* scores) {
+  gemm_bf16(false, true, rows, Sk, d, q, ldq, k, ldk, scores, Sk);
+}
+template <class T>
+  requires(!std::same_as<T, float>)
+void score_product(int64_t rows, int64_t Sk, int64_t d, T alpha, const T* q, int64_t ldq, const T* k, int64_t ldk,
+                   T* scores) {
+  gemm(false, true, rows, Sk, d, alpha, q, ldq, k, ldk, T(0), scores, Sk);
+}
+
 // Probabilities of query rows [r0, r0 + rows) of (b, h) into `scores` (rows past Sq continue
 // into the next batch rows of a run; see attention()). Returns the key/value batch row.
-template <class T>
-int64_t probabilities(const backend::AttentionArgs<T>& a, T* scores, int64_t b, int64_t h, int64_t r0, int64_t rows) {
+template <class T, class In>
+int64_t probabilities(const backend::AttentionArgs<T, In>& a, T* scores, int64_t b, int64_t h, int64_t r0,
+                      int64_t rows) {
   const int64_t kv_b = a.kv_index ? a.kv_index[b] : b;
-  gemm(false, true, rows, a.Sk, a.d, a.scale, row_of(a.q, a.q_stride, b, h, r0), a.q_stride[2],
-       row_of(a.k, a.k_stride, kv_b, h, 0), a.k_stride[2], T(0), scores, a.Sk);
+  score_product(rows, a.Sk, a.d, a.scale, row_of(a.q, a.q_stride, b, h, r0), a.q_stride[2],
+                row_of(a.k, a.k_stride, kv_b, h, 0), a.k_stride[2], scores);
+  constexpr bool scaled = !std::same_as<In, bf16>;  // else the scale is applied here, with the mask
+  if (!scaled && a.scale != T(1) && !a.mask)
+    for (int64_t i = 0; i < rows * a.Sk; ++i) scores[i] *= a.scale;
   if (a.mask) {
     const auto& ms = a.mask_stride;
+    const T factor = scaled ? T(1) : a.scale;
     for (int64_t r = 0; r < rows; ++r) {
       T* s = scores + r * a.Sk;
       const T* m = a.mask + b * ms[0] + h * ms[1] + (r0 + r) * ms[2];
-      if (ms[3] == 1) for (int64_t j = 0; j < a.Sk; ++j) s[j] += m[j];
-      else for (int64_t j = 0; j < a.Sk; ++j) s[j] += m[j * ms[3]];
+      if (factor == T(1) && ms[3] == 1) for (int64_t j = 0; j < a.Sk; ++j) s[j] += m[j];
+      else for (int64_t j = 0; j < a.Sk; ++j) s[j] = s[j] * factor + m[j * ms[3]];
     }
   }
   isa::softmax_rows(scores, scores, rows, a.Sk);
   return kv_b;
 }
 
+// out [rows, dv] (row stride ldo) = p [rows, Sk] · v [Sk, dv]. For bf16 values the float
+// probabilities are rounded to bf16 in `p16` first (a per-thread block as large as p).
+inline void value_product(int64_t rows, int64_t Sk, int64_t dv, const float* p, bf16*, const float* v, int64_t ldv,
+                          float* out, int64_t ldo) {
+  gemm(false, false, rows, dv, Sk, 1.0f, p, Sk, v, ldv, 0.0f, out, ldo);
+}
+inline void value_product(int64_t rows, int64_t Sk, int64_t dv, const float* p, bf16* p16, const bf16* v, int64_t ldv,
+                          float* out, int64_t ldo) {
+  isa::to_bf16(p, p16, rows * Sk);
+  gemm_bf16(false, false, rows, dv, Sk, p16, Sk, v, ldv, out, ldo);
+}
+template <class T>
+  requires(!std::same_as<T, float>)
+void value_product(int64_t rows, int64_t Sk, int64_t dv, const T* p, bf16*, const T* v, int64_t ldv, T* out,
+                   int64_t ldo) {
+  gemm(false, false, rows, dv, Sk, T(1), p, Sk, v, ldv, T(0), out, ldo);
+}
+
 }  // namespace detail
 
-template <class T>
-void attention(const backend::AttentionArgs<T>& a) {
+template <class T, class In>
+void attention(const backend::AttentionArgs<T, In>& a) {
   const int64_t B = a.B, H = a.H, Sq = a.Sq, Sk = a.Sk;
   if (B == 0 || H == 0 || Sq == 0 || a.dv == 0) return;
   constexpr int64_t rows_per_task = detail::kAttentionRows;
@@ -95,6 +135,7 @@ void attention(const backend::AttentionArgs<T>& a) {
   }
   parallel_for(first_block.back() * H, rows_per_task * Sk * (a.d + a.dv), [&](int64_t begin, int64_t end) {
     const detail::ScoreBlock<T> scratch(Sk);
+    const detail::ScoreBlock<bf16> p16(std::same_as<In, bf16> ? Sk : 0);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t block = task / H, h = task % H;
       const size_t run = static_cast<size_t>(std::upper_bound(first_block.begin(), first_block.end(), block) -
@@ -103,8 +144,8 @@ void attention(const backend::AttentionArgs<T>& a) {
       const int64_t r0 = (block - first_block[run]) * rows_per_task;
       const int64_t rows = std::min(rows_per_task, count * Sq - r0);
       const int64_t kv_b = detail::probabilities(a, scratch.data, b, h, r0, rows);
-      gemm(false, false, rows, a.dv, Sk, T(1), scratch.data, Sk, detail::row_of(a.v, a.v_stride, kv_b, h, 0),
-           a.v_stride[2], T(0), detail::row_of(a.out, a.out_stride, b, h, r0), a.out_stride[2]);
+      detail::value_product(rows, Sk, a.dv, scratch.data, p16.data, detail::row_of(a.v, a.v_stride, kv_b, h, 0),
+                            a.v_stride[2], detail::row_of(a.out, a.out_stride, b, h, r0), a.out_stride[2]);
     }
   });
 }

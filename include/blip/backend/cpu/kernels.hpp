@@ -176,6 +176,7 @@ struct Kernels<Cpu> {
   static void attention(const AttentionArgs<T>& args) {
     cpu::attention(args);
   }
+  static void attention_bf16(const AttentionArgs<float, bf16>& args) { cpu::attention(args); }
   template <class T>
   static void attention_backward(const AttentionBackwardArgs<T>& args) {
     cpu::attention_backward(args);
