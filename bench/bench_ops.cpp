@@ -128,65 +128,72 @@ void BM_Gemm_Blip_LinearBf16(benchmark::State& state) {
 void BM_Gemm_OneDNN_Bf16Blocked(benchmark::State& state) {
   GemmCase g(state.range(0), state.range(1), state.range(2));
   const int64_t m = g.m, k = g.k, n = g.n;
+  // Every handle is released on every path (a CPU without bf16 matmuls skips at the primitive).
+  struct Handles {
+    dnnl_engine_t engine = nullptr;
+    dnnl_stream_t stream = nullptr;
+    dnnl_primitive_desc_t pd = nullptr, reorder_pd = nullptr;
+    dnnl_primitive_t prim = nullptr, reorder = nullptr;
+    dnnl_memory_t src = nullptr, plain = nullptr, blocked = nullptr, bias = nullptr, dst = nullptr;
+    ~Handles() {
+      for (dnnl_memory_t mem : {src, plain, blocked, bias, dst})
+        if (mem) dnnl_memory_destroy(mem);
+      for (dnnl_primitive_t p : {prim, reorder})
+        if (p) dnnl_primitive_destroy(p);
+      for (dnnl_primitive_desc_t p : {pd, reorder_pd})
+        if (p) dnnl_primitive_desc_destroy(p);
+      if (stream) dnnl_stream_destroy(stream);
+      if (engine) dnnl_engine_destroy(engine);
+    }
+  } h;
   auto ok = [&](dnnl_status_t st, const char* what) {
     if (st != dnnl_success) state.SkipWithError(what);
     return st == dnnl_success;
   };
   std::vector<blip::bf16> x16(static_cast<size_t>(m * k)), w16(static_cast<size_t>(n * k));
   blip::cpu::isa::to_bf16(g.w.data(), w16.data(), n * k);
-  dnnl_engine_t engine = nullptr;
-  dnnl_stream_t stream = nullptr;
-  if (!ok(dnnl_engine_create(&engine, dnnl_cpu, 0), "engine") ||
-      !ok(dnnl_stream_create(&stream, engine, dnnl_stream_default_flags), "stream"))
-    return;
   dnnl_memory_desc_t src_md, plain_md, any_md, bias_md, dst_md;
   const dnnl_dims_t src_dims{m, k}, wei_dims{k, n}, bias_dims{1, n}, dst_dims{m, n};
   const dnnl_dims_t src_str{k, 1}, wei_str{1, k}, bias_str{n, 1}, dst_str{n, 1};  // wᵀ: [k, n] view of [n, k]
-  dnnl_memory_desc_init_by_strides(&src_md, 2, src_dims, dnnl_bf16, src_str);
-  dnnl_memory_desc_init_by_strides(&plain_md, 2, wei_dims, dnnl_bf16, wei_str);
-  dnnl_memory_desc_init_by_tag(&any_md, 2, wei_dims, dnnl_bf16, dnnl_format_tag_any);
-  dnnl_memory_desc_init_by_strides(&bias_md, 2, bias_dims, dnnl_f32, bias_str);
-  dnnl_memory_desc_init_by_strides(&dst_md, 2, dst_dims, dnnl_f32, dst_str);
   dnnl_matmul_desc_t op;
-  dnnl_matmul_desc_init(&op, &src_md, &any_md, &bias_md, &dst_md);
-  dnnl_primitive_desc_t pd = nullptr, reorder_pd = nullptr;
-  dnnl_primitive_t prim = nullptr, reorder = nullptr;
-  if (!ok(dnnl_primitive_desc_create(&pd, &op, nullptr, engine, nullptr), "bf16 matmul not supported here") ||
-      !ok(dnnl_primitive_create(&prim, pd), "bf16 primitive"))
+  if (!ok(dnnl_engine_create(&h.engine, dnnl_cpu, 0), "engine") ||
+      !ok(dnnl_stream_create(&h.stream, h.engine, dnnl_stream_default_flags), "stream") ||
+      !ok(dnnl_memory_desc_init_by_strides(&src_md, 2, src_dims, dnnl_bf16, src_str), "src desc") ||
+      !ok(dnnl_memory_desc_init_by_strides(&plain_md, 2, wei_dims, dnnl_bf16, wei_str), "weights desc") ||
+      !ok(dnnl_memory_desc_init_by_tag(&any_md, 2, wei_dims, dnnl_bf16, dnnl_format_tag_any), "weights desc") ||
+      !ok(dnnl_memory_desc_init_by_strides(&bias_md, 2, bias_dims, dnnl_f32, bias_str), "bias desc") ||
+      !ok(dnnl_memory_desc_init_by_strides(&dst_md, 2, dst_dims, dnnl_f32, dst_str), "dst desc") ||
+      !ok(dnnl_matmul_desc_init(&op, &src_md, &any_md, &bias_md, &dst_md), "matmul desc") ||
+      !ok(dnnl_primitive_desc_create(&h.pd, &op, nullptr, h.engine, nullptr), "bf16 matmul not supported here") ||
+      !ok(dnnl_primitive_create(&h.prim, h.pd), "bf16 primitive"))
     return;
   const char* impl = nullptr;
-  dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+  dnnl_primitive_desc_query(h.pd, dnnl_query_impl_info_str, 0, &impl);
   state.SetLabel(impl ? impl : "?");
-  const dnnl_memory_desc_t* blocked_md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-  dnnl_memory_t src, plain, blocked, bias, dst;
-  dnnl_memory_create(&src, &src_md, engine, x16.data());
-  dnnl_memory_create(&plain, &plain_md, engine, w16.data());
-  dnnl_memory_create(&blocked, blocked_md, engine, DNNL_MEMORY_ALLOCATE);
-  dnnl_memory_create(&bias, &bias_md, engine, g.b.data());
-  dnnl_memory_create(&dst, &dst_md, engine, g.c.data());
-  if (!ok(dnnl_reorder_primitive_desc_create(&reorder_pd, &plain_md, engine, blocked_md, engine, nullptr), "reorder") ||
-      !ok(dnnl_primitive_create(&reorder, reorder_pd), "reorder primitive"))
+  const dnnl_memory_desc_t* blocked_md = dnnl_primitive_desc_query_md(h.pd, dnnl_query_weights_md, 0);
+  if (!ok(dnnl_memory_create(&h.src, &src_md, h.engine, x16.data()), "memory") ||
+      !ok(dnnl_memory_create(&h.plain, &plain_md, h.engine, w16.data()), "memory") ||
+      !ok(dnnl_memory_create(&h.blocked, blocked_md, h.engine, DNNL_MEMORY_ALLOCATE), "memory") ||
+      !ok(dnnl_memory_create(&h.bias, &bias_md, h.engine, g.b.data()), "memory") ||
+      !ok(dnnl_memory_create(&h.dst, &dst_md, h.engine, g.c.data()), "memory") ||
+      !ok(dnnl_reorder_primitive_desc_create(&h.reorder_pd, &plain_md, h.engine, blocked_md, h.engine, nullptr),
+          "reorder") ||
+      !ok(dnnl_primitive_create(&h.reorder, h.reorder_pd), "reorder primitive"))
     return;
-  const dnnl_exec_arg_t reorder_args[2] = {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, blocked}};
-  dnnl_primitive_execute(reorder, stream, 2, reorder_args);  // once, as a weight cache would
-  dnnl_stream_wait(stream);
-  const dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, blocked}, {DNNL_ARG_BIAS, bias},
-                                   {DNNL_ARG_DST, dst}};
+  const dnnl_exec_arg_t reorder_args[2] = {{DNNL_ARG_FROM, h.plain}, {DNNL_ARG_TO, h.blocked}};
+  if (!ok(dnnl_primitive_execute(h.reorder, h.stream, 2, reorder_args), "reorder") ||  // once, as a cache would
+      !ok(dnnl_stream_wait(h.stream), "stream wait"))
+    return;
+  const dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, h.src}, {DNNL_ARG_WEIGHTS, h.blocked}, {DNNL_ARG_BIAS, h.bias},
+                                   {DNNL_ARG_DST, h.dst}};
   for (auto _ : state) {
     blip::cpu::isa::to_bf16(g.x.data(), x16.data(), m * k);
-    dnnl_primitive_execute(prim, stream, 4, args);
-    dnnl_stream_wait(stream);
+    dnnl_primitive_execute(h.prim, h.stream, 4, args);
+    dnnl_stream_wait(h.stream);
     benchmark::DoNotOptimize(g.c.data());
     benchmark::ClobberMemory();
   }
   set_gemm_counters(state, m, k, n);
-  for (dnnl_memory_t mem : {src, plain, blocked, bias, dst}) dnnl_memory_destroy(mem);
-  dnnl_primitive_destroy(reorder);
-  dnnl_primitive_destroy(prim);
-  dnnl_primitive_desc_destroy(reorder_pd);
-  dnnl_primitive_desc_destroy(pd);
-  dnnl_stream_destroy(stream);
-  dnnl_engine_destroy(engine);
 }
 
 // int8 as issue 10 defines it (clip.cpp's q8_0 idea on oneDNN): weights s8 with one scale per

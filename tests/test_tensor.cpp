@@ -176,6 +176,26 @@ TEST_CASE("byte shares cover every byte of every item once, in order", "[tensor]
   cpu::set_num_threads(saved);
 }
 
+TEST_CASE("parallel_for rethrows an exception thrown in a chunk, after every chunk ended", "[tensor][parallel]") {
+  const int saved = cpu::num_threads();
+  for (int threads : {1, 2, 3}) {
+    INFO(threads << " threads");
+    cpu::set_num_threads(threads);
+    std::vector<int> done(static_cast<size_t>(threads), 0);
+    const auto run = [&] {
+      cpu::parallel_for(threads, int64_t{1} << 20, [&](int64_t begin, int64_t end) {
+        for (int64_t c = begin; c < end; ++c) {
+          done[static_cast<size_t>(c)] = 1;
+          if (c == threads - 1) fail("chunk ", c, " refused");
+        }
+      });
+    };
+    CHECK_THROWS_WITH(run(), Catch::Contains("chunk " + std::to_string(threads - 1) + " refused"));
+    for (int d : done) CHECK(d == 1);  // the other chunks ran to their end
+  }
+  cpu::set_num_threads(saved);
+}
+
 TEST_CASE("copy_into_streaming copies a batch exactly, strided destinations too", "[tensor][copy]") {
   const int saved = cpu::num_threads();
   Generator gen(5);

@@ -25,11 +25,16 @@ namespace detail {
 
 // The forward of scaled_dot_product_attention in a bf16 PrecisionScope: q, k, v rounded to bf16
 // once (q with the scale folded in, as the bf16 product has no alpha), float softmax and output.
-// `args` is the float call's block (mask, output, sizes); its q, k, v pointers are replaced.
+// `args` is the float call's block (mask, output, sizes); its q, k, v pointers are replaced. The
+// bf16 copies are laid out [B, S, H, d], as heads split from a projection are, so the kernel
+// can still run the texts that share one image's keys/values as one run of query rows.
 template <Device D>
 void attention_in_bf16(const Tensor<float, D>& q, const Tensor<float, D>& k, const Tensor<float, D>& v,
                        const backend::AttentionArgs<float>& args) {
-  const Tensor<bf16, D> q16 = to_bf16(blip::scale(q, args.scale)), k16 = to_bf16(k), v16 = to_bf16(v);
+  const auto heads_inner = [](const Tensor<float, D>& x) { return permute(x, {0, 2, 1, 3}); };
+  const auto heads_outer = [](const Tensor<bf16, D>& x) { return permute(x, {0, 2, 1, 3}); };
+  const Tensor<bf16, D> q16 = heads_outer(to_bf16(blip::scale(heads_inner(q), args.scale))),
+                        k16 = heads_outer(to_bf16(heads_inner(k))), v16 = heads_outer(to_bf16(heads_inner(v)));
   const auto strides3 = [](const Tensor<bf16, D>& x) {
     return std::array<int64_t, 3>{x.stride(0), x.stride(1), x.stride(2)};
   };

@@ -7,8 +7,8 @@
 //   accumulate in float. Attention's two inner products (q·kᵀ, p·v) run in bf16 in the
 //   forward; its softmax, output and backward stay float. Bias, layer norm, softmax, residuals,
 //   L2 normalisation, the heads' reductions, the parameters and the optimiser state stay float.
-//   Scopes nest; the innermost decides. The backward follows what the forward chose, whatever
-//   scope is active when backward() runs.
+//   Scopes nest; the innermost decides. The backward of linear and the feed-forward follows
+//   what the forward chose, whatever scope is active when backward() runs.
 // - Weights::fixed (inference: extract_feat, score matrices, index, search, eval): each weight
 //   is converted once per scope (a cache the scope owns and frees); the weights must not change
 //   while the scope lives. A weight tensor that is freed and whose memory is reused is
