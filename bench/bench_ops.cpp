@@ -494,6 +494,9 @@ blip::Tensor<float> key_mask() {
   return blip::Tensor<float>::from_vector({1, 1, 1, kSeq}, values);
 }
 
+// Precision::bf16 runs it in a bf16 PrecisionScope: q, k, v rounded to bf16 per call (timed),
+// bf16 products (BM_Attention_BlipBf16).
+template <blip::Precision P>
 void BM_Attention_Blip(benchmark::State& state) {
   blip::NoGradGuard no_grad;
   blip::cpu::set_isa(blip::cpu::detected_isa());
@@ -501,6 +504,7 @@ void BM_Attention_Blip(benchmark::State& state) {
   const auto q = random_tensor({1, kHeads, kSeq, kHeadDim}, 9), k = random_tensor({1, kHeads, kSeq, kHeadDim}, 10),
              v = random_tensor({1, kHeads, kSeq, kHeadDim}, 11);
   const blip::Tensor<float> mask = masked ? key_mask() : blip::Tensor<float>();
+  const blip::PrecisionScope precision(P);
   for (auto _ : state) {
     blip::Tensor<float> y = blip::scaled_dot_product_attention(q, k, v, mask);
     benchmark::DoNotOptimize(y.data());
@@ -508,25 +512,10 @@ void BM_Attention_Blip(benchmark::State& state) {
   }
   set_attention_counters(state);
 }
-BENCHMARK(BM_Attention_Blip)->ArgName("masked")->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMicrosecond);
-
-// The same in a bf16 PrecisionScope: q, k, v rounded to bf16 per call (timed), bf16 products.
-void BM_Attention_BlipBf16(benchmark::State& state) {
-  blip::NoGradGuard no_grad;
-  blip::cpu::set_isa(blip::cpu::detected_isa());
-  const bool masked = state.range(0) != 0;
-  const auto q = random_tensor({1, kHeads, kSeq, kHeadDim}, 9), k = random_tensor({1, kHeads, kSeq, kHeadDim}, 10),
-             v = random_tensor({1, kHeads, kSeq, kHeadDim}, 11);
-  const blip::Tensor<float> mask = masked ? key_mask() : blip::Tensor<float>();
-  const blip::PrecisionScope bf16(blip::Precision::bf16);
-  for (auto _ : state) {
-    blip::Tensor<float> y = blip::scaled_dot_product_attention(q, k, v, mask);
-    benchmark::DoNotOptimize(y.data());
-    benchmark::ClobberMemory();
-  }
-  set_attention_counters(state);
-}
-BENCHMARK(BM_Attention_BlipBf16)->ArgName("masked")->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Attention_Blip<blip::Precision::fp32>)->Name("BM_Attention_Blip")->ArgName("masked")->Arg(0)->Arg(1)
+    ->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Attention_Blip<blip::Precision::bf16>)->Name("BM_Attention_BlipBf16")->ArgName("masked")->Arg(0)->Arg(1)
+    ->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 // Unfused baseline: per head, a full [S,S] score matrix from cblas_sgemm (OpenBLAS threads),
 // the library's row softmax, then cblas_sgemm with v. Buffers preallocated.
