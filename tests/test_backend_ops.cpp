@@ -351,3 +351,79 @@ TEST_CASE("backend ops: BLIP_CPU_ISA-style choices beyond the CPU are refused") 
   CHECK_THROWS_WITH(cpu::parse_isa("sse9"), Catch::Contains("sse9"));
   CHECK(cpu::parse_isa("avx2") == cpu::Isa::avx2);
 }
+
+TEST_CASE("backend ops: a packed bf16 weight gives the plain bf16 product, at any row count") {
+  Generator gen(41);
+  for (auto [out, in] : {std::pair<int64_t, int64_t>{40, 48}, {17, 33}, {256, 192}}) {
+    const Tensor<float> w = randn<float>({out, in}, gen);
+    std::vector<bf16> w16(static_cast<size_t>(out * in));
+    backend::Kernels<Cpu>::to_bf16(w.data(), w16.data(), out * in);
+    const backend::PackedWeight packed = backend::Kernels<Cpu>::pack_linear_bf16(w16.data(), out, in);
+    if (!packed) {
+      WARN("this CPU's bf16 matmul reads the plain layout: nothing packed for [" << out << ", " << in << "]");
+      continue;
+    }
+    CHECK(packed.out == out);
+    CHECK(packed.in == in);
+    const Tensor<float> bias = randn<float>({out}, gen);
+    for (int64_t rows : {int64_t{1}, int64_t{35}, int64_t{600}}) {
+      INFO("[" << rows << ", " << in << "] x [" << out << ", " << in << "]^T");
+      const Tensor<float> x = randn<float>({rows, in}, gen);
+      std::vector<bf16> x16(static_cast<size_t>(rows * in));
+      backend::Kernels<Cpu>::to_bf16(x.data(), x16.data(), rows * in);
+      std::vector<float> plain(static_cast<size_t>(rows * out)), blocked(plain.size());
+      backend::Kernels<Cpu>::linear_bf16(x16.data(), rows, in, w16.data(), out, bias.data(), plain.data());
+      backend::Kernels<Cpu>::linear_bf16_packed(x16.data(), rows, in, packed, out, bias.data(), blocked.data());
+      double worst = 0, scale = 0;
+      for (size_t i = 0; i < plain.size(); ++i) {
+        worst = std::max(worst, std::abs(double(plain[i]) - double(blocked[i])));
+        scale = std::max(scale, std::abs(double(plain[i])));
+      }
+      CHECK(worst <= 1e-6 * scale);  // the same bf16 operands, float accumulation: only the order may differ
+    }
+    std::vector<float> y(static_cast<size_t>(out));
+    CHECK_THROWS_WITH(backend::Kernels<Cpu>::linear_bf16_packed(w16.data(), 1, in + 1, packed, out, nullptr, y.data()),
+                      Catch::Contains("the call needs [" + std::to_string(out) + ", " + std::to_string(in + 1) + "]"));
+  }
+}
+
+TEST_CASE("backend ops: a fixed-weight bf16 scope packs each weight once and never under autocast") {
+  const auto count_packs = [](PrecisionScope& scope, const std::vector<Tensor<float>>& ws, int uses) {
+    int packs = 0;
+    for (int u = 0; u < uses; ++u)
+      for (const auto& w : ws)
+        (void)scope.packed_weight(w, [&](const Tensor<float>& wc) {
+          ++packs;
+          std::vector<bf16> w16(static_cast<size_t>(wc.numel()));
+          backend::Kernels<Cpu>::to_bf16(wc.data(), w16.data(), wc.numel());
+          return backend::Kernels<Cpu>::pack_linear_bf16(w16.data(), wc.size(0), wc.size(1));
+        });
+    return packs;
+  };
+  Generator gen(43);
+  std::vector<Tensor<float>> ws{randn<float>({64, 32}, gen), randn<float>({32, 64}, gen)};
+  {
+    PrecisionScope fixed(Precision::bf16);
+    CHECK(count_packs(fixed, ws, 3) == 2);
+    ws[0] = randn<float>({64, 32}, gen);  // a new weight (its memory may be the old one's): packed anew
+    CHECK(count_packs(fixed, ws, 2) == 1);
+  }
+  PrecisionScope changing(Precision::bf16, PrecisionScope::Weights::changing);
+  CHECK(count_packs(changing, ws, 2) == 0);
+  // linear() under the fixed scope without gradients goes through the packed weight and agrees
+  // with the recorded (plain-weight) path.
+  const Tensor<float> x = randn<float>({35, 32}, gen);
+  PrecisionScope fixed(Precision::bf16);
+  Tensor<float> packed_y;
+  {
+    NoGradGuard no_grad;
+    packed_y = linear(x, ws[0]);
+  }
+  Tensor<float> xr = clone(x);
+  xr.set_requires_grad(true);
+  const Tensor<float> plain_y = linear(xr, ws[0]);
+  const std::vector<float> a = packed_y.to_vector(), b = plain_y.detach().to_vector();
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(double(a[i]) - double(b[i])));
+  CHECK(worst <= 1e-5);
+}

@@ -9,8 +9,19 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 namespace blip::backend {
+
+// A linear layer's weight [out, in] in a layout a device's GEMM prefers, made once by
+// pack_linear_bf16 for weights that do not change (a PrecisionScope with Weights::fixed) and read
+// by linear_bf16_packed. Opaque: only the device that packed it reads `layout`. Empty where the
+// device has no better layout than the plain one (then callers use linear_bf16).
+struct PackedWeight {
+  std::shared_ptr<const void> layout;
+  int64_t out = 0, in = 0;
+  explicit operator bool() const { return layout != nullptr; }
+};
 
 enum class BinaryOp { add, sub, mul, div };  // same order as cuda::BinaryOp
 enum class UnaryOp { gelu, tanh, exp, log };

@@ -89,6 +89,14 @@ Tensor<bf16, D> bf16_weight(const Tensor<float, D>& w) {
       w, [](const float* src, bf16* dst, int64_t n) { kernels<D>::to_bf16(src, dst, n); });
 }
 
+template <Device D>
+const backend::PackedWeight& packed_bf16_weight(const Tensor<float, D>& w) {
+  return PrecisionScope::active()->packed_weight(w, [](const Tensor<float, D>& wc) {
+    const Tensor<bf16, D> w16 = to_bf16(wc);  // rounded as the plain copy is, then reordered
+    return kernels<D>::pack_linear_bf16(w16.data(), wc.size(0), wc.size(1));
+  });
+}
+
 // op(a) · op(b) in bf16 for row-major bf16 matrices a [m,k] (or [k,m] with ta) and b [k,n] (or
 // [n,k] with tb), into a new float [m, n].
 template <Device D>
@@ -167,12 +175,20 @@ Tensor<float, D> linear_bf16(const Tensor<float, D>& x, const Tensor<float, D>& 
   const int64_t in = weight.size(1), out = weight.size(0);
   const int64_t rows = numel(Shape(x.shape().begin(), x.shape().end() - 1));
   const Tensor<bf16, D> x16 = to_bf16(reshape(x.detach(), {rows, in}));
-  const Tensor<bf16, D> w16 = bf16_weight(contiguous(weight.detach()));
+  const Tensor<float, D> w = contiguous(weight.detach());
   const Tensor<float, D> b = bias.defined() ? contiguous(bias.detach()) : Tensor<float, D>();
+  const float* b_data = b.defined() ? b.data() : nullptr;
   Tensor<float, D> y2 = Tensor<float, D>::empty({rows, out});
-  kernels<D>::linear_bf16(x16.data(), rows, in, w16.data(), out, b.defined() ? b.data() : nullptr, y2.data());
   Shape out_shape = x.shape();
   out_shape.back() = out;
+  if (!needs_grad) {  // the backward would need the plain copy: pack only where there is none
+    if (const backend::PackedWeight& packed = packed_bf16_weight(w)) {
+      kernels<D>::linear_bf16_packed(x16.data(), rows, in, packed, out, b_data, y2.data());
+      return reshape(y2, out_shape);
+    }
+  }
+  const Tensor<bf16, D> w16 = bf16_weight(w);
+  kernels<D>::linear_bf16(x16.data(), rows, in, w16.data(), out, b_data, y2.data());
   Tensor<float, D> y = reshape(y2, out_shape);
   if (needs_grad)
     record(y, "linear", {&x, &weight, &bias},

@@ -11,7 +11,8 @@
 //   what the forward chose, whatever scope is active when backward() runs.
 // - Weights::fixed (inference: extract_feat, score matrices, index, search, eval): each weight
 //   is converted once per scope (a cache the scope owns and frees); the weights must not change
-//   while the scope lives. A weight tensor that is freed and whose memory is reused is
+//   while the scope lives. Where no gradient is recorded, linear() reads the weight in the
+//   layout the device's GEMM prefers (packed once per scope, backend::PackedWeight). A weight tensor that is freed and whose memory is reused is
 //   recognised (the cache holds the storage's owner, not only its address).
 // - Weights::changing (training autocast, like torch.autocast): weights are converted on every
 //   use, so optimiser steps and momentum updates are always seen.
@@ -24,6 +25,7 @@
 #include <string>
 #include <string_view>
 
+#include "blip/backend/args.hpp"
 #include "blip/core/error.hpp"
 #include "blip/core/tensor.hpp"
 
@@ -66,24 +68,54 @@ class PrecisionScope {
       convert(w.data(), copy.data(), w.numel());
       return copy;
     }
-    auto& cache = weights<D>();
-    auto it = cache.find(w.data());
-    const bool fresh = it != cache.end() && same_owner(it->second.owner, w.storage()) &&
-                       it->second.copy.shape() == w.shape();
-    if (!fresh) {
-      Entry<D> e{std::static_pointer_cast<void>(w.storage()), Tensor<bf16, D>::empty(w.shape())};
+    Entry<D>& e = entry(w);
+    if (!e.copy.defined()) {
+      e.copy = Tensor<bf16, D>::empty(w.shape());
       convert(w.data(), e.copy.data(), w.numel());
-      it = cache.insert_or_assign(w.data(), std::move(e)).first;
     }
-    return it->second.copy;
+    return e.copy;
+  }
+
+  // A linear weight [out, in] in the device's preferred bf16 layout, made once per scope by
+  // `pack(w)` (which returns backend::PackedWeight); empty with Weights::changing (it would be
+  // repacked on every use) or where the device has nothing better than the plain layout. Only the
+  // packed form is kept, not also the plain copy: BLIP-base's weights are 0.45 GB in bf16.
+  template <Device D, class Pack>
+  const backend::PackedWeight& packed_weight(const Tensor<float, D>& w, Pack pack) {
+    static const backend::PackedWeight none;
+    if (weights_ == Weights::changing) return none;
+    Entry<D>& e = entry(w);
+    if (!e.pack_tried) {
+      e.packed = pack(w);
+      e.pack_tried = true;
+    }
+    return e.packed;
   }
 
  private:
+  // What this scope made of one weight: its plain bf16 copy and/or its packed form, each made on
+  // first use.
   template <Device D>
   struct Entry {
     std::weak_ptr<void> owner;
+    Shape shape;
     Tensor<bf16, D> copy;
+    backend::PackedWeight packed;
+    bool pack_tried = false;
   };
+  // The entry of w, new where w's memory is not the one it was made for (freed and reused).
+  template <Device D>
+  Entry<D>& entry(const Tensor<float, D>& w) {
+    auto& cache = weights<D>();
+    auto it = cache.find(w.data());
+    if (it == cache.end() || !same_owner(it->second.owner, w.storage()) || it->second.shape != w.shape()) {
+      Entry<D> fresh;
+      fresh.owner = std::static_pointer_cast<void>(w.storage());
+      fresh.shape = w.shape();
+      it = cache.insert_or_assign(w.data(), std::move(fresh)).first;
+    }
+    return it->second;
+  }
   static bool same_owner(const std::weak_ptr<void>& a, const std::shared_ptr<float>& b) {
     return !a.expired() && !a.owner_before(b) && !b.owner_before(a);
   }

@@ -5,7 +5,8 @@
 // sizes are handled here. `linear` is y = x·wᵀ + bias for x [rows,in], w [out,in] (bias may be
 // null). `linear_bf16` takes bf16 activations and weights, accumulates in float and adds a
 // float bias; `gemm_bf16` is the general bf16 product (beta = 0,
-// float output). Throws blip::Error if oneDNN refuses a call.
+// float output). `pack_linear_bf16` reorders a fixed bf16 weight once into the layout the matmul
+// prefers, and `linear_bf16_packed` multiplies with it. Throws blip::Error if oneDNN refuses a call.
 //
 // Why oneDNN (docs/performance.md has the side-by-side): on this project's Zen 4 and Zen 5
 // machines it is faster than OpenBLAS 0.3.21 at every BLIP shape (OpenBLAS runs AVX2 kernels when
@@ -26,9 +27,11 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 
+#include "blip/backend/args.hpp"
 #include "blip/backend/cpu/parallel.hpp"
 #include "blip/core/dtype.hpp"
 #include "blip/core/error.hpp"
@@ -58,10 +61,11 @@ inline dnnl_engine_t dnnl_cpu_engine() {
 // one primitive object on two threads at once.
 // C [m, n] (row stride ldc) = op(A) [m, k] · op(B) [k, n] (+ bias [n]); A, B row-major with
 // leading dimensions lda, ldb, transposed where ta / tb.
+// `packed`: the weights come in the layout of a PackedBf16 (below) instead of strided.
 struct MatmulKey {
   int64_t m, k, n, lda, ldb, ldc;
-  bool ta, tb, bf16, bias;
-  auto tie() const { return std::tie(m, k, n, lda, ldb, ldc, ta, tb, bf16, bias); }
+  bool ta, tb, bf16, bias, packed = false;
+  auto tie() const { return std::tie(m, k, n, lda, ldb, ldc, ta, tb, bf16, bias, packed); }
   bool operator<(const MatmulKey& o) const { return tie() < o.tie(); }
 };
 inline MatmulKey linear_key(int64_t rows, int64_t in, int64_t out, bool bf16, bool bias) {
@@ -81,7 +85,9 @@ struct Matmul {
   }
 };
 
-inline Matmul& cached_matmul(const MatmulKey& key) {
+// `packed_weights`: the weights' layout when key.packed (the same for every call with that key's
+// k and n: it is what pack_linear_bf16's probe chose).
+inline Matmul& cached_matmul(const MatmulKey& key, const dnnl_memory_desc_t* packed_weights = nullptr) {
   thread_local std::map<MatmulKey, Matmul> cache;
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
@@ -95,8 +101,9 @@ inline Matmul& cached_matmul(const MatmulKey& key) {
   };
   // Transposes are strides: a linear layer's wᵀ is a view of its [out, in] weight.
   const dnnl_memory_desc_t src = key.ta ? desc(key.m, key.k, in_type, 1, key.lda) : desc(key.m, key.k, in_type, key.lda, 1);
-  const dnnl_memory_desc_t weights =
-      key.tb ? desc(key.k, key.n, in_type, 1, key.ldb) : desc(key.k, key.n, in_type, key.ldb, 1);
+  const dnnl_memory_desc_t weights = key.packed ? *packed_weights
+                                     : key.tb   ? desc(key.k, key.n, in_type, 1, key.ldb)
+                                                : desc(key.k, key.n, in_type, key.ldb, 1);
   const dnnl_memory_desc_t bias = desc(1, key.n, dnnl_f32, key.n, 1);
   const dnnl_memory_desc_t dst = desc(key.m, key.n, dnnl_f32, key.ldc, 1);
   dnnl_matmul_desc_t op;
@@ -119,8 +126,9 @@ inline Matmul& cached_matmul(const MatmulKey& key) {
   return mm;
 }
 
-inline void run_matmul(const MatmulKey& key, const void* x, const void* w, const float* bias, float* y) {
-  Matmul& mm = cached_matmul(key);
+inline void run_matmul(const MatmulKey& key, const void* x, const void* w, const float* bias, float* y,
+                       const dnnl_memory_desc_t* packed_weights = nullptr) {
+  Matmul& mm = cached_matmul(key, packed_weights);
   thread_local const dnnl_stream_t stream = [] {
     dnnl_stream_t s = nullptr;
     check_dnnl(dnnl_stream_create(&s, dnnl_cpu_engine(), dnnl_stream_default_flags), "stream", 0, 0, 0);
@@ -217,24 +225,97 @@ void linear(const T* x, int64_t rows, int64_t in, const T* w, int64_t out, const
   gemm(false, true, rows, out, in, T(1), x, in, w, in, bias ? T(1) : T(0), y, out);
 }
 
-// float -> bf16 with round to nearest even (NaN stays NaN), as blip::bf16's constructor.
-inline void to_bf16(const float* x, bf16* y, int64_t n) {
-  parallel_for(n, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      uint32_t u;
-      std::memcpy(&u, x + i, 4);
-      const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-      const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-      y[i].bits = static_cast<uint16_t>(nan ? ((u >> 16) | 0x40u) : rounded);
-    }
-  });
-}
-
 // y = x · wᵀ + bias for bf16 x and w; products accumulate in float, the bias is float.
 inline void linear_bf16(const bf16* x, int64_t rows, int64_t in, const bf16* w, int64_t out, const float* bias,
                         float* y) {
   if (rows == 0 || out == 0) return;
   detail::run_matmul(detail::linear_key(rows, in, out, true, bias != nullptr), x, w, bias, y);
+}
+
+namespace detail {
+
+// A bf16 weight [out, in] reordered into the layout oneDNN's matmul picks for it (format_tag_any:
+// on AVX-512 CPUs blocks of 16·64 with pairs of k interleaved for the bf16 dot products), so the
+// GEMM reads it without repacking it on every call: 1.13-1.39x at the 577-row BLIP shapes and
+// 1.2x at 35 rows (bench_ops Gemm_OneDNN_Bf16Blocked, docs/performance.md).
+struct PackedBf16 {
+  dnnl_memory_desc_t md{};
+  dnnl_memory_t memory = nullptr;  // owns the packed bytes
+  PackedBf16() = default;
+  PackedBf16(const PackedBf16&) = delete;
+  PackedBf16& operator=(const PackedBf16&) = delete;
+  ~PackedBf16() {
+    if (memory) dnnl_memory_destroy(memory);
+  }
+};
+
+// The rows of the primitive that chooses the packed layout. oneDNN 2.6's layout for bf16
+// weights depends on k and n only: the same for 1 to 9232 rows at every BLIP-base and -large
+// shape (checked on Zen 4, brgemm:avx512_core_bf16); a call with other rows reuses it either way,
+// since its primitive is made for the packed layout itself.
+inline constexpr int64_t kPackProbeRows = 512;
+
+}  // namespace detail
+
+// The weight w [out, in] (bf16, row-major) in the matmul's preferred layout; empty where that
+// layout is the plain one (nothing to gain) or this CPU has no bf16 matmul.
+inline backend::PackedWeight pack_linear_bf16(const bf16* w, int64_t out, int64_t in) {
+  if (out == 0 || in == 0) return {};
+  const dnnl_engine_t engine = detail::dnnl_cpu_engine();
+  const int64_t m = detail::kPackProbeRows;
+  dnnl_memory_desc_t src, any, plain, dst;
+  const dnnl_dims_t src_dims{m, in}, wei_dims{in, out}, dst_dims{m, out};
+  const dnnl_dims_t plain_strides{1, in};  // wᵀ: a [in, out] view of [out, in]
+  detail::check_dnnl(dnnl_memory_desc_init_by_tag(&src, 2, src_dims, dnnl_bf16, dnnl_ab), "memory desc", m, out, in);
+  detail::check_dnnl(dnnl_memory_desc_init_by_tag(&any, 2, wei_dims, dnnl_bf16, dnnl_format_tag_any), "memory desc",
+                     m, out, in);
+  detail::check_dnnl(dnnl_memory_desc_init_by_strides(&plain, 2, wei_dims, dnnl_bf16, plain_strides), "memory desc",
+                     m, out, in);
+  detail::check_dnnl(dnnl_memory_desc_init_by_tag(&dst, 2, dst_dims, dnnl_f32, dnnl_ab), "memory desc", m, out, in);
+  dnnl_matmul_desc_t op;
+  detail::check_dnnl(dnnl_matmul_desc_init(&op, &src, &any, nullptr, &dst), "matmul desc", m, out, in);
+  dnnl_primitive_desc_t probe = nullptr;
+  if (dnnl_primitive_desc_create(&probe, &op, nullptr, engine, nullptr) != dnnl_success) return {};
+  auto packed = std::make_shared<detail::PackedBf16>();
+  packed->md = *dnnl_primitive_desc_query_md(probe, dnnl_query_weights_md, 0);
+  dnnl_primitive_desc_destroy(probe);
+  if (dnnl_memory_desc_equal(&packed->md, &plain)) return {};
+  detail::check_dnnl(dnnl_memory_create(&packed->memory, &packed->md, engine, DNNL_MEMORY_ALLOCATE), "packed weights",
+                     m, out, in);
+  dnnl_memory_t from = nullptr;
+  dnnl_primitive_desc_t reorder_pd = nullptr;
+  dnnl_primitive_t reorder = nullptr;
+  dnnl_stream_t stream = nullptr;
+  dnnl_status_t st = dnnl_memory_create(&from, &plain, engine, const_cast<bf16*>(w));
+  if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&reorder_pd, &plain, engine, &packed->md, engine, nullptr);
+  if (st == dnnl_success) st = dnnl_primitive_create(&reorder, reorder_pd);
+  if (st == dnnl_success) st = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+  if (st == dnnl_success) {
+    const dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, packed->memory}};
+    st = dnnl_primitive_execute(reorder, stream, 2, args);
+    if (st == dnnl_success) st = dnnl_stream_wait(stream);
+  }
+  if (stream) dnnl_stream_destroy(stream);
+  if (reorder) dnnl_primitive_destroy(reorder);
+  if (reorder_pd) dnnl_primitive_desc_destroy(reorder_pd);
+  if (from) dnnl_memory_destroy(from);
+  detail::check_dnnl(st, "weight reorder", m, out, in);
+  return {std::move(packed), out, in};
+}
+
+// y = x · wᵀ + bias as linear_bf16, with w made by pack_linear_bf16 for this [out, in].
+inline void linear_bf16_packed(const bf16* x, int64_t rows, int64_t in, const backend::PackedWeight& w, int64_t out,
+                               const float* bias, float* y) {
+  if (!w || w.out != out || w.in != in)
+    fail("cpu linear_bf16_packed: the packed weight is ", w ? "" : "empty, ", "[", w.out, ", ", w.in,
+         "], the call needs [", out, ", ", in, "]");
+  if (rows == 0) return;
+  const auto& packed = *static_cast<const detail::PackedBf16*>(w.layout.get());
+  void* data = nullptr;
+  detail::check_dnnl(dnnl_memory_get_data_handle(packed.memory, &data), "packed weights", rows, out, in);
+  detail::MatmulKey key = detail::linear_key(rows, in, out, true, bias != nullptr);
+  key.packed = true;
+  detail::run_matmul(key, x, data, bias, y, &packed.md);
 }
 
 // C = op(A) · op(B) for bf16 A, B (row-major, leading dimensions lda, ldb) into float C.

@@ -48,6 +48,13 @@ struct Kernels<Cpu> {
                           float* y) {
     cpu::linear_bf16(x, rows, in, w, out, bias, y);
   }
+  static PackedWeight pack_linear_bf16(const bf16* w, int64_t out, int64_t in) {
+    return cpu::pack_linear_bf16(w, out, in);
+  }
+  static void linear_bf16_packed(const bf16* x, int64_t rows, int64_t in, const PackedWeight& w, int64_t out,
+                                 const float* bias, float* y) {
+    cpu::linear_bf16_packed(x, rows, in, w, out, bias, y);
+  }
   static void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const bf16* a, int64_t lda,
                         const bf16* b, int64_t ldb, float* c, int64_t ldc) {
     cpu::gemm_bf16(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);

@@ -55,6 +55,8 @@ struct Kernels<Cuda> : detail::CudaMissingKernels {
     if (bias) cuda::copy_strided(Shape{rows, out}, bias, Strides{0, 1}, y);  // the bias, broadcast over rows
     cuda::gemm(false, true, rows, out, in, T(1), x, in, 0, w, in, 0, bias ? T(1) : T(0), y, out, 0, 1);
   }
+  // cuBLASLt reads the plain layout: nothing to pack, so linear_bf16_packed is never reached.
+  static PackedWeight pack_linear_bf16(const bf16*, int64_t, int64_t) { return {}; }
   template <class T>
   static void binary(BinaryOp op, const Shape& shape, const T* a, const Strides& sa, const T* b, const Strides& sb,
                      T* out) {
