@@ -5,10 +5,11 @@
 //   (d) one training step (loss + backward) at batch 4 — seconds per step
 // and the process's peak resident memory after each case (counter peak_rss_GiB; run one case
 // per process with --benchmark_filter for per-case peaks). Each case runs once untimed first,
-// as bench/pytorch_peers.py does for the same cases on PyTorch. Cases (a)-(c) run with the
-// argument 0 in fp32 and 1 with bf16 GEMMs (PrecisionScope: weights converted once, in the
-// warm-up, as torch.autocast's weight cache does within its scope); (d) with 1 trains under bf16
-// autocast (weights converted on every use, as they change every step).
+// as bench/pytorch_peers.py does for the same cases on PyTorch. Cases (a)-(c) and (e) take the
+// argument `precision`: 0 fp32, 1 bf16 GEMMs, 2 int8 linear layers (PrecisionScope: weights
+// converted once, in the warm-up, as torch.autocast's weight cache does within its scope); (d)
+// with bf16:1 trains under bf16 autocast (weights converted on every use, as they change every
+// step).
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 
@@ -20,6 +21,10 @@ using namespace blip;
 using Model = StandardBlip<float, Cpu>;
 
 namespace {
+
+Precision inference_precision(const benchmark::State& state) {
+  return state.range(0) == 2 ? Precision::int8 : state.range(0) == 1 ? Precision::bf16 : Precision::fp32;
+}
 
 Model& model() {
   static Model* m = [] {
@@ -52,7 +57,7 @@ void finish(benchmark::State& state, int64_t items) {
 }
 
 void BM_a_image_features(benchmark::State& state) {
-  const PrecisionScope precision(state.range(0) ? Precision::bf16 : Precision::fp32);
+  const PrecisionScope precision(inference_precision(state));
   Model& m = model();
   Generator gen(1);
   const Tensor<float> images = randn<float>({8, 3, 384, 384}, gen);
@@ -64,7 +69,7 @@ void BM_a_image_features(benchmark::State& state) {
 }
 
 void BM_b_text_features(benchmark::State& state) {
-  const PrecisionScope precision(state.range(0) ? Precision::bf16 : Precision::fp32);
+  const PrecisionScope precision(inference_precision(state));
   Model& m = model();
   Generator gen(2);
   const auto batch = texts(32, 35, gen);
@@ -76,7 +81,7 @@ void BM_b_text_features(benchmark::State& state) {
 }
 
 void BM_c_itm_rerank(benchmark::State& state) {
-  const PrecisionScope precision(state.range(0) ? Precision::bf16 : Precision::fp32);
+  const PrecisionScope precision(inference_precision(state));
   Model& m = model();
   Generator gen(3);
   const Tensor<float> embeds = [&] {
@@ -114,7 +119,7 @@ void BM_d_train_step(benchmark::State& state) {
 // exact top 16 of 1024 entries, 16 embeds rows decoded, 16 ITM pairs). The ANN lookup of a large
 // gallery adds its own time (ann_bench) in front of this.
 void BM_e_search_rerank16(benchmark::State& state) {
-  const PrecisionScope precision(state.range(0) ? Precision::bf16 : Precision::fp32);
+  const PrecisionScope precision(inference_precision(state));
   Model& m = model();
   const std::string path = "/tmp/blip_bench_rerank16.idx";
   const int64_t n = 1024, stored = 16;  // entries; the 16 nearest hold real embeds rows, all rows exist
@@ -144,9 +149,9 @@ void BM_e_search_rerank16(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_e_search_rerank16)->ArgName("bf16")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
-BENCHMARK(BM_a_image_features)->ArgName("bf16")->Arg(0)->Arg(1)->Unit(benchmark::kSecond)->Iterations(3)->UseRealTime();
-BENCHMARK(BM_b_text_features)->ArgName("bf16")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
-BENCHMARK(BM_c_itm_rerank)->ArgName("bf16")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+BENCHMARK(BM_e_search_rerank16)->ArgName("precision")->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+BENCHMARK(BM_a_image_features)->ArgName("precision")->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kSecond)->Iterations(3)->UseRealTime();
+BENCHMARK(BM_b_text_features)->ArgName("precision")->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+BENCHMARK(BM_c_itm_rerank)->ArgName("precision")->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
 BENCHMARK(BM_d_train_step)->ArgName("bf16")->Arg(0)->Arg(1)->Unit(benchmark::kSecond)->Iterations(2)->UseRealTime();
 BENCHMARK_MAIN();

@@ -5,7 +5,10 @@
 //     Blip_Linear      blip::linear(x, w, b): the library path (output allocation + bias + sgemm)
 //     Blip_LinearNoBias blip::linear(x, w): the same path without the bias
 //     Blip_LinearBf16  blip::linear(x, w, b) inside PrecisionScope(bf16): bf16 weights (converted
-//                      once, in the warm-up), activations rounded per call, float accumulation
+//                      and packed once, in the warm-up), activations rounded per call, float
+//                      accumulation; counter rel_err against fp32
+//     Blip_LinearInt8  the same in PrecisionScope(int8): weights quantised per channel and packed
+//                      once, activations quantised per row per call (timed), int32 accumulation
 //     OneDNN_Sgemm     dnnl_sgemm('N', 'T') on the same buffers into a preallocated C
 //     OneDNN_Bf16Blocked  the bf16 matmul primitive with the weights reordered once into its
 //                      preferred (blocked) layout; activations rounded per call, as Blip_LinearBf16
@@ -108,16 +111,26 @@ void BM_Gemm_Blip_LinearNoBias(benchmark::State& state) {
   set_gemm_counters(state, g.m, g.k, g.n);
 }
 
-void BM_Gemm_Blip_LinearBf16(benchmark::State& state) {
+// blip::linear in a bf16 or int8 PrecisionScope: the weight converted (and packed) once, in the
+// warm-up; activations rounded or quantised per call. Counter rel_err: ‖y − y_fp32‖ / ‖y_fp32‖.
+template <blip::Precision P>
+void BM_Gemm_Blip_LinearReduced(benchmark::State& state) {
   blip::NoGradGuard no_grad;
   GemmCase g(state.range(0), state.range(1), state.range(2));
-  const blip::PrecisionScope bf16(blip::Precision::bf16);
-  benchmark::DoNotOptimize(blip::linear(g.x, g.w, g.b).data());  // converts the weight once
+  const std::vector<float> exact = blip::linear(g.x, g.w, g.b).to_vector();
+  const blip::PrecisionScope scope(P);
+  const std::vector<float> reduced = blip::linear(g.x, g.w, g.b).to_vector();  // converts the weight once
   for (auto _ : state) {
     blip::Tensor<float> y = blip::linear(g.x, g.w, g.b);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < exact.size(); ++i) {
+    err += (double(reduced[i]) - exact[i]) * (double(reduced[i]) - exact[i]);
+    norm += double(exact[i]) * exact[i];
+  }
+  state.counters["rel_err"] = std::sqrt(err / norm);
   set_gemm_counters(state, g.m, g.k, g.n);
 }
 
@@ -375,7 +388,8 @@ void gemm_shapes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_Gemm_Blip_Linear)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Blip_LinearNoBias)->Apply(gemm_shapes);
-BENCHMARK(BM_Gemm_Blip_LinearBf16)->Apply(gemm_shapes);
+BENCHMARK(BM_Gemm_Blip_LinearReduced<blip::Precision::bf16>)->Name("BM_Gemm_Blip_LinearBf16")->Apply(gemm_shapes);
+BENCHMARK(BM_Gemm_Blip_LinearReduced<blip::Precision::int8>)->Name("BM_Gemm_Blip_LinearInt8")->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_OneDNN_Sgemm)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_OneDNN_Bf16Blocked)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_OneDNN_Int8)->Apply(gemm_shapes);

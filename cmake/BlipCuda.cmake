@@ -53,6 +53,9 @@ if(_blip_cuda_on)
   add_library(blip_cuda STATIC
     ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/runtime.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/elementwise.cu
+    ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/index.cu
+    ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/pointwise.cu
+    ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/rowwise.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/gemm.cu)
   add_library(blip::cuda ALIAS blip_cuda)
   set_target_properties(blip_cuda PROPERTIES

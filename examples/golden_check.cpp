@@ -23,11 +23,12 @@ int main(int argc, char** argv) {
         args.erase(args.begin() + static_cast<std::ptrdiff_t>(i), args.begin() + static_cast<std::ptrdiff_t>(i) + 2);
         break;
       }
-  if (args.size() != 1 || args[0] == "--help" || (precision != "fp32" && precision != "bf16")) {
-    std::fprintf(stderr, "usage: blip-golden-check [--vocab bert-vocab.txt] [--precision fp32|bf16] DIR\n"
+  if (args.size() != 1 || args[0] == "--help" || (precision != "fp32" && precision != "bf16" && precision != "int8")) {
+    std::fprintf(stderr, "usage: blip-golden-check [--vocab bert-vocab.txt] [--precision fp32|bf16|int8] DIR\n"
                          "  verifies every golden set (model, tokenizer, image, retrieval, checkpoint) found under DIR;\n"
-                         "  --precision bf16 checks the model sets' features and ITM logits with bf16 GEMMs against\n"
-                         "  their bounds (cosine >= 0.999, ITM logits within 2e-2) instead of the fp32 tolerances\n");
+                         "  --precision bf16|int8 checks the model sets' features and ITM logits with bf16 GEMMs or\n"
+                         "  int8 linear layers against their bounds (testing::reduced_precision_bounds, stated in\n"
+                         "  docs/performance.md) instead of the fp32 tolerances\n");
     return args.size() == 1 && args[0] == "--help" ? 0 : 2;
   }
   const fs::path root = args[0];

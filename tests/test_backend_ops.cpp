@@ -3,11 +3,13 @@
 // same op in float64 on the CPU's portable path.
 //
 // Variants: float on the CPU with each instruction set the machine runs (portable, avx2,
-// avx512); float with bf16 GEMMs (PrecisionScope) for the ops whose forward has a bf16 path; float
+// avx512); float with bf16 GEMMs and with int8 linear layers (PrecisionScope) for the ops whose
+// forward has a reduced-precision path; float
 // on Cuda where a GPU is present. A case a variant cannot run (a kernel the device lacks, no GPU)
 // is listed as skipped with the reason, never hidden: the table is printed at the end.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -316,6 +318,8 @@ TEST_CASE("backend ops: every op on every backend and variant against float64") 
       Result ref_fwd = ref;
       ref_fwd.resize(ours.size());
       check(c, "cpu bf16 GEMM (forward)", ours, ref_fwd, 3e-2);
+      const PrecisionScope int8(Precision::int8);  // int8 linear layers, per-token activation scales
+      check(c, "cpu int8 linear (forward)", c.cpu_float_forward(), ref_fwd, 3e-2);
     } else {
       rows.push_back({c.name, "cpu bf16 GEMM", "skipped: no bf16 path"});
     }
@@ -339,8 +343,9 @@ TEST_CASE("backend ops: the kernel list and supports<D> agree") {
   for (size_t i = 0; i < backend::kernel_count; ++i) CHECK(backend::supports<Cpu>(static_cast<Kernel>(i)));
   // Cuda has what BLIP_CUDA_MISSING does not list; a missing one throws naming itself.
   CHECK(backend::supports<Cuda>(Kernel::gemm));
-  CHECK_FALSE(backend::supports<Cuda>(Kernel::layer_norm));
-  CHECK_THROWS_WITH(backend::Kernels<Cuda>::layer_norm(nullptr, 1, 2.0), Catch::Contains("layer_norm"));
+  CHECK(backend::supports<Cuda>(Kernel::layer_norm));
+  CHECK_FALSE(backend::supports<Cuda>(Kernel::topk));
+  CHECK_THROWS_WITH(backend::Kernels<Cuda>::topk(nullptr, 1, 2.0), Catch::Contains("topk"));
   CHECK(backend::kernel_name(Kernel::attention_backward) == "attention_backward");
 }
 
@@ -426,4 +431,105 @@ TEST_CASE("backend ops: a fixed-weight bf16 scope packs each weight once and nev
   double worst = 0;
   for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(double(a[i]) - double(b[i])));
   CHECK(worst <= 1e-5);
+}
+
+TEST_CASE("backend ops: per-row int8 quantisation, the same on every ISA path, and the int8 product") {
+  const int64_t rows = 5, cols = 37;  // 37: two full AVX-512 vectors and a masked tail
+  Generator gen(47);
+  std::vector<float> x = randn<float>({rows, cols}, gen).to_vector();
+  std::fill_n(x.begin() + cols, cols, 0.0f);  // a zero row: scale 1, all q 0
+  const float halves[] = {127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -2.5f, -127.0f};  // max 127: x / scale = x exactly
+  std::copy(std::begin(halves), std::end(halves), x.begin() + 2 * cols);
+  std::fill(x.begin() + 2 * cols + 7, x.begin() + 3 * cols, 0.25f);
+  const cpu::Isa initial = cpu::active_isa();
+  std::vector<int8_t> q_portable(x.size());
+  std::vector<float> s_portable(rows);
+  cpu::set_isa(cpu::Isa::portable);
+  backend::Kernels<Cpu>::quantize_rows_s8(x.data(), q_portable.data(), s_portable.data(), rows, cols);
+  CHECK(s_portable[1] == 1.0f);
+  CHECK(std::all_of(q_portable.begin() + cols, q_portable.begin() + 2 * cols, [](int8_t v) { return v == 0; }));
+  const std::vector<int> expected{127, 0, 2, 2, 0, -2, -127};  // round half to even
+  for (size_t i = 0; i < expected.size(); ++i) CHECK(int(q_portable[2 * cols + i]) == expected[i]);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) {
+      const size_t i = static_cast<size_t>(r * cols + j);
+      CHECK(std::abs(x[i] - s_portable[r] * q_portable[i]) <= 0.5f * s_portable[r] * 1.0001f);
+    }
+  for (cpu::Isa isa : {cpu::Isa::avx2, cpu::Isa::avx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(cpu::detected_isa())) continue;
+    INFO("isa " << cpu::isa_name(isa));
+    cpu::set_isa(isa);
+    std::vector<int8_t> q(x.size());
+    std::vector<float> s(rows);
+    backend::Kernels<Cpu>::quantize_rows_s8(x.data(), q.data(), s.data(), rows, cols);
+    CHECK(q == q_portable);
+    CHECK(s == s_portable);
+  }
+  // The int8 product: int32 accumulation is exact, so y matches the float64 sum of the quantised
+  // operands times their scales, on every ISA path of the dequantisation.
+  const int64_t out = 70;
+  const Tensor<float> w = randn<float>({out, cols}, gen);
+  const Tensor<float> bias = randn<float>({out}, gen);
+  const backend::PackedWeight packed = backend::Kernels<Cpu>::pack_linear_s8(w.data(), out, cols);
+  REQUIRE(packed);
+  std::vector<int8_t> wq(static_cast<size_t>(out * cols));
+  std::vector<float> ws(static_cast<size_t>(out));
+  cpu::set_isa(cpu::Isa::portable);
+  backend::Kernels<Cpu>::quantize_rows_s8(w.data(), wq.data(), ws.data(), out, cols);
+  for (cpu::Isa isa : {cpu::Isa::portable, cpu::Isa::avx2, cpu::Isa::avx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(cpu::detected_isa())) continue;
+    INFO("isa " << cpu::isa_name(isa));
+    cpu::set_isa(isa);
+    std::vector<float> y(static_cast<size_t>(rows * out));
+    backend::Kernels<Cpu>::linear_s8_packed(q_portable.data(), s_portable.data(), rows, cols, packed, out, bias.data(),
+                                            y.data());
+    double worst = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t o = 0; o < out; ++o) {
+        int64_t acc = 0;
+        for (int64_t j = 0; j < cols; ++j) acc += int64_t{q_portable[r * cols + j]} * wq[o * cols + j];
+        const double ref = double(acc) * s_portable[r] * ws[o] + bias.data()[o];
+        worst = std::max(worst, std::abs(ref - y[r * out + o]) / std::max(1.0, std::abs(ref)));
+      }
+    CHECK(worst <= 1e-5);
+  }
+  cpu::set_isa(initial);
+  std::vector<float> y(static_cast<size_t>(out));
+  CHECK_THROWS_WITH(backend::Kernels<Cpu>::linear_s8_packed(q_portable.data(), s_portable.data(), 1, cols + 1, packed,
+                                                            out, nullptr, y.data()),
+                    Catch::Contains("linear_s8_packed"));
+}
+
+TEST_CASE("backend ops: an int8 scope runs linear() in int8 without gradients and in bf16 with them") {
+  Generator gen(53);
+  const Tensor<float> w = randn<float>({48, 64}, gen), b = randn<float>({48}, gen);
+  Tensor<float> x = randn<float>({35, 64}, gen);
+  Tensor<float> ref, int8_y, bf16_y;
+  {
+    NoGradGuard no_grad;
+    ref = linear(x, w, b);
+    const PrecisionScope int8(Precision::int8);
+    int8_y = linear(x, w, b);
+  }
+  x.set_requires_grad(true);
+  {
+    const PrecisionScope int8(Precision::int8);
+    bf16_y = linear(x, w, b);  // a gradient is recorded: the bf16 path, whose backward exists
+  }
+  sum(bf16_y).backward();
+  CHECK(x.grad().defined());
+  const auto rel = [&](const Tensor<float>& y) {
+    const std::vector<float> a = y.detach().to_vector(), r = ref.to_vector();
+    double err = 0, scale = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      err = std::max(err, std::abs(double(a[i]) - r[i]));
+      scale = std::max(scale, std::abs(double(r[i])));
+    }
+    return err / scale;
+  };
+  CHECK(rel(int8_y) < 3e-2);
+  CHECK(rel(bf16_y) < 1e-2);
+  CHECK(rel(int8_y) != rel(bf16_y));  // the two paths differ: the int8 one really ran
+  CHECK(parse_precision("int8") == Precision::int8);
+  CHECK_THROWS_WITH(parse_precision("int4"), Catch::Contains("fp32, bf16, int8"));
 }

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -19,6 +20,7 @@
 #include "blip/backend/cuda/kernels.hpp"
 #include "blip/backend/cuda/runtime.hpp"
 #include "blip/core/tensor.hpp"
+#include "blip/backend/kernels.hpp"
 #include "blip/ops/matmul.hpp"
 
 using blip::Cuda;
@@ -401,6 +403,147 @@ TEST_CASE("cuda: ops matmul (batched, transposed views), linear, add/mul with br
   close(blip::mul(on_gpu(a), on_gpu(row)).to_vector(), blip::mul(a, row).to_vector());
   auto back = blip::to<blip::Cpu>(blip::matmul(on_gpu(a), on_gpu(blip::transpose(w, 0, 1))));
   close(back.to_vector(), blip::matmul(a, blip::transpose(w, 0, 1)).to_vector());
+}
+
+// Kernel-level parity: each kernel of Kernels<Cuda> against Kernels<Cpu> on the same data
+// (row tails, repeated and skipped indices, a zero row; bf16 rounding bit for bit).
+TEST_CASE("cuda: the rowwise, pointwise, index and loss kernels match the CPU kernels") {
+  using Gpu = blip::backend::Kernels<Cuda>;
+  using Host = blip::backend::Kernels<blip::Cpu>;
+  const int64_t rows = 7, cols = 300;  // > 256 threads per row, with a tail
+  const std::vector<float> x = random_values<float>(rows * cols, 21), g = random_values<float>(rows * cols, 22);
+  const std::vector<float> w = random_values<float>(cols, 23), b = random_values<float>(cols, 24);
+  const auto dev = [](const std::vector<float>& v) { return DTensor<float>::from_vector({int64_t(v.size())}, v); };
+  const auto near = [](const std::vector<float>& got, const std::vector<float>& want, const char* what) {
+    INFO(what);
+    REQUIRE(got.size() == want.size());
+    for (size_t i = 0; i < got.size(); ++i) REQUIRE(std::abs(got[i] - want[i]) <= 2e-5f * (1 + std::abs(want[i])));
+  };
+  const DTensor<float> dx = dev(x), dg = dev(g), dw = dev(w), db = dev(b);
+  const int64_t n = rows * cols;
+  std::vector<float> want(n), want2(n);
+  DTensor<float> out = DTensor<float>::empty({n}), out2 = DTensor<float>::empty({n});
+
+  for (auto op : {blip::backend::UnaryOp::gelu, blip::backend::UnaryOp::tanh, blip::backend::UnaryOp::exp}) {
+    Gpu::unary(op, dx.data(), out.data(), n);
+    Host::unary(op, x.data(), want.data(), n);
+    near(out.to_vector(), want, "unary");
+  }
+  Gpu::gelu_backward(dx.data(), dg.data(), out.data(), n);
+  Host::gelu_backward(x.data(), g.data(), want.data(), n);
+  near(out.to_vector(), want, "gelu_backward");
+
+  Gpu::softmax(dx.data(), out.data(), rows, cols);
+  Host::softmax(x.data(), want.data(), rows, cols);
+  near(out.to_vector(), want, "softmax");
+  Gpu::softmax_backward(out.data(), dg.data(), out2.data(), rows, cols);
+  Host::softmax_backward(want.data(), g.data(), want2.data(), rows, cols);
+  near(out2.to_vector(), want2, "softmax_backward");
+  Gpu::log_softmax(dx.data(), out.data(), rows, cols);
+  Host::log_softmax(x.data(), want.data(), rows, cols);
+  near(out.to_vector(), want, "log_softmax");
+  Gpu::log_softmax_backward(out.data(), dg.data(), out2.data(), rows, cols);
+  Host::log_softmax_backward(want.data(), g.data(), want2.data(), rows, cols);
+  near(out2.to_vector(), want2, "log_softmax_backward");
+
+  DTensor<float> mean = DTensor<float>::empty({rows}), rstd = DTensor<float>::empty({rows});
+  std::vector<float> hmean(rows), hrstd(rows);
+  Gpu::layer_norm(dx.data(), dw.data(), db.data(), out.data(), mean.data(), rstd.data(), rows, cols, 1e-6);
+  Host::layer_norm(x.data(), w.data(), b.data(), want.data(), hmean.data(), hrstd.data(), rows, cols, 1e-6);
+  near(out.to_vector(), want, "layer_norm");
+  near(rstd.to_vector(), hrstd, "layer_norm rstd");
+  DTensor<float> gw = DTensor<float>::zeros({cols}), gb = DTensor<float>::zeros({cols});
+  std::vector<float> hgw(cols, 0.0f), hgb(cols, 0.0f);
+  Gpu::layer_norm_backward(dx.data(), dw.data(), mean.data(), rstd.data(), dg.data(), out.data(), gw.data(), gb.data(),
+                           rows, cols);
+  Host::layer_norm_backward(x.data(), w.data(), hmean.data(), hrstd.data(), g.data(), want.data(), hgw.data(),
+                            hgb.data(), rows, cols);
+  near(out.to_vector(), want, "layer_norm_backward gx");
+  near(gw.to_vector(), hgw, "layer_norm_backward gweight");
+  near(gb.to_vector(), hgb, "layer_norm_backward gbias");
+
+  std::vector<float> xz = x;
+  std::fill_n(xz.begin() + cols, cols, 0.0f);  // a zero row: the eps clamp
+  const DTensor<float> dxz = dev(xz);
+  DTensor<float> norms = DTensor<float>::empty({rows});
+  std::vector<float> hnorms(rows);
+  Gpu::l2_normalize(dxz.data(), out.data(), norms.data(), rows, cols, 1e-12);
+  Host::l2_normalize(xz.data(), want.data(), hnorms.data(), rows, cols, 1e-12);
+  near(out.to_vector(), want, "l2_normalize");
+  Gpu::l2_normalize_backward(out.data(), norms.data(), dg.data(), out2.data(), rows, cols, 1e-12);
+  Host::l2_normalize_backward(want.data(), hnorms.data(), g.data(), want2.data(), rows, cols, 1e-12);
+  near(out2.to_vector(), want2, "l2_normalize_backward");
+
+  for (auto [outer, r, inner] : {std::array<int64_t, 3>{1, n, 1}, {rows, cols, 1}, {rows, 3, 100}, {1, rows, cols}}) {
+    DTensor<float> s = DTensor<float>::empty({outer * inner});
+    std::vector<float> hs(static_cast<size_t>(outer * inner));
+    Gpu::sum_middle(dx.data(), outer, r, inner, s.data());
+    Host::sum_middle(x.data(), outer, r, inner, hs.data());
+    INFO("sum_middle " << outer << "x" << r << "x" << inner);
+    for (size_t i = 0; i < hs.size(); ++i) REQUIRE(std::abs(s.to_vector()[i] - hs[i]) <= 1e-4f * (1 + std::abs(hs[i])));
+  }
+
+  std::vector<uint8_t> mask(n);
+  for (int64_t i = 0; i < n; ++i) mask[i] = static_cast<uint8_t>(i % 3 == 0);
+  const auto dmask = DTensor<uint8_t>::from_vector({n}, mask);
+  Gpu::masked_fill(dx.data(), dmask.data(), -2.5f, out.data(), n);
+  Host::masked_fill(x.data(), mask.data(), -2.5f, want.data(), n);
+  CHECK(out.to_vector() == want);
+
+  std::vector<float> special = x;
+  special[0] = std::numeric_limits<float>::quiet_NaN();
+  special[1] = std::numeric_limits<float>::infinity();
+  special[2] = 1.00390625f;  // exactly halfway between two bf16 values: rounds to even
+  const DTensor<float> dspecial = dev(special);
+  DTensor<blip::bf16> h16 = DTensor<blip::bf16>::empty({n});
+  std::vector<blip::bf16> want16(n);
+  Gpu::to_bf16(dspecial.data(), h16.data(), n);
+  Host::to_bf16(special.data(), want16.data(), n);
+  const std::vector<blip::bf16> got16 = h16.to_vector();
+  for (int64_t i = 0; i < n; ++i) REQUIRE(got16[i].bits == want16[i].bits);
+
+  DTensor<float> m = dev(x);
+  std::vector<float> hm = x;
+  Gpu::ema(m.data(), dg.data(), n, 0.995f, 0.005f);
+  Host::ema(hm.data(), g.data(), n, 0.995f, 0.005f);
+  near(m.to_vector(), hm, "ema");
+  const blip::backend::AdamWCoefficients<float> c{0.99f, 0.9f, 0.1f, 0.999f, 0.001f, -1e-3f, 0.03f, 1e-8f};
+  DTensor<float> p = dev(x), mm = DTensor<float>::zeros({n}), vv = DTensor<float>::zeros({n});
+  std::vector<float> hp = x, hmm(n, 0.0f), hvv(n, 0.0f);
+  for (int step = 0; step < 2; ++step) {
+    Gpu::adamw(p.data(), mm.data(), vv.data(), dg.data(), n, c);
+    Host::adamw(hp.data(), hmm.data(), hvv.data(), g.data(), n, c);
+  }
+  near(p.to_vector(), hp, "adamw p");
+  near(vv.to_vector(), hvv, "adamw v");
+
+  const std::vector<int64_t> index{3, 0, 3, 6, 1};  // 3 repeats; 6 is skipped by the scatter
+  const auto didx = DTensor<int64_t>::from_vector({5}, index);
+  DTensor<float> gathered = DTensor<float>::empty({5 * cols});
+  std::vector<float> hgathered(5 * cols);
+  Gpu::gather(dx.data(), rows, gathered.data(), didx.data(), 5, 1, cols);
+  Host::gather(x.data(), rows, hgathered.data(), index.data(), 5, 1, cols);
+  CHECK(gathered.to_vector() == hgathered);
+  DTensor<float> scattered = DTensor<float>::zeros({n});
+  std::vector<float> hscattered(n, 0.0f);
+  Gpu::scatter_add(gathered.data(), scattered.data(), rows, didx.data(), 5, 1, cols, 6);
+  Host::scatter_add(hgathered.data(), hscattered.data(), rows, index.data(), 5, 1, cols, 6);
+  CHECK(scattered.to_vector() == hscattered);
+
+  const std::vector<int64_t> labels{0, 299, 5, 17, 100, 3, 250};
+  const auto dlabels = DTensor<int64_t>::from_vector({rows}, labels);
+  Gpu::log_softmax(dx.data(), out.data(), rows, cols);
+  Host::log_softmax(x.data(), want.data(), rows, cols);
+  DTensor<float> loss = DTensor<float>::empty({1});
+  float hloss = 0;
+  Gpu::nll_mean(out.data(), dlabels.data(), rows, cols, loss.data());
+  Host::nll_mean(want.data(), labels.data(), rows, cols, &hloss);
+  CHECK(std::abs(loss.to_vector()[0] - hloss) <= 1e-5f * (1 + std::abs(hloss)));
+  const float gy = 0.7f;
+  const DTensor<float> dgy = DTensor<float>::from_vector({1}, {gy});
+  Gpu::nll_mean_backward(out.data(), dlabels.data(), rows, cols, dgy.data(), out2.data());
+  Host::nll_mean_backward(want.data(), labels.data(), rows, cols, &gy, want2.data());
+  near(out2.to_vector(), want2, "nll_mean_backward");
 }
 
 int main(int argc, char** argv) {

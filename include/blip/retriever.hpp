@@ -15,7 +15,9 @@
 // evaluation's do. embed_* give L2-normalised image_feat / text_feat; similarity their dot
 // products; itm_score softmax(itm_logits)[1] of every pair ([ENC] first, as the reference);
 // search the index top-n by cosine, the first rerank_k re-ranked by ITM (search/gallery.hpp).
-// All run without autograd; options.precision bf16 runs the GEMMs in bf16 (ops/precision.hpp).
+// All run without autograd; options.precision bf16 runs the GEMMs in bf16, int8 the linear layers
+// in int8 (ops/precision.hpp), with the weights converted once per Retriever (its copies share
+// them), on first use; the model must not be changed through loaded() afterwards.
 #pragma once
 
 #include <cmath>
@@ -43,19 +45,19 @@ class Retriever {
 
   // ---- features ---------------------------------------------------------------------------
   Tensor<float, Cpu> embed_images(const std::vector<std::string>& paths) const {
-    const PrecisionScope precision(options_.precision);
+    const PrecisionScope precision = scope();
     search::EmbedOptions eo;
     eo.batch_size = options_.batch_size;
     return search::embed_image_files(model(), paths, eo).image_feat;
   }
   Tensor<float, Cpu> embed_images(const std::vector<vision::Image>& images) const {
-    const PrecisionScope precision(options_.precision);
+    const PrecisionScope precision = scope();
     NoGradGuard no_grad;
     const Tensor<float, Cpu> x = pixels(images);
     return model().extract_feat(&x, nullptr, false).image_feat;
   }
   Tensor<float, Cpu> embed_texts(const std::vector<std::string>& texts) const {
-    const PrecisionScope precision(options_.precision);
+    const PrecisionScope precision = scope();
     return search::embed_texts(model(), tokenizer(), texts).text_feat;
   }
 
@@ -69,14 +71,14 @@ class Retriever {
 
   // P(match) [N, T] of every (image, text) pair by the ITM head.
   Tensor<float, Cpu> itm_score(const std::vector<std::string>& image_paths, const std::vector<std::string>& texts) const {
-    const PrecisionScope precision(options_.precision);
+    const PrecisionScope precision = scope();
     search::EmbedOptions eo;
     eo.batch_size = options_.batch_size;
     eo.keep_embeds = true;
     return match_probability(search::embed_image_files(model(), image_paths, eo).image_embeds, texts);
   }
   Tensor<float, Cpu> itm_score(const std::vector<vision::Image>& images, const std::vector<std::string>& texts) const {
-    const PrecisionScope precision(options_.precision);
+    const PrecisionScope precision = scope();
     NoGradGuard no_grad;
     return match_probability(model().image_embeds(pixels(images)), texts);
   }
@@ -85,13 +87,13 @@ class Retriever {
   // `nearest`: an approximate search (search::ann_nearest) instead of the exact one.
   std::vector<search::SearchHit> search(const search::FeatureIndex& image_index, const std::string& text, int64_t n,
                                         int64_t rerank_k = 0, const search::NearestFn& nearest = {}) const {
-    const PrecisionScope precision(options_.precision);
+    const PrecisionScope precision = scope();
     return search::search_by_text(model(), tokenizer(), image_index, text, n, rerank_k, nearest);
   }
   // Texts for an image (an index of texts), or images like it (an index of images).
   std::vector<search::SearchHit> search_by_image(const search::FeatureIndex& index, const std::string& image_path,
                                                  int64_t n, int64_t rerank_k = 0, const search::NearestFn& nearest = {}) const {
-    const PrecisionScope precision(options_.precision);
+    const PrecisionScope precision = scope();
     return search::search_by_image(model(), tokenizer(), index, image_path, n, rerank_k, nearest);
   }
 
@@ -106,7 +108,12 @@ class Retriever {
   const pretrained::Pretrained<Model>& loaded() const { return loaded_; }
 
  private:
-  Retriever(pretrained::Pretrained<Model> p, const Options& o) : loaded_(std::move(p)), options_(o) {}
+  Retriever(pretrained::Pretrained<Model> p, const Options& o)
+      : loaded_(std::move(p)), options_(o), weights_(std::make_shared<PrecisionScope::WeightCache>(o.precision)) {}
+
+  // Every call's scope shares one cache: bf16 / int8 weights are converted once per Retriever,
+  // not once per call.
+  PrecisionScope scope() const { return PrecisionScope(options_.precision, PrecisionScope::Weights::fixed, weights_); }
 
   // Decoded images through the test pipeline after decoding: resize, luma if gray, normalise.
   Tensor<float, Cpu> pixels(const std::vector<vision::Image>& images) const {
@@ -128,6 +135,7 @@ class Retriever {
 
   pretrained::Pretrained<Model> loaded_;
   Options options_;
+  std::shared_ptr<PrecisionScope::WeightCache> weights_;
 };
 
 }  // namespace blip

@@ -6,25 +6,17 @@
 #include "blip/backend/cuda/kernels.hpp"
 #include "blip/backend/cuda/runtime.hpp"
 #include "check.hpp"
+#include "launch.hpp"
 
 namespace blip::cuda {
 namespace {
 
-constexpr int threads_per_block = 256;
-
-// Grid-stride loops cover any n; the cap only bounds the launch, with enough blocks to fill
-// every SM of current GPUs several times over.
-unsigned blocks_for(int64_t n) {
-  return static_cast<unsigned>(std::min<int64_t>((n + threads_per_block - 1) / threads_per_block,
-                                                 int64_t{1} << 16));
-}
-
-cudaStream_t stream_now() { return static_cast<cudaStream_t>(current_stream()); }
-
-void check_launch(const char* op) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) fail("blip::cuda::", op, ": kernel launch failed: ", cudaGetErrorString(err));
-}
+using detail::blocks_for;
+using detail::check_launch;
+using detail::first_index;
+using detail::grid_step;
+using detail::stream_now;
+using detail::threads_per_block;
 
 // Shape and the strides of N operands, passed to kernels by value (fits the parameter space).
 template <int N>
@@ -59,11 +51,6 @@ Layout<N> make_layout(const char* op, const Shape& shape, const Strides* const (
   for (size_t d = 0; d < shape.size(); ++d) layout.extent[d] = shape[d];
   return layout;
 }
-
-__device__ inline int64_t first_index() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ inline int64_t grid_step() { return static_cast<int64_t>(blockDim.x) * gridDim.x; }
 
 // The op is a launch argument rather than a template parameter: one kernel per type keeps
 // nvcc time down, and the branch is uniform across the grid.

@@ -28,7 +28,7 @@ namespace blip::cli {
 struct CommonOptions {
   bool quiet = false;  // no progress bars, only results and errors
   int threads = 0;     // 0: all cores
-  // GEMM precision of inference (eval, index, search, the demo's evaluation); training is fp32.
+  // GEMM precision of inference (eval, index, search, the demo's evaluation): fp32, bf16 or int8.
   blip::Precision precision = blip::Precision::fp32;
   // GEMM precision of training (train, demo): bf16 = autocast (bf16 products forward and
   // backward; parameters, optimiser state, norms and losses stay float).

@@ -33,9 +33,10 @@ int main(int argc, char** argv) {
       ->check(blip::cli::non_negative());
   std::string precision = "fp32";
   app.add_option("--precision", precision,
-                 "GEMM precision of inference (eval, index, search, embed, score, the demo's evaluation): fp32, or bf16 "
-                 "(bf16 x bf16 products with float accumulation; norms, softmax and heads stay float)")
-      ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
+                 "GEMM precision of inference (eval, index, search, embed, score, the demo's evaluation): fp32; bf16 "
+                 "(bf16 x bf16 products with float accumulation; norms, softmax and heads stay float); or int8 (linear "
+                 "layers int8 x int8 with per-channel weight and per-token activation scales, the rest as bf16)")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}))->capture_default_str();
   std::string train_precision = "fp32";
   app.add_option("--train-precision", train_precision,
                  "GEMM precision of training (train, demo): fp32, or bf16 autocast (bf16 products forward and "

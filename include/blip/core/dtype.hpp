@@ -78,7 +78,8 @@ concept Differentiable = std::same_as<T, float> || std::same_as<T, double>;
 
 template <class T>
 concept Element = Differentiable<T> || std::same_as<T, int64_t> || std::same_as<T, int32_t> ||
-                  std::same_as<T, uint8_t> || std::same_as<T, bf16> || std::same_as<T, fp16>;
+                  std::same_as<T, uint8_t> || std::same_as<T, int8_t> || std::same_as<T, bf16> ||
+                  std::same_as<T, fp16>;
 
 template <class T>
 constexpr const char* dtype_name() {
@@ -87,6 +88,7 @@ constexpr const char* dtype_name() {
   else if constexpr (std::same_as<T, int64_t>) return "int64";
   else if constexpr (std::same_as<T, int32_t>) return "int32";
   else if constexpr (std::same_as<T, uint8_t>) return "uint8";
+  else if constexpr (std::same_as<T, int8_t>) return "int8";
   else if constexpr (std::same_as<T, bf16>) return "bfloat16";
   else return "float16";
 }

@@ -35,6 +35,7 @@ constexpr const char* safetensors_dtype() {
   else if constexpr (std::same_as<T, bf16>) return "BF16";
   else if constexpr (std::same_as<T, int64_t>) return "I64";
   else if constexpr (std::same_as<T, int32_t>) return "I32";
+  else if constexpr (std::same_as<T, int8_t>) return "I8";
   else return "U8";
 }
 

@@ -88,7 +88,7 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
       .B = B, .H = H, .Sq = Sq, .Sk = Sk, .d = d, .dv = dv, .Bkv = Bkv, .scale = factor,
       .kv_index = kv_index.empty() ? nullptr : kv_index.data()};
   if constexpr (std::same_as<T, float>) {
-    if (PrecisionScope::current() == Precision::bf16) detail::attention_in_bf16(qc, kc, vc, args);
+    if (PrecisionScope::current() != Precision::fp32) detail::attention_in_bf16(qc, kc, vc, args);  // bf16 or int8
     else kernels<D>::attention(args);
   } else {
     kernels<D>::attention(args);

@@ -90,7 +90,7 @@ Tensor<bf16, D> bf16_weight(const Tensor<float, D>& w) {
 }
 
 template <Device D>
-const backend::PackedWeight& packed_bf16_weight(const Tensor<float, D>& w) {
+backend::PackedWeight packed_bf16_weight(const Tensor<float, D>& w) {
   return PrecisionScope::active()->packed_weight(w, [](const Tensor<float, D>& wc) {
     const Tensor<bf16, D> w16 = to_bf16(wc);  // rounded as the plain copy is, then reordered
     return kernels<D>::pack_linear_bf16(w16.data(), wc.size(0), wc.size(1));
@@ -182,7 +182,7 @@ Tensor<float, D> linear_bf16(const Tensor<float, D>& x, const Tensor<float, D>& 
   Shape out_shape = x.shape();
   out_shape.back() = out;
   if (!needs_grad) {  // the backward would need the plain copy: pack only where there is none
-    if (const backend::PackedWeight& packed = packed_bf16_weight(w)) {
+    if (const backend::PackedWeight packed = packed_bf16_weight(w)) {
       kernels<D>::linear_bf16_packed(x16.data(), rows, in, packed, out, b_data, y2.data());
       return reshape(y2, out_shape);
     }
@@ -205,6 +205,31 @@ Tensor<float, D> linear_bf16(const Tensor<float, D>& x, const Tensor<float, D>& 
   return y;
 }
 
+// linear() inside an int8 PrecisionScope without a recorded gradient: x quantised per row, the
+// weight per output channel (packed once per scope), int32 accumulation. Undefined where the
+// device has no int8 GEMM (the caller then takes the bf16 path).
+template <Device D>
+Tensor<float, D> linear_int8(const Tensor<float, D>& x, const Tensor<float, D>& weight, const Tensor<float, D>& bias) {
+  const int64_t in = weight.size(1), out = weight.size(0);
+  const int64_t rows = numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  const backend::PackedWeight packed =
+      PrecisionScope::active()->packed_weight(contiguous(weight.detach()), [](const Tensor<float, D>& w) {
+        return kernels<D>::pack_linear_s8(w.data(), w.size(0), w.size(1));
+      });
+  if (!packed) return {};
+  const Tensor<float, D> x2 = contiguous(reshape(x.detach(), {rows, in}));
+  Tensor<int8_t, D> xq = Tensor<int8_t, D>::empty({rows, in});
+  Tensor<float, D> x_scale = Tensor<float, D>::empty({rows});
+  kernels<D>::quantize_rows_s8(x2.data(), xq.data(), x_scale.data(), rows, in);
+  const Tensor<float, D> b = bias.defined() ? contiguous(bias.detach()) : Tensor<float, D>();
+  Tensor<float, D> y = Tensor<float, D>::empty({rows, out});
+  kernels<D>::linear_s8_packed(xq.data(), x_scale.data(), rows, in, packed, out, b.defined() ? b.data() : nullptr,
+                               y.data());
+  Shape out_shape = x.shape();
+  out_shape.back() = out;
+  return reshape(y, out_shape);
+}
+
 }  // namespace detail
 
 template <Element T, Device D>
@@ -221,7 +246,10 @@ Tensor<T, D> linear(const Tensor<T, D>& x, const Tensor<T, D>& weight, const Ten
   Tensor<T, D> y2 = Tensor<T, D>::empty({rows, out});
   const bool needs_grad = grad_needed(x, weight, bias);
   if constexpr (std::same_as<T, float>) {
-    if (PrecisionScope::current() == Precision::bf16) return detail::linear_bf16(x, weight, bias, needs_grad);
+    const Precision precision = PrecisionScope::current();
+    if (precision == Precision::int8 && !needs_grad)
+      if (Tensor<float, D> y = detail::linear_int8(x, weight, bias); y.defined()) return y;
+    if (precision != Precision::fp32) return detail::linear_bf16(x, weight, bias, needs_grad);
   }
   kernels<D>::linear(x2.data(), rows, in, w.data(), out, b.defined() ? b.data() : nullptr, y2.data());
   Shape out_shape = x.shape();

@@ -10,18 +10,25 @@
 //   Scopes nest; the innermost decides. The backward of linear and the feed-forward follows
 //   what the forward chose, whatever scope is active when backward() runs.
 // - Weights::fixed (inference: extract_feat, score matrices, index, search, eval): each weight
-//   is converted once per scope (a cache the scope owns and frees); the weights must not change
-//   while the scope lives. Where no gradient is recorded, linear() reads the weight in the
+//   is converted once per scope (a cache the scope owns and frees, or a WeightCache it is given
+//   and shares with other scopes); the weights must not change while the scope (or the shared
+//   cache) lives. Where no gradient is recorded, linear() reads the weight in the
 //   layout the device's GEMM prefers (packed once per scope, backend::PackedWeight). A weight tensor that is freed and whose memory is reused is
 //   recognised (the cache holds the storage's owner, not only its address).
 // - Weights::changing (training autocast, like torch.autocast): weights are converted on every
 //   use, so optimiser steps and momentum updates are always seen.
+// - Precision::int8 (inference): linear() without a recorded gradient multiplies int8 by int8
+//   with int32 accumulation — each weight quantised once per scope with one scale per output
+//   channel (max |w_j| / 127) and packed, the activations quantised per call with one scale per
+//   row (token). Everything else is as in bf16: attention's products, and linear() where a
+//   gradient is recorded or under Weights::changing (there is no int8 training).
 // - Precision::fp32 is the default and the reference: outside any scope nothing changes.
 // docs/performance.md states the measured accuracy (cosine to fp32 features, ITM logit error).
 #pragma once
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -31,22 +38,60 @@
 
 namespace blip {
 
-enum class Precision { fp32, bf16 };
+enum class Precision { fp32, bf16, int8 };
 
-inline const char* precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "fp32"; }
+inline const char* precision_name(Precision p) {
+  return p == Precision::bf16 ? "bf16" : p == Precision::int8 ? "int8" : "fp32";
+}
 
 inline Precision parse_precision(std::string_view name) {
   if (name == "fp32") return Precision::fp32;
   if (name == "bf16") return Precision::bf16;
-  fail("precision: '", std::string(name), "' is not one of fp32, bf16");
+  if (name == "int8") return Precision::int8;
+  fail("precision: '", std::string(name), "' is not one of fp32, bf16, int8");
 }
 
 class PrecisionScope {
+  // What was made of one weight: its plain bf16 copy and/or its packed form, each on first use.
+  template <Device D>
+  struct Entry {
+    std::weak_ptr<void> owner;
+    Shape shape;
+    Tensor<bf16, D> copy;
+    backend::PackedWeight packed;
+    bool pack_tried = false;
+  };
+
  public:
   enum class Weights { fixed, changing };
 
-  explicit PrecisionScope(Precision precision, Weights weights = Weights::fixed)
-      : precision_(precision), weights_(weights), outer_(current_scope()) {
+  // The converted weights of Weights::fixed scopes. A scope makes its own unless it is given one:
+  // then the conversions outlive the scope and serve every scope given the same cache, on any
+  // thread (a Retriever's calls), under one lock. A cache holds one precision's forms.
+  class WeightCache {
+   public:
+    explicit WeightCache(Precision precision) : precision_(precision) {}
+    Precision precision() const { return precision_; }
+
+   private:
+    friend class PrecisionScope;
+    template <Device D>
+    std::map<const float*, Entry<D>>& entries() {
+      if constexpr (std::same_as<D, Cpu>) return cpu_;
+      else return cuda_;
+    }
+    Precision precision_;
+    std::mutex mutex_;
+    std::map<const float*, Entry<Cpu>> cpu_;
+    std::map<const float*, Entry<Cuda>> cuda_;
+  };
+
+  explicit PrecisionScope(Precision precision, Weights weights = Weights::fixed,
+                          std::shared_ptr<WeightCache> cache = nullptr)
+      : precision_(precision), weights_(weights),
+        cache_(cache ? std::move(cache) : std::make_shared<WeightCache>(precision)), outer_(current_scope()) {
+    BLIP_CHECK(cache_->precision() == precision, "PrecisionScope: a ", precision_name(precision),
+               " scope was given the weight cache of ", precision_name(cache_->precision()));
     current_scope() = this;
   }
   ~PrecisionScope() { current_scope() = outer_; }
@@ -59,8 +104,8 @@ class PrecisionScope {
   static PrecisionScope* active() { return current_scope(); }
   static Precision current() { return active() ? active()->precision_ : Precision::fp32; }
 
-  // The bf16 copy of a weight, converted on first use in this scope; `convert(src, dst, n)`
-  // fills it (the device's to_bf16 kernel).
+  // The bf16 copy of a weight, converted on first use in this scope (or its cache);
+  // `convert(src, dst, n)` fills it (the device's to_bf16 kernel).
   template <Device D, class Convert>
   Tensor<bf16, D> bf16_weight(const Tensor<float, D>& w, Convert convert) {
     if (weights_ == Weights::changing) {
@@ -68,6 +113,7 @@ class PrecisionScope {
       convert(w.data(), copy.data(), w.numel());
       return copy;
     }
+    const std::lock_guard<std::mutex> lock(cache_->mutex_);
     Entry<D>& e = entry(w);
     if (!e.copy.defined()) {
       e.copy = Tensor<bf16, D>::empty(w.shape());
@@ -76,14 +122,15 @@ class PrecisionScope {
     return e.copy;
   }
 
-  // A linear weight [out, in] in the device's preferred bf16 layout, made once per scope by
-  // `pack(w)` (which returns backend::PackedWeight); empty with Weights::changing (it would be
-  // repacked on every use) or where the device has nothing better than the plain layout. Only the
-  // packed form is kept, not also the plain copy: BLIP-base's weights are 0.45 GB in bf16.
+  // A linear weight [out, in] in the device's preferred form for this precision, made once by
+  // `pack(w)` (which returns backend::PackedWeight: bf16 packed, or int8 with its scales); empty
+  // with Weights::changing (it would be repacked on every use) or where the device has nothing
+  // better than the plain layout. Only the packed form is kept, not also the plain copy:
+  // BLIP-base's weights are 0.45 GB in bf16.
   template <Device D, class Pack>
-  const backend::PackedWeight& packed_weight(const Tensor<float, D>& w, Pack pack) {
-    static const backend::PackedWeight none;
-    if (weights_ == Weights::changing) return none;
+  backend::PackedWeight packed_weight(const Tensor<float, D>& w, Pack pack) {
+    if (weights_ == Weights::changing) return {};
+    const std::lock_guard<std::mutex> lock(cache_->mutex_);
     Entry<D>& e = entry(w);
     if (!e.pack_tried) {
       e.packed = pack(w);
@@ -93,20 +140,11 @@ class PrecisionScope {
   }
 
  private:
-  // What this scope made of one weight: its plain bf16 copy and/or its packed form, each made on
-  // first use.
-  template <Device D>
-  struct Entry {
-    std::weak_ptr<void> owner;
-    Shape shape;
-    Tensor<bf16, D> copy;
-    backend::PackedWeight packed;
-    bool pack_tried = false;
-  };
-  // The entry of w, new where w's memory is not the one it was made for (freed and reused).
+  // The entry of w (the cache's lock held), new where w's memory is not the one it was made for
+  // (freed and reused).
   template <Device D>
   Entry<D>& entry(const Tensor<float, D>& w) {
-    auto& cache = weights<D>();
+    auto& cache = cache_->entries<D>();
     auto it = cache.find(w.data());
     if (it == cache.end() || !same_owner(it->second.owner, w.storage()) || it->second.shape != w.shape()) {
       Entry<D> fresh;
@@ -123,17 +161,11 @@ class PrecisionScope {
     thread_local PrecisionScope* scope = nullptr;
     return scope;
   }
-  template <Device D>
-  std::map<const float*, Entry<D>>& weights() {
-    if constexpr (std::same_as<D, Cpu>) return cpu_weights_;
-    else return cuda_weights_;
-  }
 
   Precision precision_;
   Weights weights_;
+  std::shared_ptr<WeightCache> cache_;
   PrecisionScope* outer_;
-  std::map<const float*, Entry<Cpu>> cpu_weights_;
-  std::map<const float*, Entry<Cuda>> cuda_weights_;
 };
 
 }  // namespace blip

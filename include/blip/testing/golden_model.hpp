@@ -354,10 +354,21 @@ inline std::vector<CaseResult> run_model_case_set(const std::filesystem::path& d
   return ck.results;
 }
 
-// The bounds of reduced-precision inference (docs/performance.md): with bf16 GEMMs the golden
-// image_feat and text_feat keep a cosine of at least 0.999 row by row, and the ITM logits of B
-// stay within 2e-2 of the reference.
+// The bounds of reduced-precision inference (docs/performance.md), row by row against the golden
+// fp32 outputs: bf16 GEMMs keep image_feat and text_feat at a cosine of at least 0.999 and the
+// ITM logits of B within 2e-2; int8 linear layers (per-channel weight and per-token activation
+// scales) at least 0.995 and within 8e-2 (measured 0.9983 and 0.026 on shared_a: the bounds leave
+// the same 3x room for other weights and shapes).
+struct ReducedPrecisionBounds {
+  double min_cosine, itm_logits;
+};
+inline ReducedPrecisionBounds reduced_precision_bounds(Precision precision) {
+  if (precision == Precision::int8) return {0.995, 8e-2};
+  return {0.999, 2e-2};
+}
+
 inline std::vector<CaseResult> run_model_case_set_reduced(const std::filesystem::path& dir, Precision precision) {
+  const ReducedPrecisionBounds bounds = reduced_precision_bounds(precision);
   using namespace golden_detail;
   std::vector<CaseResult> results;
   const std::string tag = std::string(" [") + precision_name(precision) + "]";
@@ -375,7 +386,7 @@ inline std::vector<CaseResult> run_model_case_set_reduced(const std::filesystem:
     const Features<float, Cpu> feats = model->extract_feat(&images, &texts, false);
     const auto min_cosine = [&](const std::string& key, const Tensor<float>& ours) {
       const Tensor<double> ref = outputs.load<double>("A." + key);
-      CaseResult r{"A." + key + " min cosine" + tag, 0, 1e-3, true, ""};
+      CaseResult r{"A." + key + " min cosine" + tag, 0, 1.0 - bounds.min_cosine, true, ""};
       if (ref.shape() != ours.shape()) {
         r.ok = false;
         r.detail = str("shape ", ours.shape(), " vs golden ", ref.shape());
@@ -409,7 +420,7 @@ inline std::vector<CaseResult> run_model_case_set_reduced(const std::filesystem:
     const Tensor<float> h = model->text_backbone.multimodal(inputs.load<int64_t>("B.input_ids"),
                                                             inputs.load<int64_t>("B.attention_mask"), kv, identity);
     Checker ck;
-    ck.compare("B.itm_logits" + tag, model->multimodal_head(select(h, 1, 0)), outputs, "B.itm_logits", 2e-2);
+    ck.compare("B.itm_logits" + tag, model->multimodal_head(select(h, 1, 0)), outputs, "B.itm_logits", bounds.itm_logits);
     results.insert(results.end(), ck.results.begin(), ck.results.end());
   } catch (const std::exception& e) {
     results.push_back({"model case set" + tag, 0, 0, false, e.what()});

@@ -6,7 +6,9 @@
 // null). `linear_bf16` takes bf16 activations and weights, accumulates in float and adds a
 // float bias; `gemm_bf16` is the general bf16 product (beta = 0,
 // float output). `pack_linear_bf16` reorders a fixed bf16 weight once into the layout the matmul
-// prefers, and `linear_bf16_packed` multiplies with it. Throws blip::Error if oneDNN refuses a call.
+// prefers, and `linear_bf16_packed` multiplies with it; `pack_linear_s8` / `linear_s8_packed` are
+// the int8 pair (per-channel weight scales, per-row activation scales, int32 accumulation).
+// Throws blip::Error if oneDNN refuses a call.
 //
 // Why oneDNN (docs/performance.md has the side-by-side): on this project's Zen 4 and Zen 5
 // machines it is faster than OpenBLAS 0.3.21 at every BLIP shape (OpenBLAS runs AVX2 kernels when
@@ -30,8 +32,10 @@
 #include <memory>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "blip/backend/args.hpp"
+#include "blip/backend/cpu/isa.hpp"
 #include "blip/backend/cpu/parallel.hpp"
 #include "blip/core/dtype.hpp"
 #include "blip/core/error.hpp"
@@ -61,15 +65,26 @@ inline dnnl_engine_t dnnl_cpu_engine() {
 // one primitive object on two threads at once.
 // C [m, n] (row stride ldc) = op(A) [m, k] · op(B) [k, n] (+ bias [n]); A, B row-major with
 // leading dimensions lda, ldb, transposed where ta / tb.
-// `packed`: the weights come in the layout of a PackedBf16 (below) instead of strided.
+// The operand types: f32 x f32 -> f32, bf16 x bf16 -> f32, s8 x s8 -> s32.
+enum class Operands { f32, bf16, s8 };
+// `packed`: the weights come in the layout of a Packed weight (below) instead of strided.
 struct MatmulKey {
   int64_t m, k, n, lda, ldb, ldc;
-  bool ta, tb, bf16, bias, packed = false;
-  auto tie() const { return std::tie(m, k, n, lda, ldb, ldc, ta, tb, bf16, bias, packed); }
+  bool ta, tb;
+  Operands operands;
+  bool bias, packed = false;
+  auto tie() const { return std::tie(m, k, n, lda, ldb, ldc, ta, tb, operands, bias, packed); }
   bool operator<(const MatmulKey& o) const { return tie() < o.tie(); }
 };
-inline MatmulKey linear_key(int64_t rows, int64_t in, int64_t out, bool bf16, bool bias) {
-  return {rows, in, out, in, in, out, false, true, bf16, bias};
+inline MatmulKey linear_key(int64_t rows, int64_t in, int64_t out, Operands operands, bool bias) {
+  return {rows, in, out, in, in, out, false, true, operands, bias};
+}
+inline dnnl_data_type_t input_type(Operands o) {
+  return o == Operands::f32 ? dnnl_f32 : o == Operands::bf16 ? dnnl_bf16 : dnnl_s8;
+}
+inline dnnl_data_type_t output_type(Operands o) { return o == Operands::s8 ? dnnl_s32 : dnnl_f32; }
+inline const char* operands_name(Operands o) {
+  return o == Operands::f32 ? "f32 matmul" : o == Operands::bf16 ? "bf16 matmul" : "s8 matmul";
 }
 
 struct Matmul {
@@ -92,7 +107,7 @@ inline Matmul& cached_matmul(const MatmulKey& key, const dnnl_memory_desc_t* pac
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   Matmul& mm = cache[key];
-  const dnnl_data_type_t in_type = key.bf16 ? dnnl_bf16 : dnnl_f32;
+  const dnnl_data_type_t in_type = input_type(key.operands);
   const auto desc = [&](dnnl_dim_t d0, dnnl_dim_t d1, dnnl_data_type_t type, dnnl_dim_t s0, dnnl_dim_t s1) {
     dnnl_memory_desc_t md;
     const dnnl_dims_t dims{d0, d1}, strides{s0, s1};
@@ -105,7 +120,7 @@ inline Matmul& cached_matmul(const MatmulKey& key, const dnnl_memory_desc_t* pac
                                      : key.tb   ? desc(key.k, key.n, in_type, 1, key.ldb)
                                                 : desc(key.k, key.n, in_type, key.ldb, 1);
   const dnnl_memory_desc_t bias = desc(1, key.n, dnnl_f32, key.n, 1);
-  const dnnl_memory_desc_t dst = desc(key.m, key.n, dnnl_f32, key.ldc, 1);
+  const dnnl_memory_desc_t dst = desc(key.m, key.n, output_type(key.operands), key.ldc, 1);
   dnnl_matmul_desc_t op;
   check_dnnl(dnnl_matmul_desc_init(&op, &src, &weights, key.bias ? &bias : nullptr, &dst), "matmul desc", key.m,
              key.n, key.k);
@@ -113,7 +128,7 @@ inline Matmul& cached_matmul(const MatmulKey& key, const dnnl_memory_desc_t* pac
   const dnnl_status_t made = dnnl_primitive_desc_create(&pd, &op, nullptr, dnnl_cpu_engine(), nullptr);
   if (made != dnnl_success) {
     cache.erase(key);
-    check_dnnl(made, key.bf16 ? "bf16 matmul" : "f32 matmul", key.m, key.n, key.k);
+    check_dnnl(made, operands_name(key.operands), key.m, key.n, key.k);
   }
   const dnnl_status_t built = dnnl_primitive_create(&mm.primitive, pd);
   dnnl_primitive_desc_destroy(pd);
@@ -126,7 +141,7 @@ inline Matmul& cached_matmul(const MatmulKey& key, const dnnl_memory_desc_t* pac
   return mm;
 }
 
-inline void run_matmul(const MatmulKey& key, const void* x, const void* w, const float* bias, float* y,
+inline void run_matmul(const MatmulKey& key, const void* x, const void* w, const float* bias, void* y,
                        const dnnl_memory_desc_t* packed_weights = nullptr) {
   Matmul& mm = cached_matmul(key, packed_weights);
   thread_local const dnnl_stream_t stream = [] {
@@ -214,7 +229,7 @@ void linear(const T* x, int64_t rows, int64_t in, const T* w, int64_t out, const
   if (rows == 0 || out == 0) return;
   if constexpr (std::same_as<T, float>) {
     if ((rows < detail::kPrimitiveRows || in >= detail::kPrimitiveDepth) && in > 0 && !omp_in_parallel()) {
-      detail::run_matmul(detail::linear_key(rows, in, out, false, bias != nullptr), x, w, bias, y);
+      detail::run_matmul(detail::linear_key(rows, in, out, detail::Operands::f32, bias != nullptr), x, w, bias, y);
       return;
     }
   }
@@ -229,23 +244,30 @@ void linear(const T* x, int64_t rows, int64_t in, const T* w, int64_t out, const
 inline void linear_bf16(const bf16* x, int64_t rows, int64_t in, const bf16* w, int64_t out, const float* bias,
                         float* y) {
   if (rows == 0 || out == 0) return;
-  detail::run_matmul(detail::linear_key(rows, in, out, true, bias != nullptr), x, w, bias, y);
+  detail::run_matmul(detail::linear_key(rows, in, out, detail::Operands::bf16, bias != nullptr), x, w, bias, y);
 }
 
 namespace detail {
 
-// A bf16 weight [out, in] reordered into the layout oneDNN's matmul picks for it (format_tag_any:
-// on AVX-512 CPUs blocks of 16·64 with pairs of k interleaved for the bf16 dot products), so the
-// GEMM reads it without repacking it on every call: 1.13-1.39x at the 577-row BLIP shapes and
-// 1.2x at 35 rows (bench_ops Gemm_OneDNN_Bf16Blocked, docs/performance.md).
-struct PackedBf16 {
+// A weight [out, in] reordered into the layout oneDNN's matmul picks for it (format_tag_any: on
+// AVX-512 CPUs blocks of 16·64 with 2 (bf16) or 4 (s8) values of k interleaved for the dot-product
+// instructions, plus the s8·s8 compensation), so the GEMM reads it without repacking it on every
+// call: for bf16 1.13-1.39x at the 577-row BLIP shapes and 1.2x at 35 rows (bench_ops
+// Gemm_OneDNN_Bf16Blocked, docs/performance.md). `scale`: the s8 weight's per-output-channel scales.
+struct Packed {
   dnnl_memory_desc_t md{};
   dnnl_memory_t memory = nullptr;  // owns the packed bytes
-  PackedBf16() = default;
-  PackedBf16(const PackedBf16&) = delete;
-  PackedBf16& operator=(const PackedBf16&) = delete;
-  ~PackedBf16() {
+  std::vector<float> scale;
+  Packed() = default;
+  Packed(const Packed&) = delete;
+  Packed& operator=(const Packed&) = delete;
+  ~Packed() {
     if (memory) dnnl_memory_destroy(memory);
+  }
+  void* data() const {
+    void* p = nullptr;
+    check_dnnl(dnnl_memory_get_data_handle(memory, &p), "packed weights", 0, 0, 0);
+    return p;
   }
 };
 
@@ -255,38 +277,35 @@ struct PackedBf16 {
 // since its primitive is made for the packed layout itself.
 inline constexpr int64_t kPackProbeRows = 512;
 
-}  // namespace detail
-
-// The weight w [out, in] (bf16, row-major) in the matmul's preferred layout; empty where that
-// layout is the plain one (nothing to gain) or this CPU has no bf16 matmul.
-inline backend::PackedWeight pack_linear_bf16(const bf16* w, int64_t out, int64_t in) {
-  if (out == 0 || in == 0) return {};
-  const dnnl_engine_t engine = detail::dnnl_cpu_engine();
-  const int64_t m = detail::kPackProbeRows;
+// w [out, in] (row-major, of the operands' input type) reordered into the layout the matmul
+// primitive picks; null where this CPU has no such matmul. `keep_plain`: null also where that
+// layout is the plain one.
+inline std::shared_ptr<Packed> pack_weights(const void* w, Operands operands, int64_t out, int64_t in, bool keep_plain) {
+  const dnnl_engine_t engine = dnnl_cpu_engine();
+  const int64_t m = kPackProbeRows;
+  const dnnl_data_type_t type = input_type(operands);
   dnnl_memory_desc_t src, any, plain, dst;
   const dnnl_dims_t src_dims{m, in}, wei_dims{in, out}, dst_dims{m, out};
   const dnnl_dims_t plain_strides{1, in};  // wᵀ: a [in, out] view of [out, in]
-  detail::check_dnnl(dnnl_memory_desc_init_by_tag(&src, 2, src_dims, dnnl_bf16, dnnl_ab), "memory desc", m, out, in);
-  detail::check_dnnl(dnnl_memory_desc_init_by_tag(&any, 2, wei_dims, dnnl_bf16, dnnl_format_tag_any), "memory desc",
-                     m, out, in);
-  detail::check_dnnl(dnnl_memory_desc_init_by_strides(&plain, 2, wei_dims, dnnl_bf16, plain_strides), "memory desc",
-                     m, out, in);
-  detail::check_dnnl(dnnl_memory_desc_init_by_tag(&dst, 2, dst_dims, dnnl_f32, dnnl_ab), "memory desc", m, out, in);
+  check_dnnl(dnnl_memory_desc_init_by_tag(&src, 2, src_dims, type, dnnl_ab), "memory desc", m, out, in);
+  check_dnnl(dnnl_memory_desc_init_by_tag(&any, 2, wei_dims, type, dnnl_format_tag_any), "memory desc", m, out, in);
+  check_dnnl(dnnl_memory_desc_init_by_strides(&plain, 2, wei_dims, type, plain_strides), "memory desc", m, out, in);
+  check_dnnl(dnnl_memory_desc_init_by_tag(&dst, 2, dst_dims, output_type(operands), dnnl_ab), "memory desc", m, out, in);
   dnnl_matmul_desc_t op;
-  detail::check_dnnl(dnnl_matmul_desc_init(&op, &src, &any, nullptr, &dst), "matmul desc", m, out, in);
+  check_dnnl(dnnl_matmul_desc_init(&op, &src, &any, nullptr, &dst), "matmul desc", m, out, in);
   dnnl_primitive_desc_t probe = nullptr;
-  if (dnnl_primitive_desc_create(&probe, &op, nullptr, engine, nullptr) != dnnl_success) return {};
-  auto packed = std::make_shared<detail::PackedBf16>();
+  if (dnnl_primitive_desc_create(&probe, &op, nullptr, engine, nullptr) != dnnl_success) return nullptr;
+  auto packed = std::make_shared<Packed>();
   packed->md = *dnnl_primitive_desc_query_md(probe, dnnl_query_weights_md, 0);
   dnnl_primitive_desc_destroy(probe);
-  if (dnnl_memory_desc_equal(&packed->md, &plain)) return {};
-  detail::check_dnnl(dnnl_memory_create(&packed->memory, &packed->md, engine, DNNL_MEMORY_ALLOCATE), "packed weights",
-                     m, out, in);
+  if (keep_plain && dnnl_memory_desc_equal(&packed->md, &plain)) return nullptr;
+  check_dnnl(dnnl_memory_create(&packed->memory, &packed->md, engine, DNNL_MEMORY_ALLOCATE), "packed weights", m, out,
+             in);
   dnnl_memory_t from = nullptr;
   dnnl_primitive_desc_t reorder_pd = nullptr;
   dnnl_primitive_t reorder = nullptr;
   dnnl_stream_t stream = nullptr;
-  dnnl_status_t st = dnnl_memory_create(&from, &plain, engine, const_cast<bf16*>(w));
+  dnnl_status_t st = dnnl_memory_create(&from, &plain, engine, const_cast<void*>(w));
   if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&reorder_pd, &plain, engine, &packed->md, engine, nullptr);
   if (st == dnnl_success) st = dnnl_primitive_create(&reorder, reorder_pd);
   if (st == dnnl_success) st = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
@@ -299,23 +318,62 @@ inline backend::PackedWeight pack_linear_bf16(const bf16* w, int64_t out, int64_
   if (reorder) dnnl_primitive_destroy(reorder);
   if (reorder_pd) dnnl_primitive_desc_destroy(reorder_pd);
   if (from) dnnl_memory_destroy(from);
-  detail::check_dnnl(st, "weight reorder", m, out, in);
+  check_dnnl(st, "weight reorder", m, out, in);
+  return packed;
+}
+
+inline const Packed& unpack(const backend::PackedWeight& w, int64_t out, int64_t in, const char* kernel) {
+  if (!w || w.out != out || w.in != in)
+    fail("cpu ", kernel, ": the packed weight is ", w ? "" : "empty, ", "[", w.out, ", ", w.in, "], the call needs [",
+         out, ", ", in, "]");
+  return *static_cast<const Packed*>(w.layout.get());
+}
+
+}  // namespace detail
+
+// The weight w [out, in] (bf16, row-major) in the matmul's preferred layout; empty where that
+// layout is the plain one (nothing to gain) or this CPU has no bf16 matmul.
+inline backend::PackedWeight pack_linear_bf16(const bf16* w, int64_t out, int64_t in) {
+  if (out == 0 || in == 0) return {};
+  std::shared_ptr<detail::Packed> packed = detail::pack_weights(w, detail::Operands::bf16, out, in, true);
+  if (!packed) return {};
   return {std::move(packed), out, in};
 }
 
 // y = x · wᵀ + bias as linear_bf16, with w made by pack_linear_bf16 for this [out, in].
 inline void linear_bf16_packed(const bf16* x, int64_t rows, int64_t in, const backend::PackedWeight& w, int64_t out,
                                const float* bias, float* y) {
-  if (!w || w.out != out || w.in != in)
-    fail("cpu linear_bf16_packed: the packed weight is ", w ? "" : "empty, ", "[", w.out, ", ", w.in,
-         "], the call needs [", out, ", ", in, "]");
+  const detail::Packed& packed = detail::unpack(w, out, in, "linear_bf16_packed");
   if (rows == 0) return;
-  const auto& packed = *static_cast<const detail::PackedBf16*>(w.layout.get());
-  void* data = nullptr;
-  detail::check_dnnl(dnnl_memory_get_data_handle(packed.memory, &data), "packed weights", rows, out, in);
-  detail::MatmulKey key = detail::linear_key(rows, in, out, true, bias != nullptr);
+  detail::MatmulKey key = detail::linear_key(rows, in, out, detail::Operands::bf16, bias != nullptr);
   key.packed = true;
-  detail::run_matmul(key, x, data, bias, y, &packed.md);
+  detail::run_matmul(key, x, packed.data(), bias, y, &packed.md);
+}
+
+// The weight w [out, in] (float) quantised to int8 with one scale per output channel (max |w_j| /
+// 127) and packed for linear_s8_packed; empty where this CPU has no int8 matmul.
+inline backend::PackedWeight pack_linear_s8(const float* w, int64_t out, int64_t in) {
+  if (out == 0 || in == 0) return {};
+  std::vector<int8_t> q(static_cast<size_t>(out * in));
+  std::vector<float> scale(static_cast<size_t>(out));
+  isa::quantize_rows_s8(w, q.data(), scale.data(), out, in);
+  std::shared_ptr<detail::Packed> packed = detail::pack_weights(q.data(), detail::Operands::s8, out, in, false);
+  if (!packed) return {};
+  packed->scale = std::move(scale);
+  return {std::move(packed), out, in};
+}
+
+// y = (xq · wqᵀ) · x_scale[r] · w_scale[j] + bias[j] for xq [rows, in] int8 with per-row scales
+// (isa::quantize_rows_s8) and w from pack_linear_s8: s8·s8 products accumulate exactly in int32
+// (written into y), then one pass turns them into float.
+inline void linear_s8_packed(const int8_t* xq, const float* x_scale, int64_t rows, int64_t in,
+                             const backend::PackedWeight& w, int64_t out, const float* bias, float* y) {
+  const detail::Packed& packed = detail::unpack(w, out, in, "linear_s8_packed");
+  if (rows == 0) return;
+  detail::MatmulKey key = detail::linear_key(rows, in, out, detail::Operands::s8, false);
+  key.packed = true;
+  detail::run_matmul(key, xq, packed.data(), nullptr, y, &packed.md);
+  isa::dequantize_rows(y, x_scale, packed.scale.data(), bias, rows, out);
 }
 
 // C = op(A) · op(B) for bf16 A, B (row-major, leading dimensions lda, ldb) into float C.
@@ -326,7 +384,7 @@ inline void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
     for (int64_t i = 0; i < m; ++i) std::fill_n(c + i * ldc, n, 0.0f);
     return;
   }
-  detail::run_matmul({m, k, n, lda, ldb, ldc, trans_a, trans_b, true, false}, a, b, nullptr, c);
+  detail::run_matmul({m, k, n, lda, ldb, ldc, trans_a, trans_b, detail::Operands::bf16, false}, a, b, nullptr, c);
 }
 
 }  // namespace blip::cpu

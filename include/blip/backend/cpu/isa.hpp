@@ -4,7 +4,8 @@
 // Kernels with SIMD versions: exp, GELU and its backward, softmax and its backward, layer norm
 // forward and backward, L2 normalisation forward and backward, row dot products (the exact
 // search scan), scale, contiguous binary ops,
-// sums over an axis, AdamW, the momentum EMA, float -> bf16.
+// sums over an axis, AdamW, the momentum EMA, float -> bf16, per-row int8 quantisation and the
+// int8 product's dequantisation.
 //
 // Contract:
 // - One binary carries an AVX-512 (F/BW/DQ/VL), an AVX2+FMA and a portable version of each
@@ -246,6 +247,15 @@ inline void to_bf16_portable(const float* x, bf16* y, int64_t n) {
 }
 inline void to_bf16(const float* x, bf16* y, int64_t n) {
   BLIP_ISA_DISPATCH(float, simd::to_bf16(x, y, n), to_bf16_portable(x, y, n));
+}
+
+inline void quantize_rows_s8(const float* x, int8_t* q, float* scale, int64_t rows, int64_t cols) {
+  BLIP_ISA_DISPATCH(float, simd::quantize_rows_s8(x, q, scale, rows, cols), cpu::quantize_rows_s8(x, q, scale, rows, cols));
+}
+inline void dequantize_rows(float* y, const float* row_scale, const float* col_scale, const float* bias, int64_t rows,
+                            int64_t cols) {
+  BLIP_ISA_DISPATCH(float, simd::dequantize_rows(y, row_scale, col_scale, bias, rows, cols),
+                    cpu::dequantize_rows(y, row_scale, col_scale, bias, rows, cols));
 }
 
 #undef BLIP_ISA_DISPATCH

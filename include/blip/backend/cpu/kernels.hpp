@@ -55,6 +55,14 @@ struct Kernels<Cpu> {
                                  const float* bias, float* y) {
     cpu::linear_bf16_packed(x, rows, in, w, out, bias, y);
   }
+  static PackedWeight pack_linear_s8(const float* w, int64_t out, int64_t in) { return cpu::pack_linear_s8(w, out, in); }
+  static void quantize_rows_s8(const float* x, int8_t* q, float* scale, int64_t rows, int64_t cols) {
+    cpu::isa::quantize_rows_s8(x, q, scale, rows, cols);
+  }
+  static void linear_s8_packed(const int8_t* xq, const float* x_scale, int64_t rows, int64_t in, const PackedWeight& w,
+                               int64_t out, const float* bias, float* y) {
+    cpu::linear_s8_packed(xq, x_scale, rows, in, w, out, bias, y);
+  }
   static void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const bf16* a, int64_t lda,
                         const bf16* b, int64_t ldb, float* c, int64_t ldc) {
     cpu::gemm_bf16(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "blip/backend/cpu/parallel.hpp"
 
@@ -149,6 +150,33 @@ void l2_normalize_backward_rows(const T* y, const T* norms, const T* gy, T* gx, 
     const T norm = norms[r];
     if (norm > static_cast<T>(eps)) dx = (g - out * (g * out).sum()) / norm;
     else dx = g / norm;
+  });
+}
+
+// Dynamic per-row int8 quantisation of x [rows, cols]: scale[r] = max|x_r| / 127 (1 for a zero
+// row), q = round-to-nearest-even(x / scale[r]) in [-127, 127].
+inline void quantize_rows_s8(const float* x, int8_t* q, float* scale, int64_t rows, int64_t cols) {
+  for_rows(rows, cols, 2, [&](int64_t r) {
+    const float* in = x + r * cols;
+    float m = 0.0f;
+    for (int64_t j = 0; j < cols; ++j) m = std::max(m, std::fabs(in[j]));
+    scale[r] = m > 0.0f ? m / 127.0f : 1.0f;
+    const float inv = m > 0.0f ? 127.0f / m : 0.0f;
+    for (int64_t j = 0; j < cols; ++j) q[r * cols + j] = static_cast<int8_t>(std::nearbyint(in[j] * inv));
+  });
+}
+
+// In place, y [rows, cols] = acc · row_scale[r] · col_scale[j] + bias[j] (bias may be null),
+// where y holds an int8 product's int32 accumulators on entry (read through memcpy: the memory
+// is typed float).
+inline void dequantize_rows(float* y, const float* row_scale, const float* col_scale, const float* bias, int64_t rows,
+                            int64_t cols) {
+  for_rows(rows, cols, 1, [&](int64_t r) {
+    for (int64_t j = 0; j < cols; ++j) {
+      int32_t acc;
+      std::memcpy(&acc, y + r * cols + j, sizeof acc);
+      y[r * cols + j] = std::fma(static_cast<float>(acc), row_scale[r] * col_scale[j], bias ? bias[j] : 0.0f);
+    }
   });
 }
 

@@ -57,20 +57,100 @@ struct Kernels<Cuda> : detail::CudaMissingKernels {
   }
   // cuBLASLt reads the plain layout: nothing to pack, so linear_bf16_packed is never reached.
   static PackedWeight pack_linear_bf16(const bf16*, int64_t, int64_t) { return {}; }
+  // No int8 GEMM on Cuda yet: an empty weight sends linear() under an int8 scope to its bf16 path.
+  static PackedWeight pack_linear_s8(const float*, int64_t, int64_t) { return {}; }
   template <class T>
   static void binary(BinaryOp op, const Shape& shape, const T* a, const Strides& sa, const T* b, const Strides& sb,
                      T* out) {
     cuda::binary(static_cast<cuda::BinaryOp>(op), shape, a, sa, b, sb, out);
   }
-  // x * factor as a binary product with a one-element device scalar.
   template <class T>
   static void scale(const T* x, T* y, int64_t n, T factor) {
-    if (n == 0) return;
-    T* s = static_cast<T*>(DeviceMemory<Cuda>::allocate(sizeof(T)));
-    DeviceMemory<Cuda>::copy_from_host(s, &factor, sizeof(T));
-    cuda::binary(cuda::BinaryOp::mul, Shape{n}, x, Strides{1}, s, Strides{0}, y);
-    DeviceMemory<Cuda>::release(s, sizeof(T));
+    cuda::scale(x, y, n, factor);
   }
+  template <class T>
+  static void unary(UnaryOp op, const T* x, T* y, int64_t n) {
+    cuda::unary(op, x, y, n);
+  }
+  template <class T>
+  static void gelu_backward(const T* x, const T* gy, T* gx, int64_t n) {
+    cuda::gelu_backward(x, gy, gx, n);
+  }
+
+  template <class T>
+  static void softmax(const T* x, T* y, int64_t rows, int64_t cols) {
+    cuda::softmax(x, y, rows, cols, false);
+  }
+  template <class T>
+  static void softmax_backward(const T* y, const T* gy, T* gx, int64_t rows, int64_t cols) {
+    cuda::softmax_backward(y, gy, gx, rows, cols, false);
+  }
+  template <class T>
+  static void log_softmax(const T* x, T* y, int64_t rows, int64_t cols) {
+    cuda::softmax(x, y, rows, cols, true);
+  }
+  template <class T>
+  static void log_softmax_backward(const T* y, const T* gy, T* gx, int64_t rows, int64_t cols) {
+    cuda::softmax_backward(y, gy, gx, rows, cols, true);
+  }
+  template <class T>
+  static void layer_norm(const T* x, const T* weight, const T* bias, T* y, T* mean, T* rstd, int64_t rows,
+                         int64_t cols, double eps) {
+    cuda::layer_norm(x, weight, bias, y, mean, rstd, rows, cols, eps);
+  }
+  template <class T>
+  static void layer_norm_backward(const T* x, const T* weight, const T* mean, const T* rstd, const T* gy, T* gx,
+                                  T* gweight, T* gbias, int64_t rows, int64_t cols) {
+    cuda::layer_norm_backward(x, weight, mean, rstd, gy, gx, gweight, gbias, rows, cols);
+  }
+  template <class T>
+  static void l2_normalize(const T* x, T* y, T* norms, int64_t rows, int64_t cols, double eps) {
+    cuda::l2_normalize(x, y, norms, rows, cols, eps);
+  }
+  template <class T>
+  static void l2_normalize_backward(const T* y, const T* norms, const T* gy, T* gx, int64_t rows, int64_t cols,
+                                    double eps) {
+    cuda::l2_normalize_backward(y, norms, gy, gx, rows, cols, eps);
+  }
+  template <class T>
+  static void sum_middle(const T* x, int64_t outer, int64_t r, int64_t inner, T* out) {
+    cuda::sum_middle(x, outer, r, inner, out);
+  }
+  template <class T>
+  static void gather(const T* src, int64_t src_extent, T* dst, const int64_t* index, int64_t n, int64_t outer,
+                     int64_t inner) {
+    cuda::gather(src, src_extent, dst, index, n, outer, inner);
+  }
+  template <class T>
+  static void scatter_add(const T* src, T* dst, int64_t dst_extent, const int64_t* index, int64_t n, int64_t outer,
+                          int64_t inner, int64_t skip) {
+    cuda::scatter_add(src, dst, dst_extent, index, n, outer, inner, skip);
+  }
+  template <class T>
+  static void nll_mean(const T* log_probs, const int64_t* labels, int64_t n, int64_t c, T* loss) {
+    cuda::nll_mean(log_probs, labels, n, c, loss);
+  }
+  template <class T>
+  static void nll_mean_backward(const T* log_probs, const int64_t* labels, int64_t n, int64_t c, const T* gy, T* gx) {
+    cuda::nll_mean_backward(log_probs, labels, n, c, gy, gx);
+  }
+  template <class T, class M>
+  static void masked_fill(const T* x, const M* mask, T value, T* y, int64_t n) {
+    cuda::masked_fill(x, mask, value, y, n);
+  }
+  template <class T, class M>
+  static void masked_fill_backward(const T* gy, const M* mask, T* gx, int64_t n) {
+    cuda::masked_fill(gy, mask, T(0), gx, n);
+  }
+  template <class T>
+  static void adamw(T* p, T* m, T* v, const T* g, int64_t n, const AdamWCoefficients<T>& c) {
+    cuda::adamw(p, m, v, g, n, c);
+  }
+  template <class T>
+  static void ema(T* m, const T* v, int64_t n, T keep, T take) {
+    cuda::ema(m, v, n, keep, take);
+  }
+  static void to_bf16(const float* x, bf16* y, int64_t n) { cuda::to_bf16(x, y, n); }
   template <class T>
   static void assign(const Shape& shape, const T* src, const Strides& src_strides, T* dst, const Strides& dst_strides) {
     if (!is_contiguous_layout(shape, dst_strides))

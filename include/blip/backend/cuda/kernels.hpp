@@ -5,8 +5,12 @@
 // - Every pointer is device memory from DeviceMemory<Cuda> (or a view into it); shapes and
 //   strides count elements. The work is queued on the calling thread's current stream
 //   (runtime.hpp) and the launchers return without waiting for it.
-// - Instantiated for T = float and double; copy_strided and fill also for int64_t. Any other T
-//   fails to link.
+// - Instantiated for T = float and double; copy_strided, fill, gather, scatter_add and sum_middle
+//   also for int64_t; masked_fill's
+//   mask M for uint8_t, int32_t and int64_t. Any other T fails to link.
+// - The row kernels (softmax, layer_norm, l2_normalize and their backward) take contiguous
+//   [rows, cols] blocks, one thread block per row; their formulas and order of operations are
+//   the CPU kernels' (backend/cpu/rowwise.hpp), sums in a fixed order (deterministic).
 // - Throw blip::Error for a rank above 8, strides whose count differs from the shape's rank,
 //   GEMM sizes or leading dimensions cuBLAS cannot take, and failed launches or cuBLAS calls.
 // - Without BLIP_WITH_CUDA they throw blip::Error saying the program was built without CUDA.
@@ -14,6 +18,8 @@
 
 #include <cstdint>
 
+#include "blip/backend/args.hpp"
+#include "blip/core/dtype.hpp"
 #include "blip/core/error.hpp"
 #include "blip/core/shape.hpp"
 
@@ -23,6 +29,7 @@ namespace blip::cuda {
 inline constexpr int64_t max_kernel_rank = 8;
 
 enum class BinaryOp { add, sub, mul, div };
+using backend::UnaryOp;
 
 #ifdef BLIP_WITH_CUDA
 
@@ -45,6 +52,52 @@ void copy_strided(const Shape& shape, const T* src, const Strides& src_strides, 
 
 template <class T>
 void fill(T* dst, int64_t n, T value);
+
+// Contiguous elementwise maps over n elements (backend/cpu/elementwise.hpp's formulas).
+template <class T>
+void unary(UnaryOp op, const T* x, T* y, int64_t n);
+template <class T>
+void gelu_backward(const T* x, const T* gy, T* gx, int64_t n);
+template <class T>
+void scale(const T* x, T* y, int64_t n, T factor);
+template <class T, class M>
+void masked_fill(const T* x, const M* mask, T value, T* y, int64_t n);
+void to_bf16(const float* x, bf16* y, int64_t n);
+template <class T>
+void ema(T* m, const T* v, int64_t n, T keep, T take);
+template <class T>
+void adamw(T* p, T* m, T* v, const T* g, int64_t n, const backend::AdamWCoefficients<T>& c);
+
+// Rows of contiguous [rows, cols] blocks; `log_form` selects log_softmax.
+template <class T>
+void softmax(const T* x, T* y, int64_t rows, int64_t cols, bool log_form);
+template <class T>
+void softmax_backward(const T* y, const T* gy, T* gx, int64_t rows, int64_t cols, bool log_form);
+template <class T>
+void layer_norm(const T* x, const T* weight, const T* bias, T* y, T* mean, T* rstd, int64_t rows, int64_t cols,
+                double eps);
+template <class T>
+void layer_norm_backward(const T* x, const T* weight, const T* mean, const T* rstd, const T* gy, T* gx, T* gweight,
+                         T* gbias, int64_t rows, int64_t cols);
+template <class T>
+void l2_normalize(const T* x, T* y, T* norms, int64_t rows, int64_t cols, double eps);
+template <class T>
+void l2_normalize_backward(const T* y, const T* norms, const T* gy, T* gx, int64_t rows, int64_t cols, double eps);
+// out[o, i] = sum_k x[o, k, i] for contiguous x [outer, r, inner].
+template <class T>
+void sum_middle(const T* x, int64_t outer, int64_t r, int64_t inner, T* out);
+
+// Slices of [outer, extent, inner] blocks by device-resident int64 indices (backend/cpu/index.hpp).
+template <class T>
+void gather(const T* src, int64_t src_extent, T* dst, const int64_t* index, int64_t n, int64_t outer, int64_t inner);
+template <class T>
+void scatter_add(const T* src, T* dst, int64_t dst_extent, const int64_t* index, int64_t n, int64_t outer,
+                 int64_t inner, int64_t skip);
+// -mean_i log_probs[i, label_i] into loss[0], and its gradient (backend/cpu/select.hpp).
+template <class T>
+void nll_mean(const T* log_probs, const int64_t* labels, int64_t n, int64_t c, T* loss);
+template <class T>
+void nll_mean_backward(const T* log_probs, const int64_t* labels, int64_t n, int64_t c, const T* gy, T* gx);
 
 #else
 
@@ -71,6 +124,75 @@ void copy_strided(const Shape&, const T*, const Strides&, T*) {
 template <class T>
 void fill(T*, int64_t, T) {
   detail::kernels_without_cuda("fill");
+}
+template <class T>
+void unary(UnaryOp, const T*, T*, int64_t) {
+  detail::kernels_without_cuda("unary");
+}
+template <class T>
+void gelu_backward(const T*, const T*, T*, int64_t) {
+  detail::kernels_without_cuda("gelu_backward");
+}
+template <class T>
+void scale(const T*, T*, int64_t, T) {
+  detail::kernels_without_cuda("scale");
+}
+template <class T, class M>
+void masked_fill(const T*, const M*, T, T*, int64_t) {
+  detail::kernels_without_cuda("masked_fill");
+}
+inline void to_bf16(const float*, bf16*, int64_t) { detail::kernels_without_cuda("to_bf16"); }
+template <class T>
+void ema(T*, const T*, int64_t, T, T) {
+  detail::kernels_without_cuda("ema");
+}
+template <class T>
+void adamw(T*, T*, T*, const T*, int64_t, const backend::AdamWCoefficients<T>&) {
+  detail::kernels_without_cuda("adamw");
+}
+template <class T>
+void softmax(const T*, T*, int64_t, int64_t, bool) {
+  detail::kernels_without_cuda("softmax");
+}
+template <class T>
+void softmax_backward(const T*, const T*, T*, int64_t, int64_t, bool) {
+  detail::kernels_without_cuda("softmax_backward");
+}
+template <class T>
+void layer_norm(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t, double) {
+  detail::kernels_without_cuda("layer_norm");
+}
+template <class T>
+void layer_norm_backward(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t) {
+  detail::kernels_without_cuda("layer_norm_backward");
+}
+template <class T>
+void l2_normalize(const T*, T*, T*, int64_t, int64_t, double) {
+  detail::kernels_without_cuda("l2_normalize");
+}
+template <class T>
+void l2_normalize_backward(const T*, const T*, const T*, T*, int64_t, int64_t, double) {
+  detail::kernels_without_cuda("l2_normalize_backward");
+}
+template <class T>
+void sum_middle(const T*, int64_t, int64_t, int64_t, T*) {
+  detail::kernels_without_cuda("sum_middle");
+}
+template <class T>
+void gather(const T*, int64_t, T*, const int64_t*, int64_t, int64_t, int64_t) {
+  detail::kernels_without_cuda("gather");
+}
+template <class T>
+void scatter_add(const T*, T*, int64_t, const int64_t*, int64_t, int64_t, int64_t, int64_t) {
+  detail::kernels_without_cuda("scatter_add");
+}
+template <class T>
+void nll_mean(const T*, const int64_t*, int64_t, int64_t, T*) {
+  detail::kernels_without_cuda("nll_mean");
+}
+template <class T>
+void nll_mean_backward(const T*, const int64_t*, int64_t, int64_t, const T*, T*) {
+  detail::kernels_without_cuda("nll_mean_backward");
 }
 
 #endif

@@ -1,0 +1,75 @@
+// src/cuda/launch.hpp — private to blip::cuda: what every kernel launch of src/cuda shares (the
+// grid of a grid-stride loop, the calling thread's stream, the launch check, block reductions).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cub/block/block_reduce.cuh>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "blip/backend/cuda/runtime.hpp"
+#include "blip/core/error.hpp"
+
+namespace blip::cuda::detail {
+
+inline constexpr int threads_per_block = 256;
+
+// Grid-stride loops cover any n; the cap only bounds the launch, with enough blocks to fill
+// every SM of current GPUs several times over.
+inline unsigned blocks_for(int64_t n) {
+  return static_cast<unsigned>(std::min<int64_t>((n + threads_per_block - 1) / threads_per_block, int64_t{1} << 16));
+}
+
+inline cudaStream_t stream_now() { return static_cast<cudaStream_t>(current_stream()); }
+
+inline void check_launch(const char* op) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) fail("blip::cuda::", op, ": kernel launch failed: ", cudaGetErrorString(err));
+}
+
+// One block per row: rows must fit the grid's x extent.
+inline unsigned row_blocks(int64_t rows, const char* op) {
+  BLIP_CHECK(rows <= int64_t{0x7fffffff}, "blip::cuda::", op, ": ", rows, " rows exceed one launch's grid");
+  return static_cast<unsigned>(rows);
+}
+
+__device__ inline int64_t first_index() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
+__device__ inline int64_t grid_step() { return static_cast<int64_t>(blockDim.x) * gridDim.x; }
+
+struct MaxOp {
+  template <class T>
+  __device__ T operator()(const T& a, const T& b) const {
+    return a > b ? a : b;
+  }
+};
+
+// The block-wide sum / max of every thread's v, returned to every thread (CUB's BlockReduce:
+// a fixed order, so results are deterministic). Every thread of the block must call it.
+template <class T>
+__device__ T block_sum(T v) {
+  using Reduce = cub::BlockReduce<T, threads_per_block>;
+  __shared__ typename Reduce::TempStorage storage;
+  __shared__ T result;
+  const T s = Reduce(storage).Sum(v);
+  if (threadIdx.x == 0) result = s;
+  __syncthreads();
+  const T out = result;
+  __syncthreads();  // storage and result may be reused by the next call
+  return out;
+}
+template <class T>
+__device__ T block_max(T v) {
+  using Reduce = cub::BlockReduce<T, threads_per_block>;
+  __shared__ typename Reduce::TempStorage storage;
+  __shared__ T result;
+  const T m = Reduce(storage).Reduce(v, MaxOp{});
+  if (threadIdx.x == 0) result = m;
+  __syncthreads();
+  const T out = result;
+  __syncthreads();
+  return out;
+}
+
+}  // namespace blip::cuda::detail
