@@ -452,8 +452,10 @@ TEST_CASE("cuda: the rowwise, pointwise, index and loss kernels match the CPU ke
   Host::layer_norm(x.data(), w.data(), b.data(), want.data(), hmean.data(), hrstd.data(), rows, cols, 1e-6);
   near(out.to_vector(), want, "layer_norm");
   near(rstd.to_vector(), hrstd, "layer_norm rstd");
-  DTensor<float> gw = DTensor<float>::zeros({cols}), gb = DTensor<float>::zeros({cols});
-  std::vector<float> hgw(cols, 0.0f), hgb(cols, 0.0f);
+  // gweight and gbias are accumulated into, not overwritten: start them non-zero on both.
+  const std::vector<float> gw0 = random_values<float>(cols, 25);
+  DTensor<float> gw = dev(gw0), gb = dev(gw0);
+  std::vector<float> hgw = gw0, hgb = gw0;
   Gpu::layer_norm_backward(dx.data(), dw.data(), mean.data(), rstd.data(), dg.data(), out.data(), gw.data(), gb.data(),
                            rows, cols);
   Host::layer_norm_backward(x.data(), w.data(), hmean.data(), hrstd.data(), g.data(), want.data(), hgw.data(),

@@ -419,7 +419,8 @@ TEST_CASE("blip::Retriever in bf16 and int8: features close to fp32, weights con
       for (int64_t e = 0; e < E; ++e) dot += double(got[t * size_t(E) + size_t(e)]) * want[t * size_t(E) + size_t(e)];
       CHECK(dot > 0.99);
     }
-    // A second call reuses the converted weights and gives the same features bit for bit.
+    // A second call (the converted weights come from the Retriever's cache: the sharing itself is
+    // tested in test_backend_ops) gives the same features bit for bit.
     CHECK(max_abs_diff(r.embed_texts(captions).to_vector(), got) == 0.0f);
   }
   const auto cache = std::make_shared<PrecisionScope::WeightCache>(Precision::bf16);

@@ -16,8 +16,8 @@
 // products; itm_score softmax(itm_logits)[1] of every pair ([ENC] first, as the reference);
 // search the index top-n by cosine, the first rerank_k re-ranked by ITM (search/gallery.hpp).
 // All run without autograd; options.precision bf16 runs the GEMMs in bf16, int8 the linear layers
-// in int8 (ops/precision.hpp), with the weights converted once per Retriever (its copies share
-// them), on first use; the model must not be changed through loaded() afterwards.
+// in int8 (ops/precision.hpp), with the weights converted once per Retriever, on first use, and
+// shared by its calls on every thread; the model must not be changed through loaded() afterwards.
 #pragma once
 
 #include <cmath>

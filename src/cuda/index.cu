@@ -110,12 +110,15 @@ void nll_mean_backward(const T* log_probs, const int64_t* labels, int64_t n, int
 
 #define BLIP_INSTANTIATE_INDEX(T)                                                                              \
   template void gather<T>(const T*, int64_t, T*, const int64_t*, int64_t, int64_t, int64_t);                   \
-  template void scatter_add<T>(const T*, T*, int64_t, const int64_t*, int64_t, int64_t, int64_t, int64_t);    \
+  template void scatter_add<T>(const T*, T*, int64_t, const int64_t*, int64_t, int64_t, int64_t, int64_t);
+#define BLIP_INSTANTIATE_LOSS(T)                                                                               \
   template void nll_mean<T>(const T*, const int64_t*, int64_t, int64_t, T*);                                   \
   template void nll_mean_backward<T>(const T*, const int64_t*, int64_t, int64_t, const T*, T*);
 
 BLIP_INSTANTIATE_INDEX(float)
 BLIP_INSTANTIATE_INDEX(double)
 BLIP_INSTANTIATE_INDEX(int64_t)
+BLIP_INSTANTIATE_LOSS(float)
+BLIP_INSTANTIATE_LOSS(double)
 
 }  // namespace blip::cuda

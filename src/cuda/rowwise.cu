@@ -130,7 +130,7 @@ __global__ void l2_normalize_kernel(const T* x, T* y, T* norms, int64_t cols, T 
   T s = 0;
   BLIP_FOR_COLS(j, cols) s += x[base + j] * x[base + j];
   const T root = sqrt(block_sum(s));
-  const T norm = root > eps ? root : eps;
+  const T norm = root < eps ? eps : root;  // std::max(root, eps): a NaN norm stays NaN
   BLIP_FOR_COLS(j, cols) y[base + j] = x[base + j] / norm;
   if (threadIdx.x == 0) norms[r] = norm;
 }

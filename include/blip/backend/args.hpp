@@ -13,10 +13,11 @@
 
 namespace blip::backend {
 
-// A linear layer's weight [out, in] in a layout a device's GEMM prefers, made once by
-// pack_linear_bf16 for weights that do not change (a PrecisionScope with Weights::fixed) and read
-// by linear_bf16_packed. Opaque: only the device that packed it reads `layout`. Empty where the
-// device has no better layout than the plain one (then callers use linear_bf16).
+// A linear layer's weight [out, in] in the form a device's GEMM prefers, made once for weights that
+// do not change (a PrecisionScope with Weights::fixed): by pack_linear_bf16 (bf16, read by
+// linear_bf16_packed) or pack_linear_s8 (int8 with per-channel scales, read by linear_s8_packed).
+// Opaque: only the device that packed it reads `layout`. Empty where the device has nothing better
+// than the plain weight (then linear() takes linear_bf16, or for int8 the bf16 path).
 struct PackedWeight {
   std::shared_ptr<const void> layout;
   int64_t out = 0, in = 0;

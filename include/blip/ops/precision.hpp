@@ -72,6 +72,11 @@ class PrecisionScope {
    public:
     explicit WeightCache(Precision precision) : precision_(precision) {}
     Precision precision() const { return precision_; }
+    // Weights converted so far (each once, whatever the number of scopes that used them).
+    size_t size() {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      return cpu_.size() + cuda_.size();
+    }
 
    private:
     friend class PrecisionScope;
@@ -122,7 +127,8 @@ class PrecisionScope {
     return e.copy;
   }
 
-  // A linear weight [out, in] in the device's preferred form for this precision, made once by
+  // A linear weight [out, in] in the device's preferred form for this precision, made once per
+  // cache by
   // `pack(w)` (which returns backend::PackedWeight: bf16 packed, or int8 with its scales); empty
   // with Weights::changing (it would be repacked on every use) or where the device has nothing
   // better than the plain layout. Only the packed form is kept, not also the plain copy:
@@ -141,12 +147,15 @@ class PrecisionScope {
 
  private:
   // The entry of w (the cache's lock held), new where w's memory is not the one it was made for
-  // (freed and reused).
+  // (freed and reused). A new entry also drops those of freed weights, so a long-lived cache does
+  // not keep them. Conversions run under the lock: a weight's first use holds up other threads
+  // once.
   template <Device D>
   Entry<D>& entry(const Tensor<float, D>& w) {
     auto& cache = cache_->entries<D>();
     auto it = cache.find(w.data());
     if (it == cache.end() || !same_owner(it->second.owner, w.storage()) || it->second.shape != w.shape()) {
+      std::erase_if(cache, [](const auto& kv) { return kv.second.owner.expired(); });  // freed weights' forms
       Entry<D> fresh;
       fresh.owner = std::static_pointer_cast<void>(w.storage());
       fresh.shape = w.shape();

@@ -5,7 +5,8 @@
 // sizes are handled here. `linear` is y = x·wᵀ + bias for x [rows,in], w [out,in] (bias may be
 // null). `linear_bf16` takes bf16 activations and weights, accumulates in float and adds a
 // float bias; `gemm_bf16` is the general bf16 product (beta = 0,
-// float output). `pack_linear_bf16` reorders a fixed bf16 weight once into the layout the matmul
+// float output); where oneDNN has no bf16 matmul (below AVX-512) both widen the bf16 operands and
+// multiply in float (the same values). `pack_linear_bf16` reorders a fixed bf16 weight once into the layout the matmul
 // prefers, and `linear_bf16_packed` multiplies with it; `pack_linear_s8` / `linear_s8_packed` are
 // the int8 pair (per-channel weight scales, per-row activation scales, int32 accumulation).
 // Throws blip::Error if oneDNN refuses a call.
@@ -101,7 +102,7 @@ struct Matmul {
 };
 
 // `packed_weights`: the weights' layout when key.packed (the same for every call with that key's
-// k and n: it is what pack_linear_bf16's probe chose).
+// k, n and operand types: it is what pack_weights' probe chose).
 inline Matmul& cached_matmul(const MatmulKey& key, const dnnl_memory_desc_t* packed_weights = nullptr) {
   thread_local std::map<MatmulKey, Matmul> cache;
   auto it = cache.find(key);
@@ -240,10 +241,53 @@ void linear(const T* x, int64_t rows, int64_t in, const T* w, int64_t out, const
   gemm(false, true, rows, out, in, T(1), x, in, w, in, bias ? T(1) : T(0), y, out);
 }
 
+namespace detail {
+
+// Whether this CPU's oneDNN has a bf16 matmul (2.6 has none below AVX-512: an AVX2 CPU, or
+// ONEDNN_MAX_CPU_ISA=AVX2).
+inline bool bf16_matmul_available() {
+  static const bool available = [] {
+    dnnl_memory_desc_t a, b, c;
+    const dnnl_dims_t dims{16, 16};
+    dnnl_memory_desc_init_by_tag(&a, 2, dims, dnnl_bf16, dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&b, 2, dims, dnnl_bf16, dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&c, 2, dims, dnnl_f32, dnnl_ab);
+    dnnl_matmul_desc_t op;
+    dnnl_primitive_desc_t pd = nullptr;
+    const bool ok = dnnl_matmul_desc_init(&op, &a, &b, nullptr, &c) == dnnl_success &&
+                    dnnl_primitive_desc_create(&pd, &op, nullptr, dnnl_cpu_engine(), nullptr) == dnnl_success;
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    return ok;
+  }();
+  return available;
+}
+
+// rows × cols bf16 values (row stride ld) widened to a dense float matrix: where oneDNN has no
+// bf16 matmul, the bf16 products run as float products of the rounded operands — the same
+// values as a bf16 GEMM with float accumulation, at float speed.
+inline std::vector<float> widen(const bf16* x, int64_t rows, int64_t cols, int64_t ld) {
+  std::vector<float> out(static_cast<size_t>(rows * cols));
+  parallel_for(rows, cols, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r)
+      for (int64_t j = 0; j < cols; ++j) {
+        const uint32_t bits = uint32_t{x[r * ld + j].bits} << 16;
+        std::memcpy(&out[static_cast<size_t>(r * cols + j)], &bits, sizeof bits);
+      }
+  });
+  return out;
+}
+
+}  // namespace detail
+
 // y = x · wᵀ + bias for bf16 x and w; products accumulate in float, the bias is float.
 inline void linear_bf16(const bf16* x, int64_t rows, int64_t in, const bf16* w, int64_t out, const float* bias,
                         float* y) {
   if (rows == 0 || out == 0) return;
+  if (!detail::bf16_matmul_available()) {
+    const std::vector<float> xf = detail::widen(x, rows, in, in), wf = detail::widen(w, out, in, in);
+    linear(xf.data(), rows, in, wf.data(), out, bias, y);
+    return;
+  }
   detail::run_matmul(detail::linear_key(rows, in, out, detail::Operands::bf16, bias != nullptr), x, w, bias, y);
 }
 
@@ -255,6 +299,7 @@ namespace detail {
 // call: for bf16 1.13-1.39x at the 577-row BLIP shapes and 1.2x at 35 rows (bench_ops
 // Gemm_OneDNN_Bf16Blocked, docs/performance.md). `scale`: the s8 weight's per-output-channel scales.
 struct Packed {
+  Operands operands = Operands::bf16;
   dnnl_memory_desc_t md{};
   dnnl_memory_t memory = nullptr;  // owns the packed bytes
   std::vector<float> scale;
@@ -296,10 +341,11 @@ inline std::shared_ptr<Packed> pack_weights(const void* w, Operands operands, in
   dnnl_primitive_desc_t probe = nullptr;
   if (dnnl_primitive_desc_create(&probe, &op, nullptr, engine, nullptr) != dnnl_success) return nullptr;
   auto packed = std::make_shared<Packed>();
+  packed->operands = operands;
   packed->md = *dnnl_primitive_desc_query_md(probe, dnnl_query_weights_md, 0);
   dnnl_primitive_desc_destroy(probe);
   if (keep_plain && dnnl_memory_desc_equal(&packed->md, &plain)) return nullptr;
-  check_dnnl(dnnl_memory_create(&packed->memory, &packed->md, engine, DNNL_MEMORY_ALLOCATE), "packed weights", m, out,
+  check_dnnl(dnnl_memory_create(&packed->memory, &packed->md, engine, DNNL_MEMORY_ALLOCATE), "packed weights", 0, out,
              in);
   dnnl_memory_t from = nullptr;
   dnnl_primitive_desc_t reorder_pd = nullptr;
@@ -318,15 +364,29 @@ inline std::shared_ptr<Packed> pack_weights(const void* w, Operands operands, in
   if (reorder) dnnl_primitive_destroy(reorder);
   if (reorder_pd) dnnl_primitive_desc_destroy(reorder_pd);
   if (from) dnnl_memory_destroy(from);
-  check_dnnl(st, "weight reorder", m, out, in);
+  check_dnnl(st, "weight reorder", 0, out, in);
   return packed;
 }
 
-inline const Packed& unpack(const backend::PackedWeight& w, int64_t out, int64_t in, const char* kernel) {
+inline const Packed& unpack(const backend::PackedWeight& w, Operands operands, int64_t out, int64_t in,
+                            const char* kernel) {
   if (!w || w.out != out || w.in != in)
     fail("cpu ", kernel, ": the packed weight is ", w ? "" : "empty, ", "[", w.out, ", ", w.in, "], the call needs [",
          out, ", ", in, "]");
-  return *static_cast<const Packed*>(w.layout.get());
+  const Packed& packed = *static_cast<const Packed*>(w.layout.get());
+  if (packed.operands != operands)
+    fail("cpu ", kernel, ": the packed weight [", out, ", ", in, "] was packed for a ", operands_name(packed.operands),
+         ", not a ", operands_name(operands));
+  return packed;
+}
+
+// Whether oneDNN's int8 products here use VNNI: without it (AVX-512 before Cascade Lake, AVX2)
+// its u8·s8 pairs go through a saturating 16-bit step that full-range int8 activations overflow
+// (oneDNN's "Nuances of int8 computations").
+inline bool int8_products_exact() {
+  const int isa = static_cast<int>(dnnl_get_effective_cpu_isa());
+  return (isa & static_cast<int>(dnnl_cpu_isa_avx512_core_vnni) & ~static_cast<int>(dnnl_cpu_isa_avx512_core)) != 0 ||
+         (isa & static_cast<int>(dnnl_cpu_isa_avx2_vnni) & ~static_cast<int>(dnnl_cpu_isa_avx2)) != 0;
 }
 
 }  // namespace detail
@@ -334,7 +394,7 @@ inline const Packed& unpack(const backend::PackedWeight& w, int64_t out, int64_t
 // The weight w [out, in] (bf16, row-major) in the matmul's preferred layout; empty where that
 // layout is the plain one (nothing to gain) or this CPU has no bf16 matmul.
 inline backend::PackedWeight pack_linear_bf16(const bf16* w, int64_t out, int64_t in) {
-  if (out == 0 || in == 0) return {};
+  if (out == 0 || in == 0 || !detail::bf16_matmul_available()) return {};
   std::shared_ptr<detail::Packed> packed = detail::pack_weights(w, detail::Operands::bf16, out, in, true);
   if (!packed) return {};
   return {std::move(packed), out, in};
@@ -343,7 +403,7 @@ inline backend::PackedWeight pack_linear_bf16(const bf16* w, int64_t out, int64_
 // y = x · wᵀ + bias as linear_bf16, with w made by pack_linear_bf16 for this [out, in].
 inline void linear_bf16_packed(const bf16* x, int64_t rows, int64_t in, const backend::PackedWeight& w, int64_t out,
                                const float* bias, float* y) {
-  const detail::Packed& packed = detail::unpack(w, out, in, "linear_bf16_packed");
+  const detail::Packed& packed = detail::unpack(w, detail::Operands::bf16, out, in, "linear_bf16_packed");
   if (rows == 0) return;
   detail::MatmulKey key = detail::linear_key(rows, in, out, detail::Operands::bf16, bias != nullptr);
   key.packed = true;
@@ -351,9 +411,10 @@ inline void linear_bf16_packed(const bf16* x, int64_t rows, int64_t in, const ba
 }
 
 // The weight w [out, in] (float) quantised to int8 with one scale per output channel (max |w_j| /
-// 127) and packed for linear_s8_packed; empty where this CPU has no int8 matmul.
+// 127) and packed for linear_s8_packed; empty where this CPU has no exact int8 matmul (no VNNI:
+// then linear() takes the bf16 path).
 inline backend::PackedWeight pack_linear_s8(const float* w, int64_t out, int64_t in) {
-  if (out == 0 || in == 0) return {};
+  if (out == 0 || in == 0 || !detail::int8_products_exact()) return {};
   std::vector<int8_t> q(static_cast<size_t>(out * in));
   std::vector<float> scale(static_cast<size_t>(out));
   isa::quantize_rows_s8(w, q.data(), scale.data(), out, in);
@@ -368,7 +429,7 @@ inline backend::PackedWeight pack_linear_s8(const float* w, int64_t out, int64_t
 // (written into y), then one pass turns them into float.
 inline void linear_s8_packed(const int8_t* xq, const float* x_scale, int64_t rows, int64_t in,
                              const backend::PackedWeight& w, int64_t out, const float* bias, float* y) {
-  const detail::Packed& packed = detail::unpack(w, out, in, "linear_s8_packed");
+  const detail::Packed& packed = detail::unpack(w, detail::Operands::s8, out, in, "linear_s8_packed");
   if (rows == 0) return;
   detail::MatmulKey key = detail::linear_key(rows, in, out, detail::Operands::s8, false);
   key.packed = true;
@@ -382,6 +443,13 @@ inline void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
   if (m == 0 || n == 0) return;
   if (k == 0) {
     for (int64_t i = 0; i < m; ++i) std::fill_n(c + i * ldc, n, 0.0f);
+    return;
+  }
+  if (!detail::bf16_matmul_available()) {
+    const int64_t a_cols = trans_a ? m : k, b_cols = trans_b ? k : n;
+    const std::vector<float> af = detail::widen(a, trans_a ? k : m, a_cols, lda);
+    const std::vector<float> bf = detail::widen(b, trans_b ? n : k, b_cols, ldb);
+    gemm(trans_a, trans_b, m, n, k, 1.0f, af.data(), a_cols, bf.data(), b_cols, 0.0f, c, ldc);
     return;
   }
   detail::run_matmul({m, k, n, lda, ldb, ldc, trans_a, trans_b, detail::Operands::bf16, false}, a, b, nullptr, c);

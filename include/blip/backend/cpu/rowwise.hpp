@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "blip/backend/cpu/parallel.hpp"
 
@@ -154,12 +155,21 @@ void l2_normalize_backward_rows(const T* y, const T* norms, const T* gy, T* gx, 
 }
 
 // Dynamic per-row int8 quantisation of x [rows, cols]: scale[r] = max|x_r| / 127 (1 for a zero
-// row), q = round-to-nearest-even(x / scale[r]) in [-127, 127].
+// row), q = round-to-nearest-even(x / scale[r]) in [-127, 127]. A row holding NaN or ±Inf gets
+// scale NaN and q = 0, so its products come out NaN, as in fp32.
 inline void quantize_rows_s8(const float* x, int8_t* q, float* scale, int64_t rows, int64_t cols) {
   for_rows(rows, cols, 2, [&](int64_t r) {
     const float* in = x + r * cols;
-    float m = 0.0f;
-    for (int64_t j = 0; j < cols; ++j) m = std::max(m, std::fabs(in[j]));
+    float m = 0.0f, nonfinite = 0.0f;  // x * 0 is NaN exactly for NaN and ±Inf
+    for (int64_t j = 0; j < cols; ++j) {
+      m = std::max(m, std::fabs(in[j]));
+      nonfinite += in[j] * 0.0f;
+    }
+    if (nonfinite != 0.0f) {
+      scale[r] = std::numeric_limits<float>::quiet_NaN();
+      std::fill_n(q + r * cols, cols, int8_t{0});
+      return;
+    }
     scale[r] = m > 0.0f ? m / 127.0f : 1.0f;
     const float inv = m > 0.0f ? 127.0f / m : 0.0f;
     for (int64_t j = 0; j < cols; ++j) q[r * cols + j] = static_cast<int8_t>(std::nearbyint(in[j] * inv));
