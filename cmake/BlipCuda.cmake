@@ -52,6 +52,7 @@ if(_blip_cuda_on)
 
   add_library(blip_cuda STATIC
     ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/runtime.cu
+    ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/elementwise.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/index.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/pointwise.cu
@@ -71,7 +72,11 @@ if(_blip_cuda_on)
     # Older CMake (3.25, as here) knows no CUDA20 flag for nvcc, though nvcc 12+ takes -std=c++20.
     target_compile_options(blip_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-std=c++20>)
   endif()
-  target_compile_options(blip_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra>)
+  # Warnings are errors in the project's own CUDA code (nvcc's and the host compiler's).
+  target_compile_options(blip_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra,-Werror>
+    $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings>
+    # Kernels read the std::array strides of backend/args.hpp (constexpr host functions).
+    $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr>)
   target_compile_definitions(blip_cuda PUBLIC BLIP_WITH_CUDA)
   target_link_libraries(blip_cuda PUBLIC blip::blip CUDA::cudart CUDA::cublas)
 

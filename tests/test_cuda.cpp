@@ -548,6 +548,98 @@ TEST_CASE("cuda: the rowwise, pointwise, index and loss kernels match the CPU ke
   near(out2.to_vector(), want2, "nll_mean_backward");
 }
 
+// Attention against the CPU kernel: a key mask, kv_index sharing, a strided q, bf16 inputs.
+TEST_CASE("cuda: attention forward and backward match the CPU kernel") {
+  using Gpu = blip::backend::Kernels<Cuda>;
+  using Host = blip::backend::Kernels<blip::Cpu>;
+  const int64_t B = 3, Bkv = 2, H = 2, Sq = 37, Sk = 300, d = 16, dv = 12;
+  const std::vector<int64_t> kv_index{1, 0, 1};
+  // q is [B, Sq, H, d] read as [B, H, Sq, d] (heads split from a projection): strided rows.
+  const std::vector<float> q = random_values<float>(B * Sq * H * d, 31), k = random_values<float>(Bkv * H * Sk * d, 32);
+  const std::vector<float> v = random_values<float>(Bkv * H * Sk * dv, 33), gout = random_values<float>(B * H * Sq * dv, 34);
+  std::vector<float> mask(B * Sk, 0.0f);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = Sk - 40 * (b + 1); j < Sk; ++j) mask[b * Sk + j] = -10000.0f;  // padded keys
+  const auto dev = [](const std::vector<float>& x) { return DTensor<float>::from_vector({int64_t(x.size())}, x); };
+  const DTensor<float> dq = dev(q), dk = dev(k), dvv = dev(v), dmask = dev(mask), dgout = dev(gout);
+  const auto args = [&](const float* qp, const float* kp, const float* vp, const float* mp, float* out) {
+    blip::backend::AttentionArgs<float> a;
+    a.q = qp;
+    a.q_stride = {Sq * H * d, d, H * d};
+    a.k = kp;
+    a.k_stride = {H * Sk * d, Sk * d, d};
+    a.v = vp;
+    a.v_stride = {H * Sk * dv, Sk * dv, dv};
+    a.mask = mp;
+    a.mask_stride = {Sk, 0, 0, 1};
+    a.out = out;
+    a.out_stride = {H * Sq * dv, Sq * dv, dv};
+    a.B = B, a.H = H, a.Sq = Sq, a.Sk = Sk, a.d = d, a.dv = dv, a.Bkv = Bkv;
+    a.scale = 0.25f;
+    a.kv_index = kv_index.data();
+    return a;
+  };
+  const auto near = [](const std::vector<float>& got, const std::vector<float>& want, const char* what) {
+    INFO(what);
+    REQUIRE(got.size() == want.size());
+    float scale = 1e-3f;
+    for (float w : want) scale = std::max(scale, std::abs(w));
+    for (size_t i = 0; i < got.size(); ++i) REQUIRE(std::abs(got[i] - want[i]) <= 1e-4f * scale);
+  };
+  DTensor<float> out = DTensor<float>::empty({B * H * Sq * dv});
+  std::vector<float> want(B * H * Sq * dv);
+  Gpu::attention(args(dq.data(), dk.data(), dvv.data(), dmask.data(), out.data()));
+  Host::attention(args(q.data(), k.data(), v.data(), mask.data(), want.data()));
+  near(out.to_vector(), want, "forward");
+
+  blip::backend::AttentionBackwardArgs<float> g, hg;
+  DTensor<float> gq = DTensor<float>::empty({B * H * Sq * d}), gk = DTensor<float>::zeros({Bkv * H * Sk * d}),
+                 gv = DTensor<float>::zeros({Bkv * H * Sk * dv});
+  std::vector<float> hgq(B * H * Sq * d), hgk(Bkv * H * Sk * d, 0.0f), hgv(Bkv * H * Sk * dv, 0.0f);
+  g.forward = args(dq.data(), dk.data(), dvv.data(), dmask.data(), nullptr);
+  g.grad_out = dgout.data();
+  g.grad_out_stride = {H * Sq * dv, Sq * dv, dv};
+  g.grad_q = gq.data(), g.grad_k = gk.data(), g.grad_v = gv.data();
+  hg.forward = args(q.data(), k.data(), v.data(), mask.data(), nullptr);
+  hg.grad_out = gout.data();
+  hg.grad_out_stride = g.grad_out_stride;
+  hg.grad_q = hgq.data(), hg.grad_k = hgk.data(), hg.grad_v = hgv.data();
+  Gpu::attention_backward(g);
+  Host::attention_backward(hg);
+  near(gq.to_vector(), hgq, "grad_q");
+  near(gk.to_vector(), hgk, "grad_k");
+  near(gv.to_vector(), hgv, "grad_v");
+
+  // bf16 q, k, v: the device widens them on load; within bf16 tolerance of the CPU's bf16 path.
+  const auto to16 = [](const std::vector<float>& x) {
+    std::vector<blip::bf16> y(x.size());
+    for (size_t i = 0; i < x.size(); ++i) y[i] = blip::bf16(x[i]);
+    return y;
+  };
+  const std::vector<blip::bf16> q16 = to16(q), k16 = to16(k), v16 = to16(v);
+  const auto dq16 = DTensor<blip::bf16>::from_vector({int64_t(q16.size())}, q16);
+  const auto dk16 = DTensor<blip::bf16>::from_vector({int64_t(k16.size())}, k16);
+  const auto dv16 = DTensor<blip::bf16>::from_vector({int64_t(v16.size())}, v16);
+  const auto args16 = [&](const blip::bf16* qp, const blip::bf16* kp, const blip::bf16* vp, const float* mp, float* o) {
+    const auto f = args(nullptr, nullptr, nullptr, mp, o);
+    blip::backend::AttentionArgs<float, blip::bf16> a;
+    a.q = qp, a.k = kp, a.v = vp, a.mask = f.mask, a.out = f.out;
+    a.q_stride = f.q_stride, a.k_stride = f.k_stride, a.v_stride = f.v_stride, a.mask_stride = f.mask_stride;
+    a.out_stride = f.out_stride;
+    a.B = B, a.H = H, a.Sq = Sq, a.Sk = Sk, a.d = d, a.dv = dv, a.Bkv = Bkv, a.scale = f.scale, a.kv_index = f.kv_index;
+    return a;
+  };
+  Gpu::attention_bf16(args16(dq16.data(), dk16.data(), dv16.data(), dmask.data(), out.data()));
+  Host::attention_bf16(args16(q16.data(), k16.data(), v16.data(), mask.data(), want.data()));
+  const std::vector<float> got = out.to_vector();
+  float worst = 0, scale = 1e-3f;
+  for (size_t i = 0; i < got.size(); ++i) {
+    worst = std::max(worst, std::abs(got[i] - want[i]));
+    scale = std::max(scale, std::abs(want[i]));
+  }
+  CHECK(worst <= 1e-2f * scale);  // the CPU rounds the probabilities to bf16 as well
+}
+
 int main(int argc, char** argv) {
   if (blip::cuda::device_count() == 0) {
     std::puts("no CUDA device: skipped");

@@ -82,6 +82,32 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
   }
 }
 
+// C [m, n] (row stride ldc, float) = op(A) · op(B) for bf16 A, B: cuBLAS with bf16 inputs and
+// float accumulation and output (CUBLAS_COMPUTE_32F), beta = 0 or 1 (1: C holds a bias already).
+void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const bf16* a, int64_t lda, const bf16* b,
+               int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+  BLIP_CHECK(m >= 0 && n >= 0 && k >= 0, "blip::cuda::gemm_bf16: negative size m=", m, " n=", n, " k=", k);
+  if (m == 0 || n == 0) return;
+  BLIP_CHECK(ldc >= n, "blip::cuda::gemm_bf16: ldc=", ldc, " is below n=", n);
+  if (k == 0) {  // C = 0 (or C unchanged when accumulating), only the [m, n] block of C
+    if (accumulate) return;
+    const auto blocks = static_cast<unsigned>(std::min<int64_t>((m * n + 255) / 256, 1 << 16));
+    scale_kernel<float><<<blocks, 256, 0, static_cast<cudaStream_t>(current_stream())>>>(c, m, n, ldc, 0, 1, 0.0f);
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) fail("blip::cuda::gemm_bf16: kernel launch failed: ", cudaGetErrorString(err));
+    return;
+  }
+  BLIP_CHECK(lda >= (trans_a ? m : k) && ldb >= (trans_b ? k : n), "blip::cuda::gemm_bf16: lda=", lda, " or ldb=", ldb,
+             " is below the operand's columns");
+  const auto handle = static_cast<cublasHandle_t>(cublas_handle());
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: operands swapped, as in gemm above.
+  BLIP_CUBLAS_CHECK(cublasGemmEx(handle, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                 to_int(n, "n"), to_int(m, "m"), to_int(k, "k"), &alpha, b, CUDA_R_16BF,
+                                 to_int(ldb, "ldb"), a, CUDA_R_16BF, to_int(lda, "lda"), &beta, c, CUDA_R_32F,
+                                 to_int(ldc, "ldc"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 #define BLIP_INSTANTIATE_GEMM(T)                                                             \
   template void gemm<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, int64_t, \
                         const T*, int64_t, int64_t, T, T*, int64_t, int64_t, int64_t);

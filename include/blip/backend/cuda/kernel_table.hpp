@@ -55,7 +55,17 @@ struct Kernels<Cuda> : detail::CudaMissingKernels {
     if (bias) cuda::copy_strided(Shape{rows, out}, bias, Strides{0, 1}, y);  // the bias, broadcast over rows
     cuda::gemm(false, true, rows, out, in, T(1), x, in, 0, w, in, 0, bias ? T(1) : T(0), y, out, 0, 1);
   }
-  // cuBLASLt reads the plain layout: nothing to pack, so linear_bf16_packed is never reached.
+  static void linear_bf16(const bf16* x, int64_t rows, int64_t in, const bf16* w, int64_t out, const float* bias,
+                          float* y) {
+    if (rows == 0 || out == 0) return;
+    if (bias) cuda::copy_strided(Shape{rows, out}, bias, Strides{0, 1}, y);  // the bias, broadcast over rows
+    cuda::gemm_bf16(false, true, rows, out, in, x, in, w, in, y, out, bias != nullptr);
+  }
+  static void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const bf16* a, int64_t lda,
+                        const bf16* b, int64_t ldb, float* c, int64_t ldc) {
+    cuda::gemm_bf16(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, false);
+  }
+  // cuBLAS reads the plain layout: nothing to pack, so linear_bf16_packed is never reached.
   static PackedWeight pack_linear_bf16(const bf16*, int64_t, int64_t) { return {}; }
   // No int8 GEMM on Cuda yet: an empty weight sends linear() under an int8 scope to its bf16 path.
   static PackedWeight pack_linear_s8(const float*, int64_t, int64_t) { return {}; }
@@ -133,6 +143,15 @@ struct Kernels<Cuda> : detail::CudaMissingKernels {
   template <class T>
   static void nll_mean_backward(const T* log_probs, const int64_t* labels, int64_t n, int64_t c, const T* gy, T* gx) {
     cuda::nll_mean_backward(log_probs, labels, n, c, gy, gx);
+  }
+  template <class T>
+  static void attention(const AttentionArgs<T>& args) {
+    cuda::attention(args);
+  }
+  static void attention_bf16(const AttentionArgs<float, bf16>& args) { cuda::attention(args); }
+  template <class T>
+  static void attention_backward(const AttentionBackwardArgs<T>& args) {
+    cuda::attention_backward(args);
   }
   template <class T, class M>
   static void masked_fill(const T* x, const M* mask, T value, T* y, int64_t n) {

@@ -40,6 +40,11 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
           int64_t lda, int64_t stride_a, const T* b, int64_t ldb, int64_t stride_b, T beta, T* c,
           int64_t ldc, int64_t stride_c, int64_t batch);
 
+// C [m, n] (row stride ldc) = op(A) · op(B) (+ C when `accumulate`) for row-major bf16 A, B with
+// float accumulation and a float C (cuBLAS, CUBLAS_COMPUTE_32F).
+void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const bf16* a, int64_t lda, const bf16* b,
+               int64_t ldb, float* c, int64_t ldc, bool accumulate);
+
 // out (contiguous, of `shape`) = a <op> b, where a and b are read through strides aligned to
 // `shape` (stride 0 on broadcast axes). Rank up to 8.
 template <class T>
@@ -99,6 +104,13 @@ void nll_mean(const T* log_probs, const int64_t* labels, int64_t n, int64_t c, T
 template <class T>
 void nll_mean_backward(const T* log_probs, const int64_t* labels, int64_t n, int64_t c, const T* gy, T* gx);
 
+// Scaled dot-product attention (backend/args.hpp): one block per query row, scores in shared
+// memory (Sk values, at most 48 KiB), backward without atomics. In = bf16 for attention_bf16.
+template <class T, class In>
+void attention(const backend::AttentionArgs<T, In>& args);
+template <class T>
+void attention_backward(const backend::AttentionBackwardArgs<T>& args);
+
 #else
 
 namespace detail {
@@ -112,6 +124,10 @@ template <class T>
 void gemm(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, int64_t, const T*, int64_t,
           int64_t, T, T*, int64_t, int64_t, int64_t) {
   detail::kernels_without_cuda("gemm");
+}
+inline void gemm_bf16(bool, bool, int64_t, int64_t, int64_t, const bf16*, int64_t, const bf16*, int64_t, float*,
+                      int64_t, bool) {
+  detail::kernels_without_cuda("gemm_bf16");
 }
 template <class T>
 void binary(BinaryOp, const Shape&, const T*, const Strides&, const T*, const Strides&, T*) {
@@ -177,6 +193,14 @@ void l2_normalize_backward(const T*, const T*, const T*, T*, int64_t, int64_t, d
 template <class T>
 void sum_middle(const T*, int64_t, int64_t, int64_t, T*) {
   detail::kernels_without_cuda("sum_middle");
+}
+template <class T, class In>
+void attention(const backend::AttentionArgs<T, In>&) {
+  detail::kernels_without_cuda("attention");
+}
+template <class T>
+void attention_backward(const backend::AttentionBackwardArgs<T>&) {
+  detail::kernels_without_cuda("attention_backward");
 }
 template <class T>
 void gather(const T*, int64_t, T*, const int64_t*, int64_t, int64_t, int64_t) {

@@ -1,0 +1,256 @@
+// src/cuda/attention.cu — scaled dot-product attention on the device, forward and backward, with
+// the CPU kernel's semantics (backend/args.hpp's AttentionArgs: strided q/k/v/out, an additive
+// mask read through strides, kv_index sharing one key/value row among query batch rows).
+//
+// A first, direct version: one thread block per query row (forward, and the backward's grad_q)
+// and one per key row (the backward's grad_k and grad_v, which loops over the query rows in
+// order: no atomics, deterministic). The row's scores live in shared memory (Sk values), so no
+// [B, H, Sq, Sk] tensor exists. Not yet the FlashAttention-2 tiling of issue 13: correctness
+// first, speed next. bf16 q, k, v (attention_bf16) are widened on load; everything else is float.
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "blip/backend/cuda/kernels.hpp"
+#include "blip/core/device.hpp"
+#include "check.hpp"
+#include "launch.hpp"
+
+namespace blip::cuda {
+namespace {
+
+using detail::block_max;
+using detail::block_sum;
+using detail::check_launch;
+using detail::stream_now;
+using detail::threads_per_block;
+
+template <class T>
+__device__ T load(const T& x) {
+  return x;
+}
+__device__ inline float load(const bf16& x) { return __uint_as_float(static_cast<uint32_t>(x.bits) << 16); }
+
+template <class T>
+__device__ T exp_of(T x) {
+  if constexpr (std::is_same_v<T, float>) return expf(x);
+  else return exp(x);
+}
+
+template <class X>
+__device__ const X* row(const X* base, const std::array<int64_t, 3>& s, int64_t b, int64_t h, int64_t r) {
+  return base + b * s[0] + h * s[1] + r * s[2];
+}
+
+// scores[j] = scale · q_i · k_j + mask[b, h, i, j] for the block's query row, into shared memory.
+template <class T, class In>
+__device__ void scores_of(const backend::AttentionArgs<T, In>& a, int64_t b, int64_t kb, int64_t h, int64_t i, T* s) {
+  const In* q = row(a.q, a.q_stride, b, h, i);
+  for (int64_t j = threadIdx.x; j < a.Sk; j += blockDim.x) {
+    const In* k = row(a.k, a.k_stride, kb, h, j);
+    T dot = 0;
+    for (int64_t c = 0; c < a.d; ++c) dot += static_cast<T>(load(q[c])) * static_cast<T>(load(k[c]));
+    T v = dot * a.scale;
+    if (a.mask) v += a.mask[b * a.mask_stride[0] + h * a.mask_stride[1] + i * a.mask_stride[2] + j * a.mask_stride[3]];
+    s[j] = v;
+  }
+}
+
+// s[j] <- exp(s[j] - max) for the row; returns the row's max and sum (every thread).
+template <class T>
+__device__ void softmax_in_place(T* s, int64_t n, T& max_out, T& sum_out) {
+  __syncthreads();  // the scores written by every thread
+  T m = -static_cast<T>(INFINITY);
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) m = s[j] > m ? s[j] : m;
+  m = block_max(m);
+  T sum = 0;
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+    const T e = exp_of(s[j] - m);
+    s[j] = e;
+    sum += e;
+  }
+  sum_out = block_sum(sum);  // its __syncthreads also publishes s
+  max_out = m;
+}
+
+template <class T, class In>
+__global__ void attention_forward_kernel(backend::AttentionArgs<T, In> a, const int64_t* kv_index) {
+  extern __shared__ unsigned char shared[];
+  T* s = reinterpret_cast<T*>(shared);
+  const int64_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int64_t kb = kv_index ? kv_index[b] : b;
+  T* out = a.out + b * a.out_stride[0] + h * a.out_stride[1] + i * a.out_stride[2];
+  if (a.Sk == 0) {  // softmax over no keys: zeros, as the CPU
+    for (int64_t c = threadIdx.x; c < a.dv; c += blockDim.x) out[c] = T(0);
+    return;
+  }
+  scores_of(a, b, kb, h, i, s);
+  T m, sum;
+  softmax_in_place(s, a.Sk, m, sum);
+  const T inv = T(1) / sum;
+  for (int64_t c = threadIdx.x; c < a.dv; c += blockDim.x) {
+    T acc = 0;
+    for (int64_t j = 0; j < a.Sk; ++j) acc += s[j] * static_cast<T>(load(row(a.v, a.v_stride, kb, h, j)[c]));
+    out[c] = acc * inv;
+  }
+}
+
+// Per query row: p (recomputed), dp_j = g_i · v_j, D = sum_j p_j dp_j, ds_j = p_j (dp_j - D),
+// grad_q_i = scale · sum_j ds_j k_j; saves the row's log-sum-exp and D for the key-row pass.
+template <class T>
+__global__ void attention_backward_rows_kernel(backend::AttentionBackwardArgs<T> g, const int64_t* kv_index, T* lse,
+                                               T* delta) {
+  const backend::AttentionArgs<T>& a = g.forward;
+  extern __shared__ unsigned char shared[];
+  T* p = reinterpret_cast<T*>(shared);
+  T* ds = p + a.Sk;
+  const int64_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int64_t kb = kv_index ? kv_index[b] : b;
+  scores_of(a, b, kb, h, i, p);
+  T m, sum;
+  softmax_in_place(p, a.Sk, m, sum);
+  const T inv = T(1) / sum;
+  const T* gout = row(g.grad_out, g.grad_out_stride, b, h, i);
+  T partial = 0;
+  for (int64_t j = threadIdx.x; j < a.Sk; j += blockDim.x) {
+    p[j] *= inv;
+    const T* v = row(a.v, a.v_stride, kb, h, j);
+    T dp = 0;
+    for (int64_t c = 0; c < a.dv; ++c) dp += gout[c] * v[c];
+    ds[j] = dp;
+    partial += p[j] * dp;
+  }
+  const T D = block_sum(partial);
+  for (int64_t j = threadIdx.x; j < a.Sk; j += blockDim.x) ds[j] = p[j] * (ds[j] - D);
+  __syncthreads();
+  const int64_t row_index = (b * a.H + h) * a.Sq + i;
+  if (threadIdx.x == 0) {
+    lse[row_index] = m + log(sum);
+    delta[row_index] = D;
+  }
+  T* gq = g.grad_q + row_index * a.d;
+  for (int64_t c = threadIdx.x; c < a.d; c += blockDim.x) {
+    T acc = 0;
+    for (int64_t j = 0; j < a.Sk; ++j) acc += ds[j] * row(a.k, a.k_stride, kb, h, j)[c];
+    gq[c] = acc * a.scale;
+  }
+}
+
+// Per key row j of key/value batch row kb: over the query rows of every batch row using kb, in
+// order, grad_k_j += scale · sum_i ds_ij q_i and grad_v_j += sum_i p_ij g_i.
+template <class T>
+__global__ void attention_backward_keys_kernel(backend::AttentionBackwardArgs<T> g, const int64_t* kv_index,
+                                               const T* lse, const T* delta) {
+  const backend::AttentionArgs<T>& a = g.forward;
+  extern __shared__ unsigned char shared[];
+  T* p = reinterpret_cast<T*>(shared);
+  T* ds = p + a.Sq;
+  const int64_t j = blockIdx.x, h = blockIdx.y, kb = blockIdx.z;
+  const T* k = row(a.k, a.k_stride, kb, h, j);
+  const T* v = row(a.v, a.v_stride, kb, h, j);
+  T* gk = g.grad_k + ((kb * a.H + h) * a.Sk + j) * a.d;
+  T* gv = g.grad_v + ((kb * a.H + h) * a.Sk + j) * a.dv;
+  for (int64_t b = 0; b < a.B; ++b) {
+    if ((kv_index ? kv_index[b] : b) != kb) continue;  // uniform across the block
+    for (int64_t i = threadIdx.x; i < a.Sq; i += blockDim.x) {
+      const T* q = row(a.q, a.q_stride, b, h, i);
+      T dot = 0;
+      for (int64_t c = 0; c < a.d; ++c) dot += q[c] * k[c];
+      T sc = dot * a.scale;
+      if (a.mask) sc += a.mask[b * a.mask_stride[0] + h * a.mask_stride[1] + i * a.mask_stride[2] + j * a.mask_stride[3]];
+      const int64_t row_index = (b * a.H + h) * a.Sq + i;
+      const T pij = exp_of(sc - lse[row_index]);
+      const T* gout = row(g.grad_out, g.grad_out_stride, b, h, i);
+      T dp = 0;
+      for (int64_t c = 0; c < a.dv; ++c) dp += gout[c] * v[c];
+      p[i] = pij;
+      ds[i] = pij * (dp - delta[row_index]);
+    }
+    __syncthreads();
+    for (int64_t c = threadIdx.x; c < a.d; c += blockDim.x) {
+      T acc = 0;
+      for (int64_t i = 0; i < a.Sq; ++i) acc += ds[i] * row(a.q, a.q_stride, b, h, i)[c];
+      gk[c] += acc * a.scale;
+    }
+    for (int64_t c = threadIdx.x; c < a.dv; c += blockDim.x) {
+      T acc = 0;
+      for (int64_t i = 0; i < a.Sq; ++i) acc += p[i] * row(g.grad_out, g.grad_out_stride, b, h, i)[c];
+      gv[c] += acc;
+    }
+    __syncthreads();  // p and ds are rewritten for the next batch row
+  }
+}
+
+// kv_index comes from the caller's host vector (AttentionArgs' contract): copied to the device.
+struct DeviceIndex {
+  int64_t* data = nullptr;
+  size_t bytes = 0;
+  DeviceIndex(const int64_t* host, int64_t n) {
+    if (!host || n == 0) return;
+    bytes = sizeof(int64_t) * static_cast<size_t>(n);
+    data = static_cast<int64_t*>(DeviceMemory<Cuda>::allocate(bytes));
+    BLIP_CUDA_CHECK(cudaMemcpyAsync(data, host, bytes, cudaMemcpyHostToDevice, stream_now()));
+  }
+  ~DeviceIndex() {
+    if (data) DeviceMemory<Cuda>::release(data, bytes);
+  }
+  DeviceIndex(const DeviceIndex&) = delete;
+  DeviceIndex& operator=(const DeviceIndex&) = delete;
+};
+
+dim3 grid_of(int64_t rows, int64_t H, int64_t B, const char* op) {
+  BLIP_CHECK(rows >= 0 && rows <= 0x7fffffff && H <= 65535 && B <= 65535, "blip::cuda::", op, ": grid of ", rows,
+             " rows x ", H, " heads x ", B, " batch rows exceeds one launch");
+  return dim3(static_cast<unsigned>(rows), static_cast<unsigned>(H), static_cast<unsigned>(B));
+}
+
+size_t shared_bytes(int64_t values, size_t element, const char* op) {
+  const size_t bytes = static_cast<size_t>(values) * element;
+  BLIP_CHECK(bytes <= 48 * 1024, "blip::cuda::", op, ": ", values, " scores per row exceed the 48 KiB of shared memory "
+             "this kernel uses");
+  return bytes;
+}
+
+}  // namespace
+
+template <class T, class In>
+void attention(const backend::AttentionArgs<T, In>& a) {
+  if (a.B == 0 || a.H == 0 || a.Sq == 0 || a.dv == 0) return;
+  const DeviceIndex kv(a.kv_index, a.B);
+  attention_forward_kernel<T, In><<<grid_of(a.Sq, a.H, a.B, "attention"), threads_per_block,
+                                    shared_bytes(a.Sk, sizeof(T), "attention"), stream_now()>>>(a, kv.data);
+  check_launch("attention");
+}
+
+template <class T>
+void attention_backward(const backend::AttentionBackwardArgs<T>& g) {
+  const backend::AttentionArgs<T>& a = g.forward;
+  if (a.B == 0 || a.H == 0 || a.Sq == 0) return;
+  if (a.Sk == 0) {
+    fill(g.grad_q, a.B * a.H * a.Sq * a.d, T(0));
+    return;
+  }
+  const DeviceIndex kv(a.kv_index, a.B);
+  const size_t stats_bytes = sizeof(T) * static_cast<size_t>(a.B * a.H * a.Sq);
+  T* lse = static_cast<T*>(DeviceMemory<Cuda>::allocate(stats_bytes));
+  T* delta = static_cast<T*>(DeviceMemory<Cuda>::allocate(stats_bytes));
+  attention_backward_rows_kernel<T><<<grid_of(a.Sq, a.H, a.B, "attention_backward"), threads_per_block,
+                                      shared_bytes(2 * a.Sk, sizeof(T), "attention_backward"), stream_now()>>>(
+      g, kv.data, lse, delta);
+  check_launch("attention_backward");
+  attention_backward_keys_kernel<T><<<grid_of(a.Sk, a.H, a.Bkv, "attention_backward"), threads_per_block,
+                                      shared_bytes(2 * a.Sq, sizeof(T), "attention_backward"), stream_now()>>>(
+      g, kv.data, lse, delta);
+  check_launch("attention_backward");
+  DeviceMemory<Cuda>::release(lse, stats_bytes);  // stream-ordered reuse (the caching allocator)
+  DeviceMemory<Cuda>::release(delta, stats_bytes);
+}
+
+template void attention<float, float>(const backend::AttentionArgs<float, float>&);
+template void attention<double, double>(const backend::AttentionArgs<double, double>&);
+template void attention<float, bf16>(const backend::AttentionArgs<float, bf16>&);
+template void attention_backward<float>(const backend::AttentionBackwardArgs<float>&);
+template void attention_backward<double>(const backend::AttentionBackwardArgs<double>&);
+
+}  // namespace blip::cuda
