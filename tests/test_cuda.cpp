@@ -640,6 +640,101 @@ TEST_CASE("cuda: attention forward and backward match the CPU kernel") {
   CHECK(worst <= 1e-2f * scale);  // the CPU rounds the probabilities to bf16 as well
 }
 
+// bf16 GEMMs (cuBLAS GemmEx, float accumulation) against the CPU's: every transpose combination
+// with padded leading dimensions, linear with and without a bias, and k = 0.
+TEST_CASE("cuda: bf16 gemm and linear match the CPU kernels") {
+  using Gpu = blip::backend::Kernels<Cuda>;
+  using Host = blip::backend::Kernels<blip::Cpu>;
+  const auto to16 = [](const std::vector<float>& x) {
+    std::vector<blip::bf16> y(x.size());
+    for (size_t i = 0; i < x.size(); ++i) y[i] = blip::bf16(x[i]);
+    return y;
+  };
+  const auto near = [](const std::vector<float>& got, const std::vector<float>& want) {
+    REQUIRE(got.size() == want.size());
+    for (size_t i = 0; i < got.size(); ++i) REQUIRE(std::abs(got[i] - want[i]) <= 1e-4f * (1 + std::abs(want[i])));
+  };
+  const int64_t m = 19, n = 23, k = 37, pad = 3;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      INFO("trans_a " << ta << " trans_b " << tb);
+      const int64_t a_rows = ta ? k : m, a_cols = (ta ? m : k) + pad, b_rows = tb ? n : k, b_cols = (tb ? k : n) + pad;
+      const std::vector<blip::bf16> a = to16(random_values<float>(a_rows * a_cols, 41));
+      const std::vector<blip::bf16> b = to16(random_values<float>(b_rows * b_cols, 42));
+      const auto da = DTensor<blip::bf16>::from_vector({a_rows * a_cols}, a);
+      const auto db = DTensor<blip::bf16>::from_vector({b_rows * b_cols}, b);
+      DTensor<float> c = DTensor<float>::zeros({m * n});
+      std::vector<float> want(m * n);
+      Gpu::gemm_bf16(ta, tb, m, n, k, da.data(), a_cols, db.data(), b_cols, c.data(), n);
+      Host::gemm_bf16(ta, tb, m, n, k, a.data(), a_cols, b.data(), b_cols, want.data(), n);
+      near(c.to_vector(), want);
+    }
+  const std::vector<blip::bf16> x = to16(random_values<float>(m * k, 43)), w = to16(random_values<float>(n * k, 44));
+  const std::vector<float> bias = random_values<float>(n, 45);
+  const auto dx = DTensor<blip::bf16>::from_vector({m * k}, x), dw = DTensor<blip::bf16>::from_vector({n * k}, w);
+  const auto dbias = DTensor<float>::from_vector({n}, bias);
+  for (bool with_bias : {false, true}) {
+    INFO("bias " << with_bias);
+    DTensor<float> y = DTensor<float>::empty({m * n});
+    std::vector<float> want(m * n);
+    Gpu::linear_bf16(dx.data(), m, k, dw.data(), n, with_bias ? dbias.data() : nullptr, y.data());
+    Host::linear_bf16(x.data(), m, k, w.data(), n, with_bias ? bias.data() : nullptr, want.data());
+    near(y.to_vector(), want);
+  }
+  DTensor<float> c = DTensor<float>::from_vector({m * n}, std::vector<float>(m * n, 7.0f));
+  Gpu::gemm_bf16(false, false, m, n, 0, dx.data(), 1, dw.data(), n, c.data(), n);
+  CHECK(c.to_vector() == std::vector<float>(m * n, 0.0f));
+}
+
+// Attention in double, without a mask or kv_index, with more query rows and features than a
+// block has threads (the strided loops over rows and columns run several times).
+TEST_CASE("cuda: attention in double without mask or kv_index matches the CPU kernel") {
+  using Gpu = blip::backend::Kernels<Cuda>;
+  using Host = blip::backend::Kernels<blip::Cpu>;
+  const int64_t B = 2, H = 1, Sq = 280, Sk = 33, d = 270, dv = 5;
+  const std::vector<double> q = random_values<double>(B * H * Sq * d, 51), k = random_values<double>(B * H * Sk * d, 52);
+  const std::vector<double> v = random_values<double>(B * H * Sk * dv, 53), go = random_values<double>(B * H * Sq * dv, 54);
+  const auto dev = [](const std::vector<double>& x) { return DTensor<double>::from_vector({int64_t(x.size())}, x); };
+  const DTensor<double> dq = dev(q), dk = dev(k), dvv = dev(v), dgo = dev(go);
+  const auto args = [&](const double* qp, const double* kp, const double* vp, double* out) {
+    blip::backend::AttentionArgs<double> a;
+    a.q = qp, a.k = kp, a.v = vp, a.out = out;
+    a.q_stride = {H * Sq * d, Sq * d, d};
+    a.k_stride = {H * Sk * d, Sk * d, d};
+    a.v_stride = {H * Sk * dv, Sk * dv, dv};
+    a.out_stride = {H * Sq * dv, Sq * dv, dv};
+    a.B = B, a.H = H, a.Sq = Sq, a.Sk = Sk, a.d = d, a.dv = dv, a.Bkv = B;
+    a.scale = 0.06;
+    return a;
+  };
+  const auto near = [](const std::vector<double>& got, const std::vector<double>& want) {
+    REQUIRE(got.size() == want.size());
+    for (size_t i = 0; i < got.size(); ++i) REQUIRE(std::abs(got[i] - want[i]) <= 1e-10 * (1 + std::abs(want[i])));
+  };
+  DTensor<double> out = DTensor<double>::empty({B * H * Sq * dv});
+  std::vector<double> want(B * H * Sq * dv);
+  Gpu::attention(args(dq.data(), dk.data(), dvv.data(), out.data()));
+  Host::attention(args(q.data(), k.data(), v.data(), want.data()));
+  near(out.to_vector(), want);
+  blip::backend::AttentionBackwardArgs<double> g, hg;
+  DTensor<double> gq = DTensor<double>::empty({B * H * Sq * d}), gk = DTensor<double>::zeros({B * H * Sk * d}),
+                  gv = DTensor<double>::zeros({B * H * Sk * dv});
+  std::vector<double> hgq(B * H * Sq * d), hgk(B * H * Sk * d, 0.0), hgv(B * H * Sk * dv, 0.0);
+  g.forward = args(dq.data(), dk.data(), dvv.data(), nullptr);
+  g.grad_out = dgo.data();
+  g.grad_out_stride = {H * Sq * dv, Sq * dv, dv};
+  g.grad_q = gq.data(), g.grad_k = gk.data(), g.grad_v = gv.data();
+  hg.forward = args(q.data(), k.data(), v.data(), nullptr);
+  hg.grad_out = go.data();
+  hg.grad_out_stride = g.grad_out_stride;
+  hg.grad_q = hgq.data(), hg.grad_k = hgk.data(), hg.grad_v = hgv.data();
+  Gpu::attention_backward(g);
+  Host::attention_backward(hg);
+  near(gq.to_vector(), hgq);
+  near(gk.to_vector(), hgk);
+  near(gv.to_vector(), hgv);
+}
+
 int main(int argc, char** argv) {
   if (blip::cuda::device_count() == 0) {
     std::puts("no CUDA device: skipped");

@@ -76,7 +76,7 @@ __device__ void softmax_in_place(T* s, int64_t n, T& max_out, T& sum_out) {
 
 template <class T, class In>
 __global__ void attention_forward_kernel(backend::AttentionArgs<T, In> a, const int64_t* kv_index) {
-  extern __shared__ unsigned char shared[];
+  extern __shared__ __align__(16) unsigned char shared[];
   T* s = reinterpret_cast<T*>(shared);
   const int64_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int64_t kb = kv_index ? kv_index[b] : b;
@@ -102,7 +102,7 @@ template <class T>
 __global__ void attention_backward_rows_kernel(backend::AttentionBackwardArgs<T> g, const int64_t* kv_index, T* lse,
                                                T* delta) {
   const backend::AttentionArgs<T>& a = g.forward;
-  extern __shared__ unsigned char shared[];
+  extern __shared__ __align__(16) unsigned char shared[];
   T* p = reinterpret_cast<T*>(shared);
   T* ds = p + a.Sk;
   const int64_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
@@ -143,7 +143,7 @@ template <class T>
 __global__ void attention_backward_keys_kernel(backend::AttentionBackwardArgs<T> g, const int64_t* kv_index,
                                                const T* lse, const T* delta) {
   const backend::AttentionArgs<T>& a = g.forward;
-  extern __shared__ unsigned char shared[];
+  extern __shared__ __align__(16) unsigned char shared[];
   T* p = reinterpret_cast<T*>(shared);
   T* ds = p + a.Sq;
   const int64_t j = blockIdx.x, h = blockIdx.y, kb = blockIdx.z;
@@ -182,21 +182,26 @@ __global__ void attention_backward_keys_kernel(backend::AttentionBackwardArgs<T>
   }
 }
 
-// kv_index comes from the caller's host vector (AttentionArgs' contract): copied to the device.
-struct DeviceIndex {
-  int64_t* data = nullptr;
+// Scratch device memory released (stream-ordered, by the caching allocator) when it goes.
+template <class T>
+struct DeviceBuffer {
+  T* data = nullptr;
   size_t bytes = 0;
-  DeviceIndex(const int64_t* host, int64_t n) {
-    if (!host || n == 0) return;
-    bytes = sizeof(int64_t) * static_cast<size_t>(n);
-    data = static_cast<int64_t*>(DeviceMemory<Cuda>::allocate(bytes));
-    BLIP_CUDA_CHECK(cudaMemcpyAsync(data, host, bytes, cudaMemcpyHostToDevice, stream_now()));
+  explicit DeviceBuffer(int64_t n) : bytes(sizeof(T) * static_cast<size_t>(n)) {
+    if (n > 0) data = static_cast<T*>(DeviceMemory<Cuda>::allocate(bytes));
   }
-  ~DeviceIndex() {
+  ~DeviceBuffer() {
     if (data) DeviceMemory<Cuda>::release(data, bytes);
   }
-  DeviceIndex(const DeviceIndex&) = delete;
-  DeviceIndex& operator=(const DeviceIndex&) = delete;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+// kv_index comes from the caller's host vector (AttentionArgs' contract): copied to the device.
+struct DeviceIndex : DeviceBuffer<int64_t> {
+  DeviceIndex(const int64_t* host, int64_t n) : DeviceBuffer<int64_t>(host ? n : 0) {
+    if (data) BLIP_CUDA_CHECK(cudaMemcpyAsync(data, host, bytes, cudaMemcpyHostToDevice, stream_now()));
+  }
 };
 
 dim3 grid_of(int64_t rows, int64_t H, int64_t B, const char* op) {
@@ -205,9 +210,11 @@ dim3 grid_of(int64_t rows, int64_t H, int64_t B, const char* op) {
   return dim3(static_cast<unsigned>(rows), static_cast<unsigned>(H), static_cast<unsigned>(B));
 }
 
+// The dynamic shared memory of one row's values: 48 KiB per block without opting in, less 1 KiB
+// for the block reductions' own (static) storage.
 size_t shared_bytes(int64_t values, size_t element, const char* op) {
   const size_t bytes = static_cast<size_t>(values) * element;
-  BLIP_CHECK(bytes <= 48 * 1024, "blip::cuda::", op, ": ", values, " scores per row exceed the 48 KiB of shared memory "
+  BLIP_CHECK(bytes <= 47 * 1024, "blip::cuda::", op, ": ", values, " values per row exceed the 47 KiB of shared memory "
              "this kernel uses");
   return bytes;
 }
@@ -217,9 +224,10 @@ size_t shared_bytes(int64_t values, size_t element, const char* op) {
 template <class T, class In>
 void attention(const backend::AttentionArgs<T, In>& a) {
   if (a.B == 0 || a.H == 0 || a.Sq == 0 || a.dv == 0) return;
+  const dim3 grid = grid_of(a.Sq, a.H, a.B, "attention");
+  const size_t shared = shared_bytes(a.Sk, sizeof(T), "attention");
   const DeviceIndex kv(a.kv_index, a.B);
-  attention_forward_kernel<T, In><<<grid_of(a.Sq, a.H, a.B, "attention"), threads_per_block,
-                                    shared_bytes(a.Sk, sizeof(T), "attention"), stream_now()>>>(a, kv.data);
+  attention_forward_kernel<T, In><<<grid, threads_per_block, shared, stream_now()>>>(a, kv.data);
   check_launch("attention");
 }
 
@@ -231,20 +239,19 @@ void attention_backward(const backend::AttentionBackwardArgs<T>& g) {
     fill(g.grad_q, a.B * a.H * a.Sq * a.d, T(0));
     return;
   }
+  // Every size is checked before anything runs, so a refusal leaves the gradients untouched.
+  const dim3 rows_grid = grid_of(a.Sq, a.H, a.B, "attention_backward");
+  const dim3 keys_grid = grid_of(a.Sk, a.H, a.Bkv, "attention_backward");
+  const size_t rows_shared = shared_bytes(2 * a.Sk, sizeof(T), "attention_backward");
+  const size_t keys_shared = shared_bytes(2 * a.Sq, sizeof(T), "attention_backward");
   const DeviceIndex kv(a.kv_index, a.B);
-  const size_t stats_bytes = sizeof(T) * static_cast<size_t>(a.B * a.H * a.Sq);
-  T* lse = static_cast<T*>(DeviceMemory<Cuda>::allocate(stats_bytes));
-  T* delta = static_cast<T*>(DeviceMemory<Cuda>::allocate(stats_bytes));
-  attention_backward_rows_kernel<T><<<grid_of(a.Sq, a.H, a.B, "attention_backward"), threads_per_block,
-                                      shared_bytes(2 * a.Sk, sizeof(T), "attention_backward"), stream_now()>>>(
-      g, kv.data, lse, delta);
+  const DeviceBuffer<T> lse(a.B * a.H * a.Sq), delta(a.B * a.H * a.Sq);
+  attention_backward_rows_kernel<T><<<rows_grid, threads_per_block, rows_shared, stream_now()>>>(g, kv.data, lse.data,
+                                                                                                 delta.data);
   check_launch("attention_backward");
-  attention_backward_keys_kernel<T><<<grid_of(a.Sk, a.H, a.Bkv, "attention_backward"), threads_per_block,
-                                      shared_bytes(2 * a.Sq, sizeof(T), "attention_backward"), stream_now()>>>(
-      g, kv.data, lse, delta);
+  attention_backward_keys_kernel<T><<<keys_grid, threads_per_block, keys_shared, stream_now()>>>(g, kv.data, lse.data,
+                                                                                                 delta.data);
   check_launch("attention_backward");
-  DeviceMemory<Cuda>::release(lse, stats_bytes);  // stream-ordered reuse (the caching allocator)
-  DeviceMemory<Cuda>::release(delta, stats_bytes);
 }
 
 template void attention<float, float>(const backend::AttentionArgs<float, float>&);

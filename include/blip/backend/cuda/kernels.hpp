@@ -105,7 +105,7 @@ template <class T>
 void nll_mean_backward(const T* log_probs, const int64_t* labels, int64_t n, int64_t c, const T* gy, T* gx);
 
 // Scaled dot-product attention (backend/args.hpp): one block per query row, scores in shared
-// memory (Sk values, at most 48 KiB), backward without atomics. In = bf16 for attention_bf16.
+// memory (Sk values, at most 47 KiB), backward without atomics. In = bf16 for attention_bf16.
 template <class T, class In>
 void attention(const backend::AttentionArgs<T, In>& args);
 template <class T>
