@@ -40,6 +40,12 @@ std::vector<T> random_values(size_t n, unsigned seed) {
   return v;
 }
 
+std::vector<blip::bf16> bf16_values(const std::vector<float>& x) {
+  std::vector<blip::bf16> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = blip::bf16(x[i]);
+  return y;
+}
+
 // Strides of a contiguous tensor of `in` read as `out` (its broadcast shape): leading axes
 // added by broadcasting and extent-1 axes get stride 0.
 Strides broadcast_strides(const Shape& in, const Shape& out) {
@@ -611,12 +617,7 @@ TEST_CASE("cuda: attention forward and backward match the CPU kernel") {
   near(gv.to_vector(), hgv, "grad_v");
 
   // bf16 q, k, v: the device widens them on load; within bf16 tolerance of the CPU's bf16 path.
-  const auto to16 = [](const std::vector<float>& x) {
-    std::vector<blip::bf16> y(x.size());
-    for (size_t i = 0; i < x.size(); ++i) y[i] = blip::bf16(x[i]);
-    return y;
-  };
-  const std::vector<blip::bf16> q16 = to16(q), k16 = to16(k), v16 = to16(v);
+  const std::vector<blip::bf16> q16 = bf16_values(q), k16 = bf16_values(k), v16 = bf16_values(v);
   const auto dq16 = DTensor<blip::bf16>::from_vector({int64_t(q16.size())}, q16);
   const auto dk16 = DTensor<blip::bf16>::from_vector({int64_t(k16.size())}, k16);
   const auto dv16 = DTensor<blip::bf16>::from_vector({int64_t(v16.size())}, v16);
@@ -645,11 +646,6 @@ TEST_CASE("cuda: attention forward and backward match the CPU kernel") {
 TEST_CASE("cuda: bf16 gemm and linear match the CPU kernels") {
   using Gpu = blip::backend::Kernels<Cuda>;
   using Host = blip::backend::Kernels<blip::Cpu>;
-  const auto to16 = [](const std::vector<float>& x) {
-    std::vector<blip::bf16> y(x.size());
-    for (size_t i = 0; i < x.size(); ++i) y[i] = blip::bf16(x[i]);
-    return y;
-  };
   const auto near = [](const std::vector<float>& got, const std::vector<float>& want) {
     REQUIRE(got.size() == want.size());
     for (size_t i = 0; i < got.size(); ++i) REQUIRE(std::abs(got[i] - want[i]) <= 1e-4f * (1 + std::abs(want[i])));
@@ -659,8 +655,8 @@ TEST_CASE("cuda: bf16 gemm and linear match the CPU kernels") {
     for (bool tb : {false, true}) {
       INFO("trans_a " << ta << " trans_b " << tb);
       const int64_t a_rows = ta ? k : m, a_cols = (ta ? m : k) + pad, b_rows = tb ? n : k, b_cols = (tb ? k : n) + pad;
-      const std::vector<blip::bf16> a = to16(random_values<float>(a_rows * a_cols, 41));
-      const std::vector<blip::bf16> b = to16(random_values<float>(b_rows * b_cols, 42));
+      const std::vector<blip::bf16> a = bf16_values(random_values<float>(a_rows * a_cols, 41));
+      const std::vector<blip::bf16> b = bf16_values(random_values<float>(b_rows * b_cols, 42));
       const auto da = DTensor<blip::bf16>::from_vector({a_rows * a_cols}, a);
       const auto db = DTensor<blip::bf16>::from_vector({b_rows * b_cols}, b);
       DTensor<float> c = DTensor<float>::zeros({m * n});
@@ -669,7 +665,8 @@ TEST_CASE("cuda: bf16 gemm and linear match the CPU kernels") {
       Host::gemm_bf16(ta, tb, m, n, k, a.data(), a_cols, b.data(), b_cols, want.data(), n);
       near(c.to_vector(), want);
     }
-  const std::vector<blip::bf16> x = to16(random_values<float>(m * k, 43)), w = to16(random_values<float>(n * k, 44));
+  const std::vector<blip::bf16> x = bf16_values(random_values<float>(m * k, 43));
+  const std::vector<blip::bf16> w = bf16_values(random_values<float>(n * k, 44));
   const std::vector<float> bias = random_values<float>(n, 45);
   const auto dx = DTensor<blip::bf16>::from_vector({m * k}, x), dw = DTensor<blip::bf16>::from_vector({n * k}, w);
   const auto dbias = DTensor<float>::from_vector({n}, bias);

@@ -23,6 +23,8 @@ namespace {
 using detail::block_max;
 using detail::block_sum;
 using detail::check_launch;
+using detail::exp_of;
+using detail::log_of;
 using detail::stream_now;
 using detail::threads_per_block;
 
@@ -31,12 +33,6 @@ __device__ T load(const T& x) {
   return x;
 }
 __device__ inline float load(const bf16& x) { return __uint_as_float(static_cast<uint32_t>(x.bits) << 16); }
-
-template <class T>
-__device__ T exp_of(T x) {
-  if constexpr (std::is_same_v<T, float>) return expf(x);
-  else return exp(x);
-}
 
 template <class X>
 __device__ const X* row(const X* base, const std::array<int64_t, 3>& s, int64_t b, int64_t h, int64_t r) {
@@ -126,7 +122,7 @@ __global__ void attention_backward_rows_kernel(backend::AttentionBackwardArgs<T>
   __syncthreads();
   const int64_t row_index = (b * a.H + h) * a.Sq + i;
   if (threadIdx.x == 0) {
-    lse[row_index] = m + log(sum);
+    lse[row_index] = m + log_of(sum);
     delta[row_index] = D;
   }
   T* gq = g.grad_q + row_index * a.d;

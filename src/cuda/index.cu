@@ -17,6 +17,7 @@ namespace {
 using detail::block_sum;
 using detail::blocks_for;
 using detail::check_launch;
+using detail::exp_of;
 using detail::first_index;
 using detail::grid_step;
 using detail::stream_now;
@@ -60,7 +61,7 @@ __global__ void nll_mean_backward_kernel(const T* log_probs, const int64_t* labe
                                          T* gx) {
   const T scale_by = gy[0] / static_cast<T>(n);
   for (int64_t t = first_index(); t < n * c; t += grid_step()) {
-    T v = std::is_same_v<T, float> ? expf(static_cast<float>(log_probs[t])) : exp(static_cast<double>(log_probs[t]));
+    T v = exp_of(log_probs[t]);
     if (t % c == labels[t / c]) v -= T(1);
     gx[t] = v * scale_by;
   }

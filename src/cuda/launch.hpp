@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "blip/backend/cuda/runtime.hpp"
 #include "blip/core/error.hpp"
@@ -37,6 +38,23 @@ inline unsigned row_blocks(int64_t rows, const char* op) {
 
 __device__ inline int64_t first_index() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ inline int64_t grid_step() { return static_cast<int64_t>(blockDim.x) * gridDim.x; }
+
+// float or double math without promoting float to double.
+template <class T>
+__device__ T exp_of(T x) {
+  if constexpr (std::is_same_v<T, float>) return expf(x);
+  else return exp(x);
+}
+template <class T>
+__device__ T log_of(T x) {
+  if constexpr (std::is_same_v<T, float>) return logf(x);
+  else return log(x);
+}
+template <class T>
+__device__ T erf_of(T x) {
+  if constexpr (std::is_same_v<T, float>) return erff(x);
+  else return erf(x);
+}
 
 struct MaxOp {
   template <class T>

@@ -17,21 +17,12 @@ namespace {
 
 using detail::blocks_for;
 using detail::check_launch;
+using detail::erf_of;
+using detail::exp_of;
 using detail::first_index;
 using detail::grid_step;
 using detail::stream_now;
 using detail::threads_per_block;
-
-template <class T>
-__device__ T erf_of(T x) {
-  if constexpr (std::is_same_v<T, float>) return erff(x);
-  else return erf(x);
-}
-template <class T>
-__device__ T exp_of(T x) {
-  if constexpr (std::is_same_v<T, float>) return expf(x);
-  else return exp(x);
-}
 
 template <class T>
 __device__ T gelu_of(T x) {

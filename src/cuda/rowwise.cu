@@ -19,22 +19,13 @@ using detail::block_max;
 using detail::block_sum;
 using detail::blocks_for;
 using detail::check_launch;
+using detail::exp_of;
+using detail::log_of;
 using detail::first_index;
 using detail::grid_step;
 using detail::row_blocks;
 using detail::stream_now;
 using detail::threads_per_block;
-
-template <class T>
-__device__ T exp_of(T x) {
-  if constexpr (std::is_same_v<T, float>) return expf(x);
-  else return exp(x);
-}
-template <class T>
-__device__ T log_of(T x) {
-  if constexpr (std::is_same_v<T, float>) return logf(x);
-  else return log(x);
-}
 
 // Each thread's share of a row: columns threadIdx.x, + blockDim.x, ...
 #define BLIP_FOR_COLS(j, cols) for (int64_t j = threadIdx.x; j < (cols); j += blockDim.x)
