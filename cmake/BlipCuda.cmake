@@ -57,6 +57,7 @@ if(_blip_cuda_on)
     ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/index.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/pointwise.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/rowwise.cu
+    ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/select.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/gemm.cu)
   add_library(blip::cuda ALIAS blip_cuda)
   set_target_properties(blip_cuda PROPERTIES

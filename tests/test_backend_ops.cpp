@@ -346,8 +346,9 @@ TEST_CASE("backend ops: the kernel list and supports<D> agree") {
   // Cuda has what BLIP_CUDA_MISSING does not list; a missing one throws naming itself.
   CHECK(backend::supports<Cuda>(Kernel::gemm));
   CHECK(backend::supports<Cuda>(Kernel::layer_norm));
-  CHECK_FALSE(backend::supports<Cuda>(Kernel::topk));
-  CHECK_THROWS_WITH(backend::Kernels<Cuda>::topk(nullptr, 1, 2.0), Catch::Contains("topk"));
+  CHECK(backend::supports<Cuda>(Kernel::topk));
+  CHECK_FALSE(backend::supports<Cuda>(Kernel::quantize_rows_s8));
+  CHECK_THROWS_WITH(backend::Kernels<Cuda>::quantize_rows_s8(nullptr, 1, 2.0), Catch::Contains("quantize_rows_s8"));
   CHECK(backend::kernel_name(Kernel::attention_backward) == "attention_backward");
 }
 

@@ -21,7 +21,11 @@
 #include "blip/backend/cuda/runtime.hpp"
 #include "blip/core/tensor.hpp"
 #include "blip/backend/kernels.hpp"
+#include "blip/autograd/engine.hpp"
+#include "blip/ops/index.hpp"
+#include "blip/ops/reduce.hpp"
 #include "blip/ops/matmul.hpp"
+#include "blip/ops/topk.hpp"
 
 using blip::Cuda;
 using blip::Shape;
@@ -730,6 +734,82 @@ TEST_CASE("cuda: attention in double without mask or kv_index matches the CPU ke
   near(gq.to_vector(), hgq);
   near(gk.to_vector(), hgk);
   near(gv.to_vector(), hgv);
+}
+
+TEST_CASE("cuda: transfer_stats counts each host<->device copy and nothing else") {
+  const blip::cuda::TransferStats before = blip::cuda::transfer_stats();
+  const DTensor<float> x = DTensor<float>::from_vector({3}, {1, 2, 3});  // one copy in
+  const DTensor<float> y = blip::add(x, x);                                // device work only
+  const DTensor<float> z = blip::clone(y);
+  const blip::cuda::TransferStats mid = blip::cuda::transfer_stats() - before;
+  CHECK(mid.to_device == 1);
+  CHECK(mid.bytes_to_device == 3 * sizeof(float));
+  CHECK(mid.to_host == 0);
+  CHECK(z.to_vector() == std::vector<float>{2, 4, 6});  // one copy out
+  const blip::cuda::TransferStats all = blip::cuda::transfer_stats() - before;
+  CHECK(all.to_host == 1);
+  CHECK(all.copies() == 2);
+}
+
+TEST_CASE("cuda: an index outside its range is reported at the next copy to the host, with the CPU's message") {
+  const DTensor<float> table = DTensor<float>::from_vector({3, 2}, {1, 2, 3, 4, 5, 6});
+  const DTensor<int64_t> good = DTensor<int64_t>::from_vector({2}, {2, 0});
+  CHECK(blip::index_select(table, 0, good).to_vector() == std::vector<float>{5, 6, 1, 2});
+  const DTensor<int64_t> bad = DTensor<int64_t>::from_vector({4}, {1, 7, 2, -1});
+  DTensor<float> out;
+  REQUIRE_NOTHROW(out = blip::index_select(table, 0, bad));  // queued: nothing has waited yet
+  // The message is the CPU's (op, what, value, position of the first bad one, extent).
+  REQUIRE_THROWS_WITH(out.to_vector(), Catch::Contains("index_select: index 7 at position 1 is outside [0, 3)"));
+  // Reported once: the check is retired, and the lookup itself read no memory outside the table.
+  std::vector<float> rows;
+  REQUIRE_NOTHROW(rows = out.to_vector());
+  CHECK(rows == std::vector<float>{3, 4, 0, 0, 5, 6, 0, 0});
+  // synchronize() reports checks of every stream.
+  const DTensor<int64_t> ids = DTensor<int64_t>::from_vector({2}, {0, 3});
+  (void)blip::embedding(ids, table);
+  REQUIRE_THROWS_WITH(blip::cuda::synchronize(), Catch::Contains("embedding: index 3 at position 1"));
+  REQUIRE_NOTHROW(blip::cuda::synchronize());
+  // More checks in flight than the board has slots: they are drained, not lost.
+  for (int i = 0; i < 1500; ++i) (void)blip::index_select(table, 0, good);
+  REQUIRE_NOTHROW(blip::cuda::synchronize());
+}
+
+TEMPLATE_TEST_CASE("cuda: topk matches the CPU on distinct values; ties and NaN in the stated order", "", float,
+                   double) {
+  using T = TestType;
+  for (const auto& [rows, n, k] : std::vector<std::array<int64_t, 3>>{{1, 1, 1}, {3, 7, 7}, {5, 300, 16}, {2, 5000, 256}}) {
+    std::vector<T> x(static_cast<size_t>(rows * n));
+    // distinct values in a scrambled order: 7919 is prime, so i -> i * 7919 mod size is a permutation
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<T>((i * 7919) % x.size()) - T(100);
+    const DTensor<T> dx = DTensor<T>::from_vector({rows, n}, x);
+    const auto got = blip::topk(dx, k);
+    const auto want = blip::topk(blip::Tensor<T, blip::Cpu>::from_vector({rows, n}, x), k);
+    INFO(rows << "x" << n << " k=" << k);
+    CHECK(got.values.to_vector() == want.values.to_vector());
+    CHECK(got.indices.to_vector() == want.indices.to_vector());
+  }
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  const DTensor<T> ties = DTensor<T>::from_vector({1, 7}, {T(1), T(-0.0), nan, T(1), T(0), T(5), -nan});
+  const auto top = blip::topk(ties, 7);
+  CHECK(top.indices.to_vector() == std::vector<int64_t>{2, 6, 5, 0, 3, 1, 4});  // NaN first; ties by column
+  const std::vector<T> v = top.values.to_vector();
+  CHECK(std::signbit(v[5]));  // -0 comes back as given
+  // backward: the gradient lands on the selected columns only
+  DTensor<T> leaf = DTensor<T>::from_vector({2, 4}, {4, 1, 3, 2, 0, 9, 8, 7});
+  leaf.set_requires_grad(true);
+  const auto t2 = blip::topk(leaf, 2);
+  blip::sum(t2.values).backward();
+  CHECK(leaf.grad().to_vector() == std::vector<T>{1, 0, 1, 0, 0, 1, 1, 0});
+}
+
+TEST_CASE("cuda: concat and stack off axis 0 write strided slices of their output") {
+  const DTensor<float> a = DTensor<float>::from_vector({2, 2}, {1, 2, 3, 4});
+  const DTensor<float> b = DTensor<float>::from_vector({2, 1}, {9, 8});
+  CHECK(blip::concat(std::vector{a, b}, 1).to_vector() == std::vector<float>{1, 2, 9, 3, 4, 8});
+  CHECK(blip::stack(std::vector{a, a}, 2).to_vector() == std::vector<float>{1, 1, 2, 2, 3, 3, 4, 4});
+  const DTensor<int64_t> ids = DTensor<int64_t>::from_vector({2, 3}, {5, 6, 7, 8, 9, 10});
+  const DTensor<int64_t> col = DTensor<int64_t>::from_vector({2, 1}, {0, 0});
+  CHECK(blip::concat(std::vector{col, ids}, 1).to_vector() == std::vector<int64_t>{0, 5, 6, 7, 0, 8, 9, 10});
 }
 
 int main(int argc, char** argv) {

@@ -23,6 +23,7 @@ namespace {
 using detail::block_max;
 using detail::block_sum;
 using detail::check_launch;
+using detail::DeviceBuffer;
 using detail::exp_of;
 using detail::log_of;
 using detail::stream_now;
@@ -178,25 +179,12 @@ __global__ void attention_backward_keys_kernel(backend::AttentionBackwardArgs<T>
   }
 }
 
-// Scratch device memory released (stream-ordered, by the caching allocator) when it goes.
-template <class T>
-struct DeviceBuffer {
-  T* data = nullptr;
-  size_t bytes = 0;
-  explicit DeviceBuffer(int64_t n) : bytes(sizeof(T) * static_cast<size_t>(n)) {
-    if (n > 0) data = static_cast<T*>(DeviceMemory<Cuda>::allocate(bytes));
-  }
-  ~DeviceBuffer() {
-    if (data) DeviceMemory<Cuda>::release(data, bytes);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
-
 // kv_index comes from the caller's host vector (AttentionArgs' contract): copied to the device.
 struct DeviceIndex : DeviceBuffer<int64_t> {
   DeviceIndex(const int64_t* host, int64_t n) : DeviceBuffer<int64_t>(host ? n : 0) {
-    if (data) BLIP_CUDA_CHECK(cudaMemcpyAsync(data, host, bytes, cudaMemcpyHostToDevice, stream_now()));
+    if (!data) return;
+    detail::note_transfer(true, bytes);
+    BLIP_CUDA_CHECK(cudaMemcpyAsync(data, host, bytes, cudaMemcpyHostToDevice, stream_now()));
   }
 };
 

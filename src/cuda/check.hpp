@@ -1,5 +1,6 @@
 // src/cuda/check.hpp — private to blip::cuda: turning CUDA and cuBLAS status codes into
-// blip::Error. The message names the failed call and the runtime's own description.
+// blip::Error (the message names the failed call and the runtime's own description), and the
+// bookkeeping the host-side waits share (transfer counts, deferred index faults).
 #pragma once
 
 #include <cublas_v2.h>
@@ -17,6 +18,13 @@ namespace blip::cuda::detail {
 [[noreturn]] inline void cublas_failed(const char* call, cublasStatus_t status) {
   fail("blip::cuda: ", call, " failed: ", cublasGetStatusString(status));
 }
+
+// Counts a host<->device copy in transfer_stats() (runtime.cu).
+void note_transfer(bool to_device, size_t bytes) noexcept;
+
+// Throws the first index fault recorded by check_indices on `stream` (all streams when `all`),
+// once the host has waited for that stream; every such pending check is then retired (index.cu).
+void report_index_faults(cudaStream_t stream, bool all);
 
 }  // namespace blip::cuda::detail
 

@@ -1,4 +1,5 @@
-// src/cuda/elementwise.cu — strided elementwise kernels: binary ops, strided copy, fill.
+// src/cuda/elementwise.cu — strided elementwise kernels: binary ops, strided copy (into a
+// contiguous or a strided destination: concat and stack write slices of their output), fill.
 
 #include <algorithm>
 #include <cstdint>
@@ -80,6 +81,15 @@ __global__ void copy_strided_kernel(Layout<1> layout, int64_t n, const T* src, T
 }
 
 template <class T>
+__global__ void assign_kernel(Layout<2> layout, int64_t n, const T* src, T* dst) {
+  for (int64_t i = first_index(); i < n; i += grid_step()) {
+    int64_t off[2];
+    layout.offsets(i, off);
+    dst[off[1]] = src[off[0]];
+  }
+}
+
+template <class T>
 __global__ void fill_kernel(T* dst, int64_t n, T value) {
   for (int64_t i = first_index(); i < n; i += grid_step()) dst[i] = value;
 }
@@ -108,6 +118,16 @@ void copy_strided(const Shape& shape, const T* src, const Strides& src_strides, 
 }
 
 template <class T>
+void assign(const Shape& shape, const T* src, const Strides& src_strides, T* dst, const Strides& dst_strides) {
+  const Strides* const strides[2] = {&src_strides, &dst_strides};
+  const Layout<2> layout = make_layout("assign", shape, strides);
+  const int64_t n = numel(shape);
+  if (n == 0) return;
+  assign_kernel<T><<<blocks_for(n), threads_per_block, 0, stream_now()>>>(layout, n, src, dst);
+  check_launch("assign");
+}
+
+template <class T>
 void fill(T* dst, int64_t n, T value) {
   BLIP_CHECK(n >= 0, "blip::cuda::fill: negative element count ", n);
   if (n == 0) return;
@@ -120,6 +140,7 @@ void fill(T* dst, int64_t n, T value) {
                           const Strides&, T*);
 #define BLIP_INSTANTIATE_COPY_FILL(T)                                                         \
   template void copy_strided<T>(const Shape&, const T*, const Strides&, T*);                 \
+  template void assign<T>(const Shape&, const T*, const Strides&, T*, const Strides&);       \
   template void fill<T>(T*, int64_t, T);
 
 BLIP_INSTANTIATE_BINARY(float)

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "blip/backend/cuda/runtime.hpp"
+#include "blip/core/device.hpp"
 #include "blip/core/error.hpp"
 
 namespace blip::cuda::detail {
@@ -55,6 +56,21 @@ __device__ T erf_of(T x) {
   if constexpr (std::is_same_v<T, float>) return erff(x);
   else return erf(x);
 }
+
+// Scratch device memory released (stream-ordered, by the caching allocator) when it goes.
+template <class T>
+struct DeviceBuffer {
+  T* data = nullptr;
+  size_t bytes = 0;
+  explicit DeviceBuffer(int64_t n) : bytes(sizeof(T) * static_cast<size_t>(n)) {
+    if (n > 0) data = static_cast<T*>(DeviceMemory<Cuda>::allocate(bytes));
+  }
+  ~DeviceBuffer() {
+    if (data) DeviceMemory<Cuda>::release(data, bytes);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
 
 struct MaxOp {
   template <class T>

@@ -1,5 +1,6 @@
 // src/cuda/runtime.cu — DeviceMemory<Cuda> over a caching allocator, streams, cuBLAS handles.
 
+#include <atomic>
 #include <bit>
 #include <cstdio>
 #include <map>
@@ -146,7 +147,29 @@ thread_local ThreadCublasHandles t_cublas;
 
 cudaStream_t stream_now() { return static_cast<cudaStream_t>(t_current_stream); }
 
+struct TransferCounters {
+  std::atomic<uint64_t> to_device{0}, to_host{0}, bytes_to_device{0}, bytes_to_host{0};
+};
+TransferCounters& transfer_counters() {
+  static TransferCounters c;
+  return c;
+}
+
 }  // namespace
+
+namespace detail {
+void note_transfer(bool to_device, size_t bytes) noexcept {
+  TransferCounters& c = transfer_counters();
+  (to_device ? c.to_device : c.to_host).fetch_add(1, std::memory_order_relaxed);
+  (to_device ? c.bytes_to_device : c.bytes_to_host).fetch_add(bytes, std::memory_order_relaxed);
+}
+}  // namespace detail
+
+TransferStats transfer_stats() noexcept {
+  const TransferCounters& c = transfer_counters();
+  return {c.to_device.load(std::memory_order_relaxed), c.to_host.load(std::memory_order_relaxed),
+          c.bytes_to_device.load(std::memory_order_relaxed), c.bytes_to_host.load(std::memory_order_relaxed)};
+}
 
 int device_count() noexcept {
   int n = 0;
@@ -157,7 +180,10 @@ int device_count() noexcept {
   return n;
 }
 
-void synchronize() { BLIP_CUDA_CHECK(cudaDeviceSynchronize()); }
+void synchronize() {
+  BLIP_CUDA_CHECK(cudaDeviceSynchronize());
+  detail::report_index_faults(nullptr, true);
+}
 
 void empty_cache() { allocator().empty(); }
 
@@ -180,6 +206,7 @@ Stream::~Stream() {
 
 void Stream::synchronize() const {
   BLIP_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream_)));
+  detail::report_index_faults(static_cast<cudaStream_t>(stream_), false);
 }
 
 StreamGuard::StreamGuard(const Stream& stream) : previous_(t_current_stream) {
@@ -216,6 +243,7 @@ void DeviceMemory<Cuda>::release(void* p, size_t) { cuda::allocator().release(p)
 void DeviceMemory<Cuda>::copy_from_host(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   const cudaStream_t s = cuda::stream_now();
+  cuda::detail::note_transfer(true, bytes);
   BLIP_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
   BLIP_CUDA_CHECK(cudaStreamSynchronize(s));
 }
@@ -223,8 +251,10 @@ void DeviceMemory<Cuda>::copy_from_host(void* dst, const void* src, size_t bytes
 void DeviceMemory<Cuda>::copy_to_host(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   const cudaStream_t s = cuda::stream_now();
+  cuda::detail::note_transfer(false, bytes);
   BLIP_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
   BLIP_CUDA_CHECK(cudaStreamSynchronize(s));
+  cuda::detail::report_index_faults(s, false);  // results read after a bad lookup must not pass silently
 }
 
 void DeviceMemory<Cuda>::copy_within(void* dst, const void* src, size_t bytes) {

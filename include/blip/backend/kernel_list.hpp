@@ -25,7 +25,7 @@
   X(copy_bulk) X(fill) X(to_bf16)
 
 #define BLIP_CUDA_MISSING(X)                                                                                 \
-  X(linear_bf16_packed) X(quantize_rows_s8) X(linear_s8_packed) X(check_indices) X(topk) X(topk_backward)
+  X(linear_bf16_packed) X(quantize_rows_s8) X(linear_s8_packed)
 
 namespace blip::backend {
 

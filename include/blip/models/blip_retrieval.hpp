@@ -197,10 +197,11 @@ class BlipRetrieval {
   // ---- ITM ---------------------------------------------------------------------------------
   // ids with [ENC] in column 0, as every ITM / cross-attention pass uses them.
   Tensor<int64_t, D> encoder_ids(const Tensor<int64_t, D>& ids) const {
-    std::vector<int64_t> v = ids.to_vector();
-    const int64_t L = ids.size(1);
-    for (size_t r = 0; r < v.size(); r += static_cast<size_t>(L)) v[r] = config_.tokens.enc;
-    return Tensor<int64_t, D>::from_vector(ids.shape(), v);
+    BLIP_CHECK(ids.dim() == 2, "encoder_ids: ids must be [B, L], got ", ids.shape());
+    Tensor<int64_t, D> out = Tensor<int64_t, D>::empty(ids.shape());
+    copy_into(out, ids);
+    if (ids.size(1) > 0) copy_into(narrow(out, 1, 0, 1), full<int64_t, D>({ids.size(0), 1}, config_.tokens.enc));
+    return out;
   }
 
   // Multimodal CLS embeddings of (text row, image kv row) pairs over precomputed keys/values.

@@ -115,11 +115,10 @@ class BertEncoder {
                " exceeds max_position_embeddings ", config_.max_position_embeddings);
     const Tensor<T, D> positions = narrow(position_embeddings.get(branch), 0, 0, L);
     Tensor<T, D> x = embeddings_norm(add(word_embeddings(ids, branch), positions), branch);
-    // (1 - mask) * value on the keys, shaped [B, 1, 1, L]
-    std::vector<int64_t> m = mask.to_vector();
-    std::vector<T> additive(m.size());
-    for (size_t i = 0; i < m.size(); ++i) additive[i] = static_cast<T>((1.0 - static_cast<double>(m[i])) * config_.self_attn_mask_value);
-    const Tensor<T, D> self_mask = Tensor<T, D>::from_vector({B, 1, 1, L}, additive);
+    // (1 - mask) * value on the keys, shaped [B, 1, 1, L] (mask entries are 0 or 1): made where the
+    // mask lives, without a trip through the host.
+    const Tensor<T, D> self_mask = masked_fill(full<T, D>({B, 1, 1, L}, static_cast<T>(config_.self_attn_mask_value)),
+                                               reshape(mask, {B, 1, 1, L}), T(0));
     for (size_t i = 0; i < layers.size(); ++i)
       x = layers[i](x, self_mask, image_kv ? &(*image_kv)[i] : nullptr, kv_index, branch,
                     i + 1 == layers.size() ? tokens : Tokens::all);

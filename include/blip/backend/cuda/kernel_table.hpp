@@ -126,6 +126,18 @@ struct Kernels<Cuda> : detail::CudaMissingKernels {
   static void sum_middle(const T* x, int64_t outer, int64_t r, int64_t inner, T* out) {
     cuda::sum_middle(x, outer, r, inner, out);
   }
+  // Deferred: a bad index is thrown at the next host wait on this stream (cuda/runtime.hpp).
+  static void check_indices(const int64_t* index, int64_t n, int64_t extent, const char* op, const char* what) {
+    cuda::check_indices(index, n, extent, op, what);
+  }
+  template <class T>
+  static void topk(const T* x, int64_t rows, int64_t n, int64_t k, T* values, int64_t* indices) {
+    cuda::topk(x, rows, n, k, values, indices);
+  }
+  template <class T>
+  static void topk_backward(const T* gy, const int64_t* indices, int64_t rows, int64_t n, int64_t k, T* gx) {
+    cuda::topk_backward(gy, indices, rows, n, k, gx);
+  }
   template <class T>
   static void gather(const T* src, int64_t src_extent, T* dst, const int64_t* index, int64_t n, int64_t outer,
                      int64_t inner) {
@@ -172,9 +184,8 @@ struct Kernels<Cuda> : detail::CudaMissingKernels {
   static void to_bf16(const float* x, bf16* y, int64_t n) { cuda::to_bf16(x, y, n); }
   template <class T>
   static void assign(const Shape& shape, const T* src, const Strides& src_strides, T* dst, const Strides& dst_strides) {
-    if (!is_contiguous_layout(shape, dst_strides))
-      detail::missing_kernel("cuda", "assign (non-contiguous destination)");
-    cuda::copy_strided(shape, src, src_strides, dst);
+    if (is_contiguous_layout(shape, dst_strides)) cuda::copy_strided(shape, src, src_strides, dst);
+    else cuda::assign(shape, src, src_strides, dst, dst_strides);
   }
   static void copy_bulk(const BulkCopy* copies, size_t n) {
     for (size_t i = 0; i < n; ++i) DeviceMemory<Cuda>::copy_within(copies[i].dst, copies[i].src, copies[i].bytes);

@@ -5,7 +5,7 @@
 // - Every pointer is device memory from DeviceMemory<Cuda> (or a view into it); shapes and
 //   strides count elements. The work is queued on the calling thread's current stream
 //   (runtime.hpp) and the launchers return without waiting for it.
-// - Instantiated for T = float and double; copy_strided, fill, gather, scatter_add and sum_middle
+// - Instantiated for T = float and double; copy_strided, assign, fill, gather, scatter_add and sum_middle
 //   also for int64_t; masked_fill's
 //   mask M for uint8_t, int32_t and int64_t. Any other T fails to link.
 // - The row kernels (softmax, layer_norm, l2_normalize and their backward) take contiguous
@@ -54,6 +54,9 @@ void binary(BinaryOp op, const Shape& shape, const T* a, const Strides& a_stride
 // dst (contiguous, of `shape`) = src read through src_strides.
 template <class T>
 void copy_strided(const Shape& shape, const T* src, const Strides& src_strides, T* dst);
+// dst read through dst_strides (non-overlapping) = src read through src_strides.
+template <class T>
+void assign(const Shape& shape, const T* src, const Strides& src_strides, T* dst, const Strides& dst_strides);
 
 template <class T>
 void fill(T* dst, int64_t n, T value);
@@ -92,7 +95,11 @@ void l2_normalize_backward(const T* y, const T* norms, const T* gy, T* gx, int64
 template <class T>
 void sum_middle(const T* x, int64_t outer, int64_t r, int64_t inner, T* out);
 
-// Slices of [outer, extent, inner] blocks by device-resident int64 indices (backend/cpu/index.hpp).
+// Queues a check that every index[i] lies in [0, extent); a violation is thrown (the CPU's
+// message) when the host next waits for this stream (runtime.hpp).
+void check_indices(const int64_t* index, int64_t n, int64_t extent, const char* op, const char* what);
+// Slices of [outer, extent, inner] blocks by device-resident int64 indices (backend/cpu/index.hpp);
+// an index outside [0, extent) gathers zeros / adds nothing.
 template <class T>
 void gather(const T* src, int64_t src_extent, T* dst, const int64_t* index, int64_t n, int64_t outer, int64_t inner);
 template <class T>
@@ -103,6 +110,15 @@ template <class T>
 void nll_mean(const T* log_probs, const int64_t* labels, int64_t n, int64_t c, T* loss);
 template <class T>
 void nll_mean_backward(const T* log_probs, const int64_t* labels, int64_t n, int64_t c, const T* gy, T* gx);
+// Per row of contiguous x [rows, n]: the k largest values, largest first, and their columns.
+// Order: NaN first, then descending value, ties (and -0 = +0) by ascending column. The CPU kernel
+// orders ties as PyTorch's CPU topk does (an unstable selection), so tied columns may come in
+// another order than on the CPU; values agree exactly. topk_backward: gx [rows, n] zero except
+// the selected columns, which get gy.
+template <class T>
+void topk(const T* x, int64_t rows, int64_t n, int64_t k, T* values, int64_t* indices);
+template <class T>
+void topk_backward(const T* gy, const int64_t* indices, int64_t rows, int64_t n, int64_t k, T* gx);
 
 // Scaled dot-product attention (backend/args.hpp): one block per query row, scores in shared
 // memory (Sk values, at most 47 KiB), backward without atomics. In = bf16 for attention_bf16.
@@ -136,6 +152,10 @@ void binary(BinaryOp, const Shape&, const T*, const Strides&, const T*, const St
 template <class T>
 void copy_strided(const Shape&, const T*, const Strides&, T*) {
   detail::kernels_without_cuda("copy_strided");
+}
+template <class T>
+void assign(const Shape&, const T*, const Strides&, T*, const Strides&) {
+  detail::kernels_without_cuda("assign");
 }
 template <class T>
 void fill(T*, int64_t, T) {
@@ -201,6 +221,17 @@ void attention(const backend::AttentionArgs<T, In>&) {
 template <class T>
 void attention_backward(const backend::AttentionBackwardArgs<T>&) {
   detail::kernels_without_cuda("attention_backward");
+}
+inline void check_indices(const int64_t*, int64_t, int64_t, const char*, const char*) {
+  detail::kernels_without_cuda("check_indices");
+}
+template <class T>
+void topk(const T*, int64_t, int64_t, int64_t, T*, int64_t*) {
+  detail::kernels_without_cuda("topk");
+}
+template <class T>
+void topk_backward(const T*, const int64_t*, int64_t, int64_t, int64_t, T*) {
+  detail::kernels_without_cuda("topk_backward");
 }
 template <class T>
 void gather(const T*, int64_t, T*, const int64_t*, int64_t, int64_t, int64_t) {

@@ -11,6 +11,16 @@
 //   callers (tests, examples) can test it before touching a device.
 // - All device work issued by blip (kernels, copies, cuBLAS) goes to the calling thread's
 //   current stream: the default stream unless a StreamGuard is active on that thread.
+// - Index checks on the device (check_indices: embedding ids, index_select, labels) cannot throw
+//   from a kernel, and reading a flag back after every lookup would be a host round trip each. They
+//   record the first bad position in pinned host memory the kernel writes directly, and the
+//   blip::Error (the CPU's message: op, position, value, extent) is thrown at the next point where
+//   the host waits for that stream anyway: a copy to the host on it, Stream::synchronize() or
+//   synchronize() (every stream). The kernels that consume the indices skip a bad one (a gathered
+//   row reads as zeros) instead of touching memory outside the tensor.
+// - transfer_stats() counts every host<->device copy blip makes (Tensor transfers and the
+//   kernels' own argument copies), over all threads: issue 13's "no host round trips inside
+//   forward, loss and backward" is checked by comparing it before and after.
 // - Memory released by a Tensor returns to a cache and is reused only by allocations on the
 //   same device and stream it was allocated on; empty_cache() gives the cached blocks back to
 //   the driver. A tensor used on a stream other than its allocation stream must be kept alive
@@ -18,6 +28,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "blip/core/error.hpp"
 
@@ -37,6 +48,18 @@ struct CacheStats {
   size_t bytes_cached = 0;  // released blocks kept for reuse
 };
 CacheStats cache_stats();
+
+// Host<->device copies made by blip since the process started (all threads, all devices).
+struct TransferStats {
+  uint64_t to_device = 0, to_host = 0;              // copies
+  uint64_t bytes_to_device = 0, bytes_to_host = 0;
+  uint64_t copies() const { return to_device + to_host; }
+  friend TransferStats operator-(const TransferStats& a, const TransferStats& b) {
+    return {a.to_device - b.to_device, a.to_host - b.to_host, a.bytes_to_device - b.bytes_to_device,
+            a.bytes_to_host - b.bytes_to_host};
+  }
+};
+TransferStats transfer_stats() noexcept;
 
 // An owned CUDA stream, created blocking: it orders itself with the legacy default stream, so
 // tensors made on the default stream may be used on it. Destruction waits for its pending work
@@ -88,6 +111,7 @@ inline int device_count() noexcept { return 0; }
 inline void synchronize() { detail::built_without_cuda("synchronize"); }
 inline void empty_cache() { detail::built_without_cuda("empty_cache"); }
 inline CacheStats cache_stats() { detail::built_without_cuda("cache_stats"); }
+inline TransferStats transfer_stats() noexcept { return {}; }  // nothing can be copied to a device
 inline Stream::Stream() { detail::built_without_cuda("Stream"); }
 inline Stream::~Stream() = default;
 inline void Stream::synchronize() const { detail::built_without_cuda("Stream::synchronize"); }

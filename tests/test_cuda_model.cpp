@@ -1,0 +1,150 @@
+// tests/test_cuda_model.cpp — the whole model on the Cuda device against the same model on the
+// CPU: the tiny configuration's features, ITM logits and the re-ranked score matrices, with the
+// host<->device copies counted (issue 13: the only transfers are the inputs in and the results out).
+// Its own main: without a CUDA device it exits 77 (ctest: skipped). Compiling it is the check
+// that StandardBlip<float, Cuda> instantiates.
+
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "blip/autograd/engine.hpp"
+#include "blip/backend/cuda/runtime.hpp"
+#include "blip/models/presets.hpp"
+
+using namespace blip;
+
+namespace {
+
+using CpuModel = StandardBlip<float, Cpu>;
+using GpuModel = StandardBlip<float, Cuda>;
+
+// Both models hold the CPU model's (seeded) weights.
+void copy_weights(CpuModel& from, GpuModel& onto) {
+  std::vector<Parameter<float, Cpu>*> src;
+  std::vector<Parameter<float, Cuda>*> dst;
+  from.visit_parameters([&](const std::string&, Parameter<float, Cpu>& p) { src.push_back(&p); });
+  onto.visit_parameters([&](const std::string&, Parameter<float, Cuda>& p) { dst.push_back(&p); });
+  REQUIRE(src.size() == dst.size());
+  for (size_t i = 0; i < src.size(); ++i) dst[i]->assign(to<Cuda>(src[i]->value()));
+  onto.copy_params();
+}
+
+void require_near(const Tensor<float, Cuda>& got, const Tensor<float, Cpu>& want, double tol, const char* what) {
+  INFO(what);
+  REQUIRE(got.shape() == want.shape());
+  const std::vector<float> g = got.to_vector(), w = want.to_vector();
+  for (size_t i = 0; i < g.size(); ++i) REQUIRE(std::abs(g[i] - w[i]) <= tol * (1 + std::abs(w[i])));
+}
+
+struct Inputs {
+  Tensor<float, Cpu> images;
+  TextBatch<float, Cpu> texts;
+};
+
+Inputs make_inputs(const BlipConfig& c, int64_t batch, int64_t length) {
+  Generator gen(7);
+  Inputs in;
+  in.images = randn<float, Cpu>({batch, 3, c.vision.img_size, c.vision.img_size}, gen);
+  std::vector<int64_t> ids(static_cast<size_t>(batch * length)), mask(ids.size(), 1);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t j = 0; j < length; ++j) {
+      const size_t i = static_cast<size_t>(b * length + j);
+      ids[i] = j == 0 ? c.tokens.cls : 1000 % c.text.vocab_size + (b * 13 + j * 7) % 90;
+      if (j >= length - b) mask[i] = 0, ids[i] = c.tokens.pad;  // row b has b padded positions
+    }
+  in.texts = {Tensor<int64_t, Cpu>::from_vector({batch, length}, ids), Tensor<int64_t, Cpu>::from_vector({batch, length}, mask)};
+  return in;
+}
+
+}  // namespace
+
+TEST_CASE("cuda model: features match the CPU, and nothing crosses to the host between inputs and features") {
+  const BlipConfig c = presets::tiny();
+  CpuModel cpu(c);
+  GpuModel gpu(c);
+  copy_weights(cpu, gpu);
+  const Inputs in = make_inputs(c, 3, 9);
+  NoGradGuard no_grad;
+  const Features<float, Cpu> want = cpu.extract_feat(&in.images, &in.texts);
+
+  const Tensor<float, Cuda> images = to<Cuda>(in.images);
+  const TextBatch<float, Cuda> texts{to<Cuda>(in.texts.ids), to<Cuda>(in.texts.mask)};
+  const cuda::TransferStats before = cuda::transfer_stats();
+  const Features<float, Cuda> got = gpu.extract_feat(&images, &texts);
+  cuda::synchronize();
+  const cuda::TransferStats during = cuda::transfer_stats() - before;
+  CHECK(during.copies() == 0);
+  require_near(got.image_feat, want.image_feat, 1e-4, "image_feat");
+  require_near(got.text_feat, want.text_feat, 1e-4, "text_feat");
+  require_near(got.image_embeds, want.image_embeds, 1e-4, "image_embeds");
+}
+
+TEST_CASE("cuda model: the re-ranked score matrices match the CPU's") {
+  BlipConfig c = presets::tiny();
+  c.fast_match = false;
+  CpuModel cpu(c);
+  GpuModel gpu(c);
+  copy_weights(cpu, gpu);
+  const Inputs in = make_inputs(c, 4, 8);
+  NoGradGuard no_grad;
+  const Features<float, Cpu> f = cpu.extract_feat(&in.images, &in.texts, true);
+  const Tensor<float, Cpu> want = cpu.compute_score_matrix_i2t(f.image_feat, f.image_embeds, f.text_feat,
+                                                               in.texts.ids, in.texts.mask);
+  const Tensor<float, Cuda> images = to<Cuda>(in.images);
+  const TextBatch<float, Cuda> texts{to<Cuda>(in.texts.ids), to<Cuda>(in.texts.mask)};
+  const Features<float, Cuda> g = gpu.extract_feat(&images, &texts, true);
+  const Tensor<float, Cuda> got = gpu.compute_score_matrix_i2t(g.image_feat, g.image_embeds, g.text_feat, texts.ids,
+                                                               texts.mask);
+  require_near(got, want, 1e-4, "score_i2t");
+}
+
+TEST_CASE("cuda model: a training step's losses and gradients match the CPU's") {
+  const BlipConfig c = presets::tiny();
+  CpuModel cpu(c);
+  GpuModel gpu(c);
+  copy_weights(cpu, gpu);
+  const Inputs in = make_inputs(c, 4, 8);
+  const std::vector<int64_t> image_ids{0, 1, 2, 3};
+  // The hardest negative (largest weight): the same pick on both devices unless weights tie.
+  const NegativeSampler hardest = [](NegativeKind, int64_t, const std::vector<float>& w) {
+    return static_cast<int64_t>(std::max_element(w.begin(), w.end()) - w.begin());
+  };
+  Losses<float, Cpu> want = cpu.loss(in.images, in.texts, image_ids, hardest);
+  const Tensor<float, Cuda> images = to<Cuda>(in.images);
+  const TextBatch<float, Cuda> texts{to<Cuda>(in.texts.ids), to<Cuda>(in.texts.mask)};
+  const cuda::TransferStats before = cuda::transfer_stats();
+  Losses<float, Cuda> got = gpu.loss(images, texts, image_ids, hardest);
+  add(got.itc_loss, got.itm_loss).backward();
+  cuda::synchronize();
+  const cuda::TransferStats during = cuda::transfer_stats() - before;
+  // Not yet 0 (issue 13): the ITC targets, the queues and the negatives still go through the host.
+  WARN("host<->device copies in one training step: " << during.copies() << " (" << during.bytes_to_device << " B in, "
+                                                     << during.bytes_to_host << " B out)");
+  add(want.itc_loss, want.itm_loss).backward();
+  CHECK(got.neg_image_idx == want.neg_image_idx);
+  CHECK(got.neg_text_idx == want.neg_text_idx);
+  require_near(got.itc_loss, want.itc_loss, 1e-4, "itc_loss");
+  require_near(got.itm_loss, want.itm_loss, 1e-4, "itm_loss");
+  std::vector<Tensor<float, Cpu>> cpu_grads;
+  std::vector<Tensor<float, Cuda>> gpu_grads;
+  cpu.visit_parameters([&](const std::string&, Parameter<float, Cpu>& p) { cpu_grads.push_back(p.grad()); });
+  gpu.visit_parameters([&](const std::string&, Parameter<float, Cuda>& p) { gpu_grads.push_back(p.grad()); });
+  REQUIRE(cpu_grads.size() == gpu_grads.size());
+  for (size_t i = 0; i < cpu_grads.size(); ++i) {
+    REQUIRE(cpu_grads[i].defined() == gpu_grads[i].defined());
+    if (cpu_grads[i].defined()) require_near(gpu_grads[i], cpu_grads[i], 1e-3, "parameter gradient");
+  }
+}
+
+int main(int argc, char** argv) {
+  if (cuda::device_count() == 0) {
+    std::puts("no CUDA device: skipped");
+    return 77;
+  }
+  return Catch::Session().run(argc, argv);
+}
