@@ -79,7 +79,11 @@ if(_blip_cuda_on)
     # Kernels read the std::array strides of backend/args.hpp (constexpr host functions).
     $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr>)
   target_compile_definitions(blip_cuda PUBLIC BLIP_WITH_CUDA)
-  target_link_libraries(blip_cuda PUBLIC blip::blip CUDA::cudart CUDA::cublas)
+  # cuBLAS is dlopen()ed on first use, not linked (src/cuda/cublas_api.hpp says why).
+  target_link_libraries(blip_cuda PUBLIC blip::blip CUDA::cudart ${CMAKE_DL_LIBS})
+  target_include_directories(blip_cuda PRIVATE ${CUDAToolkit_INCLUDE_DIRS})
+  target_compile_definitions(blip_cuda PRIVATE BLIP_CUBLAS_SONAME="libcublas.so.${CUDAToolkit_VERSION_MAJOR}"
+                                               BLIP_CUBLAS_DIR="${CUDAToolkit_LIBRARY_DIR}")
 
   blip_install_when_built(blip_cuda blipCudaTargets)
 

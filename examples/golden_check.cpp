@@ -5,6 +5,8 @@
 // sets (retrieval/cases.json), PyTorch checkpoint sets (checkpoints/<case set>_<variant>.pth,
 // checked against <case set>/weights.safetensors). The BERT vocabulary
 // comes from --vocab, else the copy installed with blip, else data/ of the source tree.
+// --device cuda runs the model sets on the GPU (built with blip::cuda; the other sets are host code).
+#include <blip/backend/cuda/runtime.hpp>
 #include <blip/testing/golden_checkpoints.hpp>
 #include <blip/testing/golden_inputs.hpp>
 
@@ -14,22 +16,29 @@
 namespace fs = std::filesystem;
 
 int main(int argc, char** argv) {
-  std::string vocab = BLIP_DEFAULT_VOCAB, precision = "fp32";
+  std::string vocab = BLIP_DEFAULT_VOCAB, precision = "fp32", device = "cpu";
   std::vector<std::string> args(argv + 1, argv + argc);
-  for (const char* flag : {"--vocab", "--precision"})
+  for (const char* flag : {"--vocab", "--precision", "--device"})
     for (size_t i = 0; i + 1 < args.size(); ++i)
       if (args[i] == flag) {
-        (std::string(flag) == "--vocab" ? vocab : precision) = args[i + 1];
+        const std::string f = flag;
+        (f == "--vocab" ? vocab : f == "--precision" ? precision : device) = args[i + 1];
         args.erase(args.begin() + static_cast<std::ptrdiff_t>(i), args.begin() + static_cast<std::ptrdiff_t>(i) + 2);
         break;
       }
-  if (args.size() != 1 || args[0] == "--help" || (precision != "fp32" && precision != "bf16" && precision != "int8")) {
-    std::fprintf(stderr, "usage: blip-golden-check [--vocab bert-vocab.txt] [--precision fp32|bf16|int8] DIR\n"
+  if (args.size() != 1 || args[0] == "--help" || (precision != "fp32" && precision != "bf16" && precision != "int8") ||
+      (device != "cpu" && device != "cuda")) {
+    std::fprintf(stderr, "usage: blip-golden-check [--vocab bert-vocab.txt] [--precision fp32|bf16|int8] [--device cpu|cuda] DIR\n"
                          "  verifies every golden set (model, tokenizer, image, retrieval, checkpoint) found under DIR;\n"
                          "  --precision bf16|int8 checks the model sets' features and ITM logits with bf16 GEMMs or\n"
                          "  int8 linear layers against their bounds (testing::reduced_precision_bounds, stated in\n"
-                         "  docs/performance.md) instead of the fp32 tolerances\n");
+                         "  docs/performance.md) instead of the fp32 tolerances;\n"
+                         "  --device cuda runs the model sets on the GPU at the same tolerances\n");
     return args.size() == 1 && args[0] == "--help" ? 0 : 2;
+  }
+  if (device == "cuda" && blip::cuda::device_count() == 0) {
+    std::fprintf(stderr, "blip-golden-check: --device cuda: no usable CUDA device (or built without blip::cuda)\n");
+    return 2;
   }
   const fs::path root = args[0];
   if (!fs::is_directory(root)) {
@@ -56,9 +65,19 @@ int main(int argc, char** argv) {
                   r.name.c_str(), r.max_error, r.tolerance, r.detail.empty() ? "" : "  ", r.detail.c_str());
     }
   };
-  for (const auto& dir : model_sets)
-    report(dir, precision == "fp32" ? blip::testing::run_model_case_set(dir)
-                                    : blip::testing::run_model_case_set_reduced(dir, blip::parse_precision(precision)));
+  const auto model_cases = [&]<class D>(const fs::path& dir) {
+    return precision == "fp32" ? blip::testing::run_model_case_set<D>(dir)
+                               : blip::testing::run_model_case_set_reduced<D>(dir, blip::parse_precision(precision));
+  };
+  for (const auto& dir : model_sets) {
+#ifdef BLIP_WITH_CUDA
+    if (device == "cuda") {
+      report(dir, model_cases.template operator()<blip::Cuda>(dir));
+      continue;
+    }
+#endif
+    report(dir, model_cases.template operator()<blip::Cpu>(dir));
+  }
   for (const auto& dir : tokenizer_sets) report(dir, blip::testing::run_tokenizer_cases(dir, vocab));
   for (const auto& dir : image_sets) report(dir, blip::testing::run_image_cases(dir));
   for (const auto& dir : retrieval_sets) report(dir, blip::testing::run_retrieval_cases(dir));

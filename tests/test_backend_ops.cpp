@@ -341,6 +341,16 @@ TEST_CASE("backend ops: every op on every backend and variant against float64") 
   std::printf("%d failed\n", failures);
 }
 
+#ifdef BLIP_WITH_CUDA
+// cuBLAS is opened at run time (src/cuda/cublas_api.hpp): the library name and symbols must be
+// right on a machine with the toolkit even when it has no GPU.
+TEST_CASE("backend ops: cuBLAS opens on demand, without a GPU") {
+  const int version = cuda::cublas_version();
+  INFO("cuBLAS " << version);
+  CHECK(version >= 120000);
+}
+#endif
+
 TEST_CASE("backend ops: the kernel list and supports<D> agree") {
   for (size_t i = 0; i < backend::kernel_count; ++i) CHECK(backend::supports<Cpu>(static_cast<Kernel>(i)));
   // Cuda has what BLIP_CUDA_MISSING does not list; a missing one throws naming itself.

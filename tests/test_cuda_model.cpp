@@ -1,6 +1,7 @@
 // tests/test_cuda_model.cpp — the whole model on the Cuda device against the same model on the
-// CPU: the tiny configuration's features, ITM logits and the re-ranked score matrices, with the
-// host<->device copies counted (issue 13: the only transfers are the inputs in and the results out).
+// CPU: the tiny configuration's features, the re-ranked score matrices and a training step, with
+// the host<->device copies counted (issue 13: the only transfers are the inputs in and the results
+// out), and blip::Retriever on the device against the CPU one.
 // Its own main: without a CUDA device it exits 77 (ctest: skipped). Compiling it is the check
 // that StandardBlip<float, Cuda> instantiates.
 
@@ -9,12 +10,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
+#include <filesystem>
+#include <string>
 #include <vector>
 
 #include "blip/autograd/engine.hpp"
 #include "blip/backend/cuda/runtime.hpp"
 #include "blip/models/presets.hpp"
+#include "blip/retriever.hpp"
 
 using namespace blip;
 
@@ -139,6 +144,26 @@ TEST_CASE("cuda model: a training step's losses and gradients match the CPU's") 
     REQUIRE(cpu_grads[i].defined() == gpu_grads[i].defined());
     if (cpu_grads[i].defined()) require_near(gpu_grads[i], cpu_grads[i], 1e-3, "parameter gradient");
   }
+}
+
+TEST_CASE("cuda model: blip::Retriever on the device gives the CPU's features and ITM scores") {
+  // BLIP_HF_FIXTURES: where the fixtures are on a machine the binary was carried to.
+  const char* fixtures = std::getenv("BLIP_HF_FIXTURES");
+  const std::filesystem::path dir =
+      (fixtures ? std::filesystem::path(fixtures) : std::filesystem::path(BLIP_SOURCE_DIR) / "tests" / "data" / "hf") / "small";
+  const auto on_cpu = Retriever<>::load((dir / "model").string());
+  const auto on_gpu = Retriever<GpuModel>::load((dir / "model").string());
+  std::vector<std::string> paths, captions{"a photo of a cat", "two dogs on the grass"};
+  for (const char* name : {"img0.png", "img1.png", "img2.png"}) paths.push_back((dir / "images" / name).string());
+  const auto near = [](const Tensor<float, Cpu>& got, const Tensor<float, Cpu>& want, const char* what) {
+    INFO(what);
+    REQUIRE(got.shape() == want.shape());
+    const std::vector<float> g = got.to_vector(), w = want.to_vector();
+    for (size_t i = 0; i < g.size(); ++i) REQUIRE(std::abs(g[i] - w[i]) <= 1e-4f * (1 + std::abs(w[i])));
+  };
+  near(on_gpu.embed_images(paths), on_cpu.embed_images(paths), "embed_images");
+  near(on_gpu.embed_texts(captions), on_cpu.embed_texts(captions), "embed_texts");
+  near(on_gpu.itm_score(paths, captions), on_cpu.itm_score(paths, captions), "itm_score");
 }
 
 int main(int argc, char** argv) {

@@ -18,6 +18,8 @@
 // All run without autograd; options.precision bf16 runs the GEMMs in bf16, int8 the linear layers
 // in int8 (ops/precision.hpp), with the weights converted once per Retriever, on first use, and
 // shared by its calls on every thread; the model must not be changed through loaded() afterwards.
+// Model may live on any device (Retriever<StandardBlip<float, Cuda>>): inputs and results are
+// host tensors, moved to and from it.
 #pragma once
 
 #include <cmath>
@@ -54,7 +56,7 @@ class Retriever {
     const PrecisionScope precision = scope();
     NoGradGuard no_grad;
     const Tensor<float, Cpu> x = pixels(images);
-    return model().extract_feat(&x, nullptr, false).image_feat;
+    return extract_feat_on_host(model(), &x, nullptr, false).image_feat;
   }
   Tensor<float, Cpu> embed_texts(const std::vector<std::string>& texts) const {
     const PrecisionScope precision = scope();
@@ -80,7 +82,7 @@ class Retriever {
   Tensor<float, Cpu> itm_score(const std::vector<vision::Image>& images, const std::vector<std::string>& texts) const {
     const PrecisionScope precision = scope();
     NoGradGuard no_grad;
-    return match_probability(model().image_embeds(pixels(images)), texts);
+    return match_probability(image_embeds_on_host(model(), pixels(images)), texts);
   }
 
   // ---- search -------------------------------------------------------------------------------

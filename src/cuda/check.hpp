@@ -3,8 +3,9 @@
 // bookkeeping the host-side waits share (transfer counts, deferred index faults).
 #pragma once
 
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
+
+#include "cublas_api.hpp"
 
 #include "blip/core/error.hpp"
 
@@ -16,7 +17,7 @@ namespace blip::cuda::detail {
 }
 
 [[noreturn]] inline void cublas_failed(const char* call, cublasStatus_t status) {
-  fail("blip::cuda: ", call, " failed: ", cublasGetStatusString(status));
+  fail("blip::cuda: ", call, " failed: ", cublas().status_string(status));
 }
 
 // Counts a host<->device copy in transfer_stats() (runtime.cu).
@@ -25,6 +26,9 @@ void note_transfer(bool to_device, size_t bytes) noexcept;
 // Throws the first index fault recorded by check_indices on `stream` (all streams when `all`),
 // once the host has waited for that stream; every such pending check is then retired (index.cu).
 void report_index_faults(cudaStream_t stream, bool all);
+// Called as a stream is destroyed (after waiting for it): its pending checks move to the default
+// stream's list.
+void forget_stream(cudaStream_t stream) noexcept;
 
 }  // namespace blip::cuda::detail
 

@@ -71,12 +71,12 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
   const int clda = to_int(ldb, "ldb"), cldb = to_int(lda, "lda"), cldc = to_int(ldc, "ldc");
   const int cbatch = to_int(batch, "batch");
   if constexpr (std::is_same_v<T, float>) {
-    BLIP_CUBLAS_CHECK(cublasSgemmStridedBatched(handle, op_b, op_a, cm, cn, ck, &alpha, b, clda,
+    BLIP_CUBLAS_CHECK(detail::cublas().sgemm_strided_batched(handle, op_b, op_a, cm, cn, ck, &alpha, b, clda,
                                                 stride_b, a, cldb, stride_a, &beta, c, cldc,
                                                 stride_c, cbatch));
   } else {
     static_assert(std::is_same_v<T, double>, "blip::cuda::gemm: float or double only");
-    BLIP_CUBLAS_CHECK(cublasDgemmStridedBatched(handle, op_b, op_a, cm, cn, ck, &alpha, b, clda,
+    BLIP_CUBLAS_CHECK(detail::cublas().dgemm_strided_batched(handle, op_b, op_a, cm, cn, ck, &alpha, b, clda,
                                                 stride_b, a, cldb, stride_a, &beta, c, cldc,
                                                 stride_c, cbatch));
   }
@@ -102,7 +102,7 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, cons
   const auto handle = static_cast<cublasHandle_t>(cublas_handle());
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: operands swapped, as in gemm above.
-  BLIP_CUBLAS_CHECK(cublasGemmEx(handle, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+  BLIP_CUBLAS_CHECK(detail::cublas().gemm_ex(handle, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
                                  to_int(n, "n"), to_int(m, "m"), to_int(k, "k"), &alpha, b, CUDA_R_16BF,
                                  to_int(ldb, "ldb"), a, CUDA_R_16BF, to_int(lda, "lda"), &beta, c, CUDA_R_32F,
                                  to_int(ldc, "ldc"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));

@@ -82,6 +82,7 @@ __global__ void nll_mean_backward_kernel(const T* log_probs, const int64_t* labe
 struct IndexFault {
   unsigned long long position;  // ULLONG_MAX: none found
   long long value;
+  int done;  // set by the check's last kernel: only then may the host read and reuse the slot
 };
 
 __global__ void find_index_fault_kernel(const int64_t* index, int64_t n, int64_t extent, IndexFault* fault) {
@@ -89,9 +90,12 @@ __global__ void find_index_fault_kernel(const int64_t* index, int64_t n, int64_t
     if (index[t] < 0 || index[t] >= extent) atomicMin(&fault->position, static_cast<unsigned long long>(t));
 }
 
-// The value at the first bad position (a second launch: atomicMin has settled by then).
+// The value at the first bad position (a second launch: atomicMin has settled by then), then the
+// done flag, made visible to the host after the value.
 __global__ void read_index_fault_kernel(const int64_t* index, IndexFault* fault) {
   if (fault->position != ULLONG_MAX) fault->value = index[fault->position];
+  __threadfence_system();
+  *reinterpret_cast<volatile int*>(&fault->done) = 1;
 }
 
 struct PendingCheck {
@@ -119,7 +123,7 @@ class FaultBoard {
   // the device when all slots are in flight, reporting what they found.
   IndexFault* open(cudaStream_t stream, const char* op, const char* what, int64_t extent) {
     std::unique_lock lock(mutex_);
-    if (free_.empty()) {
+    while (free_.empty()) {  // (another thread may take the slots a drain freed: wait again)
       lock.unlock();
       BLIP_CUDA_CHECK(cudaDeviceSynchronize());
       report(nullptr, true);
@@ -129,21 +133,25 @@ class FaultBoard {
     free_.pop_back();
     faults_[slot].position = ULLONG_MAX;
     faults_[slot].value = 0;
+    faults_[slot].done = 0;
     pending_.push_back({slot, stream, op, what, extent});
     return device_faults_ + slot;
   }
 
+  // Retires the finished checks of `stream` (every stream's when `all`) and throws the first
+  // fault among them (the others are dropped: one error per wait). A check queued by another
+  // thread after this thread's wait has not finished (done = 0) and stays pending.
   void report(cudaStream_t stream, bool all) {
     std::string error;
     {
       std::lock_guard lock(mutex_);
       std::vector<PendingCheck> still;
       for (const PendingCheck& c : pending_) {
-        if (!all && c.stream != stream) {
+        const volatile IndexFault* f = faults_ + c.slot;
+        if ((!all && c.stream != stream) || f->done == 0) {
           still.push_back(c);
           continue;
         }
-        const volatile IndexFault* f = faults_ + c.slot;
         if (error.empty() && f->position != ULLONG_MAX)
           error = str(c.op, ": ", c.what, " ", static_cast<int64_t>(f->value), " at position ",
                       static_cast<int64_t>(f->position), " is outside [0, ", c.extent, ") (found on the device)");
@@ -152,6 +160,14 @@ class FaultBoard {
       pending_.swap(still);
     }
     if (!error.empty()) fail(error);
+  }
+
+  // A destroyed stream's checks have finished (~Stream waited): they move to the default stream's
+  // list, so a new stream with the same handle does not inherit them.
+  void forget(cudaStream_t stream) {
+    std::lock_guard lock(mutex_);
+    for (PendingCheck& c : pending_)
+      if (c.stream == stream) c.stream = nullptr;
   }
 
  private:
@@ -175,6 +191,12 @@ void check_sizes(const char* op, int64_t a, int64_t b, int64_t c) {
 
 namespace detail {
 void report_index_faults(cudaStream_t stream, bool all) { fault_board().report(stream, all); }
+void forget_stream(cudaStream_t stream) noexcept {
+  try {
+    fault_board().forget(stream);
+  } catch (...) {  // the board could not be made (no pinned memory): it holds nothing to move
+  }
+}
 }  // namespace detail
 
 void check_indices(const int64_t* index, int64_t n, int64_t extent, const char* op, const char* what) {

@@ -247,5 +247,6 @@ void sum_middle(const T* x, int64_t outer, int64_t r, int64_t inner, T* out) {
 BLIP_INSTANTIATE_ROWWISE(float)
 BLIP_INSTANTIATE_ROWWISE(double)
 template void sum_middle<int64_t>(const int64_t*, int64_t, int64_t, int64_t, int64_t*);  // sum() of index tensors
+template void sum_middle<uint8_t>(const uint8_t*, int64_t, int64_t, int64_t, uint8_t*);  // (mask tensors)
 
 }  // namespace blip::cuda

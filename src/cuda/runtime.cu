@@ -1,11 +1,15 @@
 // src/cuda/runtime.cu — DeviceMemory<Cuda> over a caching allocator, streams, cuBLAS handles.
 
+#include <dlfcn.h>
+
 #include <atomic>
 #include <bit>
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <string>
 #include <tuple>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -140,7 +144,7 @@ thread_local void* t_current_stream = nullptr;
 struct ThreadCublasHandles {
   std::vector<std::pair<int, cublasHandle_t>> handles;
   ~ThreadCublasHandles() {
-    for (auto& [device, handle] : handles) (void)cublasDestroy(handle);
+    for (auto& [device, handle] : handles) (void)detail::cublas().destroy(handle);
   }
 };
 thread_local ThreadCublasHandles t_cublas;
@@ -158,12 +162,51 @@ TransferCounters& transfer_counters() {
 }  // namespace
 
 namespace detail {
+
+const CublasApi& cublas() {
+  static const CublasApi api = [] {
+    void* lib = nullptr;
+    std::string tried;
+    for (const char* name : {BLIP_CUBLAS_SONAME, BLIP_CUBLAS_DIR "/" BLIP_CUBLAS_SONAME}) {
+      lib = ::dlopen(name, RTLD_NOW | RTLD_LOCAL);
+      if (lib) break;
+      const char* why = ::dlerror();
+      tried += str(tried.empty() ? "" : "; ", why ? why : name);
+    }
+    BLIP_CHECK(lib, "blip::cuda: cannot open cuBLAS (", tried, ")");
+    const auto find = [lib](auto& fn, const char* symbol) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(::dlsym(lib, symbol));
+      BLIP_CHECK(fn, "blip::cuda: ", BLIP_CUBLAS_SONAME, " has no ", symbol);
+    };
+    CublasApi a{};
+    find(a.create, "cublasCreate_v2");
+    find(a.destroy, "cublasDestroy_v2");
+    find(a.set_stream, "cublasSetStream_v2");
+    find(a.sgemm_strided_batched, "cublasSgemmStridedBatched");
+    find(a.dgemm_strided_batched, "cublasDgemmStridedBatched");
+    find(a.gemm_ex, "cublasGemmEx");
+    find(a.status_string, "cublasGetStatusString");
+    find(a.get_property, "cublasGetProperty");
+    return a;  // the library stays open for the life of the process
+  }();
+  return api;
+}
+
 void note_transfer(bool to_device, size_t bytes) noexcept {
   TransferCounters& c = transfer_counters();
   (to_device ? c.to_device : c.to_host).fetch_add(1, std::memory_order_relaxed);
   (to_device ? c.bytes_to_device : c.bytes_to_host).fetch_add(bytes, std::memory_order_relaxed);
 }
 }  // namespace detail
+
+int cublas_version() {
+  int major = 0, minor = 0, patch = 0;
+  const detail::CublasApi& api = detail::cublas();
+  BLIP_CUBLAS_CHECK(api.get_property(MAJOR_VERSION, &major));
+  BLIP_CUBLAS_CHECK(api.get_property(MINOR_VERSION, &minor));
+  BLIP_CUBLAS_CHECK(api.get_property(PATCH_LEVEL, &patch));
+  return major * 10000 + minor * 100 + patch;
+}
 
 TransferStats transfer_stats() noexcept {
   const TransferCounters& c = transfer_counters();
@@ -201,6 +244,7 @@ Stream::~Stream() {
   // Blocks cached under this stream may be handed to a later stream that gets the same
   // handle value; waiting here guarantees no kernel still uses them.
   (void)cudaStreamSynchronize(s);
+  detail::forget_stream(s);
   (void)cudaStreamDestroy(s);
 }
 
@@ -224,10 +268,10 @@ void* cublas_handle() {
   for (auto& [d, h] : t_cublas.handles)
     if (d == device) handle = h;
   if (!handle) {
-    BLIP_CUBLAS_CHECK(cublasCreate(&handle));
+    BLIP_CUBLAS_CHECK(detail::cublas().create(&handle));
     t_cublas.handles.emplace_back(device, handle);
   }
-  BLIP_CUBLAS_CHECK(cublasSetStream(handle, stream_now()));
+  BLIP_CUBLAS_CHECK(detail::cublas().set_stream(handle, stream_now()));
   return handle;
 }
 

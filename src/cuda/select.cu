@@ -1,10 +1,12 @@
 // src/cuda/select.cu — topk on the device: a stable segmented radix sort (CUB), one segment per
 // row, of keys that put NaN first (kernels.hpp states the order). The sort covers whole rows
 // because a re-rank's k is a sizeable part of a row (k = 256 of 5k–25k columns) and CUB's sort
-// is already bandwidth-bound there; rows go in chunks whose elements fit CUB's int counts.
+// is already bandwidth-bound there; rows go in chunks of at most 2^26 elements (CUB counts in
+// int; the scratch — keys and columns, twice, through CUB's DoubleBuffer — stays under 1 GiB).
 
 #include <cub/device/device_segmented_radix_sort.cuh>
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -67,15 +69,20 @@ void topk(const T* x, int64_t rows, int64_t n, int64_t k, T* values, int64_t* in
   BLIP_CHECK(n <= INT_MAX / 2, "blip::cuda::topk: ", n, " columns exceed one sort segment");
   if (rows == 0 || k == 0) return;
   const cudaStream_t s = stream_now();
-  // Rows per sort: CUB counts items in int.
-  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(rows, (int64_t{1} << 30) / n));
+  // Rows per sort (a row longer than the cap is one chunk of its own).
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(rows, (int64_t{1} << 26) / std::max<int64_t>(n, 1)));
   const int64_t items = chunk * n;
-  DeviceBuffer<T> keys(items), keys_sorted(items);
-  DeviceBuffer<int> columns(items), columns_sorted(items), offsets(chunk + 1);
+  DeviceBuffer<T> keys(items), keys_alt(items);
+  DeviceBuffer<int> columns(items), columns_alt(items), offsets(chunk + 1);
+  // CUB's need grows with the item count: the full chunk's size serves a shorter last chunk too.
   size_t temp_bytes = 0;
-  BLIP_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
-      nullptr, temp_bytes, keys.data, keys_sorted.data, columns.data, columns_sorted.data, static_cast<int>(items),
-      static_cast<int>(chunk), offsets.data, offsets.data + 1, 0, static_cast<int>(sizeof(T) * 8), s));
+  {
+    cub::DoubleBuffer<T> k2(keys.data, keys_alt.data);
+    cub::DoubleBuffer<int> c2(columns.data, columns_alt.data);
+    BLIP_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
+        nullptr, temp_bytes, k2, c2, static_cast<int>(items), static_cast<int>(chunk), offsets.data, offsets.data + 1, 0,
+        static_cast<int>(sizeof(T) * 8), s));
+  }
   DeviceBuffer<unsigned char> temp(static_cast<int64_t>(temp_bytes));
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t m = std::min(chunk, rows - r0), count = m * n;
@@ -84,12 +91,14 @@ void topk(const T* x, int64_t rows, int64_t n, int64_t k, T* values, int64_t* in
     check_launch("topk");
     row_offsets_kernel<<<blocks_for(m + 1), threads_per_block, 0, s>>>(offsets.data, m, n);
     check_launch("topk");
+    cub::DoubleBuffer<T> k2(keys.data, keys_alt.data);
+    cub::DoubleBuffer<int> c2(columns.data, columns_alt.data);
     size_t bytes = temp_bytes;
     BLIP_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
-        temp.data, bytes, keys.data, keys_sorted.data, columns.data, columns_sorted.data, static_cast<int>(count),
-        static_cast<int>(m), offsets.data, offsets.data + 1, 0, static_cast<int>(sizeof(T) * 8), s));
-    take_topk_kernel<T><<<blocks_for(m * k), threads_per_block, 0, s>>>(xr, columns_sorted.data, m, n, k,
-                                                                      values + r0 * k, indices + r0 * k);
+        temp.data, bytes, k2, c2, static_cast<int>(count), static_cast<int>(m), offsets.data, offsets.data + 1, 0,
+        static_cast<int>(sizeof(T) * 8), s));
+    take_topk_kernel<T><<<blocks_for(m * k), threads_per_block, 0, s>>>(xr, c2.Current(), m, n, k, values + r0 * k,
+                                                                      indices + r0 * k);
     check_launch("topk");
   }
 }

@@ -28,6 +28,29 @@ endforeach()
 if(r1 LESS 0 OR r1 GREATER 100)
   message(FATAL_ERROR "unexpected metrics JSON: ${metrics}")
 endif()
+# --device: cpu gives the same metrics as the default where no GPU is usable; cuda runs where one is and
+# is otherwise an error that says which is missing (the build or the device); the CPU-only
+# commands refuse it by name. A device the tool does not know is a usage error.
+run(ok "${BLIP}" -q --device cpu eval ${model} --dataset jsonl ${data} --topk 4 --recall-k 1,5 --json "${WORK}/cpu.json")
+file(READ "${WORK}/cpu.json" cpu_metrics)
+string(JSON cpu_r1 GET "${cpu_metrics}" "i2t/retrieval/Recall@1")
+run(ok "${BLIP}" -q --precision int8 eval ${model} --dataset jsonl ${data} --topk 4 --recall-k 1,5)  # auto: the CPU
+execute_process(COMMAND "${BLIP}" -q --device cuda eval ${model} --dataset jsonl ${data} --topk 4 --recall-k 1,5
+                        --json "${WORK}/gpu.json" RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 0)
+  file(READ "${WORK}/gpu.json" gpu_metrics)
+  string(JSON gpu_r1 GET "${gpu_metrics}" "i2t/retrieval/Recall@1")
+  message(STATUS "--device cuda eval ran on a GPU: i2t R@1 ${gpu_r1} (cpu ${cpu_r1})")
+else()
+  if(NOT cpu_r1 EQUAL r1)  # no GPU: the default ran on the CPU too
+    message(FATAL_ERROR "--device cpu gave i2t R@1 ${cpu_r1}, the default ${r1}")
+  endif()
+  expect_in("${err}" "--device cuda: ")
+  run(fail "${BLIP}" --device cuda demo --steps 1)
+  expect_in("${err}" "--device cuda")
+endif()
+run(nonzero "${BLIP}" --device gpu eval ${model} --dataset jsonl ${data})
+expect_in("${err}" "--device")
 run(ok "${BLIP}" eval ${model} --dataset coco --ann "${WORK}/coco.json" --images "${WORK}/images" --fast-match
     --recall-k 1,5 --json -)
 expect_in("${out}" "\"retrieval/Recall@mean\"")

@@ -259,7 +259,10 @@ void add_demo(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_option("--vocab", o->vocab, "BERT vocabulary file (default: the one shipped with blip)");
   cmd->add_option("--batch", o->batch, "Images per step")->check(blip::cli::positive())->capture_default_str();
   cmd->add_option("--lr", o->lr, "Peak learning rate (AdamW, cosine schedule)")->check(blip::cli::positive())->capture_default_str();
-  cmd->callback([o, &common] { run_demo(*o, common); });
+  cmd->callback([o, &common] {
+    blip::cli::require_cpu(common, "demo");
+    run_demo(*o, common);
+  });
 }
 
 }  // namespace

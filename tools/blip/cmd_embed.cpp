@@ -22,6 +22,7 @@ struct EmbedCliOptions {
   bool skip_errors = false;
 };
 
+template <blip::Device D>
 void run_embed(const EmbedCliOptions& o, const blip::cli::CommonOptions& common) {
   const blip::PrecisionScope precision(common.precision);
   namespace search = blip::search;
@@ -32,7 +33,7 @@ void run_embed(const EmbedCliOptions& o, const blip::cli::CommonOptions& common)
   std::vector<std::string> names;
   if (!o.images.empty()) {
     const blip::cli::ImageList list = blip::cli::list_images(o.images, o.skip_errors, "embed");
-    const auto loaded = blip::cli::load_model(o.model, false);
+    const auto loaded = blip::cli::load_model<D>(o.model, false);
     search::EmbedOptions eo;
     eo.batch_size = o.batch;
     eo.skip_errors = o.skip_errors;
@@ -44,7 +45,7 @@ void run_embed(const EmbedCliOptions& o, const blip::cli::CommonOptions& common)
     if (e.skipped > 0) std::fprintf(stderr, "blip embed: skipped %zu of %zu images\n", e.skipped, list.paths.size());
   } else {
     names = search::read_text_lines(o.texts);
-    const auto loaded = blip::cli::load_model(o.model);
+    const auto loaded = blip::cli::load_model<D>(o.model);
     feat = search::embed_texts(*loaded.model, *loaded.tokenizer, names, o.batch * 4).text_feat;
   }
   blip::cli::check_finite_output(feat, "features", o.model.checkpoint);
@@ -72,7 +73,7 @@ void add_embed(CLI::App& app, const blip::cli::CommonOptions& common) {
                 "and a count at the end");
   cmd->callback([o, &common, images, texts] {
     if (images->count() == 0 && texts->count() == 0) throw CLI::RequiredError("--images or --texts");
-    run_embed(*o, common);
+    blip::cli::on_device(common, [&]<class D>() { run_embed<D>(*o, common); });
   });
 }
 

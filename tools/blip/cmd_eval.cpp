@@ -35,11 +35,12 @@ blip::data::RetrievalAnnotations load_annotations(const EvalOptions& o) {
   return blip::data::load_jsonl_retrieval(o.ann, o.images);
 }
 
+template <blip::Device D>
 void run_eval(const EvalOptions& o, const blip::cli::CommonOptions& common) {
   const blip::PrecisionScope precision(common.precision);  // bf16 GEMMs when --precision bf16
   const auto annotations = load_annotations(o);
   blip::data::check_eval_ids(annotations);
-  const auto loaded = blip::cli::load_model(o.model, true, [&](blip::BlipConfig& c) {
+  const auto loaded = blip::cli::load_model<D>(o.model, true, [&](blip::BlipConfig& c) {
     c.fast_match = o.fast_match;
     c.topk = o.topk;
   });
@@ -101,7 +102,7 @@ void add_eval(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_option("--recall-k", o->recall_k, "The K of Recall@K")->delimiter(',')->check(blip::cli::positive())->capture_default_str();
   cmd->add_option("--json", o->json, "Write the metrics as JSON to this file ('-': stdout)");
   cmd->add_option("--workers", o->workers, "Image decoding threads (-1: all cores)")->check(CLI::Range(-1, 1024))->capture_default_str();
-  cmd->callback([o, &common] { run_eval(*o, common); });
+  cmd->callback([o, &common] { blip::cli::on_device(common, [&]<class D>() { run_eval<D>(*o, common); }); });
 }
 
 BLIP_CLI_COMMAND(20, add_eval);

@@ -23,6 +23,7 @@ struct IndexOptions {
   blip::cli::AnnBuildChoice ann;
 };
 
+template <blip::Device D>
 void run_index(const IndexOptions& o, const blip::cli::CommonOptions& common) {
   const blip::PrecisionScope precision(common.precision);  // bf16 GEMMs when --precision bf16
   namespace search = blip::search;
@@ -67,7 +68,7 @@ void run_index(const IndexOptions& o, const blip::cli::CommonOptions& common) {
         std::fprintf(stderr, "blip index: skipped %zu of %zu images\n", listed - paths.size(), listed);
       BLIP_CHECK(!paths.empty(), "index: none of the ", listed, " images under '", o.images, "' could be decoded");
     }
-    const auto loaded = blip::cli::load_model(o.model, false);
+    const auto loaded = blip::cli::load_model<D>(o.model, false);
     search::build_image_index(*loaded.model, paths, o.out, b, previous ? &*previous : nullptr);
     if (!common.quiet)
       std::fprintf(stderr, "blip index: %zu images%s -> %s\n", paths.size(), previous ? " added" : "", o.out.c_str());
@@ -77,7 +78,7 @@ void run_index(const IndexOptions& o, const blip::cli::CommonOptions& common) {
     BLIP_CHECK(b.embeds == search::EmbedsDtype::none, "--embeds applies to an index of images, not of --texts");
     blip::cli::GalleryAnnWriter ann(o.ann, nullptr, common.quiet);
     const std::vector<std::string> texts = search::read_text_lines(o.texts);
-    const auto loaded = blip::cli::load_model(o.model);
+    const auto loaded = blip::cli::load_model<D>(o.model);
     search::build_text_index(*loaded.model, *loaded.tokenizer, texts, o.out, b);
     if (!common.quiet) std::fprintf(stderr, "blip index: %zu texts -> %s\n", texts.size(), o.out.c_str());
     ann.finish(o.out, static_cast<int64_t>(texts.size()));
@@ -105,7 +106,7 @@ void add_index(CLI::App& app, const blip::cli::CommonOptions& common) {
                 "and a count at the end (default: stop with an error)");
   cmd->callback([o, &common, images, texts] {
     if (images->count() == 0 && texts->count() == 0) throw CLI::RequiredError("--images or --texts");
-    run_index(*o, common);
+    blip::cli::on_device(common, [&]<class D>() { run_index<D>(*o, common); });
   });
 }
 

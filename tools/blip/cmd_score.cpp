@@ -23,12 +23,13 @@ struct ScoreCliOptions {
   bool json = false, skip_errors = false;
 };
 
+template <blip::Device D>
 void run_score(const ScoreCliOptions& o, const blip::cli::CommonOptions& common) {
   const blip::PrecisionScope precision(common.precision);
   namespace search = blip::search;
   const blip::cli::ImageList list = blip::cli::list_images(o.images, o.skip_errors, "score");
   const std::vector<std::string> texts = search::read_text_lines(o.texts);
-  const auto loaded = blip::cli::load_model(o.model);
+  const auto loaded = blip::cli::load_model<D>(o.model);
   search::EmbedOptions eo;
   eo.batch_size = o.batch;
   eo.keep_embeds = true;
@@ -86,7 +87,7 @@ void add_score(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_option("--batch", o->batch, "Images per batch")->check(blip::cli::positive())->capture_default_str();
   cmd->add_flag("--json", o->json, "Print {images, texts, itc, itm_logits, itm} as JSON");
   cmd->add_flag("--skip-errors", o->skip_errors, "Skip images that cannot be read or decoded, with a warning each");
-  cmd->callback([o, &common] { run_score(*o, common); });
+  cmd->callback([o, &common] { blip::cli::on_device(common, [&]<class D>() { run_score<D>(*o, common); }); });
 }
 
 BLIP_CLI_COMMAND(34, add_score);

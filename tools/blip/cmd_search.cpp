@@ -23,6 +23,7 @@ struct SearchOptions {
   blip::cli::AnnQueryChoice ann;
 };
 
+template <blip::Device D>
 void run_search(const SearchOptions& o, const blip::cli::CommonOptions& common) {
   const blip::PrecisionScope precision(common.precision);  // bf16 GEMMs when --precision bf16
   namespace search = blip::search;
@@ -30,7 +31,7 @@ void run_search(const SearchOptions& o, const blip::cli::CommonOptions& common) 
              "give text queries (an index of images) or --image PATH (an index of texts or images), not both and not neither");
   const blip::cli::OpenedGallery gallery(o.index, o.ann, common.quiet, o.root);
   const search::FeatureIndex& index = gallery.index();
-  const auto loaded = blip::cli::load_model_for(o.model, index);
+  const auto loaded = blip::cli::load_model_for<D>(o.model, index);
   const auto& model = loaded.model;
   const auto& tokenizer = *loaded.tokenizer;
   const bool by_text = !o.queries.empty();
@@ -76,7 +77,7 @@ void add_search(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_flag("--json", o->json, "Print the results as JSON");
   cmd->add_option("--root", o->root, "The folder the indexed images are under now (default: where they were indexed)");
   blip::cli::add_ann_query_options(cmd, o->ann);
-  cmd->callback([o, &common] { run_search(*o, common); });
+  cmd->callback([o, &common] { blip::cli::on_device(common, [&]<class D>() { run_search<D>(*o, common); }); });
 }
 
 BLIP_CLI_COMMAND(40, add_search);

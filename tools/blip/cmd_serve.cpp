@@ -525,7 +525,10 @@ void add_serve(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_option("--max-upload-pixels", o->max_upload_pixels, "Largest uploaded image, in pixels")
       ->check(blip::cli::positive())->capture_default_str();
   blip::cli::add_ann_query_options(cmd, o->ann);
-  cmd->callback([o, &common] { run_serve(*o, common); });
+  cmd->callback([o, &common] {
+    blip::cli::require_cpu(common, "serve");
+    run_serve(*o, common);
+  });
 }
 
 BLIP_CLI_COMMAND(45, add_serve);

@@ -264,7 +264,10 @@ void add_train(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_option("--log-every", o->log_every, "Metrics log interval in steps")->check(blip::cli::positive())->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of the initialisation, batch order and negatives")->capture_default_str();
   cmd->add_option("--workers", o->workers, "Image loading threads (coco, flickr30k, jsonl; -1: all cores)")->capture_default_str();
-  cmd->callback([o, &common] { run_train(*o, common); });
+  cmd->callback([o, &common] {
+    blip::cli::require_cpu(common, "train");
+    run_train(*o, common);
+  });
 }
 
 }  // namespace

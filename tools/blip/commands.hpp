@@ -19,6 +19,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <blip/backend/cuda/runtime.hpp>
 #include <blip/dist/world.hpp>
 #include <blip/ops/precision.hpp>
 
@@ -35,7 +36,47 @@ struct CommonOptions {
   blip::Precision train_precision = blip::Precision::fp32;
   // The process group: auto (MPI when started by mpirun), none, mpi, nccl.
   blip::dist::Kind dist = blip::dist::Kind::automatic;
+  // Where the model runs (--device; auto resolves to cuda when a GPU is usable, else cpu), and
+  // whether cuda was asked for by name (the CPU-only commands refuse it then, and run on the
+  // CPU under auto).
+  bool cuda = false, cuda_requested = false;
 };
+
+// --device: "auto" is cuda when this blip was built with CUDA and sees a device, and the run is
+// one the GPU path serves (one process or NCCL, not int8), else cpu; an explicit "cuda" where it
+// cannot run is an error saying why. "cpu" never touches the CUDA driver.
+inline bool resolve_device(const std::string& device, const CommonOptions& common) {
+  if (device == "cpu") return false;
+  const bool host_collectives = common.dist == blip::dist::Kind::mpi ||
+                                (common.dist == blip::dist::Kind::automatic && blip::dist::launched_by_mpi());
+  if (device == "cuda") {
+#ifndef BLIP_WITH_CUDA
+    fail("--device cuda: this blip was built without CUDA (configure with the CUDA toolkit installed)");
+#endif
+    BLIP_CHECK(blip::cuda::device_count() > 0, "--device cuda: no CUDA device is usable here (none found, or no driver)");
+    BLIP_CHECK(common.precision != blip::Precision::int8, "--device cuda: --precision int8 runs on the CPU only (use "
+               "bf16 on the GPU)");
+    BLIP_CHECK(!host_collectives, "--device cuda: MPI moves host memory; run distributed on the GPU with --dist nccl");
+    return true;
+  }
+  return !host_collectives && common.precision != blip::Precision::int8 && blip::cuda::device_count() > 0;
+}
+
+// Runs f.template operator()<D>() with D the device --device chose (Cpu or Cuda).
+template <class F>
+void on_device(const CommonOptions& common, F&& f) {
+#ifdef BLIP_WITH_CUDA
+  if (common.cuda) return f.template operator()<blip::Cuda>();
+#endif
+  f.template operator()<blip::Cpu>();
+}
+
+// For the commands that run on the CPU only so far: --device cuda is an error (not a silent CPU
+// run); auto means the CPU.
+inline void require_cpu(const CommonOptions& common, const char* command) {
+  BLIP_CHECK(!common.cuda_requested, "blip ", command, " runs on the CPU only so far (use --device cpu); embed, index, score, "
+             "search and eval run on cuda");
+}
 
 // This process's communicator (created on first use; one process unless launched by mpirun).
 inline blip::dist::Communicator& communicator(const CommonOptions& common) { return blip::dist::world(common.dist); }

@@ -203,12 +203,13 @@ class GalleryAnnWriter {
 
 // The model to query `index` with: an index built with --preset records it, and it gives the
 // sizes of a checkpoint that records none.
-inline pretrained::Pretrained<CliModel> load_model_for(const ModelChoice& m, const search::FeatureIndex& index) {
+template <Device D = Cpu>
+pretrained::Pretrained<CliModelOn<D>> load_model_for(const ModelChoice& m, const search::FeatureIndex& index) {
   ModelChoice choice = m;
   const auto& presets = preset_names();
   if (!choice.has_config() && std::find(presets.begin(), presets.end(), index.model()) != presets.end())
     choice.preset = index.model();
-  return load_model(choice);
+  return load_model<D>(choice);
 }
 
 }  // namespace blip::cli

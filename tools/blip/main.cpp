@@ -47,11 +47,19 @@ int main(int argc, char** argv) {
                  "Process group: auto (MPI when started by mpirun/mpiexec), none, mpi, nccl; train and eval then "
                  "run data-parallel / sharded over the ranks")
       ->check(CLI::IsMember({"auto", "none", "mpi", "nccl"}))->capture_default_str();
+  std::string device = "auto";
+  app.add_option("--device", device,
+                 "Where the model runs: cpu, cuda, or auto (cuda when this blip was built with CUDA and a GPU is "
+                 "usable, unless under MPI or with --precision int8; else cpu). embed, index, score, search and eval "
+                 "run on either; train, demo and serve on the CPU")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   app.parse_complete_callback([&] {
+    common.cuda_requested = device == "cuda";
     common.dist = blip::dist::parse_dist_kind(dist);
     if (common.threads > 0) omp_set_num_threads(common.threads);
     common.precision = blip::parse_precision(precision);
     common.train_precision = blip::parse_precision(train_precision);
+    common.cuda = blip::cli::resolve_device(device, common);  // after dist and precision
   });
 
   auto commands = blip::cli::command_registry();

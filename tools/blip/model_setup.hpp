@@ -25,6 +25,8 @@
 namespace blip::cli {
 
 using CliModel = StandardBlip<float, Cpu>;
+template <Device D>
+using CliModelOn = StandardBlip<float, D>;  // the model of a command that runs on --device
 
 inline const std::vector<std::string>& preset_names() {
   static const std::vector<std::string> names{"base", "large", "tiny"};
@@ -97,12 +99,13 @@ inline void add_model_options(CLI::App* cmd, ModelChoice& m, const char* checkpo
                   "in the checkpoint, else the installed bert-base-uncased)");
 }
 
-// The model and its tokenizer (when need_tokenizer, or when one is found).
-inline pretrained::Pretrained<CliModel> load_model(const ModelChoice& m, bool need_tokenizer = true,
-                                                   const std::function<void(BlipConfig&)>& adjust = {}) {
+// The model (on device D) and its tokenizer (when need_tokenizer, or when one is found).
+template <Device D = Cpu>
+pretrained::Pretrained<CliModelOn<D>> load_model(const ModelChoice& m, bool need_tokenizer = true,
+                                                 const std::function<void(BlipConfig&)>& adjust = {}) {
   pretrained::PretrainedOptions o = m.options(need_tokenizer);
   o.adjust = adjust;  // settings that leave the weights alone (topk, fast_match)
-  return pretrained::load_pretrained<CliModel>(m.checkpoint, o);
+  return pretrained::load_pretrained<CliModelOn<D>>(m.checkpoint, o);
 }
 
 // Scores or features the model produced must be finite: NaN/inf weights (a damaged or diverged

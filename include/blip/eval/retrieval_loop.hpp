@@ -20,6 +20,9 @@
 //   joined. Batch and chunk boundaries are those of one process, so with the same thread count
 //   every score, and so every metric, is bit-identical to a single process's. Every rank returns
 //   the full result.
+// - The model may live on any device (Model::device_type): image batches and token ids go to it,
+//   features and image embeds stay there between the stages, and only the score matrices come
+//   back to the CPU.
 // Memory: image_embeds of every image are kept for the re-rank, as the reference keeps them
 // (BLIP-base: 577 x 768 floats, 1.8 MB per image). Errors (empty dataset, ids outside the
 // matrices, an image that fails to load — named) are blip::Error.
@@ -89,7 +92,7 @@ RetrievalLoopResult evaluate_retrieval(const Model& model, const Tokenizer& toke
                                        const data::RetrievalAnnotations& annotations,
                                        const RetrievalLoopOptions& o = {}) {
   using T = float;
-  using D = Cpu;
+  using D = typename Model::device_type;  // features and image embeds stay there; the scores come back
   using clock = std::chrono::steady_clock;
   auto seconds_since = [](clock::time_point t) { return std::chrono::duration<double>(clock::now() - t).count(); };
   NoGradGuard no_grad;
@@ -135,7 +138,8 @@ RetrievalLoopResult evaluate_retrieval(const Model& model, const Tokenizer& toke
     ProgressBar bar("image features", mine.size(), quiet, "img");
     std::vector<Tensor<T, D>> feats, embeds;
     while (auto batch = loader->next()) {
-      const Features<T, D> f = model.extract_feat(&batch->images, nullptr, !fast_match);
+      const Tensor<T, D> images = to<D>(batch->images);
+      const Features<T, D> f = model.extract_feat(&images, nullptr, !fast_match);
       feats.push_back(f.image_feat);
       if (!fast_match) embeds.push_back(f.image_embeds);
       bar.advance(static_cast<int64_t>(batch->indices.size()));
@@ -173,8 +177,8 @@ RetrievalLoopResult evaluate_retrieval(const Model& model, const Tokenizer& toke
   // ---- score matrices ----------------------------------------------------------------------
   t0 = clock::now();
   if (fast_match) {
-    r.score_i2t = model.compute_score_matrix_i2t(image_feat, image_embeds, text_feat, text_ids, text_mask);
-    r.score_t2i = model.compute_score_matrix_t2i(image_feat, image_embeds, text_feat, text_ids, text_mask);
+    r.score_i2t = to<Cpu>(model.compute_score_matrix_i2t(image_feat, image_embeds, text_feat, text_ids, text_mask));
+    r.score_t2i = to<Cpu>(model.compute_score_matrix_t2i(image_feat, image_embeds, text_feat, text_ids, text_mask));
   } else {
     {
       const dist::Shard mine = block(N, o.i2t_chunk);
@@ -187,7 +191,7 @@ RetrievalLoopResult evaluate_retrieval(const Model& model, const Tokenizer& toke
                                                       text_mask));
         bar.advance(n);
       }
-      r.score_i2t = detail::joined_rows(comm, rows, Tensor<T, D>::empty({0, Tn}));
+      r.score_i2t = to<Cpu>(detail::joined_rows(comm, rows, Tensor<T, D>::empty({0, Tn})));
     }
     const dist::Shard mine = block(Tn, o.t2i_chunk);
     ProgressBar bar("t2i re-rank", mine.size(), quiet, "txt");
@@ -199,7 +203,7 @@ RetrievalLoopResult evaluate_retrieval(const Model& model, const Tokenizer& toke
                                                     contiguous(narrow(text_mask, 0, s, n))));
       bar.advance(n);
     }
-    r.score_t2i = detail::joined_rows(comm, rows, Tensor<T, D>::empty({0, N}));
+    r.score_t2i = to<Cpu>(detail::joined_rows(comm, rows, Tensor<T, D>::empty({0, N})));
   }
   r.score_seconds = seconds_since(t0);
 

@@ -13,6 +13,7 @@
 //   the evaluation and the index do), and with keep the ids and mask the ITM needs.
 // - itm_logits_all(model, image_embeds, texts): ITM logits [I, T, 2] of every pair ([ENC] first,
 //   as the reference); itm_match_probability(l0, l1) = softmax([l0, l1])[1].
+// - The model may live on any device (models/host_io.hpp): inputs go to it, results come back.
 // - decodable_images(paths, decode, warn): the paths whose files read and decode (decoded in
 //   parallel), in order; each other one is reported through warn (`blip index --skip-errors`).
 #pragma once
@@ -73,7 +74,7 @@ ImageEmbeddings embed_image_files(const Model& model, const std::vector<std::str
     }
     if (!good.empty()) {
       const Tensor<float, Cpu> x = stack(good, 0);
-      const Features<float, Cpu> f = model.extract_feat(&x, nullptr, o.keep_embeds);
+      const Features<float, Cpu> f = extract_feat_on_host(model, &x, nullptr, o.keep_embeds);
       feats.push_back(f.image_feat);
       if (o.keep_embeds) embeds.push_back(f.image_embeds);
     }
@@ -103,7 +104,7 @@ TextEmbeddings embed_texts(const Model& model, const Tokenizer& tokenizer, const
   for (int64_t s = 0; s < n; s += step) {
     const int64_t len = std::min(step, n - s);
     const TextBatch<float, Cpu> b{contiguous(narrow(out.tokens.ids, 0, s, len)), contiguous(narrow(out.tokens.mask, 0, s, len))};
-    feats.push_back(model.extract_feat(nullptr, &b, false).text_feat);
+    feats.push_back(extract_feat_on_host(model, nullptr, &b, false).text_feat);
   }
   out.text_feat = concat(feats, 0);
   return out;
@@ -121,7 +122,7 @@ Tensor<float, Cpu> itm_logits_all(const Model& model, const Tensor<float, Cpu>& 
   pairs.reserve(static_cast<size_t>(I * T));
   for (int64_t i = 0; i < I; ++i)
     for (int64_t t = 0; t < T; ++t) pairs.emplace_back(i, t);
-  const std::vector<float> l = model.itm_logits(pairs, image_embeds, model.encoder_ids(texts.ids), texts.mask);
+  const std::vector<float> l = itm_logits_on_host(model, pairs, image_embeds, texts.ids, texts.mask);
   return Tensor<float, Cpu>::from_vector({I, T, 2}, l);
 }
 

@@ -217,7 +217,7 @@ void build_image_index(const Model& model, const std::vector<std::string>& paths
   auto loader = data::make_image_loader(paths, test_pipeline(model), lo);
   ProgressBar bar("index images", static_cast<long long>(paths.size()), o.quiet, "img");
   while (auto batch = loader->next()) {
-    const Features<float, Cpu> f = model.extract_feat(&batch->images, nullptr, keep);
+    const Features<float, Cpu> f = extract_feat_on_host(model, &batch->images, nullptr, keep);
     writer.append(f.image_feat, keep ? &f.image_embeds : nullptr);
     bar.advance(static_cast<long long>(batch->indices.size()));
   }
@@ -246,7 +246,7 @@ void build_text_index(const Model& model, const Tokenizer& tokenizer, const std:
   for (int64_t s = 0; s < n; s += step) {
     const std::vector<std::string> chunk(texts.begin() + s, texts.begin() + std::min(n, s + step));
     const TextBatch<float, Cpu> batch = encode_texts(model, tokenizer, chunk);
-    writer.append(model.extract_feat(nullptr, &batch, false).text_feat);
+    writer.append(extract_feat_on_host(model, nullptr, &batch, false).text_feat);
     bar.advance(static_cast<long long>(chunk.size()));
   }
   bar.finish();
@@ -289,7 +289,7 @@ std::vector<std::vector<SearchHit>> search_by_texts(const Model& model, const To
     k = std::max({k, q.n, q.rerank});
   }
   const TextBatch<float, Cpu> batch = encode_texts(model, tokenizer, texts);
-  const Tensor<float, Cpu> feat = model.extract_feat(nullptr, &batch, false).text_feat;
+  const Tensor<float, Cpu> feat = extract_feat_on_host(model, nullptr, &batch, false).text_feat;
   std::vector<std::vector<SearchHit>> all = (nearest ? nearest : exact_nearest(index))(feat, k);
   for (size_t i = 0; i < queries.size(); ++i) {
     std::vector<SearchHit>& hits = all[i];
@@ -306,7 +306,7 @@ std::vector<std::vector<SearchHit>> search_by_texts(const Model& model, const To
         } else {
           std::vector<Tensor<float, Cpu>> images;
           for (int64_t e : entries) images.push_back(vision::load_and_preprocess(index.entry_path(e), test_pipeline(model)));
-          embeds = model.image_embeds(stack(images, 0));
+          embeds = image_embeds_on_host(model, stack(images, 0));
         }
         return itm_for_text(model, ids, mask, embeds);
       });
@@ -335,7 +335,7 @@ std::vector<SearchHit> search_by_image_tensor(const Model& model, const Tokenize
              "index of images ranks by similarity only (rerank 0)");
   check_index_matches(model, index, to_images ? IndexKind::images : IndexKind::texts);
   BLIP_CHECK(n > 0 && rerank_k >= 0, "search: n must be positive and rerank non-negative, got ", n, " and ", rerank_k);
-  const Features<float, Cpu> f = model.extract_feat(&image, nullptr, rerank_k > 0);
+  const Features<float, Cpu> f = extract_feat_on_host(model, &image, nullptr, rerank_k > 0);
   std::vector<SearchHit> hits = (nearest ? nearest : exact_nearest(index))(f.image_feat, std::max(n, rerank_k))[0];
   if (rerank_k > 0) {
     hits = rerank(std::move(hits), rerank_k, [&](const std::vector<int64_t>& entries) {

@@ -7,6 +7,8 @@
 //   k keep their similarity order below them (the model would score them -100).
 //   itm_scores(candidate entries) supplies the ITM logits, so one function serves both
 //   directions: texts-for-an-image and images-for-a-text (itm_for_text / itm_for_image).
+// - The model may live on any device: queries and candidates are host tensors, moved to it
+//   (models/host_io.hpp).
 // - model_fingerprint(model): FNV-1a of the two necks' weights, stored in an index so that a
 //   query with another checkpoint is refused instead of returning meaningless neighbours.
 #pragma once
@@ -15,6 +17,7 @@
 #include <functional>
 
 #include "blip/models/blip_retrieval.hpp"
+#include "blip/models/host_io.hpp"
 #include "blip/search/feature_index.hpp"
 #include "blip/search/nearest.hpp"
 
@@ -45,7 +48,7 @@ std::vector<float> itm_for_text(const Model& model, const Tensor<int64_t, Cpu>& 
                                 const Tensor<float, Cpu>& candidate_embeds) {
   std::vector<std::pair<int64_t, int64_t>> pairs;
   for (int64_t i = 0; i < candidate_embeds.size(0); ++i) pairs.emplace_back(i, 0);
-  return model.itm_scores(pairs, candidate_embeds, model.encoder_ids(ids), mask);
+  return itm_scores_on_host(model, pairs, candidate_embeds, ids, mask);
 }
 
 // ITM scores of one image (embeds [1, S, W]) against candidate texts (ids/mask [K, L]).
@@ -54,7 +57,7 @@ std::vector<float> itm_for_image(const Model& model, const Tensor<float, Cpu>& i
                                  const Tensor<int64_t, Cpu>& ids, const Tensor<int64_t, Cpu>& mask) {
   std::vector<std::pair<int64_t, int64_t>> pairs;
   for (int64_t t = 0; t < ids.size(0); ++t) pairs.emplace_back(0, t);
-  return model.itm_scores(pairs, image_embeds, model.encoder_ids(ids), mask);
+  return itm_scores_on_host(model, pairs, image_embeds, ids, mask);
 }
 
 template <class Model>

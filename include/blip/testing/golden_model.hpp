@@ -2,9 +2,10 @@
 // (mmpretrain BlipRetrieval) against this library: cases P, A, B, C, D, E, F, O, T, I of
 // ../shared/golden/README.md, at its tolerances.
 //
-// Contract: run_model_case_set(dir) builds StandardBlip<float> at the sizes config.json
+// Contract: run_model_case_set<D>(dir) builds StandardBlip<float, D> at the sizes config.json
 // declares, loads weights.safetensors and returns one CaseResult per check (name, max error,
-// tolerance, pass). Optional files (trajectory.safetensors, interp.safetensors) add cases T
+// tolerance, pass). D = Cuda runs every case on the GPU (inputs moved there, results compared on
+// the host) at the same tolerances; case P (the data preprocessor) is host code and runs on the CPU. Optional files (trajectory.safetensors, interp.safetensors) add cases T
 // and I when present. A set it cannot read gives a failed "read" result with the reason.
 #pragma once
 
@@ -31,7 +32,8 @@ struct CaseResult {
 
 namespace golden_detail {
 
-using Model = StandardBlip<float, Cpu>;
+template <Device D>
+using Model = StandardBlip<float, D>;
 
 inline double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
   double m = 0;
@@ -47,9 +49,10 @@ class Checker {
  public:
   std::vector<CaseResult> results;
 
-  template <Element T>
-  void compare(const std::string& name, const Tensor<T, Cpu>& ours, const io::SafeTensorsFile& file,
+  template <Element T, Device D>
+  void compare(const std::string& name, const Tensor<T, D>& ours_any, const io::SafeTensorsFile& file,
                const std::string& key, double tol) {
+    const Tensor<T, Cpu> ours = to<Cpu>(ours_any.detach());
     CaseResult r{name, 0, tol, true, ""};
     if (!file.contains(key)) {
       r.ok = false;
@@ -98,8 +101,16 @@ inline bool is_key_bias(const std::string& name) {
 
 }  // namespace golden_detail
 
-inline std::vector<CaseResult> run_model_case_set(const std::filesystem::path& dir) {
+// A host copy of any device's tensor, as double.
+template <Element T, Device D>
+Tensor<double, Cpu> host_double(const Tensor<T, D>& x) {
+  return cast<double>(contiguous(to<Cpu>(x.detach())));
+}
+
+template <Device D = Cpu>
+std::vector<CaseResult> run_model_case_set(const std::filesystem::path& dir) {
   using namespace golden_detail;
+  using Model = golden_detail::Model<D>;
   Checker ck;
   try {
     const BlipConfig config = io::load_blip_config((dir / "config.json").string());
@@ -111,18 +122,20 @@ inline std::vector<CaseResult> run_model_case_set(const std::filesystem::path& d
       io::load_state_dict(*m, weights);
       return m;
     };
-    auto in = [&](const std::string& k) { return inputs.load<float>(k); };
-    auto ids = [&](const io::SafeTensorsFile& f, const std::string& k) { return f.load<int64_t>(k); };
+    auto in = [&](const std::string& k) { return to<D>(inputs.load<float>(k)); };
+    auto ids = [&](const io::SafeTensorsFile& f, const std::string& k) { return to<D>(f.load<int64_t>(k)); };
+    auto fin = [&](const io::SafeTensorsFile& f, const std::string& k) { return to<D>(f.load<float>(k)); };
     const double fwd = 2e-5;
 
     // P: data preprocessor
-    ck.compare("P.images", normalize_images(in("P.raw_images_bgr"), config.mean, config.std), outputs, "P.images", fwd);
+    ck.compare("P.images", normalize_images(inputs.load<float>("P.raw_images_bgr"), config.mean, config.std), outputs,
+               "P.images", fwd);
 
     auto model = fresh_model();
     // A: extract_feat
-    const Tensor<float> images = in("A.images");
-    const TextBatch<float, Cpu> texts{ids(inputs, "A.text_ids"), ids(inputs, "A.text_attn_mask")};
-    const Features<float, Cpu> feats = [&] {
+    const Tensor<float, D> images = in("A.images");
+    const TextBatch<float, D> texts{ids(inputs, "A.text_ids"), ids(inputs, "A.text_attn_mask")};
+    const Features<float, D> feats = [&] {
       NoGradGuard g;
       return model->extract_feat(&images, &texts, true);
     }();
@@ -134,33 +147,33 @@ inline std::vector<CaseResult> run_model_case_set(const std::filesystem::path& d
     // B: multimodal forward on given encoder states
     {
       NoGradGuard g;
-      const Tensor<float> enc = in("B.encoder_hidden_states");
+      const Tensor<float, D> enc = in("B.encoder_hidden_states");
       const auto kv = model->text_backbone.cross_keys_values(enc);
       std::vector<int64_t> identity(static_cast<size_t>(enc.size(0)));
       std::iota(identity.begin(), identity.end(), 0);
-      const Tensor<float> h = model->text_backbone.multimodal(ids(inputs, "B.input_ids"), ids(inputs, "B.attention_mask"), kv, identity);
+      const Tensor<float, D> h = model->text_backbone.multimodal(ids(inputs, "B.input_ids"), ids(inputs, "B.attention_mask"), kv, identity);
       ck.compare("B.last_hidden_state", h, outputs, "B.last_hidden_state", fwd);
       ck.compare("B.itm_logits", model->multimodal_head(select(h, 1, 0)), outputs, "B.itm_logits", fwd);
     }
 
     // C: score matrices (re-ranked and fast)
     {
-      const Tensor<int64_t> enc_ids = ids(inputs, "C.text_ids_enc");
-      const Tensor<int64_t> mask = texts.mask;
+      const Tensor<int64_t, D> enc_ids = ids(inputs, "C.text_ids_enc");
+      const Tensor<int64_t, D> mask = texts.mask;
       ck.compare("C.score_i2t", model->compute_score_matrix_i2t(feats.image_feat, feats.image_embeds, feats.text_feat, enc_ids, mask),
                  outputs, "C.score_i2t", 5e-5);
       ck.compare("C.score_t2i", model->compute_score_matrix_t2i(feats.image_feat, feats.image_embeds, feats.text_feat, enc_ids, mask),
                  outputs, "C.score_t2i", 5e-5);
       const int64_t k = std::min<int64_t>(config.topk, feats.text_feat.size(0));
       NoGradGuard g;
-      const Tensor<float> sim_i2t = matmul(feats.image_feat, transpose(feats.text_feat, 0, 1));
+      const Tensor<float, D> sim_i2t = matmul(feats.image_feat, transpose(feats.text_feat, 0, 1));
       ck.compare_ints("C.topk_idx_i2t", topk(sim_i2t, k).indices.to_vector(), outputs, "C.topk_idx_i2t");
       model->set_fast_match(true);
       ck.compare("C.sim_i2t_fast", model->compute_score_matrix_i2t(feats.image_feat, {}, feats.text_feat, enc_ids, mask),
                  outputs, "C.sim_i2t_fast", fwd);
       ck.compare("C.sim_t2i_fast", model->compute_score_matrix_t2i(feats.image_feat, {}, feats.text_feat, enc_ids, mask),
                  outputs, "C.sim_t2i_fast", fwd);
-      const Features<float, Cpu> fast = model->extract_feat(&images, &texts);
+      const Features<float, D> fast = model->extract_feat(&images, &texts);
       CaseResult r{"C.fast_match_no_embeds", 0, 0, !fast.image_embeds.defined() && !fast.text_embeds.defined(), ""};
       ck.results.push_back(r);
       model->set_fast_match(config.fast_match);
@@ -174,12 +187,12 @@ inline std::vector<CaseResult> run_model_case_set(const std::filesystem::path& d
     };
     model = fresh_model();
     const std::vector<int64_t> image_ids = ids(inputs, "D.image_ids").to_vector();
-    Losses<float, Cpu> losses = model->loss(in("D.images"), {ids(inputs, "D.text_ids"), ids(inputs, "D.text_attn_mask")}, image_ids,
+    Losses<float, D> losses = model->loss(in("D.images"), {ids(inputs, "D.text_ids"), ids(inputs, "D.text_attn_mask")}, image_ids,
                                             sampler_for(ids(inputs, "D.neg_image_idx").to_vector(), ids(inputs, "D.neg_text_idx").to_vector()));
     for (const char* key : {"image_feat", "text_feat", "image_feat_m", "text_feat_m", "weights_i2t", "weights_t2i",
                             "vl_embeddings", "itm_logits"}) {
       const std::string k = key;
-      const Tensor<float>& t = k == "image_feat" ? losses.image_feat : k == "text_feat" ? losses.text_feat
+      const Tensor<float, D>& t = k == "image_feat" ? losses.image_feat : k == "text_feat" ? losses.text_feat
                                : k == "image_feat_m" ? losses.image_feat_m : k == "text_feat_m" ? losses.text_feat_m
                                : k == "weights_i2t" ? losses.weights_i2t : k == "weights_t2i" ? losses.weights_t2i
                                : k == "vl_embeddings" ? losses.vl_embeddings : losses.itm_logits;
@@ -192,9 +205,9 @@ inline std::vector<CaseResult> run_model_case_set(const std::filesystem::path& d
     // F: momentum parameters and queues after loss()
     {
       Checker::Group g{{"F.momentum_params", 0, 2e-5, true, ""}};
-      model->visit_momentum_parameters([&](const std::string& name_m, const std::string&, Parameter<float>& p) {
+      model->visit_momentum_parameters([&](const std::string& name_m, const std::string&, Parameter<float, D>& p) {
         const auto ref = outputs.load<double>("F." + name_m).to_vector();
-        ck.add_to_group(g, max_abs_diff(cast<double>(p.momentum()).to_vector(), ref), 2e-5, name_m);
+        ck.add_to_group(g, max_abs_diff(host_double(p.momentum()).to_vector(), ref), 2e-5, name_m);
       });
       ck.results.push_back(g.r);
       ck.compare("F.head.image_queue", model->head.image_queue, outputs, "F.head.image_queue", 2e-5);
@@ -208,7 +221,7 @@ inline std::vector<CaseResult> run_model_case_set(const std::filesystem::path& d
     {
       Checker::Group g{{"E.gradients", 0, 0, true, ""}};
       int64_t count = 0;
-      model->visit_parameters([&](const std::string& name, Parameter<float>& p) {
+      model->visit_parameters([&](const std::string& name, Parameter<float, D>& p) {
         ++count;
         const std::string key = "E.grad." + name;
         if (!outputs.contains(key)) {
@@ -225,7 +238,7 @@ inline std::vector<CaseResult> run_model_case_set(const std::filesystem::path& d
         for (double v : r) ref_max = std::max(ref_max, std::abs(v));
         double tol = 1e-3 * (1e-3 + ref_max);
         if (is_key_bias(name)) tol = 1e-6;  // rounding noise on a zero gradient
-        std::vector<double> ours = cast<double>(p.grad()).to_vector();
+        std::vector<double> ours = host_double(p.grad()).to_vector();
         if (name.ends_with("attn.qkv.bias")) {  // the key third: noise as well
           const size_t third = ours.size() / 3;
           std::vector<double> ours_qv, ref_qv;
@@ -243,16 +256,16 @@ inline std::vector<CaseResult> run_model_case_set(const std::filesystem::path& d
 
     // O: one AdamW step
     {
-      AdamW<float> opt(named_parameters(*model), {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.04});
+      AdamW<float, D> opt(named_parameters(*model), {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.04});
       opt.step();
       Checker::Group g{{"O.params", 0, 1e-6, true, ""}};
       // From zero state the step is p*(1 - lr*wd) - lr * g / (|g| + eps). Where |g| is near eps
       // (attention key biases: noise), a gradient difference that case E accepts moves the step
       // visibly, so each element's tolerance adds the exact step difference the two gradients give.
-      model->visit_parameters([&](const std::string& name, Parameter<float>& p) {
+      model->visit_parameters([&](const std::string& name, Parameter<float, D>& p) {
         const auto ref = outputs.load<double>("O.param." + name).to_vector();
-        const auto ours = cast<double>(p.value()).to_vector();
-        const auto grad = cast<double>(p.grad()).to_vector();
+        const auto ours = host_double(p.value()).to_vector();
+        const auto grad = host_double(p.grad()).to_vector();
         const auto grad_ref = outputs.load<double>("E.grad." + name).to_vector();
         const double lr = 1e-3, eps = 1e-8;
         auto step = [&](double gv) { return lr * gv / (std::abs(gv) + eps); };
@@ -263,7 +276,7 @@ inline std::vector<CaseResult> run_model_case_set(const std::filesystem::path& d
       // The hack-copied momentum params alias the online storage: after the step they are the
       // online values (golden O.<name_m>); every other momentum copy is unchanged from F.
       Checker::Group gm{{"O.momentum", 0, 0, true, ""}};
-      model->visit_momentum_parameters([&](const std::string& name_m, const std::string& relative, Parameter<float>& p) {
+      model->visit_momentum_parameters([&](const std::string& name_m, const std::string& relative, Parameter<float, D>& p) {
         const bool hack = outputs.contains("O." + name_m);
         if (hack != Model::follows_online(relative)) ck.add_to_group(gm, INFINITY, 0, name_m + ": aliasing rule differs");
         if (hack) {
@@ -271,7 +284,7 @@ inline std::vector<CaseResult> run_model_case_set(const std::filesystem::path& d
           ck.add_to_group(gm, aliased ? 0.0 : INFINITY, 0, name_m + (aliased ? "" : " does not alias the online value"));
         } else {
           const auto ref = outputs.load<double>("F." + name_m).to_vector();
-          ck.add_to_group(gm, max_abs_diff(cast<double>(p.momentum()).to_vector(), ref), 2e-5, name_m);
+          ck.add_to_group(gm, max_abs_diff(host_double(p.momentum()).to_vector(), ref), 2e-5, name_m);
         }
       });
       ck.results.push_back(gm.r);
@@ -281,13 +294,13 @@ inline std::vector<CaseResult> run_model_case_set(const std::filesystem::path& d
     if (std::filesystem::exists(dir / "trajectory.safetensors")) {
       const io::SafeTensorsFile traj((dir / "trajectory.safetensors").string());
       auto m = fresh_model();
-      AdamW<float> opt(named_parameters(*m), {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.04});
+      AdamW<float, D> opt(named_parameters(*m), {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.04});
       for (int s = 1; traj.contains("T.s" + std::to_string(s) + ".images"); ++s) {
         const std::string p = "T.s" + std::to_string(s) + ".";
         ck.compare_ints(p + "queue_ptr_before", m->head.queue_ptr.to_vector(), traj, p + "queue_ptr_before");
         const std::vector<int64_t> step_ids = traj.load<int64_t>(p + "image_ids").to_vector();
-        Losses<float, Cpu> l = m->loss(traj.load<float>(p + "images"),
-                                       {traj.load<int64_t>(p + "text_ids"), traj.load<int64_t>(p + "text_attn_mask")}, step_ids,
+        Losses<float, D> l = m->loss(fin(traj, p + "images"), {ids(traj, p + "text_ids"), ids(traj, p + "text_attn_mask")},
+                                     step_ids,
                                        sampler_for(traj.load<int64_t>(p + "neg_image_idx").to_vector(),
                                                    traj.load<int64_t>(p + "neg_text_idx").to_vector()));
         ck.compare(p + "itc_loss", l.itc_loss, traj, p + "itc_loss", 2e-5);
@@ -296,7 +309,7 @@ inline std::vector<CaseResult> run_model_case_set(const std::filesystem::path& d
         ck.compare(p + "weights_t2i", l.weights_t2i, traj, p + "weights_t2i", fwd);
         ck.compare_ints(p + "idx_queue_after", m->head.idx_queue.to_vector(), traj, p + "idx_queue_after");
         ck.compare_ints(p + "queue_ptr_after", m->head.queue_ptr.to_vector(), traj, p + "queue_ptr_after");
-        const Tensor<float> total = add(l.itc_loss, l.itm_loss);
+        const Tensor<float, D> total = add(l.itc_loss, l.itm_loss);
         ck.compare(p + "loss", total, traj, p + "loss", 2e-5);
         opt.zero_grad();
         total.backward();
@@ -314,14 +327,14 @@ inline std::vector<CaseResult> run_model_case_set(const std::filesystem::path& d
           ck.add_to_group(g, std::abs(ours[i] - ref[i]), i >= third && i < 2 * third ? noise_tol : 2e-5, name);
       };
       Checker::Group gp{{"T.final.params", 0, 2e-5, true, ""}};
-      m->visit_parameters([&](const std::string& name, Parameter<float>& p) {
-        compare_final(gp, name, name, cast<double>(p.value()).to_vector(),
+      m->visit_parameters([&](const std::string& name, Parameter<float, D>& p) {
+        compare_final(gp, name, name, host_double(p.value()).to_vector(),
                       traj.load<double>("T.final.param." + name).to_vector());
       });
       ck.results.push_back(gp.r);
       Checker::Group gm{{"T.final.momentum", 0, 2e-5, true, ""}};
-      m->visit_momentum_parameters([&](const std::string& name_m, const std::string& relative, Parameter<float>& p) {
-        compare_final(gm, name_m, relative, cast<double>(p.momentum()).to_vector(),
+      m->visit_momentum_parameters([&](const std::string& name_m, const std::string& relative, Parameter<float, D>& p) {
+        compare_final(gm, name_m, relative, host_double(p.momentum()).to_vector(),
                       traj.load<double>("T.final." + name_m).to_vector());
       });
       ck.results.push_back(gm.r);
@@ -338,12 +351,12 @@ inline std::vector<CaseResult> run_model_case_set(const std::filesystem::path& d
       NoGradGuard g;
       for (int c = 0; interp.contains("I.c" + std::to_string(c) + ".images"); ++c) {
         const std::string p = "I.c" + std::to_string(c) + ".";
-        const Tensor<float> imgs = interp.load<float>(p + "images");
+        const Tensor<float, D> imgs = fin(interp, p + "images");
         const std::vector<int64_t> grid = interp.load<int64_t>(p + "grid_hw").to_vector();
         ck.compare(p + "pos_embed_resized",
                    resize_pos_embed(m->vision_backbone.pos_embed.value(), config.vision.grid(), grid[0], grid[1]), interp,
                    p + "pos_embed_resized", 2e-6);
-        const Tensor<float> e = m->image_embeds(imgs);
+        const Tensor<float, D> e = m->image_embeds(imgs);
         ck.compare(p + "image_embeds", e, interp, p + "image_embeds", 2e-5);
         ck.compare(p + "image_feat", m->image_feat(e), interp, p + "image_feat", 2e-5);
       }
@@ -367,9 +380,11 @@ inline ReducedPrecisionBounds reduced_precision_bounds(Precision precision) {
   return {0.999, 2e-2};
 }
 
-inline std::vector<CaseResult> run_model_case_set_reduced(const std::filesystem::path& dir, Precision precision) {
+template <Device D = Cpu>
+std::vector<CaseResult> run_model_case_set_reduced(const std::filesystem::path& dir, Precision precision) {
   const ReducedPrecisionBounds bounds = reduced_precision_bounds(precision);
   using namespace golden_detail;
+  using Model = golden_detail::Model<D>;
   std::vector<CaseResult> results;
   const std::string tag = std::string(" [") + precision_name(precision) + "]";
   try {
@@ -381,17 +396,17 @@ inline std::vector<CaseResult> run_model_case_set_reduced(const std::filesystem:
     io::load_state_dict(*model, weights);
     NoGradGuard no_grad;
     const PrecisionScope scope(precision);
-    const Tensor<float> images = inputs.load<float>("A.images");
-    const TextBatch<float, Cpu> texts{inputs.load<int64_t>("A.text_ids"), inputs.load<int64_t>("A.text_attn_mask")};
-    const Features<float, Cpu> feats = model->extract_feat(&images, &texts, false);
-    const auto min_cosine = [&](const std::string& key, const Tensor<float>& ours) {
+    const Tensor<float, D> images = to<D>(inputs.load<float>("A.images"));
+    const TextBatch<float, D> texts{to<D>(inputs.load<int64_t>("A.text_ids")), to<D>(inputs.load<int64_t>("A.text_attn_mask"))};
+    const Features<float, D> feats = model->extract_feat(&images, &texts, false);
+    const auto min_cosine = [&](const std::string& key, const Tensor<float, D>& ours) {
       const Tensor<double> ref = outputs.load<double>("A." + key);
       CaseResult r{"A." + key + " min cosine" + tag, 0, 1.0 - bounds.min_cosine, true, ""};
       if (ref.shape() != ours.shape()) {
         r.ok = false;
         r.detail = str("shape ", ours.shape(), " vs golden ", ref.shape());
       } else {
-        const std::vector<double> a = cast<double>(contiguous(ours)).to_vector(), b = ref.to_vector();
+        const std::vector<double> a = host_double(ours).to_vector(), b = ref.to_vector();
         const int64_t cols = ref.size(-1), rows = ref.numel() / std::max<int64_t>(cols, 1);
         double worst = 1.0;
         for (int64_t i = 0; i < rows; ++i) {
@@ -413,12 +428,12 @@ inline std::vector<CaseResult> run_model_case_set_reduced(const std::filesystem:
     };
     min_cosine("image_feat", feats.image_feat);
     min_cosine("text_feat", feats.text_feat);
-    const Tensor<float> enc = inputs.load<float>("B.encoder_hidden_states");
+    const Tensor<float, D> enc = to<D>(inputs.load<float>("B.encoder_hidden_states"));
     const auto kv = model->text_backbone.cross_keys_values(enc);
     std::vector<int64_t> identity(static_cast<size_t>(enc.size(0)));
     std::iota(identity.begin(), identity.end(), 0);
-    const Tensor<float> h = model->text_backbone.multimodal(inputs.load<int64_t>("B.input_ids"),
-                                                            inputs.load<int64_t>("B.attention_mask"), kv, identity);
+    const Tensor<float, D> h = model->text_backbone.multimodal(to<D>(inputs.load<int64_t>("B.input_ids")),
+                                                               to<D>(inputs.load<int64_t>("B.attention_mask")), kv, identity);
     Checker ck;
     ck.compare("B.itm_logits" + tag, model->multimodal_head(select(h, 1, 0)), outputs, "B.itm_logits", bounds.itm_logits);
     results.insert(results.end(), ck.results.begin(), ck.results.end());

@@ -6,7 +6,7 @@
 //   strides count elements. The work is queued on the calling thread's current stream
 //   (runtime.hpp) and the launchers return without waiting for it.
 // - Instantiated for T = float and double; copy_strided, assign, fill, gather, scatter_add and sum_middle
-//   also for int64_t; masked_fill's
+//   also for int64_t (copy_strided, assign, fill and sum_middle for uint8_t masks too); masked_fill's
 //   mask M for uint8_t, int32_t and int64_t. Any other T fails to link.
 // - The row kernels (softmax, layer_norm, l2_normalize and their backward) take contiguous
 //   [rows, cols] blocks, one thread block per row; their formulas and order of operations are

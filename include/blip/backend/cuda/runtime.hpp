@@ -61,6 +61,11 @@ struct TransferStats {
 };
 TransferStats transfer_stats() noexcept;
 
+// cuBLAS's version (major * 10000 + minor * 100 + patch). cuBLAS is opened on first use rather
+// than linked (its start-up cost would fall on every program that links blip::cuda); this opens
+// it as the first GEMM would, without needing a GPU, and throws blip::Error when it cannot.
+int cublas_version();
+
 // An owned CUDA stream, created blocking: it orders itself with the legacy default stream, so
 // tensors made on the default stream may be used on it. Destruction waits for its pending work
 // first, so memory cached under this stream can never be reused while a kernel on it still runs.
@@ -112,6 +117,7 @@ inline void synchronize() { detail::built_without_cuda("synchronize"); }
 inline void empty_cache() { detail::built_without_cuda("empty_cache"); }
 inline CacheStats cache_stats() { detail::built_without_cuda("cache_stats"); }
 inline TransferStats transfer_stats() noexcept { return {}; }  // nothing can be copied to a device
+inline int cublas_version() { detail::built_without_cuda("cublas_version"); }
 inline Stream::Stream() { detail::built_without_cuda("Stream"); }
 inline Stream::~Stream() = default;
 inline void Stream::synchronize() const { detail::built_without_cuda("Stream::synchronize"); }

@@ -1,0 +1,182 @@
+// BLIP-base (random weights) on the GPU: issue 13's four cases and the two machine figures its
+// targets are stated against. Built when blip::cuda is; without a usable GPU it prints why and
+// exits 77. Every timed iteration ends with cuda::synchronize(), so a figure is the device's
+// work, not its queueing. Counters: items_per_s (images, texts, pairs or steps per second),
+// and TFLOP/s or GB/s for the machine figures.
+//   gemm_bf16/N   cuBLAS bf16 x bf16 -> float GEMM, N x N x N (the target text's 788 TFLOP/s)
+//   copy/MiB      device-to-device copy (bytes read + written; the target text's 4.3 TB/s)
+//   (a) image features, ViT-B/16 at 384, batch B        precision 0 fp32, 1 bf16
+//   (b) text features, batch B at length 35              precision 0 fp32, 1 bf16
+//   (c) ITM re-rank: 8 images x T texts (one K/V per image) precision 0 fp32, 1 bf16
+//   (d) training step (loss + backward) at batch B       bf16 0/1 (autocast)
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+
+#include <blip/backend/cuda/runtime.hpp>
+#include <blip/blip.hpp>
+#include <blip/models/presets.hpp>
+
+using namespace blip;
+using Model = StandardBlip<float, Cuda>;
+
+namespace {
+
+Precision precision_of(const benchmark::State& state, int arg) {
+  return state.range(arg) == 1 ? Precision::bf16 : Precision::fp32;
+}
+
+Model& model() {
+  static Model* m = [] {
+    auto* p = new Model(presets::blip_base());
+    Generator gen(0);
+    p->init_weights(gen);
+    return p;
+  }();
+  return *m;
+}
+
+TextBatch<float, Cuda> texts(int64_t n, int64_t len, int64_t first, Generator& gen) {
+  std::vector<int64_t> ids(static_cast<size_t>(n * len)), mask(static_cast<size_t>(n * len), 1);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < len; ++j)
+      ids[static_cast<size_t>(i * len + j)] = j == 0 ? first : (j == len - 1 ? 102 : 1000 + gen.uniform_int(20000));
+  return {Tensor<int64_t, Cuda>::from_vector({n, len}, ids), Tensor<int64_t, Cuda>::from_vector({n, len}, mask)};
+}
+
+void rate(benchmark::State& state, double items) {
+  state.counters["items_per_s"] =
+      benchmark::Counter(items * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+void BM_gemm_bf16(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  const auto a = zeros<bf16, Cuda>({n, n}), b = zeros<bf16, Cuda>({n, n});
+  auto c = Tensor<float, Cuda>::empty({n, n});
+  const auto gemm = [&] {
+    backend::Kernels<Cuda>::gemm_bf16(false, true, n, n, n, a.data(), n, b.data(), n, c.data(), n);
+  };
+  gemm();
+  cuda::synchronize();
+  for (auto _ : state) {
+    gemm();
+    cuda::synchronize();
+  }
+  state.counters["TFLOP_per_s"] = benchmark::Counter(2.0 * double(n) * double(n) * double(n) * 1e-12 *
+                                                         static_cast<double>(state.iterations()),
+                                                     benchmark::Counter::kIsRate);
+}
+
+void BM_copy(benchmark::State& state) {
+  const int64_t bytes = state.range(0) << 20;
+  const auto src = zeros<float, Cuda>({bytes / 4});
+  auto dst = Tensor<float, Cuda>::empty({bytes / 4});
+  for (auto _ : state) {
+    DeviceMemory<Cuda>::copy_within(dst.data(), src.data(), static_cast<size_t>(bytes));
+    cuda::synchronize();
+  }
+  state.counters["GB_per_s"] =
+      benchmark::Counter(2.0 * double(bytes) * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+void BM_a_image_features(benchmark::State& state) {
+  const PrecisionScope precision(precision_of(state, 1));
+  Model& m = model();
+  const int64_t batch = state.range(0);
+  Generator gen(1);
+  const auto images = randn<float, Cuda>({batch, 3, 384, 384}, gen);
+  NoGradGuard no_grad;
+  const auto run = [&] { return m.image_feat(m.image_embeds(images)); };
+  run();
+  cuda::synchronize();
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(run().data());
+    cuda::synchronize();
+  }
+  rate(state, double(batch));
+}
+
+void BM_b_text_features(benchmark::State& state) {
+  const PrecisionScope precision(precision_of(state, 1));
+  Model& m = model();
+  const int64_t batch = state.range(0);
+  Generator gen(2);
+  const auto b = texts(batch, 35, 101, gen);
+  NoGradGuard no_grad;
+  const auto run = [&] { return m.text_feat(m.text_embeds(b)); };
+  run();
+  cuda::synchronize();
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(run().data());
+    cuda::synchronize();
+  }
+  rate(state, double(batch));
+}
+
+void BM_c_itm_rerank(benchmark::State& state) {
+  const PrecisionScope precision(precision_of(state, 1));
+  Model& m = model();
+  const int64_t images = 8, per_image = state.range(0);
+  Generator gen(3);
+  NoGradGuard no_grad;
+  const auto embeds = m.image_embeds(randn<float, Cuda>({images, 3, 384, 384}, gen));
+  const auto b = texts(per_image, 35, 101, gen);
+  std::vector<std::pair<int64_t, int64_t>> pairs;
+  for (int64_t i = 0; i < images; ++i)
+    for (int64_t j = 0; j < per_image; ++j) pairs.emplace_back(i, j);
+  const auto ids_enc = m.encoder_ids(b.ids);
+  const auto run = [&] { return m.itm_scores(pairs, embeds, ids_enc, b.mask); };
+  run();
+  for (auto _ : state) benchmark::DoNotOptimize(run().data());  // itm_scores returns host values
+  rate(state, double(images * per_image));
+}
+
+void BM_d_train_step(benchmark::State& state) {
+  const PrecisionScope autocast(precision_of(state, 1), PrecisionScope::Weights::changing);
+  Model& m = model();
+  const int64_t batch = state.range(0);
+  Generator gen(4);
+  const auto images = randn<float, Cuda>({batch, 3, 384, 384}, gen);
+  const auto b = texts(batch, 35, 101, gen);
+  std::vector<int64_t> ids(static_cast<size_t>(batch));
+  for (int64_t i = 0; i < batch; ++i) ids[static_cast<size_t>(i)] = i;
+  const auto step = [&] {
+    auto losses = m.loss(images, b, ids);
+    add(losses.itc_loss, losses.itm_loss).backward();
+    m.visit_parameters([](const std::string&, Parameter<float, Cuda>& p) { p.zero_grad(); });
+  };
+  step();
+  cuda::synchronize();
+  const cuda::TransferStats before = cuda::transfer_stats();
+  for (auto _ : state) {
+    step();
+    cuda::synchronize();
+  }
+  const cuda::TransferStats moved = cuda::transfer_stats() - before;
+  state.counters["transfers_per_step"] = double(moved.copies()) / static_cast<double>(state.iterations());
+  rate(state, 1.0);
+}
+
+}  // namespace
+
+BENCHMARK(BM_gemm_bf16)->Arg(8192)->Unit(benchmark::kMillisecond)->Iterations(20)->UseRealTime();
+BENCHMARK(BM_copy)->Arg(1024)->Unit(benchmark::kMillisecond)->Iterations(20)->UseRealTime();
+BENCHMARK(BM_a_image_features)->ArgNames({"batch", "bf16"})->Args({128, 0})->Args({128, 1})
+    ->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+BENCHMARK(BM_b_text_features)->ArgNames({"batch", "bf16"})->Args({1024, 0})->Args({1024, 1})
+    ->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+BENCHMARK(BM_c_itm_rerank)->ArgNames({"texts_per_image", "bf16"})->Args({128, 0})->Args({128, 1})
+    ->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+BENCHMARK(BM_d_train_step)->ArgNames({"batch", "bf16"})->Args({32, 0})->Args({32, 1})
+    ->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+
+int main(int argc, char** argv) {
+  if (cuda::device_count() == 0) {
+    std::puts("cuda_bench: no CUDA device: skipped");
+    return 77;
+  }
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
