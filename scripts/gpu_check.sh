@@ -47,7 +47,7 @@ if [ -f "$bundle" ]; then
   }
 else
   build="${BLIP_GPU_BUILD:-$root/build-gpu}"
-  if [ ! -x "$build/tests/test_cuda" ]; then
+  if [ ! -x "$build/tests/cuda/test_cuda" ]; then
     bash "$root/scripts/configure.sh" "$build" -DBLIP_WITH_CUDA=ON -DBLIP_BUILD_BENCH=ON \
       -DCMAKE_CUDA_ARCHITECTURES=90 > "$out/configure.log" 2>&1 || { note "configure failed (no bundle: run scripts/gpu_bundle.sh here and carry gpu-bundle)"; tail -20 "$out/configure.log"; exit 1; }
     cmake --build "$build" -j "$(nproc)" --target test_cuda test_cuda_model test_nccl test_backend_ops cuda_bench \
@@ -55,7 +55,7 @@ else
   fi
   bin="$out/bin"
   mkdir -p "$bin"
-  for f in tests/test_cuda tests/test_cuda_model tests/test_backend_ops tests/test_nccl bench/cuda_bench examples/blip-golden-check; do
+  for f in tests/cuda/test_cuda tests/cuda/test_cuda_model tests/test_backend_ops tests/cuda/test_nccl bench/cuda_bench examples/blip-golden-check; do
     [ -x "$build/$f" ] && ln -sf "$build/$f" "$bin/"
   done
   golden="${BLIP_GOLDEN:-$root/../shared/golden}"
