@@ -10,11 +10,12 @@
 #
 #   bash scripts/gpu_bundle.sh [BUILD_DIR]   # default build-test; configured with BLIP_WITH_CUDA
 #
-# Writes gpu-bundle/blip-gpu.tar.xz (ignored by git; name gpu-bundle in the device tool's carry).
+# Writes gpu-bundle/blip-gpu.tar.xz (ignored by git; name gpu-bundle in the device tool's carry),
+# or BLIP_GPU_BUNDLE_DIR/blip-gpu.tar.xz.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build-test}"
-out="$root/gpu-bundle"
+out="${BLIP_GPU_BUNDLE_DIR:-$root/gpu-bundle}"
 grep -q '^BLIP_WITH_CUDA:STRING=\(ON\|AUTO\)' "$build/CMakeCache.txt" 2>/dev/null ||
   { echo "gpu_bundle: $build is not a configured build with CUDA (scripts/configure.sh $build)"; exit 1; }
 # The targets this build has (test_nccl needs NCCL, cuda_bench Google Benchmark).
@@ -54,5 +55,5 @@ for b in "$pack"/bin/*; do ldd "$b"; done | awk '$2 == "=>" && $3 ~ /^\// {print
   done
 cp -r "$root/../shared/golden" "$pack/golden"
 mkdir -p "$out"
-tar -C "$stage" -cJf "$out/blip-gpu.tar.xz" blip-gpu
+XZ_OPT="-T0" tar -C "$stage" -cJf "$out/blip-gpu.tar.xz" blip-gpu
 echo "gpu_bundle: $(du -h "$out/blip-gpu.tar.xz" | cut -f1) in $out/blip-gpu.tar.xz ($(ls "$pack/lib" | wc -l) libraries)"

@@ -30,11 +30,13 @@ status=0
 gpu="$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)"
 note "gpu: ${gpu:-none seen by nvidia-smi}"
 
-bundle="$root/gpu-bundle/blip-gpu.tar.xz"
+bundle="${BLIP_GPU_BUNDLE_DIR:-$root/gpu-bundle}/blip-gpu.tar.xz"
 if [ -f "$bundle" ]; then
-  pack=/tmp/blip-gpu
+  unpack="$(mktemp -d)"
+  trap 'rm -rf "$unpack"' EXIT
+  pack="$unpack/blip-gpu"
   export pack
-  rm -rf "$pack" && tar -C /tmp -xJf "$bundle"
+  tar -C "$unpack" -xJf "$bundle"
   # cuBLAS comes from the machine: its toolkit, else the wheel PyTorch brought.
   wheel_cublas="$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2> /dev/null)"
   libpath="$pack/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${wheel_cublas:+$wheel_cublas:}/usr/local/nvidia/lib64:/usr/lib/x86_64-linux-gnu"
@@ -93,8 +95,12 @@ else
   note "golden: no data at $golden"
 fi
 # 3. ours on the GPU
-step cuda_bench 150 run_bin cuda_bench --benchmark_counters_tabular=true
-grep -E "^BM_" "$out/cuda_bench.log" >> "$summary"
+if [ -e "$bin/cuda_bench" ]; then
+  step cuda_bench 150 run_bin cuda_bench --benchmark_counters_tabular=true
+  grep -E "^BM_" "$out/cuda_bench.log" >> "$summary"
+else
+  note "cuda_bench: not built"
+fi
 # 4. the PyTorch peers on the same GPU
 if python3 -c "import torch, transformers; assert torch.cuda.is_available()" 2> /dev/null; then
   step gpu_peers 150 python3 "$root/bench/gpu_peers.py" --json "$out/gpu_peers.json"
