@@ -44,6 +44,17 @@ TextBatch<float, Cuda> texts(int64_t n, int64_t len, int64_t first, Generator& g
   return {Tensor<int64_t, Cuda>::from_vector({n, len}, ids), Tensor<int64_t, Cuda>::from_vector({n, len}, mask)};
 }
 
+// One untimed call, then `fn` once per iteration, each followed by a wait for the device.
+template <class F>
+void time_on_device(benchmark::State& state, F&& fn) {
+  fn();
+  cuda::synchronize();
+  for (auto _ : state) {
+    fn();
+    cuda::synchronize();
+  }
+}
+
 void rate(benchmark::State& state, double items) {
   state.counters["items_per_s"] =
       benchmark::Counter(items * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
@@ -56,12 +67,7 @@ void BM_gemm_bf16(benchmark::State& state) {
   const auto gemm = [&] {
     backend::Kernels<Cuda>::gemm_bf16(false, true, n, n, n, a.data(), n, b.data(), n, c.data(), n);
   };
-  gemm();
-  cuda::synchronize();
-  for (auto _ : state) {
-    gemm();
-    cuda::synchronize();
-  }
+  time_on_device(state, gemm);
   state.counters["TFLOP_per_s"] = benchmark::Counter(2.0 * double(n) * double(n) * double(n) * 1e-12 *
                                                          static_cast<double>(state.iterations()),
                                                      benchmark::Counter::kIsRate);
@@ -71,10 +77,7 @@ void BM_copy(benchmark::State& state) {
   const int64_t bytes = state.range(0) << 20;
   const auto src = zeros<float, Cuda>({bytes / 4});
   auto dst = Tensor<float, Cuda>::empty({bytes / 4});
-  for (auto _ : state) {
-    DeviceMemory<Cuda>::copy_within(dst.data(), src.data(), static_cast<size_t>(bytes));
-    cuda::synchronize();
-  }
+  time_on_device(state, [&] { DeviceMemory<Cuda>::copy_within(dst.data(), src.data(), static_cast<size_t>(bytes)); });
   state.counters["GB_per_s"] =
       benchmark::Counter(2.0 * double(bytes) * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
@@ -86,13 +89,7 @@ void BM_a_image_features(benchmark::State& state) {
   Generator gen(1);
   const auto images = randn<float, Cuda>({batch, 3, 384, 384}, gen);
   NoGradGuard no_grad;
-  const auto run = [&] { return m.image_feat(m.image_embeds(images)); };
-  run();
-  cuda::synchronize();
-  for (auto _ : state) {
-    benchmark::DoNotOptimize(run().data());
-    cuda::synchronize();
-  }
+  time_on_device(state, [&] { benchmark::DoNotOptimize(m.image_feat(m.image_embeds(images)).data()); });
   rate(state, double(batch));
 }
 
@@ -103,13 +100,7 @@ void BM_b_text_features(benchmark::State& state) {
   Generator gen(2);
   const auto b = texts(batch, 35, 101, gen);
   NoGradGuard no_grad;
-  const auto run = [&] { return m.text_feat(m.text_embeds(b)); };
-  run();
-  cuda::synchronize();
-  for (auto _ : state) {
-    benchmark::DoNotOptimize(run().data());
-    cuda::synchronize();
-  }
+  time_on_device(state, [&] { benchmark::DoNotOptimize(m.text_feat(m.text_embeds(b)).data()); });
   rate(state, double(batch));
 }
 

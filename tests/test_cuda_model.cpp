@@ -18,6 +18,7 @@
 
 #include "blip/autograd/engine.hpp"
 #include "blip/backend/cuda/runtime.hpp"
+#include "blip/models/host_io.hpp"
 #include "blip/models/presets.hpp"
 #include "blip/retriever.hpp"
 
@@ -78,7 +79,7 @@ TEST_CASE("cuda model: features match the CPU, and nothing crosses to the host b
   const Features<float, Cpu> want = cpu.extract_feat(&in.images, &in.texts);
 
   const Tensor<float, Cuda> images = to<Cuda>(in.images);
-  const TextBatch<float, Cuda> texts{to<Cuda>(in.texts.ids), to<Cuda>(in.texts.mask)};
+  const TextBatch<float, Cuda> texts = to<Cuda>(in.texts);
   const cuda::TransferStats before = cuda::transfer_stats();
   const Features<float, Cuda> got = gpu.extract_feat(&images, &texts);
   cuda::synchronize();
@@ -101,7 +102,7 @@ TEST_CASE("cuda model: the re-ranked score matrices match the CPU's") {
   const Tensor<float, Cpu> want = cpu.compute_score_matrix_i2t(f.image_feat, f.image_embeds, f.text_feat,
                                                                in.texts.ids, in.texts.mask);
   const Tensor<float, Cuda> images = to<Cuda>(in.images);
-  const TextBatch<float, Cuda> texts{to<Cuda>(in.texts.ids), to<Cuda>(in.texts.mask)};
+  const TextBatch<float, Cuda> texts = to<Cuda>(in.texts);
   const Features<float, Cuda> g = gpu.extract_feat(&images, &texts, true);
   const Tensor<float, Cuda> got = gpu.compute_score_matrix_i2t(g.image_feat, g.image_embeds, g.text_feat, texts.ids,
                                                                texts.mask);
@@ -121,7 +122,7 @@ TEST_CASE("cuda model: a training step's losses and gradients match the CPU's") 
   };
   Losses<float, Cpu> want = cpu.loss(in.images, in.texts, image_ids, hardest);
   const Tensor<float, Cuda> images = to<Cuda>(in.images);
-  const TextBatch<float, Cuda> texts{to<Cuda>(in.texts.ids), to<Cuda>(in.texts.mask)};
+  const TextBatch<float, Cuda> texts = to<Cuda>(in.texts);
   const cuda::TransferStats before = cuda::transfer_stats();
   Losses<float, Cuda> got = gpu.loss(images, texts, image_ids, hardest);
   add(got.itc_loss, got.itm_loss).backward();

@@ -122,9 +122,10 @@ std::vector<CaseResult> run_model_case_set(const std::filesystem::path& dir) {
       io::load_state_dict(*m, weights);
       return m;
     };
-    auto in = [&](const std::string& k) { return to<D>(inputs.load<float>(k)); };
-    auto ids = [&](const io::SafeTensorsFile& f, const std::string& k) { return to<D>(f.load<int64_t>(k)); };
+    // Tensors of a golden file, on the device under test.
     auto fin = [&](const io::SafeTensorsFile& f, const std::string& k) { return to<D>(f.load<float>(k)); };
+    auto ids = [&](const io::SafeTensorsFile& f, const std::string& k) { return to<D>(f.load<int64_t>(k)); };
+    auto in = [&](const std::string& k) { return fin(inputs, k); };
     const double fwd = 2e-5;
 
     // P: data preprocessor
