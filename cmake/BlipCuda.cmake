@@ -53,6 +53,7 @@ if(_blip_cuda_on)
   add_library(blip_cuda STATIC
     ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/runtime.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention.cu
+    ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/contrastive.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/elementwise.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/index.cu
     ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/pointwise.cu

@@ -40,6 +40,7 @@ struct Env {
   int count = 0;
   std::vector<Tensor<T, D>> inputs;
   std::vector<Tensor<T, D>> outputs;
+  std::vector<Tensor<int64_t, D>> int_outputs;  // compared exactly (after the float outputs)
 
   // Values drawn in double on the CPU (the same for every T), then converted and moved to D.
   Tensor<T, D> input(const Shape& shape, double lo = -1.0, double hi = 1.0, bool grad = true) {
@@ -56,6 +57,7 @@ struct Env {
     return to<D>(Tensor<int64_t>::from_vector(shape, values));
   }
   void output(const Tensor<T, D>& y) { outputs.push_back(y); }
+  void output(const Tensor<int64_t, D>& y) { int_outputs.push_back(y); }
 };
 
 template <class T, class D>
@@ -73,10 +75,11 @@ struct Case {
 
 template <class T, class D, class F>
 Result run(uint64_t seed, const F& body, bool backward) {
-  Env<T, D> e{seed, 0, {}, {}};
+  Env<T, D> e{seed, 0, {}, {}, {}};
   body(e);
   Result r;
   for (const auto& y : e.outputs) r.push_back(host(y));
+  for (const auto& y : e.int_outputs) r.push_back(host(y));
   if (backward && !e.inputs.empty()) {
     Tensor<T, D> loss;
     for (size_t i = 0; i < e.outputs.size(); ++i) {
@@ -237,7 +240,7 @@ std::vector<Case> op_table() {
         auto q = e.input({4, 6, 2, 8});  // [B, S, H, d] viewed as [B, H, S, d]
         auto k = e.input({2, 2, 11, 8});
         auto v = e.input({2, 2, 11, 8});
-        e.output(scaled_dot_product_attention(permute(q, {0, 2, 1, 3}), k, v, {}, 0.0, {1, 1, 0, 1}));
+        e.output(scaled_dot_product_attention(permute(q, {0, 2, 1, 3}), k, v, {}, 0.0, e.ints({4}, {1, 1, 0, 1})));
       },
       true, true));
   t.push_back(make_case(
@@ -274,6 +277,61 @@ std::vector<Case> op_table() {
     e.output(p.value().detach());
     e.output(p.momentum());
   }, false));
+  // The contrastive step's bookkeeping (ops/contrastive.hpp): integer results compare exactly, and
+  // the Philox draws are the same bits on every backend.
+  t.push_back(make_case("arange (repeat), clamp_", {Kernel::iota, Kernel::clamp}, [](auto& e) {
+    using T = typename std::decay_t<decltype(e)>::value_type;
+    using D = typename std::decay_t<decltype(e)>::device_type;
+    e.output(arange<T, D>(4, T(-2), 3));
+    e.output(arange<int64_t, D>(5, 7));
+    const Tensor<T, D> x = clone(e.input({30}, -2.0, 2.0, false));
+    clamp_(x, T(-0.5), T(1.25));
+    e.output(x);
+  }, false));
+  t.push_back(make_case("dropout (Philox mask)", {Kernel::dropout_mask, Kernel::binary}, [](auto& e) {
+    auto x = e.input({7, 33});
+    Generator gen(5);
+    e.output(dropout(x, 0.3, gen));
+  }));
+  t.push_back(make_case("match_ids (mask, targets), topk_scatter",
+                        {Kernel::match_ids, Kernel::topk, Kernel::topk_backward, Kernel::check_indices},
+                        [](auto& e) {
+                          using T = typename std::decay_t<decltype(e)>::value_type;
+                          const auto rows = e.ints({3}, {4, 9, 2});
+                          const auto cols = e.ints({7}, {9, 4, 4, 1, -100, 4, 3});
+                          e.output(match_ids<T>(rows, cols, true));
+                          e.output(masked_fill(e.input({3, 7}, -1.0, 1.0, false), match_ids<uint8_t>(rows, cols, false),
+                                               T(0)));
+                          const auto top = topk(e.input({4, 9}, -1.0, 1.0, false), 3);
+                          e.output(topk_scatter(top.values, top.indices, 9, T(-100)));
+                        }, false));
+  t.push_back(make_case("sample_negatives (Philox multinomial, fallbacks)", {Kernel::sample_negatives, Kernel::match_ids,
+                                                                             Kernel::softmax, Kernel::masked_fill},
+                        [](auto& e) {
+                          using T = typename std::decay_t<decltype(e)>::value_type;
+                          const auto ids = e.ints({6}, {1, 2, 1, 3, 3, 3});
+                          const auto w = masked_fill(softmax(e.input({6, 6}, -3.0, 3.0, false)),
+                                                     match_ids<uint8_t>(ids, ids, false), T(0));
+                          e.output(sample_negatives(w, ids, ids, 0, 11));
+                          // No positive weight: another id (rows 0-1), else another sample (row 2).
+                          const auto same = e.ints({3}, {5, 5, 5});
+                          const auto none = masked_fill(e.input({3, 3}), match_ids<uint8_t>(same, same, false), T(0));
+                          e.output(sample_negatives(narrow(none, 0, 0, 2), e.ints({2}, {5, 5}), e.ints({3}, {5, 6, 5}), 1, 12));
+                          e.output(sample_negatives(none, same, same, 0, 13));
+                        }, false));
+  t.push_back(make_case("queue enqueue (wrapping, B > Q), advance", {Kernel::queue_enqueue, Kernel::queue_advance},
+                        [](auto& e) {
+                          using T = typename std::decay_t<decltype(e)>::value_type;
+                          using D = typename std::decay_t<decltype(e)>::device_type;
+                          const Tensor<T, D> queue = clone(e.input({3, 5}, -1.0, 1.0, false));
+                          const Tensor<int64_t, D> ptr = e.ints({1}, {3});
+                          enqueue_columns(queue, e.input({4, 3}, -1.0, 1.0, false), ptr);  // columns 3, 4, 0, 1
+                          enqueue_advance(ptr, 4, 5);
+                          enqueue_columns(queue, e.input({7, 3}, -1.0, 1.0, false), ptr);  // the last 5 win
+                          enqueue_advance(ptr, 7, 5);
+                          e.output(queue);
+                          e.output(ptr);
+                        }, false));
   return t;
 }
 

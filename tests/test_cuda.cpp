@@ -514,17 +514,36 @@ TEST_CASE("cuda: the rowwise, pointwise, index and loss kernels match the CPU ke
   const std::vector<blip::bf16> got16 = h16.to_vector();
   for (int64_t i = 0; i < n; ++i) REQUIRE(got16[i].bits == want16[i].bits);
 
+  // The multi-tensor updates over ~500 slices of one buffer (several launches' lists, an empty
+  // slice among them), against the CPU on the same slices.
+  std::vector<int64_t> bounds{0};
+  for (int i = 0; bounds.back() < n; ++i) bounds.push_back(std::min<int64_t>(n, bounds.back() + (i == 5 ? 0 : 1 + i % 7)));
+  const auto slices = [&](auto* m_, const float* v_) {
+    std::vector<blip::backend::EmaTensor<float>> out;
+    for (size_t i = 0; i + 1 < bounds.size(); ++i) out.push_back({m_ + bounds[i], v_ + bounds[i], bounds[i + 1] - bounds[i]});
+    return out;
+  };
+  REQUIRE(bounds.size() > 130);
   DTensor<float> m = dev(x);
   std::vector<float> hm = x;
-  Gpu::ema(m.data(), dg.data(), n, 0.995f, 0.005f);
-  Host::ema(hm.data(), g.data(), n, 0.995f, 0.005f);
+  const auto gpu_terms = slices(m.data(), dg.data()), host_terms = slices(hm.data(), g.data());
+  Gpu::ema(gpu_terms.data(), gpu_terms.size(), 0.995f, 0.005f);
+  Host::ema(host_terms.data(), host_terms.size(), 0.995f, 0.005f);
   near(m.to_vector(), hm, "ema");
   const blip::backend::AdamWCoefficients<float> c{0.99f, 0.9f, 0.1f, 0.999f, 0.001f, -1e-3f, 0.03f, 1e-8f};
   DTensor<float> p = dev(x), mm = DTensor<float>::zeros({n}), vv = DTensor<float>::zeros({n});
   std::vector<float> hp = x, hmm(n, 0.0f), hvv(n, 0.0f);
+  const auto adam_slices = [&](float* p_, float* m_, float* v_, const float* g_) {
+    std::vector<blip::backend::AdamWTensor<float>> out;
+    for (size_t i = 0; i + 1 < bounds.size(); ++i)
+      out.push_back({p_ + bounds[i], m_ + bounds[i], v_ + bounds[i], g_ + bounds[i], bounds[i + 1] - bounds[i]});
+    return out;
+  };
+  const auto gpu_adam = adam_slices(p.data(), mm.data(), vv.data(), dg.data());
+  const auto host_adam = adam_slices(hp.data(), hmm.data(), hvv.data(), g.data());
   for (int step = 0; step < 2; ++step) {
-    Gpu::adamw(p.data(), mm.data(), vv.data(), dg.data(), n, c);
-    Host::adamw(hp.data(), hmm.data(), hvv.data(), g.data(), n, c);
+    Gpu::adamw(gpu_adam.data(), gpu_adam.size(), c);
+    Host::adamw(host_adam.data(), host_adam.size(), c);
   }
   near(p.to_vector(), hp, "adamw p");
   near(vv.to_vector(), hvv, "adamw v");
@@ -598,7 +617,13 @@ TEST_CASE("cuda: attention forward and backward match the CPU kernel") {
   };
   DTensor<float> out = DTensor<float>::empty({B * H * Sq * dv});
   std::vector<float> want(B * H * Sq * dv);
-  Gpu::attention(args(dq.data(), dk.data(), dvv.data(), dmask.data(), out.data()));
+  // kv_index lives where the kernel runs (backend/args.hpp).
+  const auto dkv = DTensor<int64_t>::from_vector({B}, kv_index);
+  const auto on_device = [&](auto a) {
+    a.kv_index = dkv.data();
+    return a;
+  };
+  Gpu::attention(on_device(args(dq.data(), dk.data(), dvv.data(), dmask.data(), out.data())));
   Host::attention(args(q.data(), k.data(), v.data(), mask.data(), want.data()));
   near(out.to_vector(), want, "forward");
 
@@ -606,7 +631,7 @@ TEST_CASE("cuda: attention forward and backward match the CPU kernel") {
   DTensor<float> gq = DTensor<float>::empty({B * H * Sq * d}), gk = DTensor<float>::zeros({Bkv * H * Sk * d}),
                  gv = DTensor<float>::zeros({Bkv * H * Sk * dv});
   std::vector<float> hgq(B * H * Sq * d), hgk(Bkv * H * Sk * d, 0.0f), hgv(Bkv * H * Sk * dv, 0.0f);
-  g.forward = args(dq.data(), dk.data(), dvv.data(), dmask.data(), nullptr);
+  g.forward = on_device(args(dq.data(), dk.data(), dvv.data(), dmask.data(), nullptr));
   g.grad_out = dgout.data();
   g.grad_out_stride = {H * Sq * dv, Sq * dv, dv};
   g.grad_q = gq.data(), g.grad_k = gk.data(), g.grad_v = gv.data();
@@ -634,7 +659,7 @@ TEST_CASE("cuda: attention forward and backward match the CPU kernel") {
     a.B = B, a.H = H, a.Sq = Sq, a.Sk = Sk, a.d = d, a.dv = dv, a.Bkv = Bkv, a.scale = f.scale, a.kv_index = f.kv_index;
     return a;
   };
-  Gpu::attention_bf16(args16(dq16.data(), dk16.data(), dv16.data(), dmask.data(), out.data()));
+  Gpu::attention_bf16(on_device(args16(dq16.data(), dk16.data(), dv16.data(), dmask.data(), out.data())));
   Host::attention_bf16(args16(q16.data(), k16.data(), v16.data(), mask.data(), want.data()));
   const std::vector<float> got = out.to_vector();
   float worst = 0, scale = 1e-3f;

@@ -125,7 +125,7 @@ TEST_CASE("gradient: scaled dot-product attention with an additive mask", "[grad
 
 TEST_CASE("gradient: attention with shared keys/values (kv_index)", "[grad]") {
   // Four query rows over two key/value rows: gradients of shared rows are summed.
-  require_grad_ok([](const Inputs& x) { return scaled_dot_product_attention(x[0], x[1], x[2], Tensor<double>(), 0.0, {1, 0, 1, 1}); },
+  require_grad_ok([](const Inputs& x) { return scaled_dot_product_attention(x[0], x[1], x[2], Tensor<double>(), 0.0, Tensor<int64_t>::from_vector({4}, {1, 0, 1, 1})); },
                   {random({4, 2, 3, 4}, 58), random({2, 2, 5, 4}, 59), random({2, 2, 5, 3}, 60)});
 }
 
@@ -134,7 +134,7 @@ TEST_CASE("gradient: attention across query blocks, strided inputs, an unused ke
   require_grad_ok([](const Inputs& x) { return scaled_dot_product_attention(transpose(x[0], 1, 2), x[1], x[2]); },
                   {random({1, 70, 2, 3}, 66), random({1, 2, 6, 3}, 67), random({1, 2, 6, 2}, 68)});
   // Key/value row 1 serves no query: its gradients are zero.
-  require_grad_ok([](const Inputs& x) { return scaled_dot_product_attention(x[0], x[1], x[2], Tensor<double>(), 0.0, {0, 0}); },
+  require_grad_ok([](const Inputs& x) { return scaled_dot_product_attention(x[0], x[1], x[2], Tensor<double>(), 0.0, Tensor<int64_t>::from_vector({2}, {0, 0})); },
                   {random({2, 1, 3, 2}, 69), random({2, 1, 4, 2}, 70), random({2, 1, 4, 2}, 71)});
 }
 

@@ -2,6 +2,8 @@
 // sampling fallbacks, temperature clamp, momentum rules, the separate multimodal slot.
 #include <catch2/catch.hpp>
 
+#include <cstring>
+
 #include "blip/blip.hpp"
 #include "blip/models/presets.hpp"
 
@@ -64,7 +66,7 @@ TEST_CASE("re-ranking shares image keys/values and equals the reference's repeat
     const Tensor<int64_t> idx = reshape(contiguous(select(top.indices, 0, i)), {3});
     const Tensor<float> repeated = contiguous(expand(narrow(f.image_embeds, 0, i, 1), {3, f.image_embeds.size(1), 16}));
     const auto kv = m.text_backbone.cross_keys_values(repeated);
-    const Tensor<float> h = m.text_backbone.multimodal(index_select(enc, 0, idx), index_select(texts.mask, 0, idx), kv, {0, 1, 2});
+    const Tensor<float> h = m.text_backbone.multimodal(index_select(enc, 0, idx), index_select(texts.mask, 0, idx), kv, arange<int64_t>(3));
     const auto logits = m.multimodal_head(select(h, 1, 0)).to_vector();
     const auto ids = idx.to_vector();
     const auto vals = select(top.values, 0, i).to_vector();
@@ -84,6 +86,10 @@ TEST_CASE("re-ranking shares image keys/values and equals the reference's repeat
   const auto s1 = m1.compute_score_matrix_t2i(f.image_feat, f.image_embeds, f.text_feat, texts.ids, texts.mask).to_vector();
   const auto s2 = m.compute_score_matrix_t2i(f.image_feat, f.image_embeds, f.text_feat, texts.ids, texts.mask).to_vector();
   for (size_t i = 0; i < s1.size(); ++i) REQUIRE(s1[i] == Approx(s2[i]).margin(1e-5));
+  // i2t runs whole images per pass (itm_pair_batch / k of them, at least one): the same scores.
+  const auto r1 = m1.compute_score_matrix_i2t(f.image_feat, f.image_embeds, f.text_feat, texts.ids, texts.mask).to_vector();
+  const auto r2 = m.compute_score_matrix_i2t(f.image_feat, f.image_embeds, f.text_feat, texts.ids, texts.mask).to_vector();
+  for (size_t i = 0; i < r1.size(); ++i) REQUIRE(r1[i] == Approx(r2[i]).margin(1e-5));
 }
 
 TEST_CASE("the queue wraps around when the batch does not divide its size", "[model][queue]") {
@@ -101,6 +107,78 @@ TEST_CASE("the queue wraps around when the batch does not divide its size", "[mo
   REQUIRE(m.head.idx_queue.to_vector() == std::vector<int64_t>{11, 12, 22, 12, 21});
 }
 
+TEST_CASE("a training step and an image-to-text re-rank make no round trip through the host", "[model][device]") {
+  // host_exchanges() counts every from_vector / to_vector / item on any device: this generic path
+  // is the one a Cuda model runs, so none of its steps waits for the device or copies to it.
+  Model m(small_config());
+  initialised(m, 11);
+  Generator gen(12);
+  const Tensor<float> images = randn<float>({3, 3, 32, 32}, gen);
+  const auto texts = random_texts(3, 8, 128, gen);
+  const Tensor<int64_t> image_ids = Tensor<int64_t>::from_vector({3}, {4, 5, 4});
+  AdamW<float, Cpu> opt(named_parameters(m), {.lr = 1e-4, .weight_decay = 0.05});
+  const int64_t ptr_before = m.head.queue_ptr.item();
+  const HostExchanges before = host_exchanges();
+  for (int step = 0; step < 2; ++step) {
+    const auto out = m.loss(images, texts, image_ids);
+    add(out.itc_loss, out.itm_loss).backward();
+    opt.step();
+    opt.zero_grad();
+  }
+  const HostExchanges step = host_exchanges() - before;
+  CHECK(step.writes == 0);
+  CHECK(step.reads == 0);
+  CHECK(m.head.queue_ptr.item() == (ptr_before + 6) % m.head.queue_size());
+
+  NoGradGuard no_grad;
+  const auto f = m.extract_feat(&images, &texts, true);
+  const HostExchanges rerank_before = host_exchanges();
+  const Tensor<float> scores = m.compute_score_matrix_i2t(f.image_feat, f.image_embeds, f.text_feat, texts.ids, texts.mask);
+  CHECK((host_exchanges() - rerank_before).total() == 0);
+  // t2i groups its candidates by image on the host: one read of the top-k, four uploads (the
+  // grouping), whatever the number of batches.
+  BlipConfig one_pair = small_config();
+  one_pair.itm_pair_batch = 1;
+  Model m1(one_pair);
+  initialised(m1, 11);
+  const HostExchanges t2i_before = host_exchanges();
+  m1.compute_score_matrix_t2i(f.image_feat, f.image_embeds, f.text_feat, texts.ids, texts.mask);
+  const HostExchanges t2i = host_exchanges() - t2i_before;
+  CHECK(t2i.reads == 1);
+  CHECK(t2i.writes == 4);
+  REQUIRE(scores.shape() == Shape{3, 3});
+}
+
+TEST_CASE("training is deterministic: two runs from one seed are bit-identical", "[model][device]") {
+  const auto run = [] {
+    Model m(small_config());
+    initialised(m, 21);
+    Generator gen(22);
+    AdamW<float, Cpu> opt(named_parameters(m), {.lr = 1e-3, .weight_decay = 0.05});
+    std::vector<float> trace;
+    for (int step = 0; step < 3; ++step) {
+      const auto texts = random_texts(3, 8, 128, gen);
+      const auto out = m.loss(randn<float>({3, 3, 32, 32}, gen), texts, {1, 2, 1 + step});
+      add(out.itc_loss, out.itm_loss).backward();
+      opt.step();
+      opt.zero_grad();
+      trace.push_back(out.itc_loss.item());
+      trace.push_back(out.itm_loss.item());
+      for (int64_t v : out.neg_image_idx.to_vector()) trace.push_back(static_cast<float>(v));
+    }
+    m.visit_parameters([&](const std::string&, Parameter<float, Cpu>& p) {
+      const auto v = p.value().to_vector();
+      trace.insert(trace.end(), v.begin(), v.end());
+    });
+    const auto q = m.head.image_queue.to_vector();
+    trace.insert(trace.end(), q.begin(), q.end());
+    return trace;
+  };
+  const std::vector<float> a = run(), b = run();
+  REQUIRE(a.size() == b.size());
+  CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
 TEST_CASE("hard negatives never fail: all rows masked or non-finite weights", "[model][negatives]") {
   Model m(small_config());
   initialised(m, 5);
@@ -108,19 +186,21 @@ TEST_CASE("hard negatives never fail: all rows masked or non-finite weights", "[
   const auto texts = random_texts(3, 8, 128, gen);
   // Every sample shares one image id: every weight is masked to zero.
   const auto out = m.loss(randn<float>({3, 3, 32, 32}, gen), texts, {7, 7, 7});
+  const std::vector<int64_t> neg_image = out.neg_image_idx.to_vector(), neg_text = out.neg_text_idx.to_vector();
   for (size_t b = 0; b < 3; ++b) {
-    REQUIRE(out.neg_image_idx[b] != static_cast<int64_t>(b));  // another sample when no other id exists
-    REQUIRE(out.neg_text_idx[b] != static_cast<int64_t>(b));
+    REQUIRE(neg_image[b] != static_cast<int64_t>(b));  // another sample when no other id exists
+    REQUIRE(neg_text[b] != static_cast<int64_t>(b));
   }
   REQUIRE(std::isfinite(out.itm_loss.item()));
   // A single-sample batch falls back to itself.
   const auto single = m.loss(randn<float>({1, 3, 32, 32}, gen), random_texts(1, 8, 128, gen), {1});
-  REQUIRE(single.neg_image_idx == std::vector<int64_t>{0});
+  REQUIRE(single.neg_image_idx.to_vector() == std::vector<int64_t>{0});
   // NaN weights: the injected sampler sees them; the default falls back to another image id.
   fill_(m.temp.value(), std::numeric_limits<float>::quiet_NaN());
   const auto nan_out = m.loss(randn<float>({3, 3, 32, 32}, gen), texts, {1, 2, 1});
-  REQUIRE(nan_out.neg_image_idx[0] == 1);  // the only sample with another id
-  REQUIRE(nan_out.neg_image_idx[1] != 1);
+  const std::vector<int64_t> nan_neg = nan_out.neg_image_idx.to_vector();
+  REQUIRE(nan_neg[0] == 1);  // the only sample with another id
+  REQUIRE(nan_neg[1] != 1);
 }
 
 TEST_CASE("temperature clamp (Salesforce BLIP) is optional", "[model]") {
@@ -252,8 +332,9 @@ TEST_CASE("Tokens::cls computes the CLS row of the full pass, forward and backwa
     close(row0(m.text_embeds(texts, Branch::momentum, Tokens::cls)), row0(m.text_embeds(texts, Branch::momentum)));
     const auto kv = m.text_backbone.cross_keys_values(full);
     const auto enc = m.encoder_ids(texts.ids);
-    close(row0(m.text_backbone.multimodal(enc, texts.mask, kv, {2, 0, 1}, Branch::online, Tokens::cls)),
-          row0(m.text_backbone.multimodal(enc, texts.mask, kv, {2, 0, 1})));
+    const Tensor<int64_t> order = Tensor<int64_t>::from_vector({3}, {2, 0, 1});
+    close(row0(m.text_backbone.multimodal(enc, texts.mask, kv, order, Branch::online, Tokens::cls)),
+          row0(m.text_backbone.multimodal(enc, texts.mask, kv, order)));
   }
   // Gradients of a loss on the CLS row are the same through either pass.
   const Tensor<float> w = randn<float>({3, 8}, gen);

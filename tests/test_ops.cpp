@@ -1,6 +1,7 @@
 // Forward values of the ops against direct computations.
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <cmath>
 
 #include "blip/blip.hpp"
@@ -113,7 +114,8 @@ TEST_CASE("attention over shared keys/values equals one pass per query row", "[o
   const auto q = permute(reshape(x, {B, Sq, H, d}), {0, 2, 1, 3});
   const auto k = randn<float>({2, H, 11, d}, gen), v = randn<float>({2, H, 11, 6}, gen);
   const std::vector<int64_t> kv_index{1, 1, 1, 0, 0};
-  const auto shared = scaled_dot_product_attention(q, k, v, Tensor<float>(), 0.0, kv_index);
+  const auto shared =
+      scaled_dot_product_attention(q, k, v, Tensor<float>(), 0.0, Tensor<int64_t>::from_vector({B}, kv_index));
   for (int64_t b = 0; b < B; ++b) {
     const int64_t r = kv_index[static_cast<size_t>(b)];
     const auto one = scaled_dot_product_attention(narrow(q, 0, b, 1), narrow(k, 0, r, 1), narrow(v, 0, r, 1)).to_vector();
@@ -194,4 +196,76 @@ TEST_CASE("dropout: seeded, scaled, identity outside training", "[ops]") {
   REQUIRE(zeros_count > 200);
   REQUIRE(zeros_count < 300);
   REQUIRE(dropout(x, 0.25, a, false).shares_storage_with(x));
+}
+
+TEST_CASE("dropout: the Philox mask is the documented stream, p = 1 drops everything", "[ops]") {
+  // Element i keeps its value when word i % 4 of Philox4x32-10(counter i / 4, key = the draw) is at
+  // least p · 2^32 (backend/portable.hpp).
+  auto x = ones<float>({9});
+  Generator g(3), key_source(3);
+  const uint64_t key = key_source.next_u64();
+  const auto y = dropout(x, 0.5, g).to_vector();
+  for (int64_t i = 0; i < 9; ++i) {
+    const uint32_t word = backend::portable::philox4x32(static_cast<uint64_t>(i / 4), 0, key).w[i % 4];
+    CHECK(y[static_cast<size_t>(i)] == (word >= (uint64_t{1} << 31) ? 2.0f : 0.0f));
+  }
+  for (float v : dropout(x, 1.0, g).to_vector()) CHECK(v == 0.0f);
+  // The published known-answer vector of Philox4x32-10 (Random123 kat_vectors): counter and key 0.
+  const auto zero = backend::portable::philox4x32(0, 0, 0);
+  CHECK(zero.w[0] == 0x6627e8d5u);
+  CHECK(zero.w[1] == 0xe169c58du);
+  CHECK(zero.w[2] == 0xbc57ac4cu);
+  CHECK(zero.w[3] == 0x9b00dbd8u);
+  const auto ones_kat = backend::portable::philox4x32(~uint64_t{0}, ~uint64_t{0}, ~uint64_t{0});
+  CHECK(ones_kat.w[0] == 0x408f276du);
+  CHECK(ones_kat.w[1] == 0x41c83b0eu);
+  CHECK(ones_kat.w[2] == 0xa20bc7c6u);
+  CHECK(ones_kat.w[3] == 0x6d5451fdu);
+}
+
+TEST_CASE("contrastive bookkeeping: same-id targets, hard-negative draws, the queue's enqueue", "[ops]") {
+  const auto ids = [](std::vector<int64_t> v) { return Tensor<int64_t>::from_vector({int64_t(v.size())}, v); };
+  // pos / pos.sum(1); a row without a match stays 0.
+  const auto targets = match_ids<float>(ids({4, 9, 2}), ids({9, 4, 4, 1, 4}), true).to_vector();
+  CHECK(targets == std::vector<float>{0, 1.f / 3, 1.f / 3, 0, 1.f / 3, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0});
+  CHECK(match_ids<uint8_t>(ids({4}), ids({9, 4}), false).to_vector() == std::vector<uint8_t>{0, 1});
+
+  // One positive weight: always drawn. Many: a draw's frequency follows its weight.
+  const Tensor<float> one = Tensor<float>::from_vector({2, 4}, {0, 0, 0.5f, 0, 0, 0, 0, 2});
+  CHECK(sample_negatives(one, ids({1, 2}), ids({1, 2, 3, 4}), 0, 99).to_vector() == std::vector<int64_t>{2, 3});
+  const int64_t rows = 4000;
+  std::vector<float> w;
+  for (int64_t r = 0; r < rows; ++r) w.insert(w.end(), {0.1f, 0.0f, 0.3f, 0.6f});
+  const auto picks = sample_negatives(Tensor<float>::from_vector({rows, 4}, w), ids(std::vector<int64_t>(rows, 7)),
+                                      ids({1, 2, 3, 4}), 0, 5).to_vector();
+  std::array<int, 4> counts{};
+  for (int64_t p : picks) ++counts[static_cast<size_t>(p)];
+  CHECK(counts[1] == 0);
+  CHECK(std::abs(counts[0] - 400) < 80);
+  CHECK(std::abs(counts[2] - 1200) < 120);
+  CHECK(std::abs(counts[3] - 2400) < 140);
+  // The same seed, the same draws; another seed, others.
+  const auto again = sample_negatives(Tensor<float>::from_vector({rows, 4}, w), ids(std::vector<int64_t>(rows, 7)),
+                                      ids({1, 2, 3, 4}), 0, 5).to_vector();
+  CHECK(again == picks);
+
+  // The enqueue equals the serial loop queue[:, (ptr + j) % Q] = src[j] (later rows win) and moves
+  // ptr by B mod Q, with B below and above Q.
+  Generator gen(8);
+  const int64_t E = 3, Q = 5;
+  Tensor<float> queue = randn<float>({E, Q}, gen);
+  std::vector<float> want = queue.to_vector();
+  int64_t ptr = 3;
+  const Tensor<int64_t> device_ptr = ids({ptr});
+  for (int64_t B : {4, 7, 2}) {
+    const Tensor<float> src = randn<float>({B, E}, gen);
+    const std::vector<float> s = src.to_vector();
+    for (int64_t j = 0; j < B; ++j)
+      for (int64_t e = 0; e < E; ++e) want[static_cast<size_t>(e * Q + (ptr + j) % Q)] = s[static_cast<size_t>(j * E + e)];
+    ptr = (ptr + B) % Q;
+    enqueue_columns(queue, src, device_ptr);
+    enqueue_advance(device_ptr, B, Q);
+    CHECK(queue.to_vector() == want);
+    CHECK(device_ptr.item() == ptr);
+  }
 }

@@ -25,6 +25,7 @@
 #include "blip/ops/conv.hpp"
 #include "blip/ops/dropout.hpp"
 #include "blip/ops/topk.hpp"
+#include "blip/ops/contrastive.hpp"
 #include "blip/nn/parameter.hpp"
 #include "blip/nn/layers.hpp"
 #include "blip/optim/adamw.hpp"

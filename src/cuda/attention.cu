@@ -78,7 +78,9 @@ __global__ void attention_forward_kernel(backend::AttentionArgs<T, In> a, const 
   const int64_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int64_t kb = kv_index ? kv_index[b] : b;
   T* out = a.out + b * a.out_stride[0] + h * a.out_stride[1] + i * a.out_stride[2];
-  if (a.Sk == 0) {  // softmax over no keys: zeros, as the CPU
+  // Softmax over no keys: zeros, as the CPU. A kv_index outside [0, Bkv) (reported by the op's
+  // deferred index check) reads nothing either.
+  if (a.Sk == 0 || kb < 0 || kb >= a.Bkv) {
     for (int64_t c = threadIdx.x; c < a.dv; c += blockDim.x) out[c] = T(0);
     return;
   }
@@ -104,6 +106,12 @@ __global__ void attention_backward_rows_kernel(backend::AttentionBackwardArgs<T>
   T* ds = p + a.Sk;
   const int64_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int64_t kb = kv_index ? kv_index[b] : b;
+  const int64_t row_index = (b * a.H + h) * a.Sq + i;
+  T* gq = g.grad_q + row_index * a.d;
+  if (kb < 0 || kb >= a.Bkv) {  // a bad kv_index (see the forward): no gradient through it
+    for (int64_t c = threadIdx.x; c < a.d; c += blockDim.x) gq[c] = T(0);
+    return;
+  }
   scores_of(a, b, kb, h, i, p);
   T m, sum;
   softmax_in_place(p, a.Sk, m, sum);
@@ -121,12 +129,10 @@ __global__ void attention_backward_rows_kernel(backend::AttentionBackwardArgs<T>
   const T D = block_sum(partial);
   for (int64_t j = threadIdx.x; j < a.Sk; j += blockDim.x) ds[j] = p[j] * (ds[j] - D);
   __syncthreads();
-  const int64_t row_index = (b * a.H + h) * a.Sq + i;
   if (threadIdx.x == 0) {
     lse[row_index] = m + log_of(sum);
     delta[row_index] = D;
   }
-  T* gq = g.grad_q + row_index * a.d;
   for (int64_t c = threadIdx.x; c < a.d; c += blockDim.x) {
     T acc = 0;
     for (int64_t j = 0; j < a.Sk; ++j) acc += ds[j] * row(a.k, a.k_stride, kb, h, j)[c];
@@ -179,15 +185,6 @@ __global__ void attention_backward_keys_kernel(backend::AttentionBackwardArgs<T>
   }
 }
 
-// kv_index comes from the caller's host vector (AttentionArgs' contract): copied to the device.
-struct DeviceIndex : DeviceBuffer<int64_t> {
-  DeviceIndex(const int64_t* host, int64_t n) : DeviceBuffer<int64_t>(host ? n : 0) {
-    if (!data) return;
-    detail::note_transfer(true, bytes);
-    BLIP_CUDA_CHECK(cudaMemcpyAsync(data, host, bytes, cudaMemcpyHostToDevice, stream_now()));
-  }
-};
-
 dim3 grid_of(int64_t rows, int64_t H, int64_t B, const char* op) {
   BLIP_CHECK(rows >= 0 && rows <= 0x7fffffff && H <= 65535 && B <= 65535, "blip::cuda::", op, ": grid of ", rows,
              " rows x ", H, " heads x ", B, " batch rows exceeds one launch");
@@ -210,8 +207,7 @@ void attention(const backend::AttentionArgs<T, In>& a) {
   if (a.B == 0 || a.H == 0 || a.Sq == 0 || a.dv == 0) return;
   const dim3 grid = grid_of(a.Sq, a.H, a.B, "attention");
   const size_t shared = shared_bytes(a.Sk, sizeof(T), "attention");
-  const DeviceIndex kv(a.kv_index, a.B);
-  attention_forward_kernel<T, In><<<grid, threads_per_block, shared, stream_now()>>>(a, kv.data);
+  attention_forward_kernel<T, In><<<grid, threads_per_block, shared, stream_now()>>>(a, a.kv_index);
   check_launch("attention");
 }
 
@@ -228,12 +224,11 @@ void attention_backward(const backend::AttentionBackwardArgs<T>& g) {
   const dim3 keys_grid = grid_of(a.Sk, a.H, a.Bkv, "attention_backward");
   const size_t rows_shared = shared_bytes(2 * a.Sk, sizeof(T), "attention_backward");
   const size_t keys_shared = shared_bytes(2 * a.Sq, sizeof(T), "attention_backward");
-  const DeviceIndex kv(a.kv_index, a.B);
   const DeviceBuffer<T> lse(a.B * a.H * a.Sq), delta(a.B * a.H * a.Sq);
-  attention_backward_rows_kernel<T><<<rows_grid, threads_per_block, rows_shared, stream_now()>>>(g, kv.data, lse.data,
+  attention_backward_rows_kernel<T><<<rows_grid, threads_per_block, rows_shared, stream_now()>>>(g, a.kv_index, lse.data,
                                                                                                  delta.data);
   check_launch("attention_backward");
-  attention_backward_keys_kernel<T><<<keys_grid, threads_per_block, keys_shared, stream_now()>>>(g, kv.data, lse.data,
+  attention_backward_keys_kernel<T><<<keys_grid, threads_per_block, keys_shared, stream_now()>>>(g, a.kv_index, lse.data,
                                                                                                  delta.data);
   check_launch("attention_backward");
 }

@@ -72,22 +72,56 @@ __global__ void to_bf16_kernel(const float* x, uint16_t* y, int64_t n) {
   }
 }
 
+// Multi-tensor launches (as PyTorch's multi_tensor_apply): up to `capacity` tensor descriptors
+// travel by value in the kernel's parameters (under the 4 KiB every GPU takes); blockIdx.y picks
+// the tensor, blocks along x stride over its elements.
+template <class Item, int capacity>
+struct TensorList {
+  Item items[capacity];
+  int count = 0;
+};
+inline constexpr int adamw_list_capacity = 64;  // 40-byte descriptors for float: 2.5 KiB
+inline constexpr int ema_list_capacity = 96;    // 24-byte descriptors: 2.3 KiB
+
 template <class T>
-__global__ void ema_kernel(T* m, const T* v, int64_t n, T keep, T take) {
-  for (int64_t i = first_index(); i < n; i += grid_step()) m[i] = m[i] * keep + v[i] * take;
+__global__ void ema_kernel(TensorList<backend::EmaTensor<T>, ema_list_capacity> list, T keep, T take) {
+  const backend::EmaTensor<T> t = list.items[blockIdx.y];
+  for (int64_t i = first_index(); i < t.n; i += grid_step()) t.m[i] = t.m[i] * keep + t.v[i] * take;
 }
 
 template <class T>
-__global__ void adamw_kernel(T* p, T* m, T* v, const T* g, int64_t n, backend::AdamWCoefficients<T> c) {
-  for (int64_t i = first_index(); i < n; i += grid_step()) {
-    const T gi = g[i];
-    const T pi = p[i] * c.decay;
-    const T mi = m[i] * c.beta1 + c.one_minus_beta1 * gi;
-    const T vi = v[i] * c.beta2 + c.one_minus_beta2 * (gi * gi);
+__global__ void adamw_kernel(TensorList<backend::AdamWTensor<T>, adamw_list_capacity> list,
+                             backend::AdamWCoefficients<T> c) {
+  const backend::AdamWTensor<T> t = list.items[blockIdx.y];
+  for (int64_t i = first_index(); i < t.n; i += grid_step()) {
+    const T gi = t.g[i];
+    const T pi = t.p[i] * c.decay;
+    const T mi = t.m[i] * c.beta1 + c.one_minus_beta1 * gi;
+    const T vi = t.v[i] * c.beta2 + c.one_minus_beta2 * (gi * gi);
     const T denom = sqrt(vi) / c.bias_correction2_sqrt + c.eps;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = pi + c.neg_step_size * (mi / denom);
+    t.m[i] = mi;
+    t.v[i] = vi;
+    t.p[i] = pi + c.neg_step_size * (mi / denom);
+  }
+}
+
+// Launches kernel(list, args...) over `tensors` in lists of `capacity`, each with enough blocks
+// along x for its largest tensor.
+template <int capacity, class Item, class Kernel, class... Args>
+void for_tensor_lists(const Item* tensors, size_t count, const char* op, Kernel kernel, Args... args) {
+  for (size_t start = 0; start < count; start += capacity) {
+    TensorList<Item, capacity> list;
+    int64_t largest = 0;
+    for (size_t i = start; i < count && list.count < capacity; ++i) {
+      BLIP_CHECK(tensors[i].n >= 0, "blip::cuda::", op, ": negative element count ", tensors[i].n);
+      if (tensors[i].n == 0) continue;
+      list.items[list.count++] = tensors[i];
+      largest = std::max(largest, tensors[i].n);
+    }
+    if (list.count == 0) continue;
+    const dim3 grid(blocks_for(largest), static_cast<unsigned>(list.count));
+    kernel<<<grid, threads_per_block, 0, stream_now()>>>(list, args...);
+    check_launch(op);
   }
 }
 
@@ -134,17 +168,13 @@ void to_bf16(const float* x, bf16* y, int64_t n) {
 }
 
 template <class T>
-void ema(T* m, const T* v, int64_t n, T keep, T take) {
-  if (empty(n, "ema")) return;
-  ema_kernel<T><<<blocks_for(n), threads_per_block, 0, stream_now()>>>(m, v, n, keep, take);
-  check_launch("ema");
+void ema(const backend::EmaTensor<T>* tensors, size_t count, T keep, T take) {
+  for_tensor_lists<ema_list_capacity>(tensors, count, "ema", ema_kernel<T>, keep, take);
 }
 
 template <class T>
-void adamw(T* p, T* m, T* v, const T* g, int64_t n, const backend::AdamWCoefficients<T>& c) {
-  if (empty(n, "adamw")) return;
-  adamw_kernel<T><<<blocks_for(n), threads_per_block, 0, stream_now()>>>(p, m, v, g, n, c);
-  check_launch("adamw");
+void adamw(const backend::AdamWTensor<T>* tensors, size_t count, const backend::AdamWCoefficients<T>& c) {
+  for_tensor_lists<adamw_list_capacity>(tensors, count, "adamw", adamw_kernel<T>, c);
 }
 
 #define BLIP_INSTANTIATE_POINTWISE(T)                                                                 \
@@ -154,8 +184,8 @@ void adamw(T* p, T* m, T* v, const T* g, int64_t n, const backend::AdamWCoeffici
   template void masked_fill<T, uint8_t>(const T*, const uint8_t*, T, T*, int64_t);                    \
   template void masked_fill<T, int32_t>(const T*, const int32_t*, T, T*, int64_t);                    \
   template void masked_fill<T, int64_t>(const T*, const int64_t*, T, T*, int64_t);                    \
-  template void ema<T>(T*, const T*, int64_t, T, T);                                                  \
-  template void adamw<T>(T*, T*, T*, const T*, int64_t, const backend::AdamWCoefficients<T>&);
+  template void ema<T>(const backend::EmaTensor<T>*, size_t, T, T);                                   \
+  template void adamw<T>(const backend::AdamWTensor<T>*, size_t, const backend::AdamWCoefficients<T>&);
 
 BLIP_INSTANTIATE_POINTWISE(float)
 BLIP_INSTANTIATE_POINTWISE(double)

@@ -57,7 +57,10 @@ __global__ void take_topk_kernel(const T* x, const int* sorted_columns, int64_t 
 
 template <class T>
 __global__ void topk_scatter_kernel(const T* gy, const int64_t* indices, int64_t rows, int64_t n, int64_t k, T* gx) {
-  for (int64_t t = first_index(); t < rows * k; t += grid_step()) gx[(t / k) * n + indices[t]] = gy[t];
+  for (int64_t t = first_index(); t < rows * k; t += grid_step()) {
+    const int64_t column = indices[t];
+    if (column >= 0 && column < n) gx[(t / k) * n + column] = gy[t];  // a bad one is reported by the op's check
+  }
 }
 
 }  // namespace
@@ -104,11 +107,12 @@ void topk(const T* x, int64_t rows, int64_t n, int64_t k, T* values, int64_t* in
 }
 
 template <class T>
-void topk_backward(const T* gy, const int64_t* indices, int64_t rows, int64_t n, int64_t k, T* gx) {
+void topk_backward(const T* gy, const int64_t* indices, int64_t rows, int64_t n, int64_t k, T fill, T* gx) {
   BLIP_CHECK(rows >= 0 && n >= 0 && k >= 0 && k <= n, "blip::cuda::topk_backward: k = ", k, " of ", n, " columns");
   if (rows * n == 0) return;
   const cudaStream_t s = stream_now();
-  BLIP_CUDA_CHECK(cudaMemsetAsync(gx, 0, sizeof(T) * static_cast<size_t>(rows * n), s));
+  if (fill == T(0)) BLIP_CUDA_CHECK(cudaMemsetAsync(gx, 0, sizeof(T) * static_cast<size_t>(rows * n), s));
+  else cuda::fill(gx, rows * n, fill);
   // A row's selected columns are distinct, so each gx element is written at most once.
   if (k > 0) topk_scatter_kernel<T><<<blocks_for(rows * k), threads_per_block, 0, s>>>(gy, indices, rows, n, k, gx);
   check_launch("topk_backward");
@@ -116,7 +120,7 @@ void topk_backward(const T* gy, const int64_t* indices, int64_t rows, int64_t n,
 
 #define BLIP_INSTANTIATE_TOPK(T)                                                 \
   template void topk<T>(const T*, int64_t, int64_t, int64_t, T*, int64_t*);       \
-  template void topk_backward<T>(const T*, const int64_t*, int64_t, int64_t, int64_t, T*);
+  template void topk_backward<T>(const T*, const int64_t*, int64_t, int64_t, int64_t, T, T*);
 
 BLIP_INSTANTIATE_TOPK(float)
 BLIP_INSTANTIATE_TOPK(double)

@@ -48,6 +48,8 @@ else()
   expect_in("${err}" "--device cuda: ")
   run(fail "${BLIP}" --device cuda demo --steps 1)
   expect_in("${err}" "--device cuda")
+  run(fail "${BLIP}" --device cuda train --steps 1 --out "${WORK}/train-cuda")  # train runs on cuda: no device here
+  expect_in("${err}" "--device cuda: ")
 endif()
 run(nonzero "${BLIP}" --device gpu eval ${model} --dataset jsonl ${data})
 expect_in("${err}" "--device")

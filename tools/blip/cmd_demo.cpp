@@ -134,26 +134,30 @@ void write_test_images(const std::string& out, const blip::data::FashionMnistSpl
   blip::io::write_file_atomically(out + ".jsonl", jsonl);
 }
 
+template <class D>
 void run_demo(const DemoOptions& o, const blip::cli::CommonOptions& common) {
   using namespace blip;
   const bool quiet = o.quiet || common.quiet;
-  choose_threads(common, quiet);
+  if constexpr (std::same_as<D, Cpu>) choose_threads(common, quiet);
   std::filesystem::create_directories(o.out);
   const data::FashionMnist fm = data::load_fashion_mnist(o.data);
   const text::BertTokenizer tokenizer =
       text::BertTokenizer::blip(o.vocab.empty() ? cli::default_vocab_path() : o.vocab, train::fashion_mnist_config().max_txt_len);
   BlipConfig config = train::fashion_mnist_config();
   config.seed = o.seed;
-  StandardBlip<float, Cpu> model(config);
+  StandardBlip<float, D> model(config);
   Generator init(o.seed);
   model.init_weights(init);
   if (!quiet) {
     char budget[64];
     if (o.steps > 0) std::snprintf(budget, sizeof budget, "%lld steps", static_cast<long long>(o.steps));
     else std::snprintf(budget, sizeof budget, "%g min", o.minutes);
-    std::printf("blip demo: training a BLIP of width %lld on Fashion-MNIST (%lld train / %lld test images, batch %lld, %s, %d threads)\n",
+    char where[32];
+    if constexpr (std::same_as<D, Cpu>) std::snprintf(where, sizeof where, "%d threads", omp_get_max_threads());
+    else std::snprintf(where, sizeof where, "on %s", D::name);
+    std::printf("blip demo: training a BLIP of width %lld on Fashion-MNIST (%lld train / %lld test images, batch %lld, %s, %s)\n",
                 static_cast<long long>(config.vision.embed_dims), static_cast<long long>(fm.train.size()),
-                static_cast<long long>(fm.test.size()), static_cast<long long>(o.batch), budget, omp_get_max_threads());
+                static_cast<long long>(fm.test.size()), static_cast<long long>(o.batch), budget, where);
   }
   std::fflush(stdout);  // before the progress bar on stderr
 
@@ -164,8 +168,8 @@ void run_demo(const DemoOptions& o, const blip::cli::CommonOptions& common) {
   tc.warmup_start_factor = 0.01;
   tc.alpha = config.alpha;
   tc.alpha_warmup_steps = tc.total_steps / 3;
-  train::Trainer<float, Cpu> trainer(named_parameters(model), tc);
-  train::FashionMnistBatches<float, Cpu> batches(fm.train, tokenizer, o.batch, o.seed + 1);
+  train::Trainer<float, D> trainer(named_parameters(model), tc);
+  train::FashionMnistBatches<float, D> batches(fm.train, tokenizer, o.batch, o.seed + 1);
   train::LoopOptions loop;
   loop.metrics_path = (std::filesystem::path(o.out) / "metrics.jsonl").string();
   std::filesystem::remove(loop.metrics_path);
@@ -211,12 +215,12 @@ void run_demo(const DemoOptions& o, const blip::cli::CommonOptions& common) {
   std::vector<std::string> query_texts;
   std::vector<int64_t> query_class;
   for (const auto& [q, c] : demo_queries) query_texts.push_back(q), query_class.push_back(c);
-  const auto encoded = tokenizer.encode_batch<Cpu>(query_texts);
-  const TextBatch<float, Cpu> qtexts{encoded.input_ids, encoded.attention_mask};
+  const auto encoded = tokenizer.encode_batch<D>(query_texts);
+  const TextBatch<float, D> qtexts{encoded.input_ids, encoded.attention_mask};
   std::vector<std::vector<int64_t>> rows;
   {
     NoGradGuard no_grad;
-    const Tensor<float, Cpu> qfeat = model.extract_feat(nullptr, &qtexts, false).text_feat;
+    const Tensor<float, D> qfeat = model.extract_feat(nullptr, &qtexts, false).text_feat;
     const auto score = model.compute_score_matrix_t2i(ev.image_feat, ev.image_embeds, qfeat, qtexts.ids, qtexts.mask);
     const std::vector<int64_t> top = topk(score, 8).indices.to_vector();
     const auto& names = data::fashion_mnist_class_names();
@@ -260,8 +264,7 @@ void add_demo(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_option("--batch", o->batch, "Images per step")->check(blip::cli::positive())->capture_default_str();
   cmd->add_option("--lr", o->lr, "Peak learning rate (AdamW, cosine schedule)")->check(blip::cli::positive())->capture_default_str();
   cmd->callback([o, &common] {
-    blip::cli::require_cpu(common, "demo");
-    run_demo(*o, common);
+    blip::cli::on_device(common, [&]<class D>() { run_demo<D>(*o, common); });
   });
 }
 

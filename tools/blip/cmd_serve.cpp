@@ -75,10 +75,12 @@ struct Job {
   std::promise<std::variant<std::vector<search::SearchHit>, HttpError>> done;
 };
 
-// Runs every model call on one thread; concurrent text queries become one batch.
+// Runs every model call on one thread (on a GPU: that thread's stream); concurrent text queries
+// become one batch.
+template <class Model>
 class Engine {
  public:
-  Engine(const blip::cli::CliModel& model, const blip::text::BertTokenizer& tokenizer, const blip::cli::OpenedGallery& gallery,
+  Engine(const Model& model, const blip::text::BertTokenizer& tokenizer, const blip::cli::OpenedGallery& gallery,
          const ServeOptions& o, blip::Precision precision, blip::cli::ServeMetrics& metrics)
       : model_(model), tokenizer_(tokenizer), gallery_(gallery), o_(o), precision_(precision), metrics_(metrics),
         thread_([this] { loop(); }) {}
@@ -171,7 +173,7 @@ class Engine {
     }
   }
 
-  const blip::cli::CliModel& model_;
+  const Model& model_;
   const blip::text::BertTokenizer& tokenizer_;
   const blip::cli::OpenedGallery& gallery_;
   const ServeOptions& o_;
@@ -330,6 +332,7 @@ void raise_listen_backlog(int port) {
   }
 }
 
+template <class D>
 void run_serve(const ServeOptions& o, const blip::cli::CommonOptions& common) {
   // Block the stop signals before any thread starts, so that every thread inherits the mask.
   sigset_t signals;
@@ -342,14 +345,14 @@ void run_serve(const ServeOptions& o, const blip::cli::CommonOptions& common) {
              o.threads, "), so that some threads always answer /healthz, /metrics and thumbnails");
   const blip::cli::OpenedGallery gallery(o.index, o.ann, common.quiet, o.root);
   const search::FeatureIndex& index = gallery.index();
-  const auto loaded = blip::cli::load_model_for(o.model, index);
+  const auto loaded = blip::cli::load_model_for<D>(o.model, index);
   search::check_index_matches(*loaded.model, index, index.kind());  // fail now, not at the first query
   const blip::vision::PipelineOptions pipeline = search::test_pipeline(*loaded.model);
   const bool images = index.kind() == search::IndexKind::images;
 
   blip::cli::ServeMetrics metrics;
   metrics.set_entries(index.size());
-  Engine engine(*loaded.model, *loaded.tokenizer, gallery, o, common.precision, metrics);
+  Engine<blip::cli::CliModelOn<D>> engine(*loaded.model, *loaded.tokenizer, gallery, o, common.precision, metrics);
   Thumbnails thumbs(o.thumb_size, 2048);
   std::unordered_map<std::string, int64_t> entry_rows;
   if (images)
@@ -526,8 +529,7 @@ void add_serve(CLI::App& app, const blip::cli::CommonOptions& common) {
       ->check(blip::cli::positive())->capture_default_str();
   blip::cli::add_ann_query_options(cmd, o->ann);
   cmd->callback([o, &common] {
-    blip::cli::require_cpu(common, "serve");
-    run_serve(*o, common);
+    blip::cli::on_device(common, [&]<class D>() { run_serve<D>(*o, common); });
   });
 }
 

@@ -25,7 +25,6 @@
 
 namespace {
 
-using blip::cli::CliModel;
 
 struct TrainOptions {
   std::string dataset = "fashion-mnist", data = "/usr/share/datasets/fashion-mnist", ann, images, split = "train";
@@ -118,8 +117,10 @@ BatchStream loader_stream(const TrainOptions& o, const blip::BlipConfig& config,
   return out;
 }
 
+template <class D>
 void run_train(const TrainOptions& o, const blip::cli::CommonOptions& common) {
   using namespace blip;
+  using Model = cli::CliModelOn<D>;
   const bool fashion = o.dataset == "fashion-mnist";
   BLIP_CHECK(fashion || o.dataset == "coco" || o.dataset == "flickr30k" || o.dataset == "jsonl", "unknown --dataset '",
              o.dataset, "' (known: fashion-mnist, coco, flickr30k, jsonl)");
@@ -131,20 +132,20 @@ void run_train(const TrainOptions& o, const blip::cli::CommonOptions& common) {
     po.config = train::fashion_mnist_config();
     po.config_name = "preset 'fashion-mnist'";
   }
-  std::unique_ptr<CliModel> model;
+  std::unique_ptr<Model> model;
   std::optional<text::BertTokenizer> loaded_tokenizer;
   BlipConfig config;
   if (!o.checkpoint.empty()) {
     // Fine-tuning: the checkpoint describes itself; --preset / --config only where it does not.
     po.adjust = [&](BlipConfig& c) { c.seed = o.seed; };
-    auto p = pretrained::load_pretrained<CliModel>(o.checkpoint, po);
+    auto p = pretrained::load_pretrained<Model>(o.checkpoint, po);
     model = std::move(p.model);
     loaded_tokenizer = std::move(p.tokenizer);
     config = p.config;
   } else {
     config = po.config ? *po.config : fashion ? train::fashion_mnist_config() : presets::blip_base();
     config.seed = o.seed;
-    model = std::make_unique<CliModel>(config);
+    model = std::make_unique<Model>(config);
     Generator init(o.seed);
     model->init_weights(init);
   }
@@ -170,7 +171,7 @@ void run_train(const TrainOptions& o, const blip::cli::CommonOptions& common) {
   tc.warmup_steps = o.warmup_steps;
   tc.alpha = config.alpha;
   tc.alpha_warmup_steps = static_cast<int64_t>(o.alpha_warmup_epochs * static_cast<double>(steps_per_epoch));
-  train::Trainer<float, Cpu> trainer(named_parameters(*model), tc);
+  train::Trainer<float, D> trainer(named_parameters(*model), tc);
   trainer.set_communicator(comm);
 
   if (main_rank) std::filesystem::create_directories(o.out);
@@ -181,14 +182,14 @@ void run_train(const TrainOptions& o, const blip::cli::CommonOptions& common) {
                ", past the ", tc.total_steps, " steps of this run");
     if (resumed.extra.contains("total_steps") && resumed.extra["total_steps"] != tc.total_steps)
       std::fprintf(stderr, "blip train: warning: '%s' was saved by a run of %lld steps, this one has %lld: the schedules differ\n",
-                   o.resume.c_str(), static_cast<long long>(resumed.extra["total_steps"].get<int64_t>()),
+                   o.resume.c_str(), static_cast<long long>(resumed.extra["total_steps"].template get<int64_t>()),
                    static_cast<long long>(tc.total_steps));
     // Each step consumes --accumulation batches, so the saved position must be exactly where
     // that many steps end; anything else is a damaged state, or one saved with another --batch,
     // --accumulation or dataset (whose batches would then not be the ones the run expects).
     const auto& p = resumed.progress;
     const int64_t bpe = stream.batches_per_epoch;
-    const int64_t saved_world = resumed.extra.contains("world_size") ? resumed.extra["world_size"].get<int64_t>() : 1;
+    const int64_t saved_world = resumed.extra.contains("world_size") ? resumed.extra["world_size"].template get<int64_t>() : 1;
     BLIP_CHECK(saved_world == comm.size(), "--resume: '", o.resume, "' was saved by ", saved_world,
                " ranks and this run has ", comm.size(), "; the data position is per rank, so resume with ", saved_world,
                " (docs/distributed.md)");
@@ -265,8 +266,7 @@ void add_train(CLI::App& app, const blip::cli::CommonOptions& common) {
   cmd->add_option("--seed", o->seed, "Seed of the initialisation, batch order and negatives")->capture_default_str();
   cmd->add_option("--workers", o->workers, "Image loading threads (coco, flickr30k, jsonl; -1: all cores)")->capture_default_str();
   cmd->callback([o, &common] {
-    blip::cli::require_cpu(common, "train");
-    run_train(*o, common);
+    blip::cli::on_device(common, [&]<class D>() { run_train<D>(*o, common); });
   });
 }
 

@@ -36,10 +36,8 @@ struct CommonOptions {
   blip::Precision train_precision = blip::Precision::fp32;
   // The process group: auto (MPI when started by mpirun), none, mpi, nccl.
   blip::dist::Kind dist = blip::dist::Kind::automatic;
-  // Where the model runs (--device; auto resolves to cuda when a GPU is usable, else cpu), and
-  // whether cuda was asked for by name (the CPU-only commands refuse it then, and run on the
-  // CPU under auto).
-  bool cuda = false, cuda_requested = false;
+  // Where the model runs (--device; auto resolves to cuda when a GPU is usable, else cpu).
+  bool cuda = false;
 };
 
 // --device: "auto" is cuda when this blip was built with CUDA and sees a device, and the run is
@@ -69,13 +67,6 @@ void on_device(const CommonOptions& common, F&& f) {
   if (common.cuda) return f.template operator()<blip::Cuda>();
 #endif
   f.template operator()<blip::Cpu>();
-}
-
-// For the commands that run on the CPU only so far: --device cuda is an error (not a silent CPU
-// run); auto means the CPU.
-inline void require_cpu(const CommonOptions& common, const char* command) {
-  BLIP_CHECK(!common.cuda_requested, "blip ", command, " runs on the CPU only so far (use --device cpu); embed, index, score, "
-             "search and eval run on cuda");
 }
 
 // This process's communicator (created on first use; one process unless launched by mpirun).

@@ -50,11 +50,10 @@ int main(int argc, char** argv) {
   std::string device = "auto";
   app.add_option("--device", device,
                  "Where the model runs: cpu, cuda, or auto (cuda when this blip was built with CUDA and a GPU is "
-                 "usable, unless under MPI or with --precision int8; else cpu). embed, index, score, search and eval "
-                 "run on either; train, demo and serve on the CPU")
+                 "usable, unless under MPI or with --precision int8; else cpu). Every command that runs the model "
+                 "runs on either")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   app.parse_complete_callback([&] {
-    common.cuda_requested = device == "cuda";
     common.dist = blip::dist::parse_dist_kind(dist);
     if (common.threads > 0) omp_set_num_threads(common.threads);
     common.precision = blip::parse_precision(precision);

@@ -1,9 +1,8 @@
 // blip/backend/args.hpp — argument blocks of the kernels whose signatures would otherwise run to
 // twenty parameters (attention, AdamW). Plain data, the same for every device.
 //
-// Contract: pointers are device memory of the device running the kernel, except kv_index,
-// which is host memory (it comes from the caller's std::vector). Strides count elements; the
-// last axis of q, k, v, out and grad_out is unit-stride.
+// Contract: pointers (kv_index included) are device memory of the device running the kernel.
+// Strides count elements; the last axis of q, k, v, out and grad_out is unit-stride.
 #pragma once
 
 #include <array>
@@ -37,7 +36,8 @@ struct BulkCopy {
 // softmax(q kᵀ · scale + mask) v for q [B,H,Sq,d], k [Bkv,H,Sk,d], v [Bkv,H,Sk,dv] into out
 // [B,H,Sq,dv]; strides of axes 0-2 (batch, head, row). mask (may be null) is read through
 // strides aligned to [B,H,Sq,Sk] (0 on broadcast axes). kv_index (may be null) maps query
-// batch row b to key/value batch row kv_index[b]; without it Bkv == B. `In` is the type of q, k
+// batch row b to key/value batch row kv_index[b] (checked by the op; a device kernel reads nothing
+// through an index outside [0, Bkv)); without it Bkv == B. `In` is the type of q, k
 // and v: bf16 for the bf16 path (attention_bf16: bf16 products, float softmax and output).
 template <class T, class In = T>
 struct AttentionArgs {
@@ -67,6 +67,24 @@ struct AttentionBackwardArgs {
   T* grad_q = nullptr;
   T* grad_k = nullptr;
   T* grad_v = nullptr;
+};
+
+// One tensor of a multi-tensor parameter update: n contiguous elements in each array. A list of
+// them goes to one adamw / ema call (one launch per few dozen tensors on CUDA, the descriptors
+// passed by value: no copy to the device).
+template <class T>
+struct AdamWTensor {
+  T* p = nullptr;
+  T* m = nullptr;
+  T* v = nullptr;
+  const T* g = nullptr;
+  int64_t n = 0;
+};
+template <class T>
+struct EmaTensor {
+  T* m = nullptr;
+  const T* v = nullptr;
+  int64_t n = 0;
 };
 
 // One AdamW step's scalars, formed in double and rounded once by the optimiser.

@@ -22,7 +22,8 @@
   X(layer_norm_backward) X(l2_normalize) X(l2_normalize_backward) X(sum_middle) X(check_indices) X(gather)   \
   X(scatter_add) X(masked_fill) X(masked_fill_backward) X(topk) X(topk_backward) X(nll_mean)                 \
   X(nll_mean_backward) X(attention) X(attention_bf16) X(attention_backward) X(adamw) X(ema) X(assign)        \
-  X(copy_bulk) X(fill) X(to_bf16)
+  X(copy_bulk) X(fill) X(to_bf16) X(iota) X(clamp) X(dropout_mask) X(match_ids) X(sample_negatives)          \
+  X(queue_enqueue) X(queue_advance)
 
 #define BLIP_CUDA_MISSING(X)                                                                                 \
   X(linear_bf16_packed) X(quantize_rows_s8) X(linear_s8_packed)

@@ -7,10 +7,17 @@
 // - Views (ops/view.hpp) share memory; `is_contiguous()` says whether the layout is row-major.
 // - Autograd (autograd/engine.hpp): a Tensor that requires grad carries an AutogradMeta with
 //   its accumulated gradient (leaves) or the Node that produced it (op results).
+// - host_exchanges() counts, on every device, the times the host wrote elements into a tensor
+//   (from_vector, scalar) or read them out (to_vector, item). Code between two readings that
+//   left it unchanged made no round trip through the host, whichever device it ran on: a CPU
+//   test certifies the generic path that a Cuda run takes (whose copies cuda::transfer_stats()
+//   also counts).
 // Throws blip::Error for negative extents, host access to non-contiguous device memory, and
 // `item()` on a tensor with other than one element.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -23,6 +30,22 @@ namespace blip {
 
 template <Element T, Device D>
 struct AutogradMeta;  // autograd/graph.hpp
+
+struct HostExchanges {
+  uint64_t writes = 0, reads = 0;
+  uint64_t total() const { return writes + reads; }
+  friend HostExchanges operator-(const HostExchanges& a, const HostExchanges& b) {
+    return {a.writes - b.writes, a.reads - b.reads};
+  }
+};
+
+namespace detail {
+inline std::atomic<uint64_t> host_writes{0}, host_reads{0};
+}  // namespace detail
+
+inline HostExchanges host_exchanges() {
+  return {detail::host_writes.load(std::memory_order_relaxed), detail::host_reads.load(std::memory_order_relaxed)};
+}
 
 template <Element T, Device D = Cpu>
 class Tensor {
@@ -53,6 +76,7 @@ class Tensor {
     BLIP_CHECK(blip::numel(shape) == static_cast<int64_t>(values.size()), "Tensor::from_vector: shape ",
                shape, " needs ", blip::numel(shape), " values, got ", values.size());
     Tensor t = empty(std::move(shape));
+    detail::host_writes.fetch_add(1, std::memory_order_relaxed);
     DeviceMemory<D>::copy_from_host(t.data(), values.data(), sizeof(T) * values.size());
     return t;
   }
@@ -101,6 +125,7 @@ class Tensor {
 
   // Host copies of the elements in row-major order.
   std::vector<T> to_vector() const {
+    detail::host_reads.fetch_add(1, std::memory_order_relaxed);
     std::vector<T> out(static_cast<size_t>(numel()));
     if (is_contiguous()) {
       DeviceMemory<D>::copy_to_host(out.data(), data(), sizeof(T) * out.size());
@@ -120,6 +145,7 @@ class Tensor {
     BLIP_CHECK(numel() == 1, "Tensor::item: tensor of shape ", shape_, " has ", numel(),
                " elements, not 1");
     T value;
+    detail::host_reads.fetch_add(1, std::memory_order_relaxed);
     DeviceMemory<D>::copy_to_host(&value, data(), sizeof(T));
     return value;
   }

@@ -18,6 +18,7 @@
 
 #include "blip/dist/collectives.hpp"
 #include "blip/nn/layers.hpp"
+#include "blip/ops/contrastive.hpp"
 #include "blip/ops/softmax.hpp"
 
 namespace blip {
@@ -40,21 +41,24 @@ class ItcHead {
 
   int64_t queue_size() const { return image_queue.size(1); }
 
+  // image_ids: int64 [B] on the head's device (or a host vector, moved there).
   Tensor<T, D> loss(const Tensor<T, D>& image_feat, const Tensor<T, D>& text_feat, const Tensor<T, D>& image_feat_m,
-                    const Tensor<T, D>& text_feat_m, const std::vector<int64_t>& image_ids, const Tensor<T, D>& temp,
+                    const Tensor<T, D>& text_feat_m, const Tensor<int64_t, D>& image_ids, const Tensor<T, D>& temp,
                     dist::Communicator& comm = dist::single_process()) {
     const int64_t B = image_feat.size(0);
-    BLIP_CHECK(static_cast<int64_t>(image_ids.size()) == B && text_feat.size(0) == B,
-               "ItcHead::loss: ", B, " images, ", text_feat.size(0), " texts and ", image_ids.size(), " image ids");
+    BLIP_CHECK(image_ids.dim() == 1 && image_ids.numel() == B && text_feat.size(0) == B, "ItcHead::loss: ", B,
+               " images, ", text_feat.size(0), " texts and ", image_ids.numel(), " image ids");
     Tensor<T, D> img_all, txt_all, targets_i2t, targets_t2i, image_feat_m_all, text_feat_m_all;
-    const std::vector<int64_t> ids_all = dist::all_gather_values(comm, image_ids);
+    const Tensor<int64_t, D> ids_all = dist::all_gather_concat(comm, image_ids);
     {
       NoGradGuard no_grad;
       image_feat_m_all = dist::all_gather_concat(comm, image_feat_m);
       text_feat_m_all = dist::all_gather_concat(comm, text_feat_m);
       img_all = concat(std::vector{transpose(image_feat_m_all, 0, 1), image_queue}, 1);
       txt_all = concat(std::vector{transpose(text_feat_m_all, 0, 1), text_queue}, 1);
-      const Tensor<T, D> targets = similarity_targets(image_ids, ids_all);
+      // pos / pos.sum(1) over [ids_all | idx_queue], one row per local sample
+      const Tensor<T, D> targets =
+          match_ids<T>(image_ids, concat(std::vector{ids_all, reshape(idx_queue, {queue_size()})}, 0), true);
       const T a = static_cast<T>(alpha), one_minus_a = static_cast<T>(1.0 - alpha);
       targets_i2t = add(scale(softmax(div(matmul(image_feat_m, txt_all), temp)), a), scale(targets, one_minus_a));
       targets_t2i = add(scale(softmax(div(matmul(text_feat_m, img_all), temp)), a), scale(targets, one_minus_a));
@@ -67,22 +71,24 @@ class ItcHead {
     enqueue(image_feat_m_all, text_feat_m_all, ids_all);
     return itc;
   }
+  Tensor<T, D> loss(const Tensor<T, D>& image_feat, const Tensor<T, D>& text_feat, const Tensor<T, D>& image_feat_m,
+                    const Tensor<T, D>& text_feat_m, const std::vector<int64_t>& image_ids, const Tensor<T, D>& temp,
+                    dist::Communicator& comm = dist::single_process()) {
+    return loss(image_feat, text_feat, image_feat_m, text_feat_m,
+                Tensor<int64_t, D>::from_vector({static_cast<int64_t>(image_ids.size())}, image_ids), temp, comm);
+  }
 
-  // queue[:, ptr + j (mod Q)] = feat_m[j]; idx likewise; ptr = (ptr + B) mod Q.
-  void enqueue(const Tensor<T, D>& image_feat_m, const Tensor<T, D>& text_feat_m, const std::vector<int64_t>& image_ids) {
+  // queue[:, ptr + j (mod Q)] = feat_m[j]; idx likewise; ptr = (ptr + B) mod Q — on the queues'
+  // device, the pointer included (nothing is read back to the host).
+  void enqueue(const Tensor<T, D>& image_feat_m, const Tensor<T, D>& text_feat_m, const Tensor<int64_t, D>& image_ids) {
     NoGradGuard no_grad;
     const int64_t B = image_feat_m.size(0), Q = queue_size();
-    int64_t ptr = queue_ptr.item();
-    BLIP_CHECK(ptr >= 0 && ptr < Q, "ItcHead: queue_ptr ", ptr, " is outside [0, ", Q, ")");
-    std::vector<int64_t> ids = idx_queue.to_vector();
-    for (int64_t j = 0; j < B; ++j) {
-      const int64_t column = (ptr + j) % Q;
-      copy_into(select(image_queue, 1, column), select(image_feat_m.detach(), 0, j));
-      copy_into(select(text_queue, 1, column), select(text_feat_m.detach(), 0, j));
-      ids[static_cast<size_t>(column)] = image_ids[static_cast<size_t>(j)];
-    }
-    idx_queue = Tensor<int64_t, D>::from_vector({1, Q}, ids);
-    queue_ptr = Tensor<int64_t, D>::from_vector({1}, {(ptr + B) % Q});
+    BLIP_CHECK(text_feat_m.size(0) == B && image_ids.numel() == B, "ItcHead::enqueue: ", B, " image features, ",
+               text_feat_m.size(0), " text features and ", image_ids.numel(), " ids");
+    enqueue_columns(image_queue, image_feat_m, queue_ptr);
+    enqueue_columns(text_queue, text_feat_m, queue_ptr);
+    enqueue_columns(idx_queue, reshape(image_ids, {B, 1}), queue_ptr);
+    enqueue_advance(queue_ptr, B, Q);
   }
 
   template <class F>
@@ -103,23 +109,6 @@ class ItcHead {
  private:
   static Tensor<T, D> l2_normalize_columns(const Tensor<T, D>& x) {
     return contiguous(transpose(l2_normalize(transpose(x, 0, 1)), 0, 1));
-  }
-  // pos / pos.sum(1) over [ids_all | idx_queue], one row per local sample
-  Tensor<T, D> similarity_targets(const std::vector<int64_t>& image_ids, const std::vector<int64_t>& ids_all) const {
-    const int64_t B = static_cast<int64_t>(image_ids.size());
-    std::vector<int64_t> all(ids_all);
-    const std::vector<int64_t> queued = idx_queue.to_vector();
-    all.insert(all.end(), queued.begin(), queued.end());
-    const int64_t C = static_cast<int64_t>(all.size());
-    std::vector<T> targets(static_cast<size_t>(B * C), T(0));
-    for (int64_t b = 0; b < B; ++b) {
-      int64_t count = 0;
-      for (int64_t j = 0; j < C; ++j) count += all[static_cast<size_t>(j)] == image_ids[static_cast<size_t>(b)];
-      for (int64_t j = 0; j < C; ++j)
-        if (all[static_cast<size_t>(j)] == image_ids[static_cast<size_t>(b)])
-          targets[static_cast<size_t>(b * C + j)] = T(1) / static_cast<T>(count);
-    }
-    return Tensor<T, D>::from_vector({B, C}, targets);
   }
 };
 

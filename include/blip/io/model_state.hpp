@@ -194,7 +194,13 @@ LoadReport load_state_dict(Model& model, const S& source, const LoadOptions& opt
       used.insert(it->second);
       BLIP_CHECK(source.shape(it->second) == buffer.shape(), "load_state_dict: '", where, "' key '", it->second,
                  "' has shape ", source.shape(it->second), ", the model expects ", buffer.shape());
-      if (apply) copy_into(buffer, to<D>(source.template load<int64_t>(it->second)));
+      const Tensor<int64_t> loaded = source.template load<int64_t>(it->second);
+      if (name == "head.queue_ptr") {  // the enqueue trusts it on the device
+        const int64_t ptr = loaded.to_vector().at(0), Q = model.head.queue_size();
+        BLIP_CHECK(ptr >= 0 && ptr < Q, "load_state_dict: '", where, "' key '", it->second, "' is ", ptr,
+                   ", outside the queue [0, ", Q, ")");
+      }
+      if (apply) copy_into(buffer, to<D>(loaded));
     }, "head");
     const int64_t max_pos = model.config().text.max_position_embeddings;
     for (const std::string module : {"text_backbone", "text_backbone_m", "multimodal_backbone"}) {

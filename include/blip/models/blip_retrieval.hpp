@@ -36,6 +36,7 @@
 #include "blip/heads/itm_head.hpp"
 #include "blip/nn/bert.hpp"
 #include "blip/nn/vision_transformer.hpp"
+#include "blip/ops/contrastive.hpp"
 #include "blip/ops/topk.hpp"
 
 namespace blip {
@@ -64,7 +65,7 @@ struct BlipConfig {
   std::array<double, 3> std{68.5005327, 66.6321579, 70.32316305};
   MomentumRule momentum_rule = MomentumRule::mmpretrain;
   bool clamp_temperature = false;  // Salesforce BLIP clamps temp to [0.001, 0.5]
-  int64_t itm_pair_batch = 128;    // pairs per multimodal pass when re-ranking
+  int64_t itm_pair_batch = 128;    // pairs per multimodal pass when re-ranking (i2t: whole images, at least one)
   uint64_t seed = 0;               // queue initialisation and the default negative sampler
 };
 
@@ -85,7 +86,7 @@ struct Losses {
   // What the reference computes on the way (for tests and diagnostics).
   Tensor<T, D> image_feat, text_feat, image_feat_m, text_feat_m, weights_i2t, weights_t2i, vl_embeddings, itm_logits;
   Tensor<int64_t, D> itm_labels;
-  std::vector<int64_t> neg_image_idx, neg_text_idx;
+  Tensor<int64_t, D> neg_image_idx, neg_text_idx;  // [B]: into the (gathered) batch
 };
 
 template <Differentiable T, Device D>
@@ -94,7 +95,9 @@ struct Predictions {
   std::vector<int64_t> label_i2t, label_t2i;  // argmax of each row
 };
 
-// Picks the hard negative for `row` from its weights (same-image entries already zero).
+// Picks the hard negative for `row` from its weights (same-image entries already zero), on the
+// host: given one, loss() brings the weights back to the host for it. Without one (the default),
+// the draw is sample_negatives (ops/contrastive.hpp) on the model's device.
 using NegativeSampler = std::function<int64_t(NegativeKind kind, int64_t row, const std::vector<float>& weights)>;
 
 // ---- composition concepts -------------------------------------------------------------------
@@ -106,7 +109,7 @@ concept VisionBackboneSlot = requires(const V& v, const Tensor<typename V::value
 template <class B>
 concept TextBackboneSlot = requires(const B& b, const Tensor<int64_t, typename B::device_type>& ids,
                                     const Tensor<typename B::value_type, typename B::device_type>& embeds,
-                                    const typename B::KV& kv, const std::vector<int64_t>& index) {
+                                    const typename B::KV& kv, const Tensor<int64_t, typename B::device_type>& index) {
   { b.text(ids, ids, Branch::online, Tokens::cls) } -> std::same_as<Tensor<typename B::value_type, typename B::device_type>>;
   { b.multimodal(ids, ids, kv, index, Branch::online, Tokens::cls) } -> std::same_as<Tensor<typename B::value_type, typename B::device_type>>;
   { b.cross_keys_values(embeds, Branch::online) } -> std::same_as<typename B::KV>;
@@ -206,10 +209,16 @@ class BlipRetrieval {
 
   // Multimodal CLS embeddings of (text row, image kv row) pairs over precomputed keys/values.
   Tensor<T, D> multimodal_cls(const Tensor<int64_t, D>& ids_enc, const Tensor<int64_t, D>& mask,
-                              const typename TextBackbone::KV& kv, const std::vector<int64_t>& kv_index) const;
+                              const typename TextBackbone::KV& kv, const Tensor<int64_t, D>& kv_index) const;
 
-  // itm_logit [P, 2] (row-major; column 1 = "matched") of each (image, text) pair; pairs are
-  // processed in batches, each distinct image's keys/values computed once per batch.
+  // itm_logit [P, 2] (column 1 = "matched") of each (image, text) pair, on the model's device, in
+  // the pairs' order. The pairs are grouped by image and processed in batches of itm_pair_batch,
+  // each distinct image's keys/values computed once per batch; the host's part (the grouping) goes
+  // to the device in one upload, so the batches themselves exchange nothing with the host.
+  Tensor<T, D> itm_logit_matrix(const std::vector<std::pair<int64_t, int64_t>>& pairs, const Tensor<T, D>& image_embeds,
+                                const Tensor<int64_t, D>& ids_enc, const Tensor<int64_t, D>& mask) const;
+
+  // itm_logit_matrix on the host, row-major [P, 2].
   std::vector<T> itm_logits(const std::vector<std::pair<int64_t, int64_t>>& pairs, const Tensor<T, D>& image_embeds,
                             const Tensor<int64_t, D>& ids_enc, const Tensor<int64_t, D>& mask) const;
 
@@ -228,8 +237,15 @@ class BlipRetrieval {
   Predictions<T, D> predict(const Tensor<T, D>& images, const TextBatch<T, D>& texts) const;
 
   // ---- training ----------------------------------------------------------------------------
-  Losses<T, D> loss(const Tensor<T, D>& images, const TextBatch<T, D>& texts, const std::vector<int64_t>& image_ids,
+  // image_ids: int64 [B] on the model's device. Without a host sampler and on one process, the
+  // whole step (forward, losses, queue update, backward) stays on the device.
+  Losses<T, D> loss(const Tensor<T, D>& images, const TextBatch<T, D>& texts, const Tensor<int64_t, D>& image_ids,
                     const NegativeSampler& sampler = {}, dist::Communicator& comm = dist::single_process());
+  Losses<T, D> loss(const Tensor<T, D>& images, const TextBatch<T, D>& texts, const std::vector<int64_t>& image_ids,
+                    const NegativeSampler& sampler = {}, dist::Communicator& comm = dist::single_process()) {
+    return loss(images, texts, Tensor<int64_t, D>::from_vector({static_cast<int64_t>(image_ids.size())}, image_ids),
+                sampler, comm);
+  }
 
   // The reference's unified entry: tensor = extract_feat, loss = loss (needs image ids),
   // predict = score rows and argmax labels for every image and text (needs both).
@@ -266,28 +282,40 @@ class BlipRetrieval {
     else return text_backbone;
   }
 
+  // sim's top k per row re-scored as itm_logit[:, 1] + sim, -100 elsewhere. Rows are images
+  // (i2t): each batch of rows is a block of images with k texts each, so the keys/values of an
+  // image are computed once and the whole pass stays on the device. Rows are texts (t2i): the
+  // candidates are read back once and grouped by image on the host (itm_logit_matrix: one read,
+  // four uploads per matrix, none per batch).
   Tensor<T, D> rerank(const Tensor<T, D>& sim, const Tensor<T, D>& img_embeds, const Tensor<int64_t, D>& text_ids,
                       const Tensor<int64_t, D>& text_atts, bool rows_are_images) const {
     BLIP_CHECK(img_embeds.defined(), "BlipRetrieval: re-ranking (fast_match = false) needs the image embeddings");
     const int64_t rows = sim.size(0), cols = sim.size(1);
     const int64_t k = std::min(config_.topk, cols);
     const auto top = topk(sim, k);
-    const std::vector<int64_t> idx = top.indices.to_vector();
-    const std::vector<T> vals = top.values.to_vector();
-    std::vector<std::pair<int64_t, int64_t>> pairs;  // (image, text)
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < k; ++j) {
-        const int64_t c = idx[static_cast<size_t>(r * k + j)];
-        pairs.emplace_back(rows_are_images ? r : c, rows_are_images ? c : r);
-      }
-    const std::vector<T> itm = itm_scores(pairs, img_embeds, encoder_ids(text_ids), text_atts);
-    std::vector<T> score(static_cast<size_t>(rows * cols), T(-100));
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < k; ++j) {
-        const size_t p = static_cast<size_t>(r * k + j);
-        score[static_cast<size_t>(r * cols + idx[p])] = itm[p] + vals[p];
-      }
-    return Tensor<T, D>::from_vector({rows, cols}, score);
+    const Tensor<int64_t, D> ids_enc = encoder_ids(text_ids);
+    if (k == 0) return full<T, D>({rows, cols}, T(-100));
+    if (!rows_are_images) {
+      const std::vector<int64_t> idx = top.indices.to_vector();
+      std::vector<std::pair<int64_t, int64_t>> pairs;  // (image, text)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < k; ++j) pairs.emplace_back(idx[static_cast<size_t>(r * k + j)], r);
+      const Tensor<T, D> itm =
+          reshape(contiguous(select(itm_logit_matrix(pairs, img_embeds, ids_enc, text_atts), 1, 1)), {rows, k});
+      return topk_scatter(add(itm, top.values), top.indices, cols, T(-100));
+    }
+    const int64_t block = std::max<int64_t>(1, config_.itm_pair_batch / k);  // images per pass
+    std::vector<Tensor<T, D>> itm;
+    for (int64_t r0 = 0; r0 < rows; r0 += block) {
+      const int64_t n = std::min(block, rows - r0);
+      const auto kv = multimodal_text_backbone().cross_keys_values(narrow(img_embeds, 0, r0, n));
+      const Tensor<int64_t, D> texts = reshape(contiguous(narrow(top.indices, 0, r0, n)), {n * k});
+      const Tensor<T, D> logits = multimodal_head(multimodal_cls(index_select(ids_enc, 0, texts),
+                                                                 index_select(text_atts, 0, texts), kv,
+                                                                 arange<int64_t, D>(n, 0, k)));
+      itm.push_back(reshape(contiguous(select(logits, 1, 1)), {n, k}));
+    }
+    return topk_scatter(add(concat(itm, 0), top.values), top.indices, cols, T(-100));
   }
 
   static std::vector<int64_t> row_argmax(const Tensor<T, D>& scores) {
@@ -303,53 +331,28 @@ class BlipRetrieval {
 
   // softmax(sim) [B, C] with entries of the same image id (row_ids[i] == col_ids[j]) set to 0
   // (not renormalised).
-  static Tensor<T, D> masked_softmax_weights(const Tensor<T, D>& sim, const std::vector<int64_t>& row_ids,
-                                             const std::vector<int64_t>& col_ids) {
-    const int64_t B = sim.size(0), C = sim.size(1);
-    std::vector<uint8_t> same(static_cast<size_t>(B * C));
-    for (int64_t i = 0; i < B; ++i)
-      for (int64_t j = 0; j < C; ++j) same[static_cast<size_t>(i * C + j)] = row_ids[static_cast<size_t>(i)] == col_ids[static_cast<size_t>(j)];
-    return masked_fill(softmax(sim), Tensor<uint8_t, D>::from_vector({B, C}, same), T(0));
+  static Tensor<T, D> masked_softmax_weights(const Tensor<T, D>& sim, const Tensor<int64_t, D>& row_ids,
+                                             const Tensor<int64_t, D>& col_ids) {
+    return masked_fill(softmax(sim), match_ids<uint8_t>(row_ids, col_ids, false), T(0));
   }
 
-  // A negative for local row `row` (global row offset + row) among the C = ids_all.size()
-  // gathered samples, from that row of `weights` [B, C].
-  int64_t draw_negative(const NegativeSampler& sampler, NegativeKind kind, int64_t row, int64_t offset,
-                        const std::vector<T>& weights, const std::vector<int64_t>& image_ids,
-                        const std::vector<int64_t>& ids_all) {
-    const int64_t C = static_cast<int64_t>(ids_all.size());
-    std::vector<float> w(weights.begin() + row * C, weights.begin() + (row + 1) * C);
-    if (sampler) {
-      const int64_t pick = sampler(kind, offset + row, w);
-      BLIP_CHECK(pick >= 0 && pick < C, "BlipRetrieval::loss: the negative sampler returned ", pick,
-                 " for row ", offset + row, ", outside [0, ", C, ")");
-      return pick;
+  // The hard negatives of the B local rows (global rows offset + b) among the C gathered samples,
+  // one per row of weights [B, C]: by the host sampler when there is one, else on the device.
+  Tensor<int64_t, D> draw_negatives(const NegativeSampler& sampler, NegativeKind kind, const Tensor<T, D>& weights,
+                                    const Tensor<int64_t, D>& image_ids, const Tensor<int64_t, D>& ids_all,
+                                    int64_t offset) {
+    const int64_t B = weights.size(0), C = weights.size(1);
+    if (!sampler) return sample_negatives(weights, image_ids, ids_all, offset, gen_.next_u64());
+    const std::vector<T> w = weights.to_vector();
+    std::vector<int64_t> picks;
+    for (int64_t row = 0; row < B; ++row) {
+      const int64_t pick =
+          sampler(kind, offset + row, std::vector<float>(w.begin() + row * C, w.begin() + (row + 1) * C));
+      BLIP_CHECK(pick >= 0 && pick < C, "BlipRetrieval::loss: the negative sampler returned ", pick, " for row ",
+                 offset + row, ", outside [0, ", C, ")");
+      picks.push_back(pick);
     }
-    // multinomial over finite positive weights
-    double total = 0;
-    for (float x : w) total += std::isfinite(x) && x > 0 ? x : 0.0;
-    if (total > 0 && std::isfinite(total)) {
-      double u = gen_.uniform() * total;
-      int64_t last_valid = -1;
-      for (int64_t j = 0; j < C; ++j) {
-        const float x = w[static_cast<size_t>(j)];
-        if (!(std::isfinite(x) && x > 0)) continue;
-        last_valid = j;
-        if (u < x) return j;
-        u -= x;
-      }
-      return last_valid;
-    }
-    // Fallback (the reference raises "invalid multinomial distribution"): another image id,
-    // else another sample, else the row itself.
-    std::vector<int64_t> candidates;
-    for (int64_t j = 0; j < C; ++j)
-      if (ids_all[static_cast<size_t>(j)] != image_ids[static_cast<size_t>(row)]) candidates.push_back(j);
-    if (candidates.empty())
-      for (int64_t j = 0; j < C; ++j)
-        if (j != offset + row) candidates.push_back(j);
-    if (candidates.empty()) return offset + row;
-    return candidates[static_cast<size_t>(gen_.uniform_int(static_cast<int64_t>(candidates.size())))];
+    return Tensor<int64_t, D>::from_vector({B}, picks);
   }
 };
 
@@ -384,10 +387,12 @@ BLIP_RETRIEVAL::BlipRetrieval(const BlipConfig& config)
 BLIP_RETRIEVAL_MEMBER
 void BLIP_RETRIEVAL::momentum_update() {
   NoGradGuard no_grad;
+  std::vector<Parameter<T, D>*> ema;  // one multi-tensor update
   visit_momentum_parameters([&](const std::string&, const std::string& relative, Parameter<T, D>& p) {
     if (config_.momentum_rule == MomentumRule::mmpretrain && follows_online(relative)) p.alias_momentum();
-    else p.momentum_update(config_.momentum);
+    else ema.push_back(&p);
   });
+  blip::momentum_update(ema, config_.momentum);
 }
 
 BLIP_RETRIEVAL_MEMBER
@@ -449,44 +454,61 @@ auto BLIP_RETRIEVAL::extract_feat(const Tensor<T, D>* images, const TextBatch<T,
 BLIP_RETRIEVAL_MEMBER
 auto BLIP_RETRIEVAL::multimodal_cls(const Tensor<int64_t, D>& ids_enc, const Tensor<int64_t, D>& mask,
                                     const typename TextBackbone::KV& kv,
-                                    const std::vector<int64_t>& kv_index) const -> Tensor<T, D> {
+                                    const Tensor<int64_t, D>& kv_index) const -> Tensor<T, D> {
   const Tensor<T, D> h = multimodal_text_backbone().multimodal(ids_enc, mask, kv, kv_index, Branch::online, Tokens::cls);
   return select(h, 1, 0);
+}
+
+BLIP_RETRIEVAL_MEMBER
+auto BLIP_RETRIEVAL::itm_logit_matrix(const std::vector<std::pair<int64_t, int64_t>>& pairs,
+                                      const Tensor<T, D>& image_embeds, const Tensor<int64_t, D>& ids_enc,
+                                      const Tensor<int64_t, D>& mask) const -> Tensor<T, D> {
+  NoGradGuard no_grad;
+  const int64_t P = static_cast<int64_t>(pairs.size());
+  if (P == 0) return Tensor<T, D>::empty({0, 2});
+  std::vector<int64_t> order(pairs.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return pairs[static_cast<size_t>(a)].first < pairs[static_cast<size_t>(b)].first;
+  });
+  // Every batch's distinct images, the pairs' key/value rows within their batch, their texts, and
+  // where each pair lands in the grouped order (to put the logits back in the pairs' order).
+  const int64_t batch = std::max<int64_t>(config_.itm_pair_batch, 1);
+  std::vector<int64_t> images, kv_index, texts, inverse(pairs.size()), first_image;
+  for (int64_t start = 0; start < P; start += batch) {
+    first_image.push_back(static_cast<int64_t>(images.size()));
+    for (int64_t i = start; i < std::min(P, start + batch); ++i) {
+      const auto [image, text] = pairs[static_cast<size_t>(order[static_cast<size_t>(i)])];
+      if (i == start || images.back() != image) images.push_back(image);
+      kv_index.push_back(static_cast<int64_t>(images.size()) - 1 - first_image.back());
+      texts.push_back(text);
+      inverse[static_cast<size_t>(order[static_cast<size_t>(i)])] = i;
+    }
+  }
+  first_image.push_back(static_cast<int64_t>(images.size()));
+  const auto upload = [](const std::vector<int64_t>& v) {
+    return Tensor<int64_t, D>::from_vector({static_cast<int64_t>(v.size())}, v);
+  };
+  const Tensor<int64_t, D> images_d = upload(images), kv_index_d = upload(kv_index), texts_d = upload(texts);
+  std::vector<Tensor<T, D>> logits;
+  for (int64_t b = 0, start = 0; start < P; ++b, start += batch) {
+    const int64_t n = std::min(batch, P - start);
+    const auto kv = multimodal_text_backbone().cross_keys_values(index_select(
+        image_embeds, 0, narrow(images_d, 0, first_image[static_cast<size_t>(b)],
+                                first_image[static_cast<size_t>(b) + 1] - first_image[static_cast<size_t>(b)])));
+    const Tensor<int64_t, D> rows = narrow(texts_d, 0, start, n);
+    logits.push_back(multimodal_head(
+        multimodal_cls(index_select(ids_enc, 0, rows), index_select(mask, 0, rows), kv, narrow(kv_index_d, 0, start, n))));
+  }
+  return index_select(concat(logits, 0), 0, upload(inverse));
 }
 
 BLIP_RETRIEVAL_MEMBER
 auto BLIP_RETRIEVAL::itm_logits(const std::vector<std::pair<int64_t, int64_t>>& pairs,
                                 const Tensor<T, D>& image_embeds, const Tensor<int64_t, D>& ids_enc,
                                 const Tensor<int64_t, D>& mask) const -> std::vector<T> {
-  NoGradGuard no_grad;
-  std::vector<T> out(pairs.size() * 2);
-  std::vector<size_t> order(pairs.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return pairs[a].first < pairs[b].first; });
-  const size_t batch = static_cast<size_t>(std::max<int64_t>(config_.itm_pair_batch, 1));
-  for (size_t start = 0; start < order.size(); start += batch) {
-    const size_t end = std::min(order.size(), start + batch);
-    std::vector<int64_t> images, kv_index, texts;
-    for (size_t i = start; i < end; ++i) {
-      const auto [image, text] = pairs[order[i]];
-      if (images.empty() || images.back() != image) images.push_back(image);
-      kv_index.push_back(static_cast<int64_t>(images.size()) - 1);
-      texts.push_back(text);
-    }
-    const auto as_tensor = [](const std::vector<int64_t>& v) {
-      return Tensor<int64_t, D>::from_vector({static_cast<int64_t>(v.size())}, v);
-    };
-    const auto kv = multimodal_text_backbone().cross_keys_values(index_select(image_embeds, 0, as_tensor(images)));
-    const Tensor<int64_t, D> text_rows = as_tensor(texts);
-    const Tensor<T, D> logits = multimodal_head(
-        multimodal_cls(index_select(ids_enc, 0, text_rows), index_select(mask, 0, text_rows), kv, kv_index));
-    const std::vector<T> l = logits.to_vector();
-    for (size_t i = start; i < end; ++i) {
-      out[order[i] * 2] = l[(i - start) * 2];
-      out[order[i] * 2 + 1] = l[(i - start) * 2 + 1];
-    }
-  }
-  return out;
+  if (pairs.empty()) return {};
+  return itm_logit_matrix(pairs, image_embeds, ids_enc, mask).to_vector();
 }
 
 BLIP_RETRIEVAL_MEMBER
@@ -533,16 +555,15 @@ auto BLIP_RETRIEVAL::predict(const Tensor<T, D>& images, const TextBatch<T, D>& 
 
 BLIP_RETRIEVAL_MEMBER
 auto BLIP_RETRIEVAL::loss(const Tensor<T, D>& images, const TextBatch<T, D>& texts,
-                          const std::vector<int64_t>& image_ids, const NegativeSampler& sampler,
+                          const Tensor<int64_t, D>& image_ids, const NegativeSampler& sampler,
                           dist::Communicator& comm) -> Losses<T, D> {
   const int64_t B = images.size(0);
-  BLIP_CHECK(B > 0 && texts.ids.size(0) == B && static_cast<int64_t>(image_ids.size()) == B,
-             "BlipRetrieval::loss: ", B, " images, ", texts.ids.size(0), " texts and ", image_ids.size(),
+  BLIP_CHECK(B > 0 && texts.ids.size(0) == B && image_ids.dim() == 1 && image_ids.numel() == B,
+             "BlipRetrieval::loss: ", B, " images, ", texts.ids.size(0), " texts and ", image_ids.shape(),
              " image ids must agree");
   if (config_.clamp_temperature) {
     NoGradGuard no_grad;
-    const T t = std::clamp(temp.value().item(), T(0.001), T(0.5));
-    fill_(temp.value(), t);
+    clamp_(temp.value(), T(0.001), T(0.5));
   }
   Losses<T, D> out;
   const Tensor<T, D> embeds = image_embeds(images);
@@ -561,9 +582,9 @@ auto BLIP_RETRIEVAL::loss(const Tensor<T, D>& images, const TextBatch<T, D>& tex
   // gradient, image embeds with it. Indices below are into the gathered batch; this rank's
   // samples sit at [offset, offset + B).
   const bool distributed = comm.size() > 1;
-  std::vector<int64_t> batches;  // each rank's B
-  const std::vector<int64_t> ids_all = dist::all_gather_values(comm, image_ids, &batches);
-  const int64_t offset = std::accumulate(batches.begin(), batches.begin() + comm.rank(), int64_t{0});
+  const std::vector<int64_t> batches = dist::all_gather_values(comm, std::vector<int64_t>{B});  // each rank's B
+  const int64_t offset = distributed ? std::accumulate(batches.begin(), batches.begin() + comm.rank(), int64_t{0}) : 0;
+  const Tensor<int64_t, D> ids_all = dist::all_gather_concat(comm, image_ids);
   const Tensor<int64_t, D> ids_enc = encoder_ids(texts.ids);
   {
     NoGradGuard no_grad;
@@ -573,42 +594,46 @@ auto BLIP_RETRIEVAL::loss(const Tensor<T, D>& images, const TextBatch<T, D>& tex
     out.weights_i2t = masked_softmax_weights(div(matmul(out.image_feat, transpose(text_feat_all, 0, 1)), t), image_ids, ids_all);
     out.weights_t2i = masked_softmax_weights(div(matmul(out.text_feat, transpose(image_feat_all, 0, 1)), t), image_ids, ids_all);
   }
-  const std::vector<T> w_t2i = out.weights_t2i.to_vector(), w_i2t = out.weights_i2t.to_vector();
-  for (int64_t b = 0; b < B; ++b)
-    out.neg_image_idx.push_back(draw_negative(sampler, NegativeKind::image_for_text, b, offset, w_t2i, image_ids, ids_all));
-  for (int64_t b = 0; b < B; ++b)
-    out.neg_text_idx.push_back(draw_negative(sampler, NegativeKind::text_for_image, b, offset, w_i2t, image_ids, ids_all));
+  out.neg_image_idx = draw_negatives(sampler, NegativeKind::image_for_text, out.weights_t2i, image_ids, ids_all, offset);
+  out.neg_text_idx = draw_negatives(sampler, NegativeKind::text_for_image, out.weights_i2t, image_ids, ids_all, offset);
 
-  // One pass over 3B pairs: (text b, image b), (text b, neg image), (neg text, image b).
-  // Distributed, the texts come from the gathered ids and masks, and the images whose
-  // cross-attention keys/values are computed are this rank's B plus the distinct remote
-  // negatives, taken from the gathered embeds (always through the gather, so that its
-  // backward, a collective, runs on every rank).
-  std::vector<int64_t> text_rows, kv_index, kv_images;
-  for (int64_t b = 0; b < B; ++b) kv_images.push_back(offset + b);
-  auto kv_slot = [&](int64_t image) {
-    if (image >= offset && image < offset + B) return image - offset;
-    const auto it = std::find(kv_images.begin() + B, kv_images.end(), image);
-    if (it != kv_images.end()) return static_cast<int64_t>(it - kv_images.begin());
-    kv_images.push_back(image);
-    return static_cast<int64_t>(kv_images.size()) - 1;
-  };
-  for (int64_t b = 0; b < B; ++b) { text_rows.push_back(offset + b); kv_index.push_back(b); }
-  for (int64_t b = 0; b < B; ++b) { text_rows.push_back(offset + b); kv_index.push_back(kv_slot(out.neg_image_idx[static_cast<size_t>(b)])); }
-  for (int64_t b = 0; b < B; ++b) { text_rows.push_back(out.neg_text_idx[static_cast<size_t>(b)]); kv_index.push_back(b); }
-  const Tensor<int64_t, D> rows = Tensor<int64_t, D>::from_vector({3 * B}, text_rows);
+  // One pass over 3B pairs: (text b, image b), (text b, neg image), (neg text, image b), the
+  // images' cross-attention keys/values computed once (kv_index). On one process every index is
+  // into this batch and the pairs are made on the device. Distributed, the texts come from the
+  // gathered ids and masks, and the images whose keys/values are computed are this rank's B plus
+  // the distinct remote negatives, taken from the gathered embeds (always through the gather, so
+  // that its backward, a collective, runs on every rank).
+  Tensor<int64_t, D> rows, kv_index;
+  Tensor<T, D> kv_embeds = embeds;
+  if (!distributed) {
+    const Tensor<int64_t, D> own = arange<int64_t, D>(B);
+    rows = concat(std::vector{own, own, out.neg_text_idx}, 0);
+    kv_index = concat(std::vector{own, out.neg_image_idx, own}, 0);
+  } else {
+    const std::vector<int64_t> neg_image = out.neg_image_idx.to_vector(), neg_text = out.neg_text_idx.to_vector();
+    std::vector<int64_t> text_rows, kv_rows, kv_images;
+    for (int64_t b = 0; b < B; ++b) kv_images.push_back(offset + b);
+    auto kv_slot = [&](int64_t image) {
+      if (image >= offset && image < offset + B) return image - offset;
+      const auto it = std::find(kv_images.begin() + B, kv_images.end(), image);
+      if (it != kv_images.end()) return static_cast<int64_t>(it - kv_images.begin());
+      kv_images.push_back(image);
+      return static_cast<int64_t>(kv_images.size()) - 1;
+    };
+    for (int64_t b = 0; b < B; ++b) { text_rows.push_back(offset + b); kv_rows.push_back(b); }
+    for (int64_t b = 0; b < B; ++b) { text_rows.push_back(offset + b); kv_rows.push_back(kv_slot(neg_image[static_cast<size_t>(b)])); }
+    for (int64_t b = 0; b < B; ++b) { text_rows.push_back(neg_text[static_cast<size_t>(b)]); kv_rows.push_back(b); }
+    rows = Tensor<int64_t, D>::from_vector({3 * B}, text_rows);
+    kv_index = Tensor<int64_t, D>::from_vector({3 * B}, kv_rows);
+    kv_embeds = index_select(dist::all_gather_with_grad(comm, embeds), 0,
+                             Tensor<int64_t, D>::from_vector({static_cast<int64_t>(kv_images.size())}, kv_images));
+  }
   const Tensor<int64_t, D> ids_enc_all = dist::all_gather_concat(comm, ids_enc);
   const Tensor<int64_t, D> mask_all = dist::all_gather_concat(comm, texts.mask);
-  const Tensor<T, D> kv_embeds =
-      distributed ? index_select(dist::all_gather_with_grad(comm, embeds), 0,
-                                 Tensor<int64_t, D>::from_vector({static_cast<int64_t>(kv_images.size())}, kv_images))
-                  : embeds;
   const auto kv = multimodal_text_backbone().cross_keys_values(kv_embeds);
   out.vl_embeddings = multimodal_cls(index_select(ids_enc_all, 0, rows), index_select(mask_all, 0, rows), kv, kv_index);
   out.itm_logits = multimodal_head(out.vl_embeddings);
-  std::vector<int64_t> labels(static_cast<size_t>(3 * B), 0);
-  std::fill(labels.begin(), labels.begin() + B, 1);
-  out.itm_labels = Tensor<int64_t, D>::from_vector({3 * B}, labels);
+  out.itm_labels = concat(std::vector{full<int64_t, D>({B}, 1), full<int64_t, D>({2 * B}, 0)}, 0);
   out.itm_loss = multimodal_head.loss(out.itm_logits, out.itm_labels);
   return out;
 }

@@ -62,7 +62,7 @@ class BertEncoder {
   }
 
   Tensor<T, D> multimodal(const Tensor<int64_t, D>& ids, const Tensor<int64_t, D>& mask, const KV& image_kv,
-                          const std::vector<int64_t>& kv_index, Branch branch = Branch::online,
+                          const Tensor<int64_t, D>& kv_index, Branch branch = Branch::online,
                           Tokens tokens = Tokens::all) const {
     BLIP_CHECK(image_kv.size() == layers.size(), "BertEncoder::multimodal: ", image_kv.size(),
                " cross keys/values for ", layers.size(), " layers");
@@ -107,7 +107,7 @@ class BertEncoder {
 
  private:
   Tensor<T, D> run(const Tensor<int64_t, D>& ids, const Tensor<int64_t, D>& mask, const KV* image_kv,
-                   const std::vector<int64_t>& kv_index, Branch branch, Tokens tokens) const {
+                   const Tensor<int64_t, D>& kv_index, Branch branch, Tokens tokens) const {
     BLIP_CHECK(ids.dim() == 2 && mask.shape() == ids.shape(), "BertEncoder: ids ", ids.shape(), " and mask ",
                mask.shape(), " must both be [B, L]");
     const int64_t B = ids.size(0), L = ids.size(1);

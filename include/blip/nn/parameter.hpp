@@ -8,6 +8,8 @@
 //   type (m as float, 1 - m computed in double then rounded, as mmpretrain); alias_momentum()
 //   makes the copy share the value's memory, so it follows every later in-place optimiser
 //   update (mmpretrain's `param_m.data = param.data`), and EMA updates leave it alone.
+// - momentum_update(params, m) does the same for a list of parameters as one multi-tensor update
+//   (few launches on a device, whatever the number of parameters).
 // - Modules expose `visit_parameters(fn, prefix)` calling fn(dotted_name, Parameter&) with
 //   mmpretrain's state_dict names; named_parameters() collects them.
 #pragma once
@@ -22,6 +24,11 @@ namespace blip {
 
 // Which weights a forward pass reads: the trained ones, or their momentum (EMA) copies.
 enum class Branch { online, momentum };
+
+template <Differentiable T, Device D>
+class Parameter;
+template <Differentiable T, Device D>
+void momentum_update(const std::vector<Parameter<T, D>*>& params, double momentum);
 
 template <Differentiable T = float, Device D = Cpu>
 class Parameter {
@@ -69,18 +76,23 @@ class Parameter {
                momentum_.shape());
     copy_into(momentum_, values.detach());
   }
-  void momentum_update(double momentum) {
-    BLIP_CHECK(has_momentum(), "Parameter::momentum_update: no momentum copy (call copy_params first)");
-    if (aliased_) return;
-    kernels<D>::ema(momentum_.data(), value_.data(), momentum_.numel(), static_cast<T>(momentum),
-                    static_cast<T>(1.0 - momentum));
-  }
+  void momentum_update(double momentum) { blip::momentum_update(std::vector<Parameter*>{this}, momentum); }
 
  private:
   Tensor<T, D> value_;
   Tensor<T, D> momentum_;
   bool aliased_ = false;
 };
+
+template <Differentiable T, Device D>
+void momentum_update(const std::vector<Parameter<T, D>*>& params, double momentum) {
+  std::vector<backend::EmaTensor<T>> terms;
+  for (Parameter<T, D>* p : params) {
+    BLIP_CHECK(p->has_momentum(), "Parameter::momentum_update: no momentum copy (call copy_params first)");
+    if (!p->momentum_aliased()) terms.push_back({p->momentum().data(), p->value().data(), p->momentum().numel()});
+  }
+  kernels<D>::ema(terms.data(), terms.size(), static_cast<T>(momentum), static_cast<T>(1.0 - momentum));
+}
 
 template <Differentiable T, Device D>
 using NamedParameter = std::pair<std::string, Parameter<T, D>*>;

@@ -160,7 +160,7 @@ struct BertAttentionBlock {
   }
   // LN(dense(attention(x -> kv)) + x)
   Tensor<T, D> operator()(const Tensor<T, D>& x, const CrossKV<T, D>& kv, const Tensor<T, D>& mask,
-                          const std::vector<int64_t>& kv_index, Branch branch) const {
+                          const Tensor<int64_t, D>& kv_index, Branch branch) const {
     const Tensor<T, D> q = detail::split_heads(query(x, branch), heads);
     const Tensor<T, D> context = scaled_dot_product_attention(q, kv.key, kv.value, mask, 0.0, kv_index);
     return norm(add(dense(detail::merge_heads(context), branch), x), branch);
@@ -194,7 +194,7 @@ class TransformerLayer<PostNorm, Cross, Act, T, D> {
 
   // cross == nullptr: text mode (self-attention only).
   Tensor<T, D> operator()(const Tensor<T, D>& x, const Tensor<T, D>& self_mask, const CrossKV<T, D>* cross,
-                          const std::vector<int64_t>& kv_index, Branch branch = Branch::online,
+                          const Tensor<int64_t, D>& kv_index, Branch branch = Branch::online,
                           Tokens out = Tokens::all) const {
     const CrossKV<T, D> self_kv = attention.keys_values(x, branch);
     Tensor<T, D> h = attention(out == Tokens::cls ? narrow(x, 1, 0, 1) : x, self_kv, self_mask, {}, branch);

@@ -6,7 +6,8 @@
 // [B, 1, 1, Sk] key mask, for example); it gets no gradient. Fused on the CPU: query blocks
 // run in parallel and no [B, H, Sq, Sk] tensor is kept — only a per-thread block of scores;
 // the backward recomputes the probabilities it needs.
-// `kv_index` (optional) maps each query batch row b to the key/value batch row kv_index[b]:
+// `kv_index` (optional, int64 [B] on the same device) maps each query batch row b to the key/value
+// batch row kv_index[b]:
 // many texts attend to one image's cross-attention keys/values without copies of them
 // (ITM re-ranking, hard negatives); k and v then have their own batch size.
 // In a bf16 PrecisionScope (float tensors) the forward's two products run in bf16 with float
@@ -51,18 +52,22 @@ void attention_in_bf16(const Tensor<float, D>& q, const Tensor<float, D>& k, con
 template <Element T, Device D>
 Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T, D>& k, const Tensor<T, D>& v,
                                           const Tensor<T, D>& mask = {}, double scale = 0.0,
-                                          const std::vector<int64_t>& kv_index = {}) {
+                                          const Tensor<int64_t, D>& kv_index = {}) {
   BLIP_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "scaled_dot_product_attention: q, k, v must be 4-D, got ",
              q.shape(), ", ", k.shape(), ", ", v.shape());
   const int64_t B = q.size(0), H = q.size(1), Sq = q.size(2), d = q.size(3), Sk = k.size(2), dv = v.size(3);
   const int64_t Bkv = k.size(0);
-  BLIP_CHECK((kv_index.empty() ? Bkv == B : static_cast<int64_t>(kv_index.size()) == B) && k.size(1) == H &&
-                 k.size(3) == d && v.size(0) == Bkv && v.size(1) == H && v.size(2) == Sk,
+  const bool shared_kv = kv_index.defined();
+  BLIP_CHECK(!shared_kv || kv_index.dim() == 1, "scaled_dot_product_attention: kv_index must be 1-D, got ",
+             kv_index.shape());
+  BLIP_CHECK((shared_kv ? kv_index.numel() == B : Bkv == B) && k.size(1) == H && k.size(3) == d && v.size(0) == Bkv &&
+                 v.size(1) == H && v.size(2) == Sk,
              "scaled_dot_product_attention: shapes q ", q.shape(), ", k ", k.shape(), ", v ", v.shape(),
-             " do not agree (kv_index of ", kv_index.size(), " rows)");
-  for (size_t i = 0; i < kv_index.size(); ++i)
-    BLIP_CHECK(kv_index[i] >= 0 && kv_index[i] < Bkv, "scaled_dot_product_attention: kv_index ", kv_index[i],
-               " at position ", i, " is outside [0, ", Bkv, ")");
+             " do not agree (kv_index of ", shared_kv ? kv_index.numel() : 0, " rows)");
+  // On the device the check is deferred (reported at the next host wait); the kernels read
+  // nothing through a bad index meanwhile.
+  const Tensor<int64_t, D> kv_rows =
+      shared_kv ? detail::checked_indices(kv_index, Bkv, "scaled_dot_product_attention", "kv_index") : kv_index;
   const T factor = static_cast<T>(scale > 0 ? scale : 1.0 / std::sqrt(static_cast<double>(d)));
   Tensor<T, D> m;
   if (mask.defined()) {
@@ -86,7 +91,7 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
                                  : std::array<int64_t, 4>{},
       .out = out.data(), .out_stride = strides3(out),
       .B = B, .H = H, .Sq = Sq, .Sk = Sk, .d = d, .dv = dv, .Bkv = Bkv, .scale = factor,
-      .kv_index = kv_index.empty() ? nullptr : kv_index.data()};
+      .kv_index = shared_kv ? kv_rows.data() : nullptr};
   if constexpr (std::same_as<T, float>) {
     if (PrecisionScope::current() != Precision::fp32) detail::attention_in_bf16(qc, kc, vc, args);  // bf16 or int8
     else kernels<D>::attention(args);
@@ -97,14 +102,14 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
   // between forward and backward (for BLIP-base training that is ~64 MB a ViT layer).
   if (grad_needed(q, k, v))
     record(out, "scaled_dot_product_attention", {&q, &k, &v},
-           [qc, kc, vc, m, kv_index, args, rows_unit_stride, strides3, B, H, Sq, Sk, d, dv,
+           [qc, kc, vc, m, kv_rows, args, rows_unit_stride, strides3, B, H, Sq, Sk, d, dv,
             Bkv](const Tensor<T, D>& gy) {
              const Tensor<T, D> g = rows_unit_stride(gy);
              Tensor<T, D> gq = Tensor<T, D>::empty({B, H, Sq, d});
              Tensor<T, D> gk = Tensor<T, D>::zeros({Bkv, H, Sk, d}), gv = Tensor<T, D>::zeros({Bkv, H, Sk, dv});
              backend::AttentionBackwardArgs<T> back{.forward = args, .grad_out = g.data(), .grad_out_stride = strides3(g),
                                                     .grad_q = gq.data(), .grad_k = gk.data(), .grad_v = gv.data()};
-             back.forward.kv_index = kv_index.empty() ? nullptr : kv_index.data();  // the closure's own copy
+             back.forward.kv_index = kv_rows.defined() ? kv_rows.data() : nullptr;  // kept alive by the closure
              back.forward.out = nullptr;
              kernels<D>::attention_backward(back);
              return std::vector{gq, gk, gv};

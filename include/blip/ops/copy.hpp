@@ -52,6 +52,14 @@ void fill_(const Tensor<T, D>& dst, T value) {
   kernels<D>::fill(dst.data(), dst.numel(), value);
 }
 
+// In place: each element limited to [lo, hi] (NaN stays NaN, as std::clamp), on its device.
+template <Element T, Device D>
+void clamp_(const Tensor<T, D>& dst, T lo, T hi) {
+  BLIP_CHECK(dst.is_contiguous(), "clamp_: destination of shape ", dst.shape(), " must be contiguous");
+  BLIP_CHECK(!(hi < lo), "clamp_: lower bound ", lo, " is above the upper bound ", hi);
+  kernels<D>::clamp(dst.data(), dst.numel(), lo, hi);
+}
+
 template <Element T, Device D>
 Tensor<T, D> clone(const Tensor<T, D>& x) {
   Tensor<T, D> y = Tensor<T, D>::empty(x.shape());

@@ -32,13 +32,14 @@ Tensor<T, D> ones_like(const Tensor<T, D>& x) {
   return full<T, D>(x.shape(), T(1));
 }
 
-// 0, 1, ..., n-1.
+// start, start + 1, ..., start + n - 1, each value `repeat` times in a row (n · repeat elements),
+// made on the device.
 template <Element T, Device D = Cpu>
-Tensor<T, D> arange(int64_t n) {
-  BLIP_CHECK(n >= 0, "arange: negative length ", n);
-  std::vector<T> values(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) values[static_cast<size_t>(i)] = static_cast<T>(i);
-  return Tensor<T, D>::from_vector({n}, values);
+Tensor<T, D> arange(int64_t n, T start = T(0), int64_t repeat = 1) {
+  BLIP_CHECK(n >= 0 && repeat >= 1, "arange: length ", n, " and repeat ", repeat, " must be >= 0 and >= 1");
+  Tensor<T, D> t = Tensor<T, D>::empty({n * repeat});
+  if (n > 0) kernels<D>::iota(t.data(), n * repeat, start, repeat);
+  return t;
 }
 
 // Fills from a per-element draw on the host, then moves to the device.

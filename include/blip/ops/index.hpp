@@ -19,9 +19,10 @@ namespace detail {
 // The indices as a contiguous int64 tensor, checked on the device (blip::Error naming the op, the
 // position and the value of the first one outside [0, extent)).
 template <Device D>
-Tensor<int64_t, D> checked_indices(const Tensor<int64_t, D>& index, int64_t extent, const char* op) {
+Tensor<int64_t, D> checked_indices(const Tensor<int64_t, D>& index, int64_t extent, const char* op,
+                                   const char* what = "index") {
   const Tensor<int64_t, D> idx = contiguous(index);
-  kernels<D>::check_indices(idx.data(), idx.numel(), extent, op, "index");
+  kernels<D>::check_indices(idx.data(), idx.numel(), extent, op, what);
   return idx;
 }
 

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "blip/ops/elementwise.hpp"
+#include "blip/ops/index.hpp"
 
 namespace blip {
 
@@ -34,10 +35,24 @@ TopK<T, D> topk(const Tensor<T, D>& x, int64_t k) {
     record(result.values, "topk", {&x}, [in_shape = x.shape(), indices = result.indices, rows, n, k](const Tensor<T, D>& gy) {
       const Tensor<T, D> g = contiguous(gy);
       Tensor<T, D> gx = Tensor<T, D>::empty(in_shape);
-      kernels<D>::topk_backward(g.data(), indices.data(), rows, n, k, gx.data());
+      kernels<D>::topk_backward(g.data(), indices.data(), rows, n, k, T(0), gx.data());
       return std::vector{gx};
     });
   return result;
+}
+
+// out [rows, n] = `fill` except out[r, indices[r, j]] = values[r, j] (values and indices [rows, k]
+// as topk returns them): topk's inverse, on the device. No gradient.
+template <Element T, Device D>
+Tensor<T, D> topk_scatter(const Tensor<T, D>& values, const Tensor<int64_t, D>& indices, int64_t n, T fill) {
+  BLIP_CHECK(values.dim() == 2 && indices.shape() == values.shape() && values.size(1) <= n, "topk_scatter: values ",
+             values.shape(), " and indices ", indices.shape(), " must be one [rows, k <= ", n, "]");
+  const int64_t rows = values.size(0), k = values.size(1);
+  const Tensor<T, D> v = contiguous(values.detach());
+  const Tensor<int64_t, D> idx = detail::checked_indices(indices, n, "topk_scatter");
+  Tensor<T, D> out = Tensor<T, D>::empty({rows, n});
+  kernels<D>::topk_backward(v.data(), idx.data(), rows, n, k, fill, out.data());
+  return out;
 }
 
 }  // namespace blip

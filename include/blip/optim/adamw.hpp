@@ -59,8 +59,12 @@ class AdamW {
     for (auto& [name, p] : params_) p->zero_grad();
   }
 
+  // One multi-tensor update per distinct step count (one, unless some parameters skipped steps
+  // without a gradient): a few launches on CUDA instead of one per parameter.
   void step() {
     NoGradGuard no_grad;
+    std::map<int64_t, std::vector<backend::AdamWTensor<T>>> by_step;
+    std::vector<Tensor<T, D>> grads;  // keeps contiguous copies alive until the update
     for (auto& [name, p] : params_) {
       const Tensor<T, D> g = p->grad();
       if (!g.defined()) continue;
@@ -72,15 +76,18 @@ class AdamW {
         s.exp_avg_sq = Tensor<T, D>::zeros(p->shape());
       }
       ++s.step;
-      update(p->value(), contiguous(g), s);
+      grads.push_back(contiguous(g));
+      by_step[s.step].push_back({p->value().data(), s.exp_avg.data(), s.exp_avg_sq.data(), grads.back().data(),
+                                 p->value().numel()});
     }
+    for (const auto& [step, tensors] : by_step) kernels<D>::adamw(tensors.data(), tensors.size(), coefficients(step));
   }
 
  private:
-  void update(const Tensor<T, D>& param, const Tensor<T, D>& grad, State& s) const {
-    const double bias_correction1 = 1.0 - std::pow(options_.beta1, static_cast<double>(s.step));
-    const double bias_correction2 = 1.0 - std::pow(options_.beta2, static_cast<double>(s.step));
-    const backend::AdamWCoefficients<T> c{
+  backend::AdamWCoefficients<T> coefficients(int64_t step) const {
+    const double bias_correction1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step));
+    const double bias_correction2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step));
+    return backend::AdamWCoefficients<T>{
         .decay = static_cast<T>(1.0 - options_.lr * options_.weight_decay),
         .beta1 = static_cast<T>(options_.beta1),
         .one_minus_beta1 = static_cast<T>(1.0 - options_.beta1),
@@ -89,7 +96,6 @@ class AdamW {
         .neg_step_size = static_cast<T>(-(options_.lr / bias_correction1)),
         .bias_correction2_sqrt = static_cast<T>(std::sqrt(bias_correction2)),
         .eps = static_cast<T>(options_.eps)};
-    kernels<D>::adamw(param.data(), s.exp_avg.data(), s.exp_avg_sq.data(), grad.data(), param.numel(), c);
   }
 
   std::vector<NamedParameter<T, D>> params_;

@@ -150,8 +150,7 @@ std::vector<CaseResult> run_model_case_set(const std::filesystem::path& dir) {
       NoGradGuard g;
       const Tensor<float, D> enc = in("B.encoder_hidden_states");
       const auto kv = model->text_backbone.cross_keys_values(enc);
-      std::vector<int64_t> identity(static_cast<size_t>(enc.size(0)));
-      std::iota(identity.begin(), identity.end(), 0);
+      const Tensor<int64_t, D> identity = arange<int64_t, D>(enc.size(0));
       const Tensor<float, D> h = model->text_backbone.multimodal(ids(inputs, "B.input_ids"), ids(inputs, "B.attention_mask"), kv, identity);
       ck.compare("B.last_hidden_state", h, outputs, "B.last_hidden_state", fwd);
       ck.compare("B.itm_logits", model->multimodal_head(select(h, 1, 0)), outputs, "B.itm_logits", fwd);
@@ -431,10 +430,9 @@ std::vector<CaseResult> run_model_case_set_reduced(const std::filesystem::path& 
     min_cosine("text_feat", feats.text_feat);
     const Tensor<float, D> enc = to<D>(inputs.load<float>("B.encoder_hidden_states"));
     const auto kv = model->text_backbone.cross_keys_values(enc);
-    std::vector<int64_t> identity(static_cast<size_t>(enc.size(0)));
-    std::iota(identity.begin(), identity.end(), 0);
     const Tensor<float, D> h = model->text_backbone.multimodal(to<D>(inputs.load<int64_t>("B.input_ids")),
-                                                               to<D>(inputs.load<int64_t>("B.attention_mask")), kv, identity);
+                                                               to<D>(inputs.load<int64_t>("B.attention_mask")), kv,
+                                                               arange<int64_t, D>(enc.size(0)));
     Checker ck;
     ck.compare("B.itm_logits" + tag, model->multimodal_head(select(h, 1, 0)), outputs, "B.itm_logits", bounds.itm_logits);
     results.insert(results.end(), ck.results.begin(), ck.results.end());

@@ -167,23 +167,23 @@ class FashionMnistBatches {
   int64_t epoch_ = 0, batch_in_epoch_ = 0;
 };
 
-template <Differentiable T = float>
+template <Differentiable T = float, Device D = Cpu>
 struct FashionMnistEval {
   eval::Metrics itc, itm;                 // ITC similarity; ITM re-ranked (no precision: -100 past top-k)
-  Tensor<T, Cpu> sim_t2i, score_t2i;      // [captions, test images]
-  Tensor<T, Cpu> image_feat, image_embeds;  // of the test images, for further queries
+  Tensor<T, Cpu> sim_t2i, score_t2i;      // [captions, test images], on the host
+  Tensor<T, D> image_feat, image_embeds;  // of the test images, on the model's device, for further queries
   CaptionSet captions;
 };
 
+// The model runs on its device; the score matrices come back to the host for the metrics.
 template <class Model>
-FashionMnistEval<typename Model::value_type> evaluate_fashion_mnist(Model& model, const data::FashionMnistSplit& test,
-                                                                     const text::BertTokenizer& tokenizer,
-                                                                     int64_t batch = 500, bool quiet = false) {
+FashionMnistEval<typename Model::value_type, typename Model::device_type> evaluate_fashion_mnist(
+    Model& model, const data::FashionMnistSplit& test, const text::BertTokenizer& tokenizer, int64_t batch = 500,
+    bool quiet = false) {
   using T = typename Model::value_type;
   using D = typename Model::device_type;
-  static_assert(on_cpu<D>, "evaluate_fashion_mnist: the metrics run on the CPU");
   NoGradGuard no_grad;
-  FashionMnistEval<T> out;
+  FashionMnistEval<T, D> out;
   out.captions = fashion_mnist_caption_set();
   const auto encoded = tokenizer.encode_batch<D>(out.captions.texts);
   const TextBatch<T, D> texts{encoded.input_ids, encoded.attention_mask};
@@ -207,12 +207,14 @@ FashionMnistEval<typename Model::value_type> evaluate_fashion_mnist(Model& model
   std::vector<int64_t> image_classes(test.labels.begin(), test.labels.end());
   const bool fast = model.config().fast_match;
   model.set_fast_match(true);
-  const Tensor<T, D> sim_i2t = model.compute_score_matrix_i2t(image_feat, image_embeds, text_feat, texts.ids, texts.mask);
-  out.sim_t2i = model.compute_score_matrix_t2i(image_feat, image_embeds, text_feat, texts.ids, texts.mask);
+  const Tensor<T, Cpu> sim_i2t =
+      to<Cpu>(model.compute_score_matrix_i2t(image_feat, image_embeds, text_feat, texts.ids, texts.mask));
+  out.sim_t2i = to<Cpu>(model.compute_score_matrix_t2i(image_feat, image_embeds, text_feat, texts.ids, texts.mask));
   out.itc = eval::class_retrieval(sim_i2t, out.sim_t2i, image_classes, out.captions.classes);
   model.set_fast_match(false);
-  const Tensor<T, D> score_i2t = model.compute_score_matrix_i2t(image_feat, image_embeds, text_feat, texts.ids, texts.mask);
-  out.score_t2i = model.compute_score_matrix_t2i(image_feat, image_embeds, text_feat, texts.ids, texts.mask);
+  const Tensor<T, Cpu> score_i2t =
+      to<Cpu>(model.compute_score_matrix_i2t(image_feat, image_embeds, text_feat, texts.ids, texts.mask));
+  out.score_t2i = to<Cpu>(model.compute_score_matrix_t2i(image_feat, image_embeds, text_feat, texts.ids, texts.mask));
   model.set_fast_match(fast);
   const int64_t k = std::min<int64_t>(model.config().topk, 10);
   std::vector<int64_t> ks{1};

@@ -30,6 +30,7 @@
 #include "blip/dist/data_parallel.hpp"
 #include "blip/optim/adamw.hpp"
 #include "blip/optim/schedule.hpp"
+#include "blip/ops/index.hpp"
 
 namespace blip::train {
 
@@ -139,11 +140,12 @@ class Trainer {
     for (int64_t micro = 0; micro < config_.accumulation; ++micro) {
       LossTerms<T, D> out = micro_loss(StepContext{.step = step_, .micro = micro, .lr = stats.lr, .alpha = stats.alpha});
       BLIP_CHECK(!out.terms.empty(), "Trainer::step: the loss function returned no terms at step ", step_);
-      check_finite_everywhere(out, micro);
+      const std::vector<double> values = term_values(out);
+      check_finite_everywhere(out, values, micro);
       Tensor<T, D> total;
       for (size_t i = 0; i < out.terms.size(); ++i) {
         const auto& [name, value] = out.terms[i];
-        const double v = static_cast<double>(value.item());
+        const double v = values[i];
         if (micro == 0) stats.terms.emplace_back(name, 0.0);
         BLIP_CHECK(i < stats.terms.size() && stats.terms[i].first == name, "Trainer::step: micro-batch ", micro,
                    " returned term ", name, ", not the terms of micro-batch 0");
@@ -176,14 +178,24 @@ class Trainer {
   }
 
  private:
+  // The terms' values on the host, read in one exchange (one wait for a device per micro-batch).
+  static std::vector<double> term_values(const LossTerms<T, D>& out) {
+    std::vector<Tensor<T, D>> flat;
+    for (const auto& term : out.terms) {
+      BLIP_CHECK(term.second.numel() == 1, "Trainer::step: loss term ", term.first, " has shape ", term.second.shape(),
+                 ", not one value");
+      flat.push_back(reshape(term.second.detach(), {1}));
+    }
+    const std::vector<T> v = concat(flat, 0).to_vector();
+    return std::vector<double>(v.begin(), v.end());
+  }
+
   // A non-finite term stops every rank together (one rank alone would leave the others waiting
   // in the backward pass's collectives until their timeout).
-  void check_finite_everywhere(const LossTerms<T, D>& out, int64_t micro) const {
+  void check_finite_everywhere(const LossTerms<T, D>& out, const std::vector<double>& values, int64_t micro) const {
     std::string bad;
-    for (const auto& [name, value] : out.terms) {
-      const double v = static_cast<double>(value.item());
-      if (!std::isfinite(v) && bad.empty()) bad = str(name, " is ", v);
-    }
+    for (size_t i = 0; i < values.size(); ++i)
+      if (!std::isfinite(values[i]) && bad.empty()) bad = str(out.terms[i].first, " is ", values[i]);
     if (comm_->size() == 1) {
       BLIP_CHECK(bad.empty(), "Trainer::step: ", bad, " at step ", step_, " (micro-batch ", micro, ")");
       return;

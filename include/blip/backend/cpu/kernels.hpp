@@ -8,6 +8,7 @@
 
 #include "blip/backend/args.hpp"
 #include "blip/backend/cpu/attention.hpp"
+#include "blip/backend/cpu/contrastive.hpp"
 #include "blip/backend/cpu/copy.hpp"
 #include "blip/backend/cpu/elementwise.hpp"
 #include "blip/backend/cpu/gemm.hpp"
@@ -174,8 +175,8 @@ struct Kernels<Cpu> {
     cpu::topk(x, rows, n, k, values, indices);
   }
   template <class T>
-  static void topk_backward(const T* gy, const int64_t* indices, int64_t rows, int64_t n, int64_t k, T* gx) {
-    cpu::topk_backward(gy, indices, rows, n, k, gx);
+  static void topk_backward(const T* gy, const int64_t* indices, int64_t rows, int64_t n, int64_t k, T fill, T* gx) {
+    cpu::topk_backward(gy, indices, rows, n, k, fill, gx);
   }
   template <class T>
   static void nll_mean(const T* log_probs, const int64_t* labels, int64_t n, int64_t c, T* loss) {
@@ -199,12 +200,12 @@ struct Kernels<Cpu> {
 
   // Parameter updates.
   template <class T>
-  static void adamw(T* p, T* m, T* v, const T* g, int64_t n, const AdamWCoefficients<T>& c) {
-    cpu::isa::adamw(p, m, v, g, n, c);
+  static void adamw(const AdamWTensor<T>* tensors, size_t count, const AdamWCoefficients<T>& c) {
+    for (size_t i = 0; i < count; ++i) cpu::isa::adamw(tensors[i].p, tensors[i].m, tensors[i].v, tensors[i].g, tensors[i].n, c);
   }
   template <class T>
-  static void ema(T* m, const T* v, int64_t n, T keep, T take) {
-    cpu::isa::ema(m, v, n, keep, take);
+  static void ema(const EmaTensor<T>* tensors, size_t count, T keep, T take) {
+    for (size_t i = 0; i < count; ++i) cpu::isa::ema(tensors[i].m, tensors[i].v, tensors[i].n, keep, take);
   }
 
   // Copies.
@@ -217,6 +218,35 @@ struct Kernels<Cpu> {
   static void fill(T* dst, int64_t n, T value) {
     cpu::fill(dst, n, value);
   }
+  template <class T>
+  static void iota(T* out, int64_t n, T start, int64_t divisor) {
+    cpu::iota(out, n, start, divisor);
+  }
+  template <class T>
+  static void clamp(T* x, int64_t n, T lo, T hi) {
+    cpu::clamp(x, n, lo, hi);
+  }
+
+  // Randomness and the contrastive head's bookkeeping (backend/cpu/contrastive.hpp).
+  template <class T>
+  static void dropout_mask(T* out, int64_t n, uint64_t threshold, T keep_scale, uint64_t seed) {
+    cpu::dropout_mask(out, n, threshold, keep_scale, seed);
+  }
+  template <class U>
+  static void match_ids(const int64_t* row_ids, int64_t rows, const int64_t* col_ids, int64_t cols, U* out,
+                        bool normalise) {
+    cpu::match_ids(row_ids, rows, col_ids, cols, out, normalise);
+  }
+  template <class T>
+  static void sample_negatives(const T* weights, int64_t rows, int64_t cols, const int64_t* row_ids,
+                               const int64_t* col_ids, int64_t row_offset, uint64_t seed, int64_t* out) {
+    cpu::sample_negatives(weights, rows, cols, row_ids, col_ids, row_offset, seed, out);
+  }
+  template <class T>
+  static void queue_enqueue(T* queue, int64_t E, int64_t Q, const T* src, int64_t B, const int64_t* ptr) {
+    cpu::queue_enqueue(queue, E, Q, src, B, ptr);
+  }
+  static void queue_advance(int64_t* ptr, int64_t B, int64_t Q) { cpu::queue_advance(ptr, B, Q); }
 };
 
 }  // namespace blip::backend

@@ -6,7 +6,8 @@
 //   NaN, which ranks first) are ordered exactly as PyTorch 1.13's CPU topk orders them: (value,
 //   column) pairs in column order, comparator "a > b (NaN first)", then std::partial_sort of the
 //   first k when k * 64 <= n, else std::nth_element at k-1 followed by std::sort of the first k-1.
-//   topk_backward writes gx [rows, n]: zeros except the selected columns, which get gy.
+//   topk_backward writes gx [rows, n]: `fill` except the selected columns, which get gy (0 for
+//   the gradient; ITM re-ranking scatters its scores into a matrix of -100 with it).
 // - nll_mean: loss[0] = -mean_i log_probs[i, label_i] (summed in double); nll_mean_backward:
 //   gx = (exp(log_probs) - onehot(label)) · gy[0] / n. Labels are checked by the caller.
 #pragma once
@@ -47,11 +48,11 @@ void topk(const T* x, int64_t rows, int64_t n, int64_t k, T* values, int64_t* in
 }
 
 template <class T>
-void topk_backward(const T* gy, const int64_t* indices, int64_t rows, int64_t n, int64_t k, T* gx) {
+void topk_backward(const T* gy, const int64_t* indices, int64_t rows, int64_t n, int64_t k, T fill, T* gx) {
   parallel_for(rows, n, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      std::fill_n(gx + r * n, n, T(0));
-      for (int64_t j = 0; j < k; ++j) gx[r * n + indices[r * k + j]] += gy[r * k + j];
+      std::fill_n(gx + r * n, n, fill);
+      for (int64_t j = 0; j < k; ++j) gx[r * n + indices[r * k + j]] = gy[r * k + j];
     }
   });
 }

@@ -135,8 +135,8 @@ struct Kernels<Cuda> : detail::CudaMissingKernels {
     cuda::topk(x, rows, n, k, values, indices);
   }
   template <class T>
-  static void topk_backward(const T* gy, const int64_t* indices, int64_t rows, int64_t n, int64_t k, T* gx) {
-    cuda::topk_backward(gy, indices, rows, n, k, gx);
+  static void topk_backward(const T* gy, const int64_t* indices, int64_t rows, int64_t n, int64_t k, T fill, T* gx) {
+    cuda::topk_backward(gy, indices, rows, n, k, fill, gx);
   }
   template <class T>
   static void gather(const T* src, int64_t src_extent, T* dst, const int64_t* index, int64_t n, int64_t outer,
@@ -174,12 +174,12 @@ struct Kernels<Cuda> : detail::CudaMissingKernels {
     cuda::masked_fill(gy, mask, T(0), gx, n);
   }
   template <class T>
-  static void adamw(T* p, T* m, T* v, const T* g, int64_t n, const AdamWCoefficients<T>& c) {
-    cuda::adamw(p, m, v, g, n, c);
+  static void adamw(const AdamWTensor<T>* tensors, size_t count, const AdamWCoefficients<T>& c) {
+    cuda::adamw(tensors, count, c);
   }
   template <class T>
-  static void ema(T* m, const T* v, int64_t n, T keep, T take) {
-    cuda::ema(m, v, n, keep, take);
+  static void ema(const EmaTensor<T>* tensors, size_t count, T keep, T take) {
+    cuda::ema(tensors, count, keep, take);
   }
   static void to_bf16(const float* x, bf16* y, int64_t n) { cuda::to_bf16(x, y, n); }
   template <class T>
@@ -194,6 +194,33 @@ struct Kernels<Cuda> : detail::CudaMissingKernels {
   static void fill(T* dst, int64_t n, T value) {
     cuda::fill(dst, n, value);
   }
+  template <class T>
+  static void iota(T* out, int64_t n, T start, int64_t divisor) {
+    cuda::iota(out, n, start, divisor);
+  }
+  template <class T>
+  static void clamp(T* x, int64_t n, T lo, T hi) {
+    cuda::clamp(x, n, lo, hi);
+  }
+  template <class T>
+  static void dropout_mask(T* out, int64_t n, uint64_t threshold, T keep_scale, uint64_t seed) {
+    cuda::dropout_mask(out, n, threshold, keep_scale, seed);
+  }
+  template <class U>
+  static void match_ids(const int64_t* row_ids, int64_t rows, const int64_t* col_ids, int64_t cols, U* out,
+                        bool normalise) {
+    cuda::match_ids(row_ids, rows, col_ids, cols, out, normalise);
+  }
+  template <class T>
+  static void sample_negatives(const T* weights, int64_t rows, int64_t cols, const int64_t* row_ids,
+                               const int64_t* col_ids, int64_t row_offset, uint64_t seed, int64_t* out) {
+    cuda::sample_negatives(weights, rows, cols, row_ids, col_ids, row_offset, seed, out);
+  }
+  template <class T>
+  static void queue_enqueue(T* queue, int64_t E, int64_t Q, const T* src, int64_t B, const int64_t* ptr) {
+    cuda::queue_enqueue(queue, E, Q, src, B, ptr);
+  }
+  static void queue_advance(int64_t* ptr, int64_t B, int64_t Q) { cuda::queue_advance(ptr, B, Q); }
 };
 
 }  // namespace blip::backend

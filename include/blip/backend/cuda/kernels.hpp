@@ -71,10 +71,12 @@ void scale(const T* x, T* y, int64_t n, T factor);
 template <class T, class M>
 void masked_fill(const T* x, const M* mask, T value, T* y, int64_t n);
 void to_bf16(const float* x, bf16* y, int64_t n);
+// Multi-tensor updates: the list goes to the device by value in the launch parameters, a few
+// dozen tensors per launch (backend/args.hpp).
 template <class T>
-void ema(T* m, const T* v, int64_t n, T keep, T take);
+void ema(const backend::EmaTensor<T>* tensors, size_t count, T keep, T take);
 template <class T>
-void adamw(T* p, T* m, T* v, const T* g, int64_t n, const backend::AdamWCoefficients<T>& c);
+void adamw(const backend::AdamWTensor<T>* tensors, size_t count, const backend::AdamWCoefficients<T>& c);
 
 // Rows of contiguous [rows, cols] blocks; `log_form` selects log_softmax.
 template <class T>
@@ -113,12 +115,31 @@ void nll_mean_backward(const T* log_probs, const int64_t* labels, int64_t n, int
 // Per row of contiguous x [rows, n]: the k largest values, largest first, and their columns.
 // Order: NaN first, then descending value, ties (and -0 = +0) by ascending column. The CPU kernel
 // orders ties as PyTorch's CPU topk does (an unstable selection), so tied columns may come in
-// another order than on the CPU; values agree exactly. topk_backward: gx [rows, n] zero except
+// another order than on the CPU; values agree exactly. topk_backward: gx [rows, n] `fill` except
 // the selected columns, which get gy.
 template <class T>
 void topk(const T* x, int64_t rows, int64_t n, int64_t k, T* values, int64_t* indices);
 template <class T>
-void topk_backward(const T* gy, const int64_t* indices, int64_t rows, int64_t n, int64_t k, T* gx);
+void topk_backward(const T* gy, const int64_t* indices, int64_t rows, int64_t n, int64_t k, T fill, T* gx);
+
+// The contrastive step's small kernels (backend/cpu/contrastive.hpp has the contract; the bodies
+// are backend/portable.hpp's, so masks, targets and draws equal the CPU's bit for bit). iota and
+// clamp for float, double and int64_t; match_ids for uint8_t, float and double.
+template <class T>
+void iota(T* out, int64_t n, T start, int64_t divisor);
+template <class T>
+void clamp(T* x, int64_t n, T lo, T hi);
+template <class T>
+void dropout_mask(T* out, int64_t n, uint64_t threshold, T keep_scale, uint64_t seed);
+template <class U>
+void match_ids(const int64_t* row_ids, int64_t rows, const int64_t* col_ids, int64_t cols, U* out, bool normalise);
+template <class T>
+void sample_negatives(const T* weights, int64_t rows, int64_t cols, const int64_t* row_ids, const int64_t* col_ids,
+                      int64_t row_offset, uint64_t seed, int64_t* out);
+// T = float, double and int64_t (the id queue).
+template <class T>
+void queue_enqueue(T* queue, int64_t E, int64_t Q, const T* src, int64_t B, const int64_t* ptr);
+void queue_advance(int64_t* ptr, int64_t B, int64_t Q);
 
 // Scaled dot-product attention (backend/args.hpp): one block per query row, scores in shared
 // memory (Sk values, at most 47 KiB), backward without atomics. In = bf16 for attention_bf16.
@@ -179,11 +200,11 @@ void masked_fill(const T*, const M*, T, T*, int64_t) {
 }
 inline void to_bf16(const float*, bf16*, int64_t) { detail::kernels_without_cuda("to_bf16"); }
 template <class T>
-void ema(T*, const T*, int64_t, T, T) {
+void ema(const backend::EmaTensor<T>*, size_t, T, T) {
   detail::kernels_without_cuda("ema");
 }
 template <class T>
-void adamw(T*, T*, T*, const T*, int64_t, const backend::AdamWCoefficients<T>&) {
+void adamw(const backend::AdamWTensor<T>*, size_t, const backend::AdamWCoefficients<T>&) {
   detail::kernels_without_cuda("adamw");
 }
 template <class T>
@@ -230,7 +251,7 @@ void topk(const T*, int64_t, int64_t, int64_t, T*, int64_t*) {
   detail::kernels_without_cuda("topk");
 }
 template <class T>
-void topk_backward(const T*, const int64_t*, int64_t, int64_t, int64_t, T*) {
+void topk_backward(const T*, const int64_t*, int64_t, int64_t, int64_t, T, T*) {
   detail::kernels_without_cuda("topk_backward");
 }
 template <class T>
@@ -249,6 +270,32 @@ template <class T>
 void nll_mean_backward(const T*, const int64_t*, int64_t, int64_t, const T*, T*) {
   detail::kernels_without_cuda("nll_mean_backward");
 }
+
+template <class T>
+void iota(T*, int64_t, T, int64_t) {
+  detail::kernels_without_cuda("iota");
+}
+template <class T>
+void clamp(T*, int64_t, T, T) {
+  detail::kernels_without_cuda("clamp");
+}
+template <class T>
+void dropout_mask(T*, int64_t, uint64_t, T, uint64_t) {
+  detail::kernels_without_cuda("dropout_mask");
+}
+template <class U>
+void match_ids(const int64_t*, int64_t, const int64_t*, int64_t, U*, bool) {
+  detail::kernels_without_cuda("match_ids");
+}
+template <class T>
+void sample_negatives(const T*, int64_t, int64_t, const int64_t*, const int64_t*, int64_t, uint64_t, int64_t*) {
+  detail::kernels_without_cuda("sample_negatives");
+}
+template <class T>
+void queue_enqueue(T*, int64_t, int64_t, const T*, int64_t, const int64_t*) {
+  detail::kernels_without_cuda("queue_enqueue");
+}
+inline void queue_advance(int64_t*, int64_t, int64_t) { detail::kernels_without_cuda("queue_advance"); }
 
 #endif
 
