@@ -147,6 +147,10 @@ TEST_CASE("a training step and an image-to-text re-rank make no round trip throu
   CHECK(t2i.reads == 1);
   CHECK(t2i.writes == 4);
   REQUIRE(scores.shape() == Shape{3, 3});
+  // No images: an empty score matrix, not an error.
+  const Tensor<float> none = m.compute_score_matrix_i2t(narrow(f.image_feat, 0, 0, 0), narrow(f.image_embeds, 0, 0, 0),
+                                                        f.text_feat, texts.ids, texts.mask);
+  CHECK(none.shape() == Shape{0, 3});
 }
 
 TEST_CASE("training is deterministic: two runs from one seed are bit-identical", "[model][device]") {

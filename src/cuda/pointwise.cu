@@ -105,21 +105,25 @@ __global__ void adamw_kernel(TensorList<backend::AdamWTensor<T>, adamw_list_capa
   }
 }
 
-// Launches kernel(list, args...) over `tensors` in lists of `capacity`, each with enough blocks
-// along x for its largest tensor.
+// Launches kernel(list, args...) over the non-empty `tensors`, `capacity` per list. Blocks along
+// x: enough for the list's largest tensor, at most 1024 (262k threads, about what a GPU holds at
+// once; the grid-stride loop covers the rest), so the blocks of the small tensors that exit at
+// once stay few.
 template <int capacity, class Item, class Kernel, class... Args>
 void for_tensor_lists(const Item* tensors, size_t count, const char* op, Kernel kernel, Args... args) {
-  for (size_t start = 0; start < count; start += capacity) {
+  constexpr unsigned max_blocks_per_tensor = 1024;
+  size_t i = 0;
+  while (i < count) {
     TensorList<Item, capacity> list;
     int64_t largest = 0;
-    for (size_t i = start; i < count && list.count < capacity; ++i) {
+    for (; i < count && list.count < capacity; ++i) {
       BLIP_CHECK(tensors[i].n >= 0, "blip::cuda::", op, ": negative element count ", tensors[i].n);
       if (tensors[i].n == 0) continue;
       list.items[list.count++] = tensors[i];
       largest = std::max(largest, tensors[i].n);
     }
     if (list.count == 0) continue;
-    const dim3 grid(blocks_for(largest), static_cast<unsigned>(list.count));
+    const dim3 grid(std::min(blocks_for(largest), max_blocks_per_tensor), static_cast<unsigned>(list.count));
     kernel<<<grid, threads_per_block, 0, stream_now()>>>(list, args...);
     check_launch(op);
   }

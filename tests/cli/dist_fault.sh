@@ -5,9 +5,11 @@
 set -uo pipefail
 mpiexec="$1" blip="$2" fixture="$3" work="$4"
 rm -rf "$work" && mkdir -p "$work"
-# The pid of the blip process that MPI made rank 1.
+# The pid of the blip process that MPI made rank 1 of this script's job: its command line names
+# this test's folder, so a rank 1 of another MPI test running beside it (ctest -j) is left alone.
 rank1_pid() {
   for pid in $(pgrep -f "$blip"); do
+    tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF "$work" || continue
     if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1'; then echo "$pid"; return; fi
   done
 }

@@ -158,6 +158,10 @@ void run_train(const TrainOptions& o, const blip::cli::CommonOptions& common) {
   // Data parallel under mpirun: each rank loads its shard, rank 0's weights start everywhere,
   // and only rank 0 writes the log, the checkpoints and the progress bar.
   dist::Communicator& comm = cli::communicator(common);
+  // The Trainer's bookkeeping collectives (loss terms, sample counts, batch sizes) pass host
+  // values, which NCCL cannot take: data-parallel training runs on CPUs (MPI) so far.
+  BLIP_CHECK((std::same_as<D, Cpu>) || comm.size() == 1, "blip train --device cuda: ", comm.size(),
+             " processes: training on several GPUs is not implemented yet (one GPU, or --device cpu under mpirun)");
   const bool main_rank = comm.is_main();
   dist::broadcast_model(comm, *model);
   BatchStream stream = fashion ? fashion_mnist_stream(o, tokenizer, comm) : loader_stream(o, config, tokenizer, comm);

@@ -294,7 +294,7 @@ class BlipRetrieval {
     const int64_t k = std::min(config_.topk, cols);
     const auto top = topk(sim, k);
     const Tensor<int64_t, D> ids_enc = encoder_ids(text_ids);
-    if (k == 0) return full<T, D>({rows, cols}, T(-100));
+    if (rows == 0 || k == 0) return full<T, D>({rows, cols}, T(-100));
     if (!rows_are_images) {
       const std::vector<int64_t> idx = top.indices.to_vector();
       std::vector<std::pair<int64_t, int64_t>> pairs;  // (image, text)
@@ -304,6 +304,8 @@ class BlipRetrieval {
           reshape(contiguous(select(itm_logit_matrix(pairs, img_embeds, ids_enc, text_atts), 1, 1)), {rows, k});
       return topk_scatter(add(itm, top.values), top.indices, cols, T(-100));
     }
+    BLIP_CHECK(img_embeds.size(0) == rows, "BlipRetrieval: ", rows, " image rows of scores and ", img_embeds.size(0),
+               " image embeddings");
     const int64_t block = std::max<int64_t>(1, config_.itm_pair_batch / k);  // images per pass
     std::vector<Tensor<T, D>> itm;
     for (int64_t r0 = 0; r0 < rows; r0 += block) {
