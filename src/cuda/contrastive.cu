@@ -15,6 +15,7 @@ namespace {
 
 using detail::blocks_for;
 using detail::check_launch;
+using detail::empty;
 using detail::first_index;
 using detail::grid_step;
 using detail::stream_now;
@@ -74,12 +75,7 @@ __global__ void queue_enqueue_kernel(T* queue, int64_t E, int64_t Q, const T* sr
 }
 
 __global__ void queue_advance_kernel(int64_t* ptr, int64_t B, int64_t Q) {
-  *ptr = (((*ptr % Q) + Q) % Q + B % Q) % Q;
-}
-
-bool empty(int64_t n, const char* op) {
-  BLIP_CHECK(n >= 0, "blip::cuda::", op, ": negative element count ", n);
-  return n == 0;
+  *ptr = backend::portable::queue_advanced(*ptr, B, Q);
 }
 
 }  // namespace

@@ -31,6 +31,12 @@ inline void check_launch(const char* op) {
   if (err != cudaSuccess) fail("blip::cuda::", op, ": kernel launch failed: ", cudaGetErrorString(err));
 }
 
+// A launch over n elements: true when there is nothing to do; a negative n is an error.
+inline bool empty(int64_t n, const char* op) {
+  BLIP_CHECK(n >= 0, "blip::cuda::", op, ": negative element count ", n);
+  return n == 0;
+}
+
 // One block per row: rows must fit the grid's x extent.
 inline unsigned row_blocks(int64_t rows, const char* op) {
   BLIP_CHECK(rows <= int64_t{0x7fffffff}, "blip::cuda::", op, ": ", rows, " rows exceed one launch's grid");

@@ -17,6 +17,7 @@ namespace {
 
 using detail::blocks_for;
 using detail::check_launch;
+using detail::empty;
 using detail::erf_of;
 using detail::exp_of;
 using detail::first_index;
@@ -129,10 +130,6 @@ void for_tensor_lists(const Item* tensors, size_t count, const char* op, Kernel 
   }
 }
 
-bool empty(int64_t n, const char* op) {
-  BLIP_CHECK(n >= 0, "blip::cuda::", op, ": negative element count ", n);
-  return n == 0;
-}
 
 }  // namespace
 

@@ -125,4 +125,9 @@ BLIP_HOST_DEVICE inline int64_t queue_column(int64_t ptr, int64_t j, int64_t bat
   return (p + j) % size;
 }
 
+// The pointer after a batch of `batch` entered a queue of `size` at `ptr`.
+BLIP_HOST_DEVICE inline int64_t queue_advanced(int64_t ptr, int64_t batch, int64_t size) {
+  return (((ptr % size) + size) % size + batch % size) % size;
+}
+
 }  // namespace blip::backend::portable

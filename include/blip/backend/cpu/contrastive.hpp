@@ -68,7 +68,7 @@ void queue_enqueue(T* queue, int64_t E, int64_t Q, const T* src, int64_t B, cons
 }
 
 inline void queue_advance(int64_t* ptr, int64_t B, int64_t Q) {
-  *ptr = (((*ptr % Q) + Q) % Q + B % Q) % Q;
+  *ptr = backend::portable::queue_advanced(*ptr, B, Q);
 }
 
 }  // namespace blip::cpu
