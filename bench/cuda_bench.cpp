@@ -9,6 +9,10 @@
 //   (b) text features, batch B at length 35              precision 0 fp32, 1 bf16
 //   (c) ITM re-rank: 8 images x T texts (one K/V per image) precision 0 fp32, 1 bf16
 //   (d) training step (loss + backward) at batch B       bf16 0/1 (autocast)
+//   attention/Sq/Sk/kernel/bf16/backward   the attention kernels alone, 12 heads of 64: 32 images'
+//       self-attention (577 x 577) or 128 texts against 8 images' K/V (35 x 577, kv_index);
+//       kernel 0 direct, 1 tiled, 2 tensor_core (cuda::AttentionKernel); TFLOP/s counts
+//       4·B·H·Sq·Sk·d forward and 2.5 times that backward (FlashAttention-2's convention)
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
@@ -148,6 +152,50 @@ void BM_d_train_step(benchmark::State& state) {
   rate(state, 1.0);
 }
 
+void BM_attention(benchmark::State& state) {
+  const int64_t Sq = state.range(0), Sk = state.range(1), H = 12, d = 64;
+  const auto kernel = static_cast<cuda::AttentionKernel>(state.range(2) + 1);  // 0 direct, 1 tiled, 2 tensor_core
+  const bool bf16_inputs = state.range(3) == 1, backward = state.range(4) == 1;
+  const int64_t B = Sq == Sk ? 32 : 128, Bkv = Sq == Sk ? 32 : 8;
+  std::vector<int64_t> kv(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) kv[static_cast<size_t>(b)] = b * Bkv / B;
+  const auto kv_index = Tensor<int64_t, Cuda>::from_vector({B}, kv);
+  Generator gen(1);
+  const auto q = to<Cuda>(rand_uniform<float>({B, H, Sq, d}, gen, -1.0, 1.0));
+  const auto k = to<Cuda>(rand_uniform<float>({Bkv, H, Sk, d}, gen, -1.0, 1.0));
+  const auto v = to<Cuda>(rand_uniform<float>({Bkv, H, Sk, d}, gen, -1.0, 1.0));
+  const auto q16 = detail::to_bf16(q), k16 = detail::to_bf16(k), v16 = detail::to_bf16(v);
+  auto out = Tensor<float, Cuda>::empty({B, H, Sq, d}), grad_q = Tensor<float, Cuda>::empty({B, H, Sq, d});
+  auto grad_k = zeros<float, Cuda>({Bkv, H, Sk, d}), grad_v = zeros<float, Cuda>({Bkv, H, Sk, d});
+  const std::array<int64_t, 3> q_stride{H * Sq * d, Sq * d, d}, k_stride{H * Sk * d, Sk * d, d};
+  const auto args = [&](auto* qp, auto* kp, auto* vp) {
+    backend::AttentionArgs<float, std::remove_cv_t<std::remove_pointer_t<decltype(qp)>>> a;
+    a.q = qp, a.k = kp, a.v = vp, a.out = out.data();
+    a.q_stride = a.out_stride = q_stride;
+    a.k_stride = a.v_stride = k_stride;
+    a.B = B, a.H = H, a.Sq = Sq, a.Sk = Sk, a.d = d, a.dv = d, a.Bkv = Bkv;
+    a.scale = 0.125f;
+    a.kv_index = Sq == Sk ? nullptr : kv_index.data();
+    return a;
+  };
+  backend::AttentionBackwardArgs<float> g;
+  g.forward = args(q.data(), k.data(), v.data());
+  g.grad_out = out.data();
+  g.grad_out_stride = q_stride;
+  g.grad_q = grad_q.data(), g.grad_k = grad_k.data(), g.grad_v = grad_v.data();
+  const cuda::AttentionKernel before = cuda::attention_kernel();
+  cuda::set_attention_kernel(kernel);
+  time_on_device(state, [&] {
+    if (backward) backend::Kernels<Cuda>::attention_backward(g);
+    else if (bf16_inputs) backend::Kernels<Cuda>::attention_bf16(args(q16.data(), k16.data(), v16.data()));
+    else backend::Kernels<Cuda>::attention(args(q.data(), k.data(), v.data()));
+  });
+  cuda::set_attention_kernel(before);
+  const double flops = 4.0 * double(B * H) * double(Sq) * double(Sk) * double(d) * (backward ? 2.5 : 1.0);
+  state.counters["TFLOP_per_s"] =
+      benchmark::Counter(flops * 1e-12 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
 }  // namespace
 
 BENCHMARK(BM_gemm_bf16)->Arg(8192)->Unit(benchmark::kMillisecond)->Iterations(20)->UseRealTime();
@@ -160,6 +208,13 @@ BENCHMARK(BM_c_itm_rerank)->ArgNames({"texts_per_image", "bf16"})->Args({128, 0}
     ->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
 BENCHMARK(BM_d_train_step)->ArgNames({"batch", "bf16"})->Args({32, 0})->Args({32, 1})
     ->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+
+// fp32 forward and backward on every path, bf16 forward on tiled and tensor_core.
+BENCHMARK(BM_attention)->ArgNames({"Sq", "Sk", "kernel", "bf16", "backward"})
+    ->Args({577, 577, 0, 0, 0})->Args({577, 577, 1, 0, 0})->Args({577, 577, 1, 1, 0})->Args({577, 577, 2, 1, 0})
+    ->Args({577, 577, 0, 0, 1})->Args({577, 577, 1, 0, 1})
+    ->Args({35, 577, 0, 0, 0})->Args({35, 577, 1, 0, 0})->Args({35, 577, 2, 1, 0})
+    ->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
 
 int main(int argc, char** argv) {
   if (cuda::device_count() == 0) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "blip/blip.hpp"
+#include "blip/backend/cuda/kernels.hpp"
 #include "blip/backend/cuda/runtime.hpp"
 
 namespace {
@@ -70,7 +71,7 @@ struct Case {
   std::string name;
   std::vector<Kernel> kernels;  // what the case needs of a device
   bool has_bf16 = false;        // its forward runs a bf16 path under PrecisionScope
-  std::function<Result()> reference, cpu_float, cuda_float, cpu_float_forward;
+  std::function<Result()> reference, cpu_float, cuda_float, cpu_float_forward, cuda_float_forward;
 };
 
 template <class T, class D, class F>
@@ -101,7 +102,8 @@ Case make_case(std::string name, std::vector<Kernel> kernels, F body, bool backw
               [=] { return run<double, Cpu>(seed, body, backward); },
               [=] { return run<float, Cpu>(seed, body, backward); },
               [=] { return run<float, Cuda>(seed, body, backward); },
-              [=] { return run<float, Cpu>(seed, body, false); }};
+              [=] { return run<float, Cpu>(seed, body, false); },
+              [=] { return run<float, Cuda>(seed, body, false); }};
 }
 
 // The worst error over all tensors, each relative to its own largest reference magnitude.
@@ -392,7 +394,27 @@ TEST_CASE("backend ops: every op on every backend and variant against float64") 
       if (!backend::supports<Cuda>(k)) missing += (missing.empty() ? "" : ", ") + std::string(backend::kernel_name(k));
     if (!missing.empty()) rows.push_back({c.name, "cuda float", "skipped: no cuda kernel for " + missing});
     else if (!cuda_present()) rows.push_back({c.name, "cuda float", "skipped: no CUDA device in this run"});
-    else check(c, "cuda float", c.cuda_float(), ref, 1e-4);
+    else {
+      // Attention has several kernel families on Cuda (cuda::AttentionKernel): each runs.
+      const bool attention = std::find(c.kernels.begin(), c.kernels.end(), Kernel::attention) != c.kernels.end();
+      const cuda::AttentionKernel before = cuda::attention_kernel();
+      std::vector<cuda::AttentionKernel> kinds{before};
+      if (attention) kinds = {cuda::AttentionKernel::direct, cuda::AttentionKernel::tiled, cuda::AttentionKernel::tensor_core};
+      for (cuda::AttentionKernel kind : kinds) {
+        cuda::set_attention_kernel(kind);
+        const std::string suffix = attention ? std::string(" (attention ") + cuda::attention_kernel_name(kind) + ")" : "";
+        check(c, "cuda float" + suffix, c.cuda_float(), ref, 1e-4);
+        if (c.has_bf16) {
+          const PrecisionScope bf16(Precision::bf16);
+          NoGradGuard no_grad;
+          Result ours = c.cuda_float_forward();
+          Result ref_fwd = ref;
+          ref_fwd.resize(ours.size());
+          check(c, "cuda bf16 (forward)" + suffix, ours, ref_fwd, 3e-2);
+        }
+      }
+      cuda::set_attention_kernel(before);
+    }
   }
   std::printf("\nop table (%zu ops; CPU detected %s):\n", table.size(), cpu::isa_name(cpu::detected_isa()));
   for (const Row& r : rows) std::printf("  %-46s %-26s %s\n", r.op.c_str(), r.variant.c_str(), r.status.c_str());

@@ -578,11 +578,10 @@ TEST_CASE("cuda: the rowwise, pointwise, index and loss kernels match the CPU ke
 }
 
 // Attention against the CPU kernel: a key mask, kv_index sharing, a strided q, bf16 inputs.
-TEST_CASE("cuda: attention forward and backward match the CPU kernel") {
+static void attention_matches_cpu(int64_t B, int64_t Bkv, int64_t H, int64_t Sq, int64_t Sk, int64_t d, int64_t dv,
+                           const std::vector<int64_t>& kv_index) {
   using Gpu = blip::backend::Kernels<Cuda>;
   using Host = blip::backend::Kernels<blip::Cpu>;
-  const int64_t B = 3, Bkv = 2, H = 2, Sq = 37, Sk = 300, d = 16, dv = 12;
-  const std::vector<int64_t> kv_index{1, 0, 1};
   // q is [B, Sq, H, d] read as [B, H, Sq, d] (heads split from a projection): strided rows.
   const std::vector<float> q = random_values<float>(B * Sq * H * d, 31), k = random_values<float>(Bkv * H * Sk * d, 32);
   const std::vector<float> v = random_values<float>(Bkv * H * Sk * dv, 33), gout = random_values<float>(B * H * Sq * dv, 34);
@@ -668,6 +667,30 @@ TEST_CASE("cuda: attention forward and backward match the CPU kernel") {
     scale = std::max(scale, std::abs(want[i]));
   }
   CHECK(worst <= 1e-2f * scale);  // the CPU rounds the probabilities to bf16 as well
+}
+
+// Every kernel family (cuda::AttentionKernel) on a small head and on BLIP's (64: the tensor-core
+// forward for bf16), ragged tiles both ways.
+TEST_CASE("cuda: attention forward and backward match the CPU kernel") {
+  const blip::cuda::AttentionKernel before = blip::cuda::attention_kernel();
+  for (blip::cuda::AttentionKernel kind :
+       {blip::cuda::AttentionKernel::direct, blip::cuda::AttentionKernel::tiled, blip::cuda::AttentionKernel::tensor_core}) {
+    INFO("attention kernel " << blip::cuda::attention_kernel_name(kind));
+    blip::cuda::set_attention_kernel(kind);
+    {
+      INFO("d 16, dv 12");
+      attention_matches_cpu(3, 2, 2, 37, 300, 16, 12, {1, 0, 1});
+    }
+    {
+      INFO("d 64, dv 64: 35 text rows against 577 image rows");
+      attention_matches_cpu(4, 2, 2, 35, 577, 64, 64, {0, 0, 1, 1});
+    }
+    {
+      INFO("d 64, dv 64: self-attention, 130 rows");
+      attention_matches_cpu(2, 2, 3, 130, 130, 64, 64, {0, 1});
+    }
+  }
+  blip::cuda::set_attention_kernel(before);
 }
 
 // bf16 GEMMs (cuBLAS GemmEx, float accumulation) against the CPU's: every transpose combination

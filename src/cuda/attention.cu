@@ -2,18 +2,24 @@
 // the CPU kernel's semantics (backend/args.hpp's AttentionArgs: strided q/k/v/out, an additive
 // mask read through strides, kv_index sharing one key/value row among query batch rows).
 //
-// A first, direct version: one thread block per query row (forward, and the backward's grad_q)
-// and one per key row (the backward's grad_k and grad_v, which loops over the query rows in
-// order: no atomics, deterministic). The row's scores live in shared memory (Sk values), so no
-// [B, H, Sq, Sk] tensor exists. Not yet the FlashAttention-2 tiling of issue 13: correctness
-// first, speed next. bf16 q, k, v (attention_bf16) are widened on load; everything else is float.
+// Two families, chosen per call by attention_kernel() (backend/cuda/kernels.hpp):
+// - the tiled kernels of attention_tiles.cuh (FlashAttention-2 style: online softmax over key
+//   tiles, a tensor-core forward for bf16), for heads up to 128 whose tiles fit the GPU's shared
+//   memory — what the model uses;
+// - the direct kernels below, the first version: one thread block per query row (forward, and the
+//   backward's grad_q) and one per key row (the backward's grad_k and grad_v, looping over the
+//   query rows in order: no atomics, deterministic), the row's Sk scores in shared memory. They
+//   take any head size and serve as the reference the tiled ones are tested against on a GPU.
 
 #include <cmath>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <type_traits>
 
 #include "blip/backend/cuda/kernels.hpp"
 #include "blip/core/device.hpp"
+#include "attention_tiles.cuh"
 #include "check.hpp"
 #include "launch.hpp"
 
@@ -200,11 +206,100 @@ size_t shared_bytes(int64_t values, size_t element, const char* op) {
   return bytes;
 }
 
+// ---------------------------------------------------------------------------------------------
+// The tiled kernels (attention_tiles.cuh): what the current GPU allows, and their launches.
+
+struct DeviceLimits {
+  int major = 0;           // compute capability
+  size_t shared_optin = 0; // dynamic shared memory one block may opt in to
+};
+
+const DeviceLimits& device_limits() {
+  static std::mutex mutex;
+  static std::map<int, DeviceLimits> known;
+  int device = 0;
+  BLIP_CUDA_CHECK(cudaGetDevice(&device));
+  const std::lock_guard<std::mutex> lock(mutex);
+  auto it = known.find(device);
+  if (it == known.end()) {
+    DeviceLimits l;
+    int optin = 0;
+    BLIP_CUDA_CHECK(cudaDeviceGetAttribute(&l.major, cudaDevAttrComputeCapabilityMajor, device));
+    BLIP_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    l.shared_optin = static_cast<size_t>(optin);
+    it = known.emplace(device, l).first;
+  }
+  return it->second;
+}
+
+// Above the default 48 KiB a kernel must be allowed its dynamic shared memory (per device).
+template <class Kernel>
+void allow_shared(Kernel* kernel, size_t bytes) {
+  if (bytes > 48 * 1024)
+    BLIP_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+}
+
+template <class Kernel, class... Args>
+void launch_tiles(Kernel* kernel, dim3 grid, int threads, size_t bytes, const char* op, const Args&... args) {
+  allow_shared(kernel, bytes);
+  kernel<<<grid, threads, bytes, stream_now()>>>(args...);
+  check_launch(op);
+}
+
+bool heads_fit(int64_t d, int64_t dv) { return d <= tiles::kMaxHead && dv <= tiles::kMaxHead; }
+
+int64_t tile_count(int64_t n, int64_t tile) { return (n + tile - 1) / tile; }
+
+template <class T, class In>
+void forward_simt(const backend::AttentionArgs<T, In>& a, size_t bytes) {
+  const dim3 grid = grid_of(tile_count(a.Sq, tiles::kRows), a.H, a.B, "attention");
+  switch (tiles::head_bound(a.d, a.dv)) {
+    case 32: launch_tiles(tiles::forward_simt<T, In, 32>, grid, tiles::kSimtThreads, bytes, "attention", a); break;
+    case 64: launch_tiles(tiles::forward_simt<T, In, 64>, grid, tiles::kSimtThreads, bytes, "attention", a); break;
+    default: launch_tiles(tiles::forward_simt<T, In, 128>, grid, tiles::kSimtThreads, bytes, "attention", a); break;
+  }
+}
+
+void forward_mma(const backend::AttentionArgs<float, bf16>& a, size_t bytes) {
+  const dim3 grid = grid_of(tile_count(a.Sq, tiles::kRows), a.H, a.B, "attention");
+  if (tiles::head_bound(a.d, a.dv) <= 64) launch_tiles(tiles::forward_mma<64>, grid, tiles::kMmaThreads, bytes, "attention", a);
+  else launch_tiles(tiles::forward_mma<128>, grid, tiles::kMmaThreads, bytes, "attention", a);
+}
+
+template <class T, int HD>
+void backward_tiles(const backend::AttentionBackwardArgs<T>& g, size_t bytes) {
+  const backend::AttentionArgs<T>& a = g.forward;
+  const dim3 rows_grid = grid_of(tile_count(a.Sq, tiles::kRows), a.H, a.B, "attention_backward");
+  const dim3 keys_grid = grid_of(tile_count(a.Sk, tiles::kKeys), a.H, a.Bkv, "attention_backward");
+  const DeviceBuffer<T> lse(a.B * a.H * a.Sq), delta(a.B * a.H * a.Sq);
+  launch_tiles(tiles::backward_rows<T, HD>, rows_grid, tiles::kSimtThreads, bytes, "attention_backward", g, lse.data,
+               delta.data);
+  launch_tiles(tiles::backward_keys<T, HD>, keys_grid, tiles::kSimtThreads, bytes, "attention_backward", g,
+               static_cast<const T*>(lse.data), static_cast<const T*>(delta.data));
+}
+
 }  // namespace
 
 template <class T, class In>
 void attention(const backend::AttentionArgs<T, In>& a) {
   if (a.B == 0 || a.H == 0 || a.Sq == 0 || a.dv == 0) return;
+  const AttentionKernel choice = attention_kernel();
+  if (choice != AttentionKernel::direct && heads_fit(a.d, a.dv)) {
+    const DeviceLimits& limits = device_limits();
+    if constexpr (std::is_same_v<T, float> && std::is_same_v<In, bf16>) {
+      const size_t bytes = tiles::MmaForwardLayout(a.d, a.dv).bytes;
+      if (choice != AttentionKernel::tiled && limits.major >= 8 && a.d > 0 && a.d % 16 == 0 && a.dv % 16 == 0 &&
+          bytes <= limits.shared_optin) {
+        forward_mma(a, bytes);
+        return;
+      }
+    }
+    const size_t bytes = tiles::SimtForwardLayout(a.d, a.dv, sizeof(T)).bytes;
+    if (bytes <= limits.shared_optin) {
+      forward_simt(a, bytes);
+      return;
+    }
+  }
   const dim3 grid = grid_of(a.Sq, a.H, a.B, "attention");
   const size_t shared = shared_bytes(a.Sk, sizeof(T), "attention");
   attention_forward_kernel<T, In><<<grid, threads_per_block, shared, stream_now()>>>(a, a.kv_index);
@@ -218,6 +313,17 @@ void attention_backward(const backend::AttentionBackwardArgs<T>& g) {
   if (a.Sk == 0) {
     fill(g.grad_q, a.B * a.H * a.Sq * a.d, T(0));
     return;
+  }
+  if (attention_kernel() != AttentionKernel::direct && heads_fit(a.d, a.dv)) {
+    const size_t bytes = tiles::SimtBackwardLayout(a.d, a.dv, sizeof(T)).bytes;
+    if (bytes <= device_limits().shared_optin) {
+      switch (tiles::head_bound(a.d, a.dv)) {
+        case 32: backward_tiles<T, 32>(g, bytes); break;
+        case 64: backward_tiles<T, 64>(g, bytes); break;
+        default: backward_tiles<T, 128>(g, bytes); break;
+      }
+      return;
+    }
   }
   // Every size is checked before anything runs, so a refusal leaves the gradients untouched.
   const dim3 rows_grid = grid_of(a.Sq, a.H, a.B, "attention_backward");

@@ -16,7 +16,10 @@
 // - Without BLIP_WITH_CUDA they throw blip::Error saying the program was built without CUDA.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 
 #include "blip/backend/args.hpp"
 #include "blip/core/dtype.hpp"
@@ -30,6 +33,49 @@ inline constexpr int64_t max_kernel_rank = 8;
 
 enum class BinaryOp { add, sub, mul, div };
 using backend::UnaryOp;
+
+// Which attention kernels run (src/cuda/attention.cu), for the whole process:
+// - automatic: the tensor-core kernel for bf16 q/k/v where d and dv are multiples of 16 (sm_80 or
+//   newer), the tiled kernels (FlashAttention-2 style) elsewhere, the direct ones where a head
+//   exceeds 128 or the tiles do not fit the GPU's shared memory;
+// - direct: one block per query row (the first version; kept as a reference and fallback);
+// - tiled: the tiled SIMT kernels, bf16 inputs widened (direct where they do not fit);
+// - tensor_core: as automatic (named so tests and benchmarks can ask for each path).
+// The first call reads BLIP_CUDA_ATTENTION (automatic|direct|tiled|tensor_core) when set.
+enum class AttentionKernel { automatic, direct, tiled, tensor_core };
+
+inline const char* attention_kernel_name(AttentionKernel k) {
+  switch (k) {
+    case AttentionKernel::direct: return "direct";
+    case AttentionKernel::tiled: return "tiled";
+    case AttentionKernel::tensor_core: return "tensor_core";
+    default: return "automatic";
+  }
+}
+inline AttentionKernel parse_attention_kernel(std::string_view name) {
+  for (AttentionKernel k : {AttentionKernel::automatic, AttentionKernel::direct, AttentionKernel::tiled,
+                            AttentionKernel::tensor_core})
+    if (name == attention_kernel_name(k)) return k;
+  fail("blip::cuda: unknown attention kernel '", name, "' (automatic, direct, tiled or tensor_core)");
+}
+namespace detail {
+inline std::atomic<int>& attention_kernel_choice() {
+  static std::atomic<int> choice{-1};  // -1: BLIP_CUDA_ATTENTION not read yet
+  return choice;
+}
+}  // namespace detail
+inline void set_attention_kernel(AttentionKernel k) {
+  detail::attention_kernel_choice().store(static_cast<int>(k), std::memory_order_relaxed);
+}
+inline AttentionKernel attention_kernel() {
+  int choice = detail::attention_kernel_choice().load(std::memory_order_relaxed);
+  if (choice < 0) {
+    const char* env = std::getenv("BLIP_CUDA_ATTENTION");
+    choice = static_cast<int>(env && *env ? parse_attention_kernel(env) : AttentionKernel::automatic);
+    detail::attention_kernel_choice().store(choice, std::memory_order_relaxed);
+  }
+  return static_cast<AttentionKernel>(choice);
+}
 
 #ifdef BLIP_WITH_CUDA
 
@@ -141,8 +187,8 @@ template <class T>
 void queue_enqueue(T* queue, int64_t E, int64_t Q, const T* src, int64_t B, const int64_t* ptr);
 void queue_advance(int64_t* ptr, int64_t B, int64_t Q);
 
-// Scaled dot-product attention (backend/args.hpp): one block per query row, scores in shared
-// memory (Sk values, at most 47 KiB), backward without atomics. In = bf16 for attention_bf16.
+// Scaled dot-product attention (backend/args.hpp), forward and backward without atomics; In = bf16
+// for attention_bf16. The kernels are chosen by attention_kernel() above.
 template <class T, class In>
 void attention(const backend::AttentionArgs<T, In>& args);
 template <class T>
