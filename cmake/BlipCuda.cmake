@@ -84,6 +84,7 @@ if(_blip_cuda_on)
   target_link_libraries(blip_cuda PUBLIC blip::blip CUDA::cudart ${CMAKE_DL_LIBS})
   target_include_directories(blip_cuda PRIVATE ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_definitions(blip_cuda PRIVATE BLIP_CUBLAS_SONAME="libcublas.so.${CUDAToolkit_VERSION_MAJOR}"
+                                               BLIP_CUBLASLT_SONAME="libcublasLt.so.${CUDAToolkit_VERSION_MAJOR}"
                                                BLIP_CUBLAS_DIR="${CUDAToolkit_LIBRARY_DIR}")
 
   blip_install_when_built(blip_cuda blipCudaTargets)

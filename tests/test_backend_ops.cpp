@@ -428,6 +428,9 @@ TEST_CASE("backend ops: cuBLAS opens on demand, without a GPU") {
   const int version = cuda::cublas_version();
   INFO("cuBLAS " << version);
   CHECK(version >= 120000);
+  const size_t lt_version = cuda::cublas_lt_version();  // linear layers' cuBLASLt, opened the same way
+  INFO("cuBLASLt " << lt_version);
+  CHECK(lt_version >= 120000);
 }
 #endif
 

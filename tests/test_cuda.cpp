@@ -735,6 +735,43 @@ TEST_CASE("cuda: bf16 gemm and linear match the CPU kernels") {
   CHECK(c.to_vector() == std::vector<float>(m * n, 0.0f));
 }
 
+// linear goes through cuBLASLt with the bias in the epilogue; a plan is chosen per shape and per
+// operand alignment (a view one element in is 4- or 2-byte aligned, which the default 256-byte
+// assumption of Lt's heuristic would not allow). Values as the CPU kernel, with and without bias.
+TEST_CASE("cuda: linear through cuBLASLt matches the CPU kernel, aligned or not") {
+  using Gpu = blip::backend::Kernels<Cuda>;
+  using Host = blip::backend::Kernels<blip::Cpu>;
+  const int64_t rows = 37, in = 70, out = 45;
+  const std::vector<float> x = random_values<float>(rows * in + 1, 61), w = random_values<float>(out * in + 1, 62);
+  const std::vector<float> bias = random_values<float>(out + 1, 63);
+  const auto dx = DTensor<float>::from_vector({rows * in + 1}, x), dw = DTensor<float>::from_vector({out * in + 1}, w);
+  const auto dbias = DTensor<float>::from_vector({out + 1}, bias);
+  const std::vector<blip::bf16> x16 = bf16_values(x), w16 = bf16_values(w);
+  const auto dx16 = DTensor<blip::bf16>::from_vector({rows * in + 1}, x16);
+  const auto dw16 = DTensor<blip::bf16>::from_vector({out * in + 1}, w16);
+  const auto near = [](const std::vector<float>& got, const float* want, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) REQUIRE(std::abs(got[static_cast<size_t>(i)] - want[i]) <= 1e-4f * (1 + std::abs(want[i])));
+  };
+  for (int64_t offset : {0, 1})
+    for (bool with_bias : {false, true}) {
+      INFO("offset " << offset << " bias " << with_bias);
+      DTensor<float> y = DTensor<float>::zeros({rows * out + 1});
+      std::vector<float> want(rows * out + 1);
+      Gpu::linear(dx.data() + offset, rows, in, dw.data() + offset, out, with_bias ? dbias.data() + offset : nullptr,
+                  y.data() + offset);
+      Host::linear(x.data() + offset, rows, in, w.data() + offset, out, with_bias ? bias.data() + offset : nullptr,
+                   want.data() + offset);
+      near(y.to_vector(), want.data(), rows * out + 1);
+      DTensor<float> y16 = DTensor<float>::zeros({rows * out + 1});
+      Gpu::linear_bf16(dx16.data() + offset, rows, in, dw16.data() + offset, out,
+                       with_bias ? dbias.data() + offset : nullptr, y16.data() + offset);
+      Host::linear_bf16(x16.data() + offset, rows, in, w16.data() + offset, out, with_bias ? bias.data() + offset : nullptr,
+                        want.data() + offset);
+      near(y16.to_vector(), want.data(), rows * out + 1);
+    }
+  CHECK(blip::cuda::cublas_lt_version() > 0);
+}
+
 // Attention in double, without a mask or kv_index, with more query rows and features than a
 // block has threads (the strided loops over rows and columns run several times).
 TEST_CASE("cuda: attention in double without mask or kv_index matches the CPU kernel") {
@@ -797,6 +834,34 @@ TEST_CASE("cuda: transfer_stats counts each host<->device copy and nothing else"
   const blip::cuda::TransferStats all = blip::cuda::transfer_stats() - before;
   CHECK(all.to_host == 1);
   CHECK(all.copies() == 2);
+}
+
+// upload<Cuda> stages through a ring of two pinned buffers and a copy stream the current stream
+// waits for: values as to<Cuda>, slots reused and grown, work queued between uploads, on the
+// default stream and on an own one, each upload counted once.
+TEST_CASE("cuda: upload copies without a host wait and gives what to<Cuda> gives") {
+  const blip::cuda::TransferStats before = blip::cuda::transfer_stats();
+  std::vector<DTensor<float>> results;
+  std::vector<std::vector<float>> want;
+  for (int64_t n : {5, 3000, 17, 1 << 19, 40, 1 << 20}) {  // later slots grow past earlier sizes
+    std::vector<float> host(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) host[static_cast<size_t>(i)] = static_cast<float>(i % 1000) * 0.5f + static_cast<float>(n);
+    {
+      const blip::Tensor<float> x = blip::Tensor<float>::from_vector({n}, host);
+      const DTensor<float> y = blip::upload<Cuda>(x);
+      results.push_back(blip::scale(y, 2.0f));  // device work on the upload before anything waits
+    }  // the host tensor is gone before the copy need have finished
+    for (float& v : host) v *= 2.0f;
+    want.push_back(host);
+  }
+  const blip::cuda::TransferStats mid = blip::cuda::transfer_stats() - before;
+  CHECK(mid.to_device == 6);
+  CHECK(mid.to_host == 0);
+  for (size_t i = 0; i < results.size(); ++i) CHECK(results[i].to_vector() == want[i]);
+  const blip::cuda::Stream stream;
+  const blip::cuda::StreamGuard on(stream);
+  const blip::Tensor<int64_t> ids = blip::Tensor<int64_t>::from_vector({4}, {7, -2, 9, 1});
+  CHECK(blip::upload<Cuda>(ids).to_vector() == ids.to_vector());
 }
 
 TEST_CASE("cuda: an index outside its range is reported at the next copy to the host, with the CPU's message") {

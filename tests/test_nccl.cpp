@@ -55,6 +55,27 @@ TEST_CASE("NCCL collectives at world size 1 on device memory", "[dist][nccl]") {
   cudaFree(y);
 }
 
+// Host values (the Trainer's loss terms and sample count, the gradient reducer's flags, batch
+// sizes) go through NCCL staged in device memory; a host pointer handed to NCCL itself would fail.
+TEST_CASE("NCCL: host values through the staging helpers", "[dist][nccl]") {
+  dist::NcclCommunicator comm(dist::single_process(), 0);
+  std::vector<double> terms{0.25, 1.5, -3.0};
+  dist::all_reduce_host(comm, terms.data(), 3, dist::Scalar::float64, dist::ReduceOp::mean);
+  CHECK(terms == std::vector<double>{0.25, 1.5, -3.0});
+  int64_t samples = 32;
+  dist::all_reduce_host(comm, &samples, 1, dist::Scalar::int64, dist::ReduceOp::sum);
+  CHECK(samples == 32);
+  std::vector<int64_t> counts(1, -1);
+  const int64_t mine = 7;
+  dist::all_gather_host(comm, &mine, 1, counts.data(), dist::Scalar::int64);
+  CHECK(counts == std::vector<int64_t>{7});
+  CHECK(dist::all_gather_values(comm, std::vector<int64_t>{4, 5}) == std::vector<int64_t>{4, 5});
+  std::vector<float> out(2, 0.0f);
+  const std::vector<float> in{9.0f, -1.0f};
+  dist::all_gather_v_host(comm, in.data(), 2, out.data(), {2}, dist::Scalar::float32);
+  CHECK(out == in);
+}
+
 TEST_CASE("the NCCL environment rendezvous (RANK, WORLD_SIZE, BLIP_NCCL_ID_FILE)", "[dist][nccl]") {
   const auto file = std::filesystem::temp_directory_path() / "blip-nccl-id-test";
   std::filesystem::remove(file);

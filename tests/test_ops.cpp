@@ -125,6 +125,14 @@ TEST_CASE("attention over shared keys/values equals one pass per query row", "[o
   }
 }
 
+TEST_CASE("upload to the CPU is the tensor itself; to a device it is to<D> without a host wait", "[ops]") {
+  const Tensor<float> x = Tensor<float>::from_vector({2, 3}, {1, 2, 3, 4, 5, 6});
+  const Tensor<float> y = upload<Cpu>(x);
+  CHECK(y.data() == x.data());  // nothing copied on the CPU
+  const Tensor<float> xt = transpose(x, 0, 1);
+  CHECK(upload<Cpu>(xt).data() == xt.data());
+}
+
 TEST_CASE("conv2d with stride = kernel equals a direct convolution", "[ops]") {
   Generator gen(4);
   auto x = randn<double>({2, 3, 4, 6}, gen), w = randn<double>({5, 3, 2, 3}, gen), b = randn<double>({5}, gen);

@@ -3,9 +3,11 @@
 // Why: libcublasLt's static initialisers run in every process that links it, GPU or not. The
 // blip tool links blip::cuda (for --device cuda), and linking cuBLAS made `blip --version` take
 // 0.13 s and 235 MB of RSS instead of 0.01 s and 19 MB (Zen 4, CUDA 13.0, no GPU). cuBLAS is
-// therefore dlopen()ed by the first GEMM, and these pointers are all blip calls of it.
+// therefore dlopen()ed by the first GEMM, and these pointers are all blip calls of it (and of
+// cuBLASLt, opened the same way by the first linear layer).
 #pragma once
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 
 namespace blip::cuda::detail {
@@ -24,8 +26,26 @@ struct CublasApi {
   decltype(&::cublasGetProperty) get_property;
 };
 
-// The library, opened once (thread-safe); blip::Error naming the file and dlerror() when it, or
-// one of the functions, cannot be found.
+// cuBLASLt, for GEMMs with an epilogue (linear's bias added by the GEMM itself).
+struct CublasLtApi {
+  decltype(&::cublasLtCreate) create;
+  decltype(&::cublasLtDestroy) destroy;
+  decltype(&::cublasLtGetVersion) get_version;
+  decltype(&::cublasLtMatmulDescCreate) desc_create;
+  decltype(&::cublasLtMatmulDescDestroy) desc_destroy;
+  decltype(&::cublasLtMatmulDescSetAttribute) desc_set;
+  decltype(&::cublasLtMatrixLayoutCreate) layout_create;
+  decltype(&::cublasLtMatrixLayoutDestroy) layout_destroy;
+  decltype(&::cublasLtMatmulPreferenceCreate) preference_create;
+  decltype(&::cublasLtMatmulPreferenceDestroy) preference_destroy;
+  decltype(&::cublasLtMatmulPreferenceSetAttribute) preference_set;
+  decltype(&::cublasLtMatmulAlgoGetHeuristic) heuristic;
+  decltype(&::cublasLtMatmul) matmul;
+};
+
+// The libraries, opened once (thread-safe); blip::Error naming the file and dlerror() when one,
+// or one of its functions, cannot be found.
 const CublasApi& cublas();
+const CublasLtApi& cublas_lt();
 
 }  // namespace blip::cuda::detail

@@ -1,4 +1,6 @@
-// src/cuda/gemm.cu — row-major strided-batched GEMM over column-major cuBLAS.
+// src/cuda/gemm.cu — row-major strided-batched GEMM over column-major cuBLAS, and linear layers
+// over cuBLASLt (the bias in the GEMM's epilogue). Lt's GELU epilogue is not used: frameworks fuse
+// only the tanh-approximate GELU into it (XLA: openxla/xla#7751), and BLIP's GELU is the erf form.
 //
 // A row-major matrix read as column-major is its transpose, so C = op(A) op(B) in row-major is
 // C^T = op(B)^T op(A)^T in column-major: cuBLAS gets the operands swapped and m, n swapped,
@@ -6,12 +8,17 @@
 
 #include <algorithm>
 #include <climits>
+#include <compare>
 #include <cstdint>
+#include <map>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "blip/backend/cuda/kernels.hpp"
 #include "blip/backend/cuda/runtime.hpp"
 #include "check.hpp"
+#include "launch.hpp"
 
 namespace blip::cuda {
 namespace {
@@ -107,6 +114,157 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, cons
                                  to_int(ldb, "ldb"), a, CUDA_R_16BF, to_int(lda, "lda"), &beta, c, CUDA_R_32F,
                                  to_int(ldc, "ldc"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
+
+namespace {
+
+// ---- linear through cuBLASLt --------------------------------------------------------------------
+// Row-major y = x·wᵀ is column-major yᵀ [out, rows] = wᵀ-read-as-[in, out] transposed times
+// x-read-as-[in, rows]: A = w (TRANSA = T), B = x (TRANSB = N), C = D = y; the bias, one value per
+// row of the column-major D, is BIAS's broadcast. A plan (descriptor, layouts, the heuristic's
+// best algorithm and its workspace) is made once per shape on each thread — the descriptor holds
+// the bias pointer, set per call, so plans are not shared between threads.
+
+constexpr size_t kLtWorkspace = size_t{4} << 20;
+
+// The largest power of two (at most 256) dividing a pointer: Lt's heuristic assumes 256-byte
+// aligned operands unless told less, and a view (narrowed rows, a third of a fused projection)
+// may be less aligned, so the alignments are part of the plan's key.
+uint32_t alignment_of(const void* p) {
+  const auto address = reinterpret_cast<uintptr_t>(p);
+  uint32_t a = 256;
+  while (a > 1 && address % a != 0) a /= 2;
+  return a;
+}
+
+struct LtKey {
+  int device;
+  int64_t rows, in, out;
+  int ab_type, c_type;
+  bool bias;
+  uint32_t align_x, align_w, align_y;
+  auto operator<=>(const LtKey&) const = default;
+};
+
+struct LtPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  size_t workspace = 0;
+  bool usable = false;  // false: Lt had no algorithm; the caller takes the plain GEMM
+};
+
+struct ThreadLt {
+  std::vector<std::pair<int, cublasLtHandle_t>> handles;
+  std::map<LtKey, LtPlan> plans;
+  ~ThreadLt() {  // at thread exit; errors ignored (the runtime may be shutting down)
+    const detail::CublasLtApi* lt = handles.empty() ? nullptr : &detail::cublas_lt();
+    if (!lt) return;
+    for (auto& [key, plan] : plans) {
+      if (plan.a) (void)lt->layout_destroy(plan.a);
+      if (plan.b) (void)lt->layout_destroy(plan.b);
+      if (plan.c) (void)lt->layout_destroy(plan.c);
+      if (plan.desc) (void)lt->desc_destroy(plan.desc);
+    }
+    for (auto& [device, handle] : handles) (void)lt->destroy(handle);
+  }
+  cublasLtHandle_t handle(int device) {
+    for (auto& [d, h] : handles)
+      if (d == device) return h;
+    cublasLtHandle_t h = nullptr;
+    BLIP_CUBLAS_CHECK(detail::cublas_lt().create(&h));
+    handles.emplace_back(device, h);
+    return h;
+  }
+};
+thread_local ThreadLt t_lt;
+
+const LtPlan& lt_plan(const LtKey& key, cublasLtHandle_t handle) {
+  auto it = t_lt.plans.find(key);
+  if (it != t_lt.plans.end()) return it->second;
+  const detail::CublasLtApi& lt = detail::cublas_lt();
+  LtPlan plan;
+  const auto ab = static_cast<cudaDataType_t>(key.ab_type), c = static_cast<cudaDataType_t>(key.c_type);
+  BLIP_CUBLAS_CHECK(lt.desc_create(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));  // no TF32: plain fp32
+  const cublasOperation_t transa = CUBLAS_OP_T, transb = CUBLAS_OP_N;
+  BLIP_CUBLAS_CHECK(lt.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof transa));
+  BLIP_CUBLAS_CHECK(lt.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof transb));
+  if (key.bias) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const cudaDataType_t bias_type = CUDA_R_32F;
+    BLIP_CUBLAS_CHECK(lt.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    BLIP_CUBLAS_CHECK(lt.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
+  }
+  const auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
+  BLIP_CUBLAS_CHECK(lt.layout_create(&plan.a, ab, u(key.in), u(key.out), key.in));
+  BLIP_CUBLAS_CHECK(lt.layout_create(&plan.b, ab, u(key.in), u(key.rows), key.in));
+  BLIP_CUBLAS_CHECK(lt.layout_create(&plan.c, c, u(key.out), u(key.rows), key.out));
+  cublasLtMatmulPreference_t pref = nullptr;
+  BLIP_CUBLAS_CHECK(lt.preference_create(&pref));
+  const uint64_t workspace = kLtWorkspace;
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  cublasStatus_t status = lt.preference_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof workspace);
+  const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] = {
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_w},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_x},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_y},
+      {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_y}};
+  for (const auto& [attribute, bytes] : alignments)
+    if (status == CUBLAS_STATUS_SUCCESS) status = lt.preference_set(pref, attribute, &bytes, sizeof bytes);
+  if (status == CUBLAS_STATUS_SUCCESS)
+    status = lt.heuristic(handle, plan.desc, plan.a, plan.b, plan.c, plan.c, pref, 1, &result, &found);
+  (void)lt.preference_destroy(pref);
+  if (status == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS) {
+    plan.algo = result.algo;
+    plan.workspace = result.workspaceSize;
+    plan.usable = true;
+  }
+  return t_lt.plans.emplace(key, plan).first->second;
+}
+
+// y = x·wᵀ (+ bias) through Lt; false when Lt has no algorithm for the shape (nothing was queued).
+bool linear_lt(const void* x, int64_t rows, int64_t in, const void* w, int64_t out, const float* bias, void* y,
+               cudaDataType_t ab_type, cudaDataType_t c_type) {
+  int device = 0;
+  BLIP_CUDA_CHECK(cudaGetDevice(&device));
+  const cublasLtHandle_t handle = t_lt.handle(device);
+  const LtPlan& plan = lt_plan(LtKey{device, rows, in, out, ab_type, c_type, bias != nullptr, alignment_of(x),
+                                     alignment_of(w), alignment_of(y)},
+                               handle);
+  if (!plan.usable) return false;
+  const detail::CublasLtApi& lt = detail::cublas_lt();
+  if (bias) BLIP_CUBLAS_CHECK(lt.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  const float alpha = 1.0f, beta = 0.0f;
+  const detail::DeviceBuffer<unsigned char> workspace(static_cast<int64_t>(plan.workspace));
+  BLIP_CUBLAS_CHECK(lt.matmul(handle, plan.desc, &alpha, w, plan.a, x, plan.b, &beta, y, plan.c, y, plan.c, &plan.algo,
+                              workspace.data, plan.workspace, static_cast<cudaStream_t>(current_stream())));
+  return true;
+}
+
+}  // namespace
+
+template <class T>
+void linear(const T* x, int64_t rows, int64_t in, const T* w, int64_t out, const T* bias, T* y) {
+  BLIP_CHECK(rows >= 0 && in >= 0 && out >= 0, "blip::cuda::linear: negative size rows=", rows, " in=", in, " out=", out);
+  if (rows == 0 || out == 0) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (in > 0 && linear_lt(x, rows, in, w, out, bias, y, CUDA_R_32F, CUDA_R_32F)) return;
+  }
+  if (bias) copy_strided(Shape{rows, out}, bias, Strides{0, 1}, y);  // the bias, broadcast over rows
+  gemm(false, true, rows, out, in, T(1), x, in, 0, w, in, 0, bias ? T(1) : T(0), y, out, 0, 1);
+}
+
+void linear_bf16(const bf16* x, int64_t rows, int64_t in, const bf16* w, int64_t out, const float* bias, float* y) {
+  BLIP_CHECK(rows >= 0 && in >= 0 && out >= 0, "blip::cuda::linear_bf16: negative size rows=", rows, " in=", in,
+             " out=", out);
+  if (rows == 0 || out == 0) return;
+  if (in > 0 && linear_lt(x, rows, in, w, out, bias, y, CUDA_R_16BF, CUDA_R_32F)) return;
+  if (bias) copy_strided(Shape{rows, out}, bias, Strides{0, 1}, y);
+  gemm_bf16(false, true, rows, out, in, x, in, w, in, y, out, bias != nullptr);
+}
+
+template void linear<float>(const float*, int64_t, int64_t, const float*, int64_t, const float*, float*);
+template void linear<double>(const double*, int64_t, int64_t, const double*, int64_t, const double*, double*);
 
 #define BLIP_INSTANTIATE_GEMM(T)                                                             \
   template void gemm<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, int64_t, \

@@ -5,6 +5,8 @@
 #include <atomic>
 #include <bit>
 #include <cstdio>
+#include <cstring>
+#include <memory>
 #include <map>
 #include <mutex>
 #include <string>
@@ -151,6 +153,58 @@ thread_local ThreadCublasHandles t_cublas;
 
 cudaStream_t stream_now() { return static_cast<cudaStream_t>(t_current_stream); }
 
+// The staging of DeviceMemory<Cuda>::upload_async, per thread and device: a copy stream that
+// never waits for the legacy default stream (non-blocking), and a ring of pinned buffers, each
+// with the event of its last copy. A slot is refilled only after that copy finished, which with
+// two slots is the copy of two uploads ago — normally long done, so the host does not wait.
+struct UploadRing {
+  static constexpr int slots = 2;
+  struct Slot {
+    void* pinned = nullptr;
+    size_t capacity = 0;
+    cudaEvent_t done = nullptr;
+    bool in_flight = false;
+  };
+  int device = 0;
+  cudaStream_t copy_stream = nullptr;
+  cudaEvent_t ready = nullptr;  // the destination's allocation point on the consumer's stream
+  Slot slot[slots];
+  int next = 0;
+
+  explicit UploadRing(int dev) : device(dev) {
+    BLIP_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream, cudaStreamNonBlocking));
+    BLIP_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+    for (Slot& s : slot) BLIP_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
+  }
+  ~UploadRing() {  // at thread exit; errors ignored (the runtime may be shutting down)
+    int previous = 0;
+    (void)cudaGetDevice(&previous);
+    (void)cudaSetDevice(device);
+    (void)cudaStreamSynchronize(copy_stream);
+    for (Slot& s : slot) {
+      if (s.pinned) (void)cudaFreeHost(s.pinned);
+      (void)cudaEventDestroy(s.done);
+    }
+    (void)cudaEventDestroy(ready);
+    (void)cudaStreamDestroy(copy_stream);
+    (void)cudaSetDevice(previous);
+    (void)cudaGetLastError();
+  }
+  UploadRing(const UploadRing&) = delete;
+  UploadRing& operator=(const UploadRing&) = delete;
+};
+
+struct ThreadUploadRings {
+  std::vector<std::unique_ptr<UploadRing>> rings;
+  UploadRing& of(int device) {
+    for (auto& r : rings)
+      if (r->device == device) return *r;
+    rings.push_back(std::make_unique<UploadRing>(device));
+    return *rings.back();
+  }
+};
+thread_local ThreadUploadRings t_upload_rings;
+
 struct TransferCounters {
   std::atomic<uint64_t> to_device{0}, to_host{0}, bytes_to_device{0}, bytes_to_host{0};
 };
@@ -163,21 +217,57 @@ TransferCounters& transfer_counters() {
 
 namespace detail {
 
+namespace {
+// dlopen()s soname, then the toolkit's folder's copy; a finder of its symbols.
+struct OpenedLibrary {
+  void* handle = nullptr;
+  const char* soname = nullptr;
+  template <class F>
+  void find(F& fn, const char* symbol) const {
+    fn = reinterpret_cast<F>(::dlsym(handle, symbol));
+    BLIP_CHECK(fn, "blip::cuda: ", soname, " has no ", symbol);
+  }
+};
+OpenedLibrary open_library(const char* soname, const char* in_toolkit, const char* what) {
+  void* lib = nullptr;
+  std::string tried;
+  for (const char* name : {soname, in_toolkit}) {
+    lib = ::dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    if (lib) break;
+    const char* why = ::dlerror();
+    tried += str(tried.empty() ? "" : "; ", why ? why : name);
+  }
+  BLIP_CHECK(lib, "blip::cuda: cannot open ", what, " (", tried, ")");
+  return {lib, soname};  // stays open for the life of the process
+}
+}  // namespace
+
+const CublasLtApi& cublas_lt() {
+  static const CublasLtApi api = [] {
+    const OpenedLibrary lib = open_library(BLIP_CUBLASLT_SONAME, BLIP_CUBLAS_DIR "/" BLIP_CUBLASLT_SONAME, "cuBLASLt");
+    CublasLtApi a{};
+    lib.find(a.create, "cublasLtCreate");
+    lib.find(a.destroy, "cublasLtDestroy");
+    lib.find(a.get_version, "cublasLtGetVersion");
+    lib.find(a.desc_create, "cublasLtMatmulDescCreate");
+    lib.find(a.desc_destroy, "cublasLtMatmulDescDestroy");
+    lib.find(a.desc_set, "cublasLtMatmulDescSetAttribute");
+    lib.find(a.layout_create, "cublasLtMatrixLayoutCreate");
+    lib.find(a.layout_destroy, "cublasLtMatrixLayoutDestroy");
+    lib.find(a.preference_create, "cublasLtMatmulPreferenceCreate");
+    lib.find(a.preference_destroy, "cublasLtMatmulPreferenceDestroy");
+    lib.find(a.preference_set, "cublasLtMatmulPreferenceSetAttribute");
+    lib.find(a.heuristic, "cublasLtMatmulAlgoGetHeuristic");
+    lib.find(a.matmul, "cublasLtMatmul");
+    return a;
+  }();
+  return api;
+}
+
 const CublasApi& cublas() {
   static const CublasApi api = [] {
-    void* lib = nullptr;
-    std::string tried;
-    for (const char* name : {BLIP_CUBLAS_SONAME, BLIP_CUBLAS_DIR "/" BLIP_CUBLAS_SONAME}) {
-      lib = ::dlopen(name, RTLD_NOW | RTLD_LOCAL);
-      if (lib) break;
-      const char* why = ::dlerror();
-      tried += str(tried.empty() ? "" : "; ", why ? why : name);
-    }
-    BLIP_CHECK(lib, "blip::cuda: cannot open cuBLAS (", tried, ")");
-    const auto find = [lib](auto& fn, const char* symbol) {
-      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(::dlsym(lib, symbol));
-      BLIP_CHECK(fn, "blip::cuda: ", BLIP_CUBLAS_SONAME, " has no ", symbol);
-    };
+    const OpenedLibrary lib = open_library(BLIP_CUBLAS_SONAME, BLIP_CUBLAS_DIR "/" BLIP_CUBLAS_SONAME, "cuBLAS");
+    const auto find = [&lib](auto& fn, const char* symbol) { lib.find(fn, symbol); };
     CublasApi a{};
     find(a.create, "cublasCreate_v2");
     find(a.destroy, "cublasDestroy_v2");
@@ -187,7 +277,7 @@ const CublasApi& cublas() {
     find(a.gemm_ex, "cublasGemmEx");
     find(a.status_string, "cublasGetStatusString");
     find(a.get_property, "cublasGetProperty");
-    return a;  // the library stays open for the life of the process
+    return a;
   }();
   return api;
 }
@@ -198,6 +288,8 @@ void note_transfer(bool to_device, size_t bytes) noexcept {
   (to_device ? c.bytes_to_device : c.bytes_to_host).fetch_add(bytes, std::memory_order_relaxed);
 }
 }  // namespace detail
+
+size_t cublas_lt_version() { return detail::cublas_lt().get_version(); }
 
 int cublas_version() {
   int major = 0, minor = 0, patch = 0;
@@ -290,6 +382,35 @@ void DeviceMemory<Cuda>::copy_from_host(void* dst, const void* src, size_t bytes
   cuda::detail::note_transfer(true, bytes);
   BLIP_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
   BLIP_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+void DeviceMemory<Cuda>::upload_async(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  int device = 0;
+  BLIP_CUDA_CHECK(cudaGetDevice(&device));
+  cuda::UploadRing& ring = cuda::t_upload_rings.of(device);
+  cuda::UploadRing::Slot& slot = ring.slot[ring.next];
+  ring.next = (ring.next + 1) % cuda::UploadRing::slots;
+  if (slot.in_flight) BLIP_CUDA_CHECK(cudaEventSynchronize(slot.done));
+  slot.in_flight = false;
+  if (slot.capacity < bytes) {
+    if (slot.pinned) BLIP_CUDA_CHECK(cudaFreeHost(slot.pinned));
+    slot.pinned = nullptr;
+    slot.capacity = 0;
+    const size_t size = (bytes + (size_t{1} << 20) - 1) & ~((size_t{1} << 20) - 1);  // whole MiB: fewer regrowths
+    BLIP_CUDA_CHECK(cudaHostAlloc(&slot.pinned, size, cudaHostAllocDefault));
+    slot.capacity = size;
+  }
+  std::memcpy(slot.pinned, src, bytes);
+  const cudaStream_t consumer = cuda::stream_now();
+  cuda::detail::note_transfer(true, bytes);
+  // dst may be cached memory the consumer's stream used before: the copy starts after that work.
+  BLIP_CUDA_CHECK(cudaEventRecord(ring.ready, consumer));
+  BLIP_CUDA_CHECK(cudaStreamWaitEvent(ring.copy_stream, ring.ready, 0));
+  BLIP_CUDA_CHECK(cudaMemcpyAsync(dst, slot.pinned, bytes, cudaMemcpyHostToDevice, ring.copy_stream));
+  BLIP_CUDA_CHECK(cudaEventRecord(slot.done, ring.copy_stream));
+  slot.in_flight = true;
+  BLIP_CUDA_CHECK(cudaStreamWaitEvent(consumer, slot.done, 0));
 }
 
 void DeviceMemory<Cuda>::copy_to_host(void* dst, const void* src, size_t bytes) {

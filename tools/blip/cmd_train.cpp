@@ -158,10 +158,8 @@ void run_train(const TrainOptions& o, const blip::cli::CommonOptions& common) {
   // Data parallel under mpirun: each rank loads its shard, rank 0's weights start everywhere,
   // and only rank 0 writes the log, the checkpoints and the progress bar.
   dist::Communicator& comm = cli::communicator(common);
-  // The Trainer's bookkeeping collectives (loss terms, sample counts, batch sizes) pass host
-  // values, which NCCL cannot take: data-parallel training runs on CPUs (MPI) so far.
-  BLIP_CHECK((std::same_as<D, Cpu>) || comm.size() == 1, "blip train --device cuda: ", comm.size(),
-             " processes: training on several GPUs is not implemented yet (one GPU, or --device cpu under mpirun)");
+  // Several GPUs: --dist nccl (resolve_device refuses MPI with --device cuda); the bookkeeping
+  // collectives' host values are staged through device memory there (dist::all_reduce_host).
   const bool main_rank = comm.is_main();
   dist::broadcast_model(comm, *model);
   BatchStream stream = fashion ? fashion_mnist_stream(o, tokenizer, comm) : loader_stream(o, config, tokenizer, comm);

@@ -195,6 +195,8 @@ struct DeviceMemory<Cuda> {
   static void* allocate(size_t bytes);
   static void release(void* p, size_t bytes);
   static void copy_from_host(void* dst, const void* src, size_t bytes);
+  // Host to device without the host waiting for the copy (ops/copy.hpp's upload).
+  static void upload_async(void* dst, const void* src, size_t bytes);
   static void copy_to_host(void* dst, const void* src, size_t bytes);
   static void copy_within(void* dst, const void* src, size_t bytes);
   static void fill_zero(void* dst, size_t bytes);
@@ -209,6 +211,7 @@ struct DeviceMemory<Cuda> {
   static void* allocate(size_t) { unavailable(); }
   static void release(void*, size_t) {}
   static void copy_from_host(void*, const void*, size_t) { unavailable(); }
+  static void upload_async(void*, const void*, size_t) { unavailable(); }
   static void copy_to_host(void*, const void*, size_t) { unavailable(); }
   static void copy_within(void*, const void*, size_t) { unavailable(); }
   static void fill_zero(void*, size_t) { unavailable(); }

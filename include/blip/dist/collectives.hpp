@@ -56,9 +56,9 @@ std::vector<T> all_gather_values(Communicator& comm, const std::vector<T>& v, st
   const int W = comm.size();
   std::vector<int64_t> counts(static_cast<size_t>(W));
   const int64_t mine = static_cast<int64_t>(v.size());
-  comm.all_gather(&mine, 1, counts.data(), Scalar::int64);
+  all_gather_host(comm, &mine, 1, counts.data(), Scalar::int64);
   std::vector<T> out(static_cast<size_t>(std::accumulate(counts.begin(), counts.end(), int64_t{0})));
-  comm.all_gather_v(v.data(), mine, out.data(), counts, scalar_of<T>());
+  all_gather_v_host(comm, v.data(), mine, out.data(), counts, scalar_of<T>());
   if (counts_out) *counts_out = counts;
   return out;
 }

@@ -14,6 +14,8 @@
 //   the tool): a dead, stopped or diverged peer gives blip::Error naming the collective, its
 //   sequence number and the ranks that did not join, never a hang. After such an error the
 //   group is unusable; the process should end (dist::abort_world in the tool).
+// - all_reduce_host / all_gather_host / all_gather_v_host: the same on host buffers through any
+//   backend (staged through device memory where the backend moves CUDA memory).
 // - Typed tensor-level helpers (dist/collectives.hpp) are what the model and loops call.
 #pragma once
 
@@ -23,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "blip/core/device.hpp"
 #include "blip/core/dtype.hpp"
 #include "blip/core/error.hpp"
 
@@ -121,6 +124,47 @@ class SingleProcess final : public Communicator {
   }
   void barrier() override {}
 };
+
+// Host values — flags, counts, loss terms: a few numbers a step — through any communicator. Where
+// it moves device memory (NCCL) they are staged through a device buffer, one copy each way; on
+// host communicators these are the plain calls.
+namespace detail {
+struct DeviceStage {
+  explicit DeviceStage(size_t n) : bytes(n), data(bytes ? DeviceMemory<Cuda>::allocate(bytes) : nullptr) {}
+  ~DeviceStage() {
+    if (data) DeviceMemory<Cuda>::release(data, bytes);
+  }
+  DeviceStage(const DeviceStage&) = delete;
+  DeviceStage& operator=(const DeviceStage&) = delete;
+  size_t bytes;
+  void* data;
+};
+}  // namespace detail
+
+inline void all_reduce_host(Communicator& comm, void* data, int64_t count, Scalar scalar, ReduceOp op) {
+  if (comm.memory() == Memory::host) return comm.all_reduce(data, count, scalar, op);
+  const detail::DeviceStage stage(static_cast<size_t>(count) * scalar_bytes(scalar));
+  DeviceMemory<Cuda>::copy_from_host(stage.data, data, stage.bytes);
+  comm.all_reduce(stage.data, count, scalar, op);
+  DeviceMemory<Cuda>::copy_to_host(data, stage.data, stage.bytes);
+}
+
+inline void all_gather_v_host(Communicator& comm, const void* send, int64_t count, void* recv,
+                              const std::vector<int64_t>& counts, Scalar scalar) {
+  if (comm.memory() == Memory::host) return comm.all_gather_v(send, count, recv, counts, scalar);
+  int64_t total = 0;
+  for (int64_t c : counts) total += c;
+  const detail::DeviceStage in(static_cast<size_t>(count) * scalar_bytes(scalar));
+  const detail::DeviceStage out(static_cast<size_t>(total) * scalar_bytes(scalar));
+  DeviceMemory<Cuda>::copy_from_host(in.data, send, in.bytes);
+  comm.all_gather_v(in.data, count, out.data, counts, scalar);
+  DeviceMemory<Cuda>::copy_to_host(recv, out.data, out.bytes);
+}
+
+inline void all_gather_host(Communicator& comm, const void* send, int64_t count, void* recv, Scalar scalar) {
+  if (comm.memory() == Memory::host) return comm.all_gather(send, count, recv, scalar);
+  all_gather_v_host(comm, send, count, recv, std::vector<int64_t>(static_cast<size_t>(comm.size()), count), scalar);
+}
 
 // The process-wide single-process communicator: the default argument of everything that can
 // run distributed.

@@ -67,7 +67,7 @@ void all_reduce_gradients(Communicator& comm, const std::vector<NamedParameter<T
   // Which parameters have a gradient somewhere (one small collective).
   std::vector<int64_t> has(params.size());
   for (size_t i = 0; i < params.size(); ++i) has[i] = params[i].second->grad().defined() ? 1 : 0;
-  comm.all_reduce(has.data(), static_cast<int64_t>(has.size()), Scalar::int64, ReduceOp::sum);
+  all_reduce_host(comm, has.data(), static_cast<int64_t>(has.size()), Scalar::int64, ReduceOp::sum);
   std::vector<Tensor<T, D>> grads;
   for (size_t i = 0; i < params.size(); ++i) {
     if (has[i] == 0) continue;
@@ -162,7 +162,7 @@ class GradientReducer {
       }
     }
     // A parameter no rank has a gradient for stays without one (AdamW skips it, as alone).
-    comm_.all_reduce(has_.data(), static_cast<int64_t>(has_.size()), Scalar::int64, ReduceOp::sum);
+    all_reduce_host(comm_, has_.data(), static_cast<int64_t>(has_.size()), Scalar::int64, ReduceOp::sum);
     for (size_t k = 0; k < params_.size(); ++k)
       if (has_[k] == 0) params_[k].second->zero_grad();
     armed_ = false;

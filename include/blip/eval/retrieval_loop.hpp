@@ -138,7 +138,7 @@ RetrievalLoopResult evaluate_retrieval(const Model& model, const Tokenizer& toke
     ProgressBar bar("image features", mine.size(), quiet, "img");
     std::vector<Tensor<T, D>> feats, embeds;
     while (auto batch = loader->next()) {
-      const Tensor<T, D> images = to<D>(batch->images);
+      const Tensor<T, D> images = upload<D>(batch->images);  // overlaps the previous batch's work
       const Features<T, D> f = model.extract_feat(&images, nullptr, !fast_match);
       feats.push_back(f.image_feat);
       if (!fast_match) embeds.push_back(f.image_embeds);

@@ -2,7 +2,8 @@
 // application layers (search, index, embed, Retriever, the tool) need, written once.
 //
 // Contract:
-// - to<To>(TextBatch) moves ids and mask; to_host(Features) moves every defined field to the CPU.
+// - to<To>(TextBatch) moves ids and mask (upload<To>: without the host waiting, ops/copy.hpp);
+//   to_host(Features) moves every defined field to the CPU.
 // - extract_feat_on_host(model, images, texts, keep_embeds), image_embeds_on_host(model, images),
 //   itm_scores_on_host / itm_logits_on_host(model, pairs, image_embeds, ids, mask): the model's own
 //   calls with the inputs moved to its device (Model::device_type) and the results moved back.
@@ -24,6 +25,10 @@ namespace blip {
 template <Device To, Differentiable T, Device From>
 TextBatch<T, To> to(const TextBatch<T, From>& batch) {
   return {to<To>(batch.ids), to<To>(batch.mask)};
+}
+template <Device To, Differentiable T, Device From>
+TextBatch<T, To> upload(const TextBatch<T, From>& batch) {
+  return {upload<To>(batch.ids), upload<To>(batch.mask)};
 }
 
 template <Differentiable T, Device From>
@@ -50,8 +55,8 @@ Features<float, Cpu> extract_feat_on_host(const Model& model, const Tensor<float
   } else {
     std::optional<Tensor<float, D>> x;
     std::optional<TextBatch<float, D>> t;
-    if (images) x = to<D>(*images);
-    if (texts) t = to<D>(*texts);
+    if (images) x = upload<D>(*images);
+    if (texts) t = upload<D>(*texts);
     return to_host(model.extract_feat(x ? &*x : nullptr, t ? &*t : nullptr, keep_embeds));
   }
 }

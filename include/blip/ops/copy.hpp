@@ -90,6 +90,22 @@ Tensor<T, To> to(const Tensor<T, From>& x) {
   }
 }
 
+// to<To> for inputs fed in a loop (batches): a host tensor goes to a device without the host
+// waiting for the copy — staged in pinned memory and copied on a copy stream that the current
+// stream waits for (DeviceMemory<Cuda>::upload_async), so the next batch's copy overlaps the
+// device's work on this one. The same values as to<To>; the host tensor may go right after.
+template <Device To, Element T, Device From>
+Tensor<T, To> upload(const Tensor<T, From>& x) {
+  if constexpr (std::same_as<To, From> || !std::same_as<From, Cpu>) {
+    return to<To>(x);
+  } else {
+    const Tensor<T, Cpu> xc = contiguous(x.detach());
+    Tensor<T, To> y = Tensor<T, To>::empty(x.shape());
+    DeviceMemory<To>::upload_async(y.data(), xc.data(), sizeof(T) * static_cast<size_t>(x.numel()));
+    return y;
+  }
+}
+
 template <Element U, Element T>
 Tensor<U, Cpu> cast(const Tensor<T, Cpu>& x) {
   Tensor<U, Cpu> y = Tensor<U, Cpu>::empty(x.shape());

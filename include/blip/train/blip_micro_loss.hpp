@@ -22,7 +22,7 @@ typename Trainer<typename Model::value_type, typename Model::device_type>::Micro
   return [&model, &comm, sampler = std::move(sampler), next_batch = std::move(next_batch)](const StepContext& ctx) mutable {
     model.set_alpha(ctx.alpha);
     const auto batch = next_batch();
-    const auto losses = model.loss(to<D>(batch.images), to<D>(batch.texts), batch.image_ids, sampler, comm);
+    const auto losses = model.loss(upload<D>(batch.images), upload<D>(batch.texts), batch.image_ids, sampler, comm);
     return LossTerms<T, D>{{{"itc_loss", losses.itc_loss}, {"itm_loss", losses.itm_loss}}, batch.images.size(0)};
   };
 }

@@ -166,9 +166,10 @@ class Trainer {
       }
       std::vector<double> values;
       for (const auto& term : stats.terms) values.push_back(term.second);
-      comm_->all_reduce(values.data(), static_cast<int64_t>(values.size()), dist::Scalar::float64, dist::ReduceOp::mean);
+      dist::all_reduce_host(*comm_, values.data(), static_cast<int64_t>(values.size()), dist::Scalar::float64,
+                            dist::ReduceOp::mean);
       for (size_t i = 0; i < values.size(); ++i) stats.terms[i].second = values[i];
-      comm_->all_reduce(&stats.samples, 1, dist::Scalar::int64, dist::ReduceOp::sum);
+      dist::all_reduce_host(*comm_, &stats.samples, 1, dist::Scalar::int64, dist::ReduceOp::sum);
     }
     for (const auto& [name, v] : stats.terms) stats.loss += v;
     optimizer_.set_lr(stats.lr);

@@ -51,15 +51,11 @@ struct Kernels<Cuda> : detail::CudaMissingKernels {
   }
   template <class T>
   static void linear(const T* x, int64_t rows, int64_t in, const T* w, int64_t out, const T* bias, T* y) {
-    if (rows == 0 || out == 0) return;
-    if (bias) cuda::copy_strided(Shape{rows, out}, bias, Strides{0, 1}, y);  // the bias, broadcast over rows
-    cuda::gemm(false, true, rows, out, in, T(1), x, in, 0, w, in, 0, bias ? T(1) : T(0), y, out, 0, 1);
+    cuda::linear(x, rows, in, w, out, bias, y);
   }
   static void linear_bf16(const bf16* x, int64_t rows, int64_t in, const bf16* w, int64_t out, const float* bias,
                           float* y) {
-    if (rows == 0 || out == 0) return;
-    if (bias) cuda::copy_strided(Shape{rows, out}, bias, Strides{0, 1}, y);  // the bias, broadcast over rows
-    cuda::gemm_bf16(false, true, rows, out, in, x, in, w, in, y, out, bias != nullptr);
+    cuda::linear_bf16(x, rows, in, w, out, bias, y);
   }
   static void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const bf16* a, int64_t lda,
                         const bf16* b, int64_t ldb, float* c, int64_t ldc) {

@@ -91,6 +91,13 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
 void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const bf16* a, int64_t lda, const bf16* b,
                int64_t ldb, float* c, int64_t ldc, bool accumulate);
 
+// y [rows, out] = x [rows, in] · w [out, in]ᵀ (+ bias [out]), contiguous. float and bf16 (float y)
+// go through cuBLASLt with the bias added by its epilogue (heuristic algorithm cached per shape
+// and thread); double, and shapes Lt finds no algorithm for, broadcast the bias and run gemm.
+template <class T>
+void linear(const T* x, int64_t rows, int64_t in, const T* w, int64_t out, const T* bias, T* y);
+void linear_bf16(const bf16* x, int64_t rows, int64_t in, const bf16* w, int64_t out, const float* bias, float* y);
+
 // out (contiguous, of `shape`) = a <op> b, where a and b are read through strides aligned to
 // `shape` (stride 0 on broadcast axes). Rank up to 8.
 template <class T>
@@ -211,6 +218,13 @@ void gemm(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, int64_t, 
 inline void gemm_bf16(bool, bool, int64_t, int64_t, int64_t, const bf16*, int64_t, const bf16*, int64_t, float*,
                       int64_t, bool) {
   detail::kernels_without_cuda("gemm_bf16");
+}
+template <class T>
+void linear(const T*, int64_t, int64_t, const T*, int64_t, const T*, T*) {
+  detail::kernels_without_cuda("linear");
+}
+inline void linear_bf16(const bf16*, int64_t, int64_t, const bf16*, int64_t, const float*, float*) {
+  detail::kernels_without_cuda("linear_bf16");
 }
 template <class T>
 void binary(BinaryOp, const Shape&, const T*, const Strides&, const T*, const Strides&, T*) {

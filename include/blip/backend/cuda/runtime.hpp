@@ -65,6 +65,8 @@ TransferStats transfer_stats() noexcept;
 // than linked (its start-up cost would fall on every program that links blip::cuda); this opens
 // it as the first GEMM would, without needing a GPU, and throws blip::Error when it cannot.
 int cublas_version();
+// cuBLASLt's version (cublasLtGetVersion), opened the same way (linear layers use it).
+size_t cublas_lt_version();
 
 // An owned CUDA stream, created blocking: it orders itself with the legacy default stream, so
 // tensors made on the default stream may be used on it. Destruction waits for its pending work
@@ -118,6 +120,7 @@ inline void empty_cache() { detail::built_without_cuda("empty_cache"); }
 inline CacheStats cache_stats() { detail::built_without_cuda("cache_stats"); }
 inline TransferStats transfer_stats() noexcept { return {}; }  // nothing can be copied to a device
 inline int cublas_version() { detail::built_without_cuda("cublas_version"); }
+inline size_t cublas_lt_version() { detail::built_without_cuda("cublas_lt_version"); }
 inline Stream::Stream() { detail::built_without_cuda("Stream"); }
 inline Stream::~Stream() = default;
 inline void Stream::synchronize() const { detail::built_without_cuda("Stream::synchronize"); }
