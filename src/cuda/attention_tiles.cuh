@@ -153,6 +153,53 @@ __device__ __forceinline__ int64_t key_row_of(const backend::AttentionArgs<T, In
   return a.Sk == 0 || kb < 0 || kb >= a.Bkv ? -1 : kb;
 }
 
+// The scores of the thread's 16 keys of a tile (keys q4, q4 + 4, ... of the k rows in ks):
+// scale · q·k plus the mask, -inf past `keys`. mask is the query row's (null: none).
+template <class T>
+__device__ __forceinline__ void row_scores(const T* q_row, const T* ks, int64_t ldk, int64_t d, int q4, int64_t keys,
+                                           T scale, const T* mask, int64_t mask_step, int64_t j0, T (&s)[kKeys / 4]) {
+  for (int u = 0; u < kKeys / 4; ++u) {
+    const int jj = q4 + 4 * u;
+    T dot = T(0);
+    for (int64_t c = 0; c < d; ++c) dot += q_row[c] * ks[jj * ldk + c];
+    T score = -static_cast<T>(INFINITY);
+    if (jj < keys) {
+      score = dot * scale;
+      if (mask) score += mask[(j0 + jj) * mask_step];
+    }
+    s[u] = score;
+  }
+}
+
+// One key tile of the online softmax for the thread's query row: the running max m and sum l, and
+// the thread's quarter of the output (columns q4, q4 + 4, ...) rescaled and added to. The tile's
+// probabilities pass through the row's block p_row (written and read by the row's 4 lanes).
+template <class T, int HD>
+__device__ __forceinline__ void online_softmax_tile(const T (&s)[kKeys / 4], T* p_row, const T* vs, int64_t ldv,
+                                                    int64_t keys, int64_t dv, int q4, T& m, T& l, T (&o)[HD / 4]) {
+  T tile_max = -static_cast<T>(INFINITY);
+  for (int u = 0; u < kKeys / 4; ++u) tile_max = max_t(tile_max, s[u]);
+  const T m_new = max_t(m, quad_max(tile_max));
+  const T base = m_new == -static_cast<T>(INFINITY) ? T(0) : m_new;  // a row masked so far stays at 0
+  const T alpha = exp_t(m - base);
+  T sum = T(0);
+  for (int u = 0; u < kKeys / 4; ++u) {
+    const T p = exp_t(s[u] - base);
+    p_row[q4 + 4 * u] = p;
+    sum += p;
+  }
+  l = l * alpha + quad_sum(sum);
+  m = m_new;
+  __syncwarp();  // a row's probabilities come from its 4 lanes, all in this warp
+  for (int w = 0; w < HD / 4; ++w) o[w] *= alpha;
+  for (int64_t jj = 0; jj < keys; ++jj) {
+    const T p = p_row[jj];
+    const T* vrow = vs + jj * ldv;
+    for (int w = 0; w < HD / 4; ++w)
+      if (q4 + 4 * w < dv) o[w] += p * vrow[q4 + 4 * w];
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forward, SIMT: grid (ceil(Sq / 64), H, B), kSimtThreads threads, SimtForwardLayout bytes.
 template <class T, class In, int HD>
@@ -187,38 +234,8 @@ __global__ void __launch_bounds__(kSimtThreads) forward_simt(backend::AttentionA
     load_tile(vs, L.ldv, row_at(a.v, a.v_stride, kb, h, j0), a.v_stride[2], kKeys, keys, dv, kSimtThreads);
     __syncthreads();
     T s[kKeys / 4];
-    T tile_max = -static_cast<T>(INFINITY);
-    for (int u = 0; u < kKeys / 4; ++u) {
-      const int jj = q4 + 4 * u;
-      T dot = T(0);
-      for (int64_t c = 0; c < d; ++c) dot += qs[r * L.ldq + c] * ks[jj * L.ldk + c];
-      T score = -static_cast<T>(INFINITY);
-      if (jj < keys) {
-        score = dot * a.scale;
-        if (mask) score += mask[(j0 + jj) * a.mask_stride[3]];
-      }
-      s[u] = score;
-      tile_max = max_t(tile_max, score);
-    }
-    const T m_new = max_t(m, quad_max(tile_max));
-    const T base = m_new == -static_cast<T>(INFINITY) ? T(0) : m_new;  // a row masked so far stays at 0
-    const T alpha = exp_t(m - base);
-    T sum = T(0);
-    for (int u = 0; u < kKeys / 4; ++u) {
-      const T p = exp_t(s[u] - base);
-      ps[r * L.ldp + q4 + 4 * u] = p;
-      sum += p;
-    }
-    l = l * alpha + quad_sum(sum);
-    m = m_new;
-    __syncwarp();  // a row's probabilities come from its 4 lanes, all in this warp
-    for (int w = 0; w < HD / 4; ++w) o[w] *= alpha;
-    for (int64_t jj = 0; jj < keys; ++jj) {
-      const T p = ps[r * L.ldp + jj];
-      const T* vrow = vs + jj * L.ldv;
-      for (int w = 0; w < HD / 4; ++w)
-        if (q4 + 4 * w < dv) o[w] += p * vrow[q4 + 4 * w];
-    }
+    row_scores(qs + r * L.ldq, ks, L.ldk, d, q4, keys, a.scale, mask, a.mask_stride[3], j0, s);
+    online_softmax_tile<T, HD>(s, ps + r * L.ldp, vs, L.ldv, keys, dv, q4, m, l, o);
   }
   if (row_ok) {
     const T inv = T(1) / l;
@@ -382,20 +399,6 @@ __global__ void __launch_bounds__(kSimtThreads) backward_rows(backend::Attention
   const T* mask = a.mask && row_ok ? a.mask + b * a.mask_stride[0] + h * a.mask_stride[1] + i * a.mask_stride[2]
                                    : nullptr;
   const T neg_inf = -static_cast<T>(INFINITY);
-  // scores of the thread's 16 keys of the tile at j0 (k in ks), -inf past the keys
-  const auto scores = [&](int64_t j0, int64_t keys, T* s) {
-    for (int u = 0; u < kKeys / 4; ++u) {
-      const int jj = q4 + 4 * u;
-      T dot = T(0);
-      for (int64_t c = 0; c < d; ++c) dot += qs[r * L.ldq + c] * ks[jj * L.ldk + c];
-      T score = neg_inf;
-      if (jj < keys) {
-        score = dot * a.scale;
-        if (mask) score += mask[(j0 + jj) * a.mask_stride[3]];
-      }
-      s[u] = score;
-    }
-  };
   // Pass 1: the forward's statistics and output, for lse and D = dO · O.
   T o[HD / 4];
   for (int w = 0; w < HD / 4; ++w) o[w] = T(0);
@@ -407,27 +410,8 @@ __global__ void __launch_bounds__(kSimtThreads) backward_rows(backend::Attention
     load_tile(vs, L.ldv, row_at(a.v, a.v_stride, kb, h, j0), a.v_stride[2], kKeys, keys, dv, kSimtThreads);
     __syncthreads();
     T s[kKeys / 4];
-    scores(j0, keys, s);
-    T tile_max = neg_inf;
-    for (int u = 0; u < kKeys / 4; ++u) tile_max = max_t(tile_max, s[u]);
-    const T m_new = max_t(m, quad_max(tile_max));
-    const T base = m_new == neg_inf ? T(0) : m_new;
-    const T alpha = exp_t(m - base);
-    T sum = T(0);
-    for (int u = 0; u < kKeys / 4; ++u) {
-      const T p = exp_t(s[u] - base);
-      ps[r * L.ldp + q4 + 4 * u] = p;
-      sum += p;
-    }
-    l = l * alpha + quad_sum(sum);
-    m = m_new;
-    __syncwarp();
-    for (int w = 0; w < HD / 4; ++w) o[w] *= alpha;
-    for (int64_t jj = 0; jj < keys; ++jj) {
-      const T p = ps[r * L.ldp + jj];
-      for (int w = 0; w < HD / 4; ++w)
-        if (q4 + 4 * w < dv) o[w] += p * vs[jj * L.ldv + q4 + 4 * w];
-    }
+    row_scores(qs + r * L.ldq, ks, L.ldk, d, q4, keys, a.scale, mask, a.mask_stride[3], j0, s);
+    online_softmax_tile<T, HD>(s, ps + r * L.ldp, vs, L.ldv, keys, dv, q4, m, l, o);
   }
   T partial = T(0);
   for (int w = 0; w < HD / 4; ++w)
@@ -448,7 +432,7 @@ __global__ void __launch_bounds__(kSimtThreads) backward_rows(backend::Attention
     load_tile(vs, L.ldv, row_at(a.v, a.v_stride, kb, h, j0), a.v_stride[2], kKeys, keys, dv, kSimtThreads);
     __syncthreads();
     T s[kKeys / 4];
-    scores(j0, keys, s);
+    row_scores(qs + r * L.ldq, ks, L.ldk, d, q4, keys, a.scale, mask, a.mask_stride[3], j0, s);
     for (int u = 0; u < kKeys / 4; ++u) {
       const int jj = q4 + 4 * u;
       T dp = T(0);
