@@ -737,7 +737,8 @@ TEST_CASE("cuda: bf16 gemm and linear match the CPU kernels") {
 
 // linear goes through cuBLASLt with the bias in the epilogue; a plan is chosen per shape and per
 // operand alignment (a view one element in is 4- or 2-byte aligned, which the default 256-byte
-// assumption of Lt's heuristic would not allow). Values as the CPU kernel, with and without bias.
+// assumption of Lt's heuristic would not allow; a bias off 16 bytes takes the plain cuBLAS path).
+// Values as the CPU kernel, with and without bias.
 TEST_CASE("cuda: linear through cuBLASLt matches the CPU kernel, aligned or not") {
   using Gpu = blip::backend::Kernels<Cuda>;
   using Host = blip::backend::Kernels<blip::Cpu>;

@@ -153,18 +153,21 @@ struct LtPlan {
   bool usable = false;  // false: Lt had no algorithm; the caller takes the plain GEMM
 };
 
+void destroy(const detail::CublasLtApi& lt, LtPlan& plan) {
+  if (plan.a) (void)lt.layout_destroy(plan.a);
+  if (plan.b) (void)lt.layout_destroy(plan.b);
+  if (plan.c) (void)lt.layout_destroy(plan.c);
+  if (plan.desc) (void)lt.desc_destroy(plan.desc);
+  plan = LtPlan{};
+}
+
 struct ThreadLt {
   std::vector<std::pair<int, cublasLtHandle_t>> handles;
   std::map<LtKey, LtPlan> plans;
   ~ThreadLt() {  // at thread exit; errors ignored (the runtime may be shutting down)
     const detail::CublasLtApi* lt = handles.empty() ? nullptr : &detail::cublas_lt();
     if (!lt) return;
-    for (auto& [key, plan] : plans) {
-      if (plan.a) (void)lt->layout_destroy(plan.a);
-      if (plan.b) (void)lt->layout_destroy(plan.b);
-      if (plan.c) (void)lt->layout_destroy(plan.c);
-      if (plan.desc) (void)lt->desc_destroy(plan.desc);
-    }
+    for (auto& kv : plans) destroy(*lt, kv.second);
     for (auto& [device, handle] : handles) (void)lt->destroy(handle);
   }
   cublasLtHandle_t handle(int device) {
@@ -178,10 +181,18 @@ struct ThreadLt {
 };
 thread_local ThreadLt t_lt;
 
+// Plans kept per thread: evaluation with texts of many lengths makes a shape per length, so past
+// this many the cache starts over (a plan costs one heuristic call to remake).
+constexpr size_t kLtPlansKept = 512;
+
 const LtPlan& lt_plan(const LtKey& key, cublasLtHandle_t handle) {
   auto it = t_lt.plans.find(key);
   if (it != t_lt.plans.end()) return it->second;
   const detail::CublasLtApi& lt = detail::cublas_lt();
+  if (t_lt.plans.size() >= kLtPlansKept) {
+    for (auto& kv : t_lt.plans) destroy(lt, kv.second);
+    t_lt.plans.clear();
+  }
   LtPlan plan;
   const auto ab = static_cast<cudaDataType_t>(key.ab_type), c = static_cast<cudaDataType_t>(key.c_type);
   BLIP_CUBLAS_CHECK(lt.desc_create(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));  // no TF32: plain fp32
@@ -225,6 +236,9 @@ const LtPlan& lt_plan(const LtKey& key, cublasLtHandle_t handle) {
 // y = x·wᵀ (+ bias) through Lt; false when Lt has no algorithm for the shape (nothing was queued).
 bool linear_lt(const void* x, int64_t rows, int64_t in, const void* w, int64_t out, const float* bias, void* y,
                cudaDataType_t ab_type, cudaDataType_t c_type) {
+  // The BIAS epilogue wants a 16-byte aligned vector (a misaligned-address fault otherwise, seen
+  // on A100); a bias view off that takes the plain path.
+  if (bias && reinterpret_cast<uintptr_t>(bias) % 16 != 0) return false;
   int device = 0;
   BLIP_CUDA_CHECK(cudaGetDevice(&device));
   const cublasLtHandle_t handle = t_lt.handle(device);

@@ -155,10 +155,11 @@ cudaStream_t stream_now() { return static_cast<cudaStream_t>(t_current_stream); 
 
 // The staging of DeviceMemory<Cuda>::upload_async, per thread and device: a copy stream that
 // never waits for the legacy default stream (non-blocking), and a ring of pinned buffers, each
-// with the event of its last copy. A slot is refilled only after that copy finished, which with
-// two slots is the copy of two uploads ago — normally long done, so the host does not wait.
+// with the event of its last copy. A slot is refilled only after that copy finished: with four
+// slots, the copy of four uploads ago (a training step uploads three tensors: images, ids, mask),
+// normally long done, so the host does not wait.
 struct UploadRing {
-  static constexpr int slots = 2;
+  static constexpr int slots = 4;
   struct Slot {
     void* pinned = nullptr;
     size_t capacity = 0;
@@ -404,7 +405,9 @@ void DeviceMemory<Cuda>::upload_async(void* dst, const void* src, size_t bytes) 
   std::memcpy(slot.pinned, src, bytes);
   const cudaStream_t consumer = cuda::stream_now();
   cuda::detail::note_transfer(true, bytes);
-  // dst may be cached memory the consumer's stream used before: the copy starts after that work.
+  // dst may be cached memory the consumer's stream used before: the copy starts after the work
+  // queued there so far. So a copy overlaps kernels only when it is queued ahead of them (the
+  // evaluation loop uploads batch i + 1 before it queues batch i's forward).
   BLIP_CUDA_CHECK(cudaEventRecord(ring.ready, consumer));
   BLIP_CUDA_CHECK(cudaStreamWaitEvent(ring.copy_stream, ring.ready, 0));
   BLIP_CUDA_CHECK(cudaMemcpyAsync(dst, slot.pinned, bytes, cudaMemcpyHostToDevice, ring.copy_stream));

@@ -14,7 +14,7 @@
 //   the tool): a dead, stopped or diverged peer gives blip::Error naming the collective, its
 //   sequence number and the ranks that did not join, never a hang. After such an error the
 //   group is unusable; the process should end (dist::abort_world in the tool).
-// - all_reduce_host / all_gather_host / all_gather_v_host: the same on host buffers through any
+// - all_reduce_host / broadcast_host / all_gather_host / all_gather_v_host: the same on host buffers through any
 //   backend (staged through device memory where the backend moves CUDA memory).
 // - Typed tensor-level helpers (dist/collectives.hpp) are what the model and loops call.
 #pragma once
@@ -141,8 +141,10 @@ struct DeviceStage {
 };
 }  // namespace detail
 
+// A collective of no elements moves nothing; every rank knows the counts, so all skip it alike.
 inline void all_reduce_host(Communicator& comm, void* data, int64_t count, Scalar scalar, ReduceOp op) {
   if (comm.memory() == Memory::host) return comm.all_reduce(data, count, scalar, op);
+  if (count == 0) return;
   const detail::DeviceStage stage(static_cast<size_t>(count) * scalar_bytes(scalar));
   DeviceMemory<Cuda>::copy_from_host(stage.data, data, stage.bytes);
   comm.all_reduce(stage.data, count, scalar, op);
@@ -154,11 +156,21 @@ inline void all_gather_v_host(Communicator& comm, const void* send, int64_t coun
   if (comm.memory() == Memory::host) return comm.all_gather_v(send, count, recv, counts, scalar);
   int64_t total = 0;
   for (int64_t c : counts) total += c;
+  if (total == 0) return;
   const detail::DeviceStage in(static_cast<size_t>(count) * scalar_bytes(scalar));
   const detail::DeviceStage out(static_cast<size_t>(total) * scalar_bytes(scalar));
   DeviceMemory<Cuda>::copy_from_host(in.data, send, in.bytes);
   comm.all_gather_v(in.data, count, out.data, counts, scalar);
   DeviceMemory<Cuda>::copy_to_host(recv, out.data, out.bytes);
+}
+
+inline void broadcast_host(Communicator& comm, void* data, int64_t count, Scalar scalar, int root) {
+  if (comm.memory() == Memory::host) return comm.broadcast(data, count, scalar, root);
+  if (count == 0) return;
+  const detail::DeviceStage stage(static_cast<size_t>(count) * scalar_bytes(scalar));
+  DeviceMemory<Cuda>::copy_from_host(stage.data, data, stage.bytes);
+  comm.broadcast(stage.data, count, scalar, root);
+  DeviceMemory<Cuda>::copy_to_host(data, stage.data, stage.bytes);
 }
 
 inline void all_gather_host(Communicator& comm, const void* send, int64_t count, void* recv, Scalar scalar) {

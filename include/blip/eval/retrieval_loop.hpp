@@ -137,12 +137,19 @@ RetrievalLoopResult evaluate_retrieval(const Model& model, const Tokenizer& toke
     auto loader = data::make_image_loader(shard_paths, pipeline, lo);
     ProgressBar bar("image features", mine.size(), quiet, "img");
     std::vector<Tensor<T, D>> feats, embeds;
-    while (auto batch = loader->next()) {
-      const Tensor<T, D> images = upload<D>(batch->images);  // overlaps the previous batch's work
+    // Batch i + 1 is uploaded before batch i's forward is queued, so on a GPU its copy runs
+    // beside that forward (upload<D>: no host wait, a copy stream).
+    auto batch = loader->next();
+    Tensor<T, D> images = batch ? upload<D>(batch->images) : Tensor<T, D>();
+    while (batch) {
+      auto next = loader->next();
+      Tensor<T, D> next_images = next ? upload<D>(next->images) : Tensor<T, D>();
       const Features<T, D> f = model.extract_feat(&images, nullptr, !fast_match);
       feats.push_back(f.image_feat);
       if (!fast_match) embeds.push_back(f.image_embeds);
       bar.advance(static_cast<int64_t>(batch->indices.size()));
+      batch = std::move(next);
+      images = std::move(next_images);
     }
     r.data_wait_seconds = loader->wait_seconds();
     const int64_t tokens = 1 + cfg.vision.grid() * cfg.vision.grid();

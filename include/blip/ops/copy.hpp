@@ -92,8 +92,10 @@ Tensor<T, To> to(const Tensor<T, From>& x) {
 
 // to<To> for inputs fed in a loop (batches): a host tensor goes to a device without the host
 // waiting for the copy — staged in pinned memory and copied on a copy stream that the current
-// stream waits for (DeviceMemory<Cuda>::upload_async), so the next batch's copy overlaps the
-// device's work on this one. The same values as to<To>; the host tensor may go right after.
+// stream waits for (DeviceMemory<Cuda>::upload_async). The copy follows the work already queued
+// on the current stream (its destination may be memory that work used), so uploading batch i + 1
+// before queuing batch i's work lets the copy run beside it. The same values as to<To>; the host
+// tensor may go right after.
 template <Device To, Element T, Device From>
 Tensor<T, To> upload(const Tensor<T, From>& x) {
   if constexpr (std::same_as<To, From> || !std::same_as<From, Cpu>) {

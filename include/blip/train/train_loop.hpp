@@ -95,7 +95,7 @@ LoopResult run_training(Trainer<T, D>& trainer, const typename Trainer<T, D>::Mi
       const double per_step = (elapsed - planned_at_s) / static_cast<double>(result.steps - planned_at_step);
       const auto remaining = static_cast<int64_t>((options.time_budget_s - elapsed) / per_step);
       int64_t total = std::max({done + std::max<int64_t>(remaining, 1), trainer.config().warmup_steps, int64_t{1}});
-      trainer.communicator().broadcast(&total, 1, dist::Scalar::int64, 0);  // rank 0's clock plans for all
+      dist::broadcast_host(trainer.communicator(), &total, 1, dist::Scalar::int64, 0);  // rank 0's clock plans for all
       trainer.set_total_steps(total, static_cast<int64_t>(options.alpha_warmup_fraction * static_cast<double>(total)));
       bar.set_total(total);
       planned_at_s = elapsed;
@@ -109,7 +109,7 @@ LoopResult run_training(Trainer<T, D>& trainer, const typename Trainer<T, D>::Mi
     bar.set(done, status.str());
 
     int64_t out_of_time = options.time_budget_s > 0 && elapsed >= options.time_budget_s ? 1 : 0;
-    if (options.time_budget_s > 0) trainer.communicator().broadcast(&out_of_time, 1, dist::Scalar::int64, 0);
+    if (options.time_budget_s > 0) dist::broadcast_host(trainer.communicator(), &out_of_time, 1, dist::Scalar::int64, 0);
     const bool last = trainer.done() || out_of_time != 0 || (options.stop_at_step > 0 && done >= options.stop_at_step);
     if (log && (last || options.log_every <= 1 || done % options.log_every == 0)) {
       log->write(metrics_json(result.last, rate, elapsed) + "\n");
