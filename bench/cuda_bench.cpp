@@ -5,10 +5,10 @@
 // and TFLOP/s or GB/s for the machine figures.
 //   gemm_bf16/N   cuBLAS bf16 x bf16 -> float GEMM, N x N x N (the target text's 788 TFLOP/s)
 //   copy/MiB      device-to-device copy (bytes read + written; the target text's 4.3 TB/s)
-//   (a) image features, ViT-B/16 at 384, batch B        precision 0 fp32, 1 bf16
+//   (a) image features, ViT-B/16 at 384, batch B        precision 0 fp32, 1 bf16, 2 fp32 with TF32
 //   (b) text features, batch B at length 35              precision 0 fp32, 1 bf16
 //   (c) ITM re-rank: 8 images x T texts (one K/V per image) precision 0 fp32, 1 bf16
-//   (d) training step (loss + backward) at batch B       bf16 0/1 (autocast)
+//   (d) training step (loss + backward) at batch B       bf16 0/1 (autocast), 2 fp32 with TF32
 //   attention/Sq/Sk/kernel/bf16/backward   the attention kernels alone, 12 heads of 64: 32 images'
 //       self-attention (577 x 577) or 128 texts against 8 images' K/V (35 x 577, kv_index);
 //       kernel 0 direct, 1 tiled, 2 tensor_core (cuda::AttentionKernel); TFLOP/s counts
@@ -29,6 +29,13 @@ namespace {
 Precision precision_of(const benchmark::State& state, int arg) {
   return state.range(arg) == 1 ? Precision::bf16 : Precision::fp32;
 }
+
+// precision argument 2: fp32 tensors with TF32 GEMMs (cuda::set_tf32), for the run of one case.
+struct Tf32For {
+  explicit Tf32For(const benchmark::State& state, int arg) : before(cuda::tf32()) { cuda::set_tf32(state.range(arg) == 2); }
+  ~Tf32For() { cuda::set_tf32(before); }
+  bool before;
+};
 
 Model& model() {
   static Model* m = [] {
@@ -88,6 +95,7 @@ void BM_copy(benchmark::State& state) {
 
 void BM_a_image_features(benchmark::State& state) {
   const PrecisionScope precision(precision_of(state, 1));
+  const Tf32For tf32(state, 1);
   Model& m = model();
   const int64_t batch = state.range(0);
   Generator gen(1);
@@ -128,6 +136,7 @@ void BM_c_itm_rerank(benchmark::State& state) {
 
 void BM_d_train_step(benchmark::State& state) {
   const PrecisionScope autocast(precision_of(state, 1), PrecisionScope::Weights::changing);
+  const Tf32For tf32(state, 1);
   Model& m = model();
   const int64_t batch = state.range(0);
   Generator gen(4);
@@ -200,13 +209,13 @@ void BM_attention(benchmark::State& state) {
 
 BENCHMARK(BM_gemm_bf16)->Arg(8192)->Unit(benchmark::kMillisecond)->Iterations(20)->UseRealTime();
 BENCHMARK(BM_copy)->Arg(1024)->Unit(benchmark::kMillisecond)->Iterations(20)->UseRealTime();
-BENCHMARK(BM_a_image_features)->ArgNames({"batch", "bf16"})->Args({128, 0})->Args({128, 1})
+BENCHMARK(BM_a_image_features)->ArgNames({"batch", "bf16"})->Args({128, 0})->Args({128, 1})->Args({128, 2})
     ->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
 BENCHMARK(BM_b_text_features)->ArgNames({"batch", "bf16"})->Args({1024, 0})->Args({1024, 1})
     ->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
 BENCHMARK(BM_c_itm_rerank)->ArgNames({"texts_per_image", "bf16"})->Args({128, 0})->Args({128, 1})
     ->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
-BENCHMARK(BM_d_train_step)->ArgNames({"batch", "bf16"})->Args({32, 0})->Args({32, 1})
+BENCHMARK(BM_d_train_step)->ArgNames({"batch", "bf16"})->Args({32, 0})->Args({32, 1})->Args({32, 2})
     ->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
 
 // fp32 forward and backward on every path, bf16 forward on tiled and tensor_core.

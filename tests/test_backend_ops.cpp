@@ -434,6 +434,21 @@ TEST_CASE("backend ops: cuBLAS opens on demand, without a GPU") {
 }
 #endif
 
+// The CUDA switches are plain process state, readable (and settable) in any build.
+TEST_CASE("backend ops: the CUDA switches (attention family, TF32) parse and keep their value") {
+  CHECK(cuda::parse_attention_kernel("tiled") == cuda::AttentionKernel::tiled);
+  CHECK_THROWS_WITH(cuda::parse_attention_kernel("flash3"), Catch::Contains("flash3"));
+  const cuda::AttentionKernel before = cuda::attention_kernel();
+  cuda::set_attention_kernel(cuda::AttentionKernel::direct);
+  CHECK(cuda::attention_kernel() == cuda::AttentionKernel::direct);
+  cuda::set_attention_kernel(before);
+  const bool tf32 = cuda::tf32();
+  CHECK_FALSE(tf32);  // off unless BLIP_CUDA_TF32=1: fp32 means fp32
+  cuda::set_tf32(true);
+  CHECK(cuda::tf32());
+  cuda::set_tf32(tf32);
+}
+
 TEST_CASE("backend ops: the kernel list and supports<D> agree") {
   for (size_t i = 0; i < backend::kernel_count; ++i) CHECK(backend::supports<Cpu>(static_cast<Kernel>(i)));
   // Cuda has what BLIP_CUDA_MISSING does not list; a missing one throws naming itself.

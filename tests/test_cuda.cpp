@@ -771,6 +771,22 @@ TEST_CASE("cuda: linear through cuBLASLt matches the CPU kernel, aligned or not"
       near(y16.to_vector(), want.data(), rows * out + 1);
     }
   CHECK(blip::cuda::cublas_lt_version() > 0);
+  // TF32, asked for: the same products with 10-bit mantissas (a relative error near 1e-3), in
+  // both the cuBLASLt linear and the cuBLAS GEMM; off again, exact to 1e-4 as above.
+  const bool before = blip::cuda::tf32();
+  blip::cuda::set_tf32(true);
+  DTensor<float> y = DTensor<float>::zeros({rows * out + 1});
+  std::vector<float> want(rows * out + 1);
+  Gpu::linear(dx.data(), rows, in, dw.data(), out, dbias.data(), y.data());
+  Host::linear(x.data(), rows, in, w.data(), out, bias.data(), want.data());
+  const std::vector<float> got = y.to_vector();
+  float worst = 0, scale = 1e-3f;
+  for (size_t i = 0; i < got.size(); ++i) {
+    worst = std::max(worst, std::abs(got[i] - want[i]));
+    scale = std::max(scale, std::abs(want[i]));
+  }
+  CHECK(worst <= 1e-2f * scale);
+  blip::cuda::set_tf32(before);
 }
 
 // Attention in double, without a mask or kv_index, with more query rows and features than a

@@ -16,6 +16,7 @@ struct CublasApi {
   decltype(&::cublasCreate_v2) create;
   decltype(&::cublasDestroy_v2) destroy;
   decltype(&::cublasSetStream_v2) set_stream;
+  decltype(&::cublasSetMathMode) set_math_mode;
   decltype(&::cublasSgemmStridedBatched) sgemm_strided_batched;
   decltype(&::cublasDgemmStridedBatched) dgemm_strided_batched;
   // The C function (compute type cublasComputeType_t); C++ also sees an inline overload.

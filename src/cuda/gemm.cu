@@ -78,6 +78,8 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, 
   const int clda = to_int(ldb, "ldb"), cldb = to_int(lda, "lda"), cldc = to_int(ldc, "ldc");
   const int cbatch = to_int(batch, "batch");
   if constexpr (std::is_same_v<T, float>) {
+    // The handle is the thread's; its math mode follows the process's TF32 choice at each call.
+    BLIP_CUBLAS_CHECK(detail::cublas().set_math_mode(handle, tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
     BLIP_CUBLAS_CHECK(detail::cublas().sgemm_strided_batched(handle, op_b, op_a, cm, cn, ck, &alpha, b, clda,
                                                 stride_b, a, cldb, stride_a, &beta, c, cldc,
                                                 stride_c, cbatch));
@@ -140,7 +142,7 @@ struct LtKey {
   int device;
   int64_t rows, in, out;
   int ab_type, c_type;
-  bool bias;
+  bool bias, tf32;
   uint32_t align_x, align_w, align_y;
   auto operator<=>(const LtKey&) const = default;
 };
@@ -195,7 +197,9 @@ const LtPlan& lt_plan(const LtKey& key, cublasLtHandle_t handle) {
   }
   LtPlan plan;
   const auto ab = static_cast<cudaDataType_t>(key.ab_type), c = static_cast<cudaDataType_t>(key.c_type);
-  BLIP_CUBLAS_CHECK(lt.desc_create(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));  // no TF32: plain fp32
+  // Plain fp32 products unless TF32 was asked for (float operands only; bf16 ones are bf16 anyway).
+  const cublasComputeType_t compute = key.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  BLIP_CUBLAS_CHECK(lt.desc_create(&plan.desc, compute, CUDA_R_32F));
   const cublasOperation_t transa = CUBLAS_OP_T, transb = CUBLAS_OP_N;
   BLIP_CUBLAS_CHECK(lt.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof transa));
   BLIP_CUBLAS_CHECK(lt.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof transb));
@@ -242,7 +246,8 @@ bool linear_lt(const void* x, int64_t rows, int64_t in, const void* w, int64_t o
   int device = 0;
   BLIP_CUDA_CHECK(cudaGetDevice(&device));
   const cublasLtHandle_t handle = t_lt.handle(device);
-  const LtPlan& plan = lt_plan(LtKey{device, rows, in, out, ab_type, c_type, bias != nullptr, alignment_of(x),
+  const bool fast = ab_type == CUDA_R_32F && tf32();
+  const LtPlan& plan = lt_plan(LtKey{device, rows, in, out, ab_type, c_type, bias != nullptr, fast, alignment_of(x),
                                      alignment_of(w), alignment_of(y)},
                                handle);
   if (!plan.usable) return false;

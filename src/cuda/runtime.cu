@@ -273,6 +273,7 @@ const CublasApi& cublas() {
     find(a.create, "cublasCreate_v2");
     find(a.destroy, "cublasDestroy_v2");
     find(a.set_stream, "cublasSetStream_v2");
+    find(a.set_math_mode, "cublasSetMathMode");
     find(a.sgemm_strided_batched, "cublasSgemmStridedBatched");
     find(a.dgemm_strided_batched, "cublasDgemmStridedBatched");
     find(a.gemm_ex, "cublasGemmEx");

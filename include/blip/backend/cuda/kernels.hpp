@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 #include <string_view>
 
 #include "blip/backend/args.hpp"
@@ -33,6 +34,29 @@ inline constexpr int64_t max_kernel_rank = 8;
 
 enum class BinaryOp { add, sub, mul, div };
 using backend::UnaryOp;
+
+// TF32 for float GEMMs (tensor cores, 10-bit mantissa products, float accumulation): an explicit
+// opt-in for the whole process, off by default so fp32 means fp32. The first call reads
+// BLIP_CUDA_TF32 (0 or 1) when set. Affects cuBLAS GEMMs and cuBLASLt linear layers on float.
+namespace detail {
+inline std::atomic<int>& tf32_choice() {
+  static std::atomic<int> choice{-1};  // -1: BLIP_CUDA_TF32 not read yet
+  return choice;
+}
+}  // namespace detail
+inline void set_tf32(bool on) { detail::tf32_choice().store(on ? 1 : 0, std::memory_order_relaxed); }
+inline bool tf32() {
+  int choice = detail::tf32_choice().load(std::memory_order_relaxed);
+  if (choice < 0) {
+    const char* env = std::getenv("BLIP_CUDA_TF32");
+    const std::string_view value = env ? env : "";
+    if (value.empty() || value == "0") choice = 0;
+    else if (value == "1") choice = 1;
+    else fail("BLIP_CUDA_TF32='", std::string(value), "': set it to 0 or 1");
+    detail::tf32_choice().store(choice, std::memory_order_relaxed);
+  }
+  return choice == 1;
+}
 
 // Which attention kernels run (src/cuda/attention.cu), for the whole process:
 // - automatic: the tensor-core kernel for bf16 q/k/v where d and dv are multiples of 16 (sm_80 or
@@ -56,7 +80,7 @@ inline AttentionKernel parse_attention_kernel(std::string_view name) {
   for (AttentionKernel k : {AttentionKernel::automatic, AttentionKernel::direct, AttentionKernel::tiled,
                             AttentionKernel::tensor_core})
     if (name == attention_kernel_name(k)) return k;
-  fail("blip::cuda: unknown attention kernel '", name, "' (automatic, direct, tiled or tensor_core)");
+  fail("blip::cuda: unknown attention kernel '", std::string(name), "' (automatic, direct, tiled or tensor_core)");
 }
 namespace detail {
 inline std::atomic<int>& attention_kernel_choice() {
