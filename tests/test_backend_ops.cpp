@@ -16,6 +16,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -466,6 +467,44 @@ TEST_CASE("backend ops: BLIP_CPU_ISA-style choices beyond the CPU are refused") 
   }
   CHECK_THROWS_WITH(cpu::parse_isa("sse9"), Catch::Contains("sse9"));
   CHECK(cpu::parse_isa("avx2") == cpu::Isa::avx2);
+}
+
+// Whether a bf16 scope multiplies in bf16 on this CPU (backend/cpu/bf16_products.hpp): off gives the
+// fp32 results bit for bit, on gives the rounded operands' products, auto follows the measurement.
+// (ctest runs every other test with BLIP_CPU_BF16=on, so the bf16 kernels are checked on every CPU.)
+TEST_CASE("backend ops: bf16 products run where they pay, float products elsewhere") {
+  const cpu::Bf16Products before = cpu::bf16_products_setting();
+  Generator gen(47);
+  const Tensor<float> x = randn<float>({35, 96}, gen), w = randn<float>({64, 96}, gen), b = randn<float>({64}, gen);
+  const Tensor<float> q = randn<float>({2, 3, 35, 32}, gen), k = randn<float>({2, 3, 50, 32}, gen),
+                      v = randn<float>({2, 3, 50, 32}, gen);
+  const auto run = [&](cpu::Bf16Products setting, bool scoped) {
+    cpu::set_bf16_products(setting);
+    std::optional<PrecisionScope> scope;
+    if (scoped) scope.emplace(Precision::bf16);
+    return std::pair{linear(x, w, b).to_vector(), scaled_dot_product_attention(q, k, v).to_vector()};
+  };
+  const auto fp32 = run(cpu::Bf16Products::off, false);
+  const auto off = run(cpu::Bf16Products::off, true);
+  const auto on = run(cpu::Bf16Products::on, true);
+  CHECK(off == fp32);
+  CHECK(on.first != fp32.first);
+  CHECK(on.second != fp32.second);
+  const auto automatic = run(cpu::Bf16Products::automatic, true);
+  const cpu::Bf16Timing& t = cpu::bf16_timing();
+  const bool pays = t.bf16_available && t.bf16_seconds <= 0.8 * t.float_seconds;
+  CHECK(cpu::bf16_products_pay() == pays);
+  CHECK(automatic == (pays ? on : fp32));
+  if (t.bf16_available) {
+    CHECK(t.float_seconds > 0);
+    CHECK(t.bf16_seconds > 0);
+  }
+  WARN("bf16 products on this CPU: " << (pays ? "yes" : "no") << " (a 256x768x768 linear: float "
+                                     << t.float_seconds * 1e3 << " ms, bf16 " << t.bf16_seconds * 1e3 << " ms)");
+  CHECK_THROWS_WITH(cpu::parse_bf16_products("fast"), Catch::Contains("BLIP_CPU_BF16") && Catch::Contains("fast"));
+  CHECK(cpu::parse_bf16_products("off") == cpu::Bf16Products::off);
+  CHECK(backend::Kernels<Cuda>::bf16_products_pay());
+  cpu::set_bf16_products(before);
 }
 
 TEST_CASE("backend ops: a packed bf16 weight gives the plain bf16 product, at any row count") {

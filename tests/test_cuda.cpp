@@ -667,10 +667,39 @@ static void attention_matches_cpu(int64_t B, int64_t Bkv, int64_t H, int64_t Sq,
     scale = std::max(scale, std::abs(want[i]));
   }
   CHECK(worst <= 1e-2f * scale);  // the CPU rounds the probabilities to bf16 as well
+
+  // The bf16 forward's backward (autocast training), its output read for D: the tensor-core kernels
+  // (d, dv multiples of 16) or the widened float ones, against the CPU's float backward of the
+  // widened inputs; q_scale scales grad_q only.
+  const auto within = [](const std::vector<float>& got, const std::vector<float>& ref, const char* what) {
+    INFO(what);
+    REQUIRE(got.size() == ref.size());
+    float err = 0, scale = 1e-3f;
+    for (size_t i = 0; i < got.size(); ++i) {
+      err = std::max(err, std::abs(got[i] - ref[i]));
+      scale = std::max(scale, std::abs(ref[i]));
+    }
+    CHECK(err <= 2e-2f * scale);
+  };
+  blip::backend::AttentionBackwardBf16Args g16, hg16;
+  DTensor<float> gq16 = DTensor<float>::empty({B * H * Sq * d}), gk16 = DTensor<float>::zeros({Bkv * H * Sk * d}),
+                 gv16 = DTensor<float>::zeros({Bkv * H * Sk * dv});
+  std::vector<float> hgq16(B * H * Sq * d), hgk16(Bkv * H * Sk * d, 0.0f), hgv16(Bkv * H * Sk * dv, 0.0f);
+  g16.forward = on_device(args16(dq16.data(), dk16.data(), dv16.data(), dmask.data(), out.data()));
+  g16.grad_out = dgout.data(), g16.grad_out_stride = g.grad_out_stride;
+  g16.grad_q = gq16.data(), g16.grad_k = gk16.data(), g16.grad_v = gv16.data(), g16.q_scale = 0.5f;
+  hg16.forward = args16(q16.data(), k16.data(), v16.data(), mask.data(), want.data());
+  hg16.grad_out = gout.data(), hg16.grad_out_stride = g.grad_out_stride;
+  hg16.grad_q = hgq16.data(), hg16.grad_k = hgk16.data(), hg16.grad_v = hgv16.data(), hg16.q_scale = 0.5f;
+  Gpu::attention_backward_bf16(g16);
+  Host::attention_backward_bf16(hg16);
+  within(gq16.to_vector(), hgq16, "bf16 grad_q");
+  within(gk16.to_vector(), hgk16, "bf16 grad_k");
+  within(gv16.to_vector(), hgv16, "bf16 grad_v");
 }
 
 // Every kernel family (cuda::AttentionKernel) on a small head and on BLIP's (64: the tensor-core
-// forward for bf16), ragged tiles both ways.
+// forward and backward for bf16), ragged tiles both ways.
 TEST_CASE("cuda: attention forward and backward match the CPU kernel") {
   const blip::cuda::AttentionKernel before = blip::cuda::attention_kernel();
   for (blip::cuda::AttentionKernel kind :

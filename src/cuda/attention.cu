@@ -4,7 +4,7 @@
 //
 // Two families, chosen per call by attention_kernel() (backend/cuda/kernels.hpp):
 // - the tiled kernels of attention_tiles.cuh (FlashAttention-2 style: online softmax over key
-//   tiles, a tensor-core forward for bf16), for heads up to 128 whose tiles fit the GPU's shared
+//   tiles, tensor-core forward and backward for bf16), for heads up to 128 whose tiles fit the GPU's shared
 //   memory — what the model uses;
 // - the direct kernels below, the first version: one thread block per query row (forward, and the
 //   backward's grad_q) and one per key row (the backward's grad_k and grad_v, looping over the
@@ -278,6 +278,35 @@ void backward_tiles(const backend::AttentionBackwardArgs<T>& g, size_t bytes) {
                static_cast<const T*>(lse.data), static_cast<const T*>(delta.data));
 }
 
+template <int HD>
+void backward_mma(const backend::AttentionBackwardBf16Args& g, size_t bytes) {
+  const backend::AttentionArgs<float, bf16>& a = g.forward;
+  const dim3 rows_grid = grid_of(tile_count(a.Sq, tiles::kRows), a.H, a.B, "attention_backward_bf16");
+  const dim3 keys_grid = grid_of(tile_count(a.Sk, tiles::kKeys), a.H, a.Bkv, "attention_backward_bf16");
+  const DeviceBuffer<float> lse(a.B * a.H * a.Sq), delta(a.B * a.H * a.Sq);
+  launch_tiles(tiles::backward_rows_mma<HD>, rows_grid, tiles::kMmaThreads, bytes, "attention_backward_bf16", g,
+               lse.data, delta.data);
+  launch_tiles(tiles::backward_keys_mma<HD>, keys_grid, tiles::kMmaThreads, bytes, "attention_backward_bf16", g,
+               static_cast<const float*>(lse.data), static_cast<const float*>(delta.data));
+}
+
+// [batch, H, rows, cols] bf16 read through strides into contiguous float, one block per row.
+__global__ void widen_rows(const bf16* x, std::array<int64_t, 3> stride, int64_t H, int64_t rows, int64_t cols,
+                           float* y) {
+  const int64_t task = blockIdx.x, b = task / (H * rows), h = task / rows % H, r = task % rows;
+  const bf16* src = row(x, stride, b, h, r);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) y[task * cols + c] = load(src[c]);
+}
+
+void widen(const bf16* x, const std::array<int64_t, 3>& stride, int64_t batch, int64_t H, int64_t rows, int64_t cols,
+           float* y) {
+  const int64_t blocks = batch * H * rows;
+  BLIP_CHECK(blocks <= 0x7fffffff, "blip::cuda::attention_backward_bf16: ", blocks, " rows exceed one launch");
+  if (blocks == 0) return;
+  widen_rows<<<static_cast<unsigned>(blocks), 64, 0, stream_now()>>>(x, stride, H, rows, cols, y);
+  check_launch("attention_backward_bf16");
+}
+
 }  // namespace
 
 template <class T, class In>
@@ -337,6 +366,33 @@ void attention_backward(const backend::AttentionBackwardArgs<T>& g) {
   attention_backward_keys_kernel<T><<<keys_grid, threads_per_block, keys_shared, stream_now()>>>(g, a.kv_index, lse.data,
                                                                                                  delta.data);
   check_launch("attention_backward");
+}
+
+void attention_backward_bf16(const backend::AttentionBackwardBf16Args& g) {
+  const backend::AttentionArgs<float, bf16>& a = g.forward;
+  if (a.B == 0 || a.H == 0 || a.Sq == 0) return;
+  if (a.Sk == 0) {
+    fill(g.grad_q, a.B * a.H * a.Sq * a.d, 0.0f);
+    return;
+  }
+  const AttentionKernel choice = attention_kernel();
+  if ((choice == AttentionKernel::automatic || choice == AttentionKernel::tensor_core) && heads_fit(a.d, a.dv) &&
+      a.out != nullptr && a.d > 0 && a.d % 16 == 0 && a.dv % 16 == 0) {
+    const DeviceLimits& limits = device_limits();
+    const size_t bytes = tiles::MmaBackwardLayout(a.d, a.dv).bytes;
+    if (limits.major >= 8 && bytes <= limits.shared_optin) {
+      if (tiles::head_bound(a.d, a.dv) <= 64) backward_mma<64>(g, bytes);
+      else backward_mma<128>(g, bytes);
+      return;
+    }
+  }
+  // Elsewhere the float backward on the widened inputs (what the CPU kernel does).
+  const DeviceBuffer<float> q(a.B * a.H * a.Sq * a.d), k(a.Bkv * a.H * a.Sk * a.d), v(a.Bkv * a.H * a.Sk * a.dv);
+  widen(a.q, a.q_stride, a.B, a.H, a.Sq, a.d, q.data);
+  widen(a.k, a.k_stride, a.Bkv, a.H, a.Sk, a.d, k.data);
+  widen(a.v, a.v_stride, a.Bkv, a.H, a.Sk, a.dv, v.data);
+  attention_backward(backend::widened(g, q.data, k.data, v.data));
+  if (g.q_scale != 1.0f) scale(g.grad_q, g.grad_q, a.B * a.H * a.Sq * a.d, g.q_scale);
 }
 
 template void attention<float, float>(const backend::AttentionArgs<float, float>&);

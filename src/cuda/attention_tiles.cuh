@@ -19,12 +19,19 @@
 //   stores lse and D = rowsum(dO ∘ O), and accumulates dQ over the key tiles; backward_keys (per
 //   64 key rows of one key/value batch row) loops over every query batch row that uses it, in
 //   order, accumulating dK and dV in registers.
+// - backward_rows_mma / backward_keys_mma: the same two passes on the tensor cores for the bf16
+//   forward's backward (AttentionBackwardBf16Args, bf16 autocast training): q, k, v the bf16 copies
+//   the forward read, dO, P and dS rounded to bf16 for the products, float accumulation. D comes
+//   from the forward's output (rowsum(dO ∘ out)); the rows kernel finds lse in a first pass over
+//   the key tiles (scores only), then dQ. 4 warps of 16 rows (query rows, or key rows), each warp
+//   keeping its dQ (or dK and dV) in accumulator fragments.
 // Head sizes up to 128 (kMaxHead); the register arrays are sized by HD, a bound on d and dv.
 #pragma once
 
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "blip/backend/args.hpp"
 #include "blip/core/dtype.hpp"
@@ -33,6 +40,9 @@
 #include <cuda_bf16.h>
 #include <mma.h>
 #define BLIP_DYNAMIC_SHARED(name) extern __shared__ __align__(128) unsigned char name[]
+#define BLIP_UNROLL _Pragma("unroll")
+#else
+#define BLIP_UNROLL  // the emulation (tests/cuda_emulation) compiles this as plain C++
 #endif
 
 namespace blip::cuda::tiles {
@@ -98,6 +108,30 @@ struct SimtBackwardLayout {
     lse = align128(s + element * kRows * ldp);
     delta = align128(lse + element * kRows);
     bytes = align128(delta + element * kRows);
+  }
+};
+
+// Both tensor-core backward kernels: bf16 q, dO, k, v tiles; per warp a bf16 [16, 64] block for P
+// and one for dS (the products' A operands) and a float [16, lds] block for scores, dP and the
+// accumulators on their way out; the query rows' lse and D (keys kernel).
+struct MmaBackwardLayout {
+  int64_t ldq, ldo, ldk, ldv, ldp, lds;
+  size_t q, o, k, v, p, ds, s, lse, delta, bytes;
+  __host__ __device__ MmaBackwardLayout(int64_t d, int64_t dv)
+      : ldq(d + 8), ldo(dv + 8), ldk(d + 8), ldv(dv + 8), ldp(kKeys + 8) {
+    const int64_t widest = d > dv ? d : dv;
+    lds = (widest > kKeys ? widest : kKeys) + 4;
+    constexpr size_t half = 2;  // bf16
+    q = 0;
+    o = align128(q + half * kRows * ldq);
+    k = align128(o + half * kRows * ldo);
+    v = align128(k + half * kKeys * ldk);
+    p = align128(v + half * kKeys * ldv);
+    ds = align128(p + half * kRows * ldp);   // 4 warps x 16 rows each
+    s = align128(ds + half * kRows * ldp);
+    lse = align128(s + 4 * kRows * lds);
+    delta = align128(lse + 4 * kRows);
+    bytes = align128(delta + 4 * kRows);
   }
 };
 
@@ -527,6 +561,293 @@ __global__ void __launch_bounds__(kSimtThreads) backward_keys(backend::Attention
       if (c < dv) gv[c] += dvv[w];
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward on the tensor cores (bf16 q/k/v, float dO, out and gradients). Shared by both kernels.
+// rows x cols of a [.., rows, cols] strided bf16 source into a tile (zeros past `valid` rows).
+__device__ __forceinline__ void load_tile_bf16(__nv_bfloat16* tile, int64_t ld, const bf16* src, int64_t src_ld,
+                                               int64_t rows, int64_t valid, int64_t cols, int threads) {
+  for (int64_t e = threadIdx.x; e < rows * cols; e += threads) {
+    const int64_t r = e / cols, c = e % cols;
+    tile[r * ld + c] = __ushort_as_bfloat16(r < valid ? src[r * src_ld + c].bits : uint16_t{0});
+  }
+}
+
+// A float [.., rows, cols] source rounded into a bf16 tile (grad_out).
+__device__ __forceinline__ void load_tile_rounded(__nv_bfloat16* tile, int64_t ld, const float* src, int64_t src_ld,
+                                                  int64_t rows, int64_t valid, int64_t cols, int threads) {
+  for (int64_t e = threadIdx.x; e < rows * cols; e += threads) {
+    const int64_t r = e / cols, c = e % cols;
+    tile[r * ld + c] = __float2bfloat16_rn(r < valid ? src[r * src_ld + c] : 0.0f);
+  }
+}
+
+// out [16, 16·n] (float, ld lds) = A [16, kdim] · B, for the warp: A row-major bf16 at a (lda);
+// B either column-major (b_transposed: B = Xᵀ for X row-major [16·n, kdim] at b, ldb) or row-major
+// [kdim, 16·n] at b (ldb). n ≤ 8, the columns of out past `cols` not computed.
+template <bool b_transposed>
+__device__ __forceinline__ void warp_product(float* out, int64_t lds, const __nv_bfloat16* a, int64_t lda,
+                                             const __nv_bfloat16* b, int64_t ldb, int64_t kdim, int64_t cols) {
+  namespace wmma = nvcuda::wmma;
+  using layout_b = typename std::conditional<b_transposed, wmma::col_major, wmma::row_major>::type;
+  for (int64_t nt = 0; nt < cols; nt += 16) {
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fill_fragment(acc, 0.0f);
+    for (int64_t kk = 0; kk < kdim; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, layout_b> fb;
+      wmma::load_matrix_sync(fa, a + kk, static_cast<unsigned>(lda));
+      wmma::load_matrix_sync(fb, b_transposed ? b + nt * ldb + kk : b + kk * ldb + nt, static_cast<unsigned>(ldb));
+      wmma::mma_sync(acc, fa, fb, acc);
+    }
+    wmma::store_matrix_sync(out + nt, acc, static_cast<unsigned>(lds), wmma::mem_row_major);
+  }
+}
+
+// acc[nt] += A [16, 64] · B [64, 16·nt..] for the warp's accumulators (cols ≤ HD): A a bf16
+// [16, 64] block (ld lda), B row-major bf16 (ldb).
+template <int HD>
+__device__ __forceinline__ void warp_accumulate(
+    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> (&acc)[HD / 16], const __nv_bfloat16* a,
+    int64_t lda, const __nv_bfloat16* b, int64_t ldb, int64_t cols) {
+  namespace wmma = nvcuda::wmma;
+BLIP_UNROLL
+  for (int nt = 0; nt < HD / 16; ++nt) {
+    if (nt * 16 >= cols) break;
+    for (int kk = 0; kk < kKeys; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb;
+      wmma::load_matrix_sync(fa, a + kk, static_cast<unsigned>(lda));
+      wmma::load_matrix_sync(fb, b + kk * ldb + nt * 16, static_cast<unsigned>(ldb));
+      wmma::mma_sync(acc[nt], fa, fb, acc[nt]);
+    }
+  }
+}
+
+// The warp's accumulators into its float block (ld lds), for the lanes to read.
+template <int HD>
+__device__ __forceinline__ void store_accumulators(
+    const nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> (&acc)[HD / 16], float* out,
+    int64_t lds, int64_t cols) {
+BLIP_UNROLL
+  for (int nt = 0; nt < HD / 16; ++nt) {
+    if (nt * 16 >= cols) break;
+    nvcuda::wmma::store_matrix_sync(out + nt * 16, acc[nt], static_cast<unsigned>(lds), nvcuda::wmma::mem_row_major);
+  }
+}
+
+// Backward, query rows, tensor cores: grid (ceil(Sq / 64), H, B), kMmaThreads threads,
+// MmaBackwardLayout bytes; d and dv multiples of 16, at most HD (64 or 128). Writes grad_q
+// (contiguous) and each row's lse and D into [B, H, Sq] arrays.
+template <int HD>
+__global__ void __launch_bounds__(kMmaThreads) backward_rows_mma(backend::AttentionBackwardBf16Args g, float* lse_out,
+                                                                  float* delta_out) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  // bf16 wmma needs sm_80; attention.cu never launches this kernel on an older GPU.
+#else
+  namespace wmma = nvcuda::wmma;
+  using half_t = __nv_bfloat16;
+  const backend::AttentionArgs<float, bf16>& a = g.forward;
+  BLIP_DYNAMIC_SHARED(raw);
+  const MmaBackwardLayout L(a.d, a.dv);
+  half_t* qs = reinterpret_cast<half_t*>(raw + L.q);
+  half_t* dos = reinterpret_cast<half_t*>(raw + L.o);
+  half_t* ks = reinterpret_cast<half_t*>(raw + L.k);
+  half_t* vs = reinterpret_cast<half_t*>(raw + L.v);
+  const int t = static_cast<int>(threadIdx.x), warp = t >> 5, lane = t & 31;
+  half_t* dss = reinterpret_cast<half_t*>(raw + L.ds) + warp * 16 * L.ldp;
+  float* ss = reinterpret_cast<float*>(raw + L.s) + warp * 16 * L.lds;
+  const int rr = lane >> 1, half = lane & 1;  // the lane's row in the warp's 16, and its columns' parity
+  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kRows, h = blockIdx.y, b = blockIdx.z;
+  const int64_t i = i0 + warp * 16 + rr, d = a.d, dv = a.dv;
+  const bool row_ok = i < a.Sq;
+  const bool warp_active = i0 + warp * 16 < a.Sq;  // uniform over the warp
+  const int64_t row_index = (b * a.H + h) * a.Sq + i;
+  float* gq = g.grad_q + row_index * d;
+  const int64_t kb = key_row_of(a, b);
+  if (kb < 0) {  // no gradient through a bad kv_index (Sk == 0 is the caller's)
+    if (row_ok)
+      for (int64_t c = half; c < d; c += 2) gq[c] = 0.0f;
+    return;
+  }
+  load_tile_bf16(qs, L.ldq, row_at(a.q, a.q_stride, b, h, i0), a.q_stride[2], kRows, a.Sq - i0, d, kMmaThreads);
+  load_tile_rounded(dos, L.ldo, row_at(g.grad_out, g.grad_out_stride, b, h, i0), g.grad_out_stride[2], kRows,
+                    a.Sq - i0, dv, kMmaThreads);
+  // D = dO · out for the lane's row (its half of the columns, then the pair's sum), in float.
+  float D = 0.0f;
+  if (row_ok) {
+    const float* go = row_at(g.grad_out, g.grad_out_stride, b, h, i);
+    const float* o = row_at(static_cast<const float*>(a.out), a.out_stride, b, h, i);
+    for (int64_t c = half; c < dv; c += 2) D += go[c] * o[c];
+  }
+  D += __shfl_xor_sync(0xffffffffu, D, 1);
+  const float* mask = a.mask && row_ok ? a.mask + b * a.mask_stride[0] + h * a.mask_stride[1] + i * a.mask_stride[2]
+                                       : nullptr;
+  const auto score = [&](int64_t j0, int jj, int64_t keys) {  // the lane's score of key j0 + jj
+    if (jj >= keys) return -INFINITY;
+    float x = ss[rr * L.lds + jj] * a.scale;
+    if (mask) x += mask[(j0 + jj) * a.mask_stride[3]];
+    return x;
+  };
+  // Pass 1: the row's log-sum-exp over the key tiles (scores only).
+  float m = -INFINITY, l = 0.0f;
+  for (int64_t j0 = 0; j0 < a.Sk; j0 += kKeys) {
+    const int64_t keys = a.Sk - j0 < kKeys ? a.Sk - j0 : kKeys;
+    __syncthreads();
+    load_tile_bf16(ks, L.ldk, row_at(a.k, a.k_stride, kb, h, j0), a.k_stride[2], kKeys, keys, d, kMmaThreads);
+    __syncthreads();
+    if (!warp_active) continue;
+    warp_product<true>(ss, L.lds, qs + warp * 16 * L.ldq, L.ldq, ks, L.ldk, d, kKeys);
+    __syncwarp();
+    float tile_max = -INFINITY;
+    for (int c = 0; c < kKeys / 2; ++c) tile_max = max_t(tile_max, score(j0, half + 2 * c, keys));
+    const float m_new = max_t(m, max_t(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1)));
+    const float base = m_new == -INFINITY ? 0.0f : m_new;
+    float sum = 0.0f;
+    for (int c = 0; c < kKeys / 2; ++c) sum += expf(score(j0, half + 2 * c, keys) - base);
+    l = l * expf(m - base) + sum + __shfl_xor_sync(0xffffffffu, sum, 1);
+    m = m_new;
+    __syncwarp();  // every lane has read its scores before the next product overwrites them
+  }
+  const float lse = l > 0.0f ? m + logf(l) : INFINITY;  // a row with no key to weigh: P = 0
+  if (row_ok && half == 0) {
+    lse_out[row_index] = lse;
+    delta_out[row_index] = D;
+  }
+  // Pass 2: dS = P ∘ (dO·vᵀ − D) in bf16, dQ += dS · k.
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> dq[HD / 16];
+BLIP_UNROLL
+  for (int nt = 0; nt < HD / 16; ++nt) wmma::fill_fragment(dq[nt], 0.0f);
+  for (int64_t j0 = 0; j0 < a.Sk; j0 += kKeys) {
+    const int64_t keys = a.Sk - j0 < kKeys ? a.Sk - j0 : kKeys;
+    __syncthreads();
+    load_tile_bf16(ks, L.ldk, row_at(a.k, a.k_stride, kb, h, j0), a.k_stride[2], kKeys, keys, d, kMmaThreads);
+    load_tile_bf16(vs, L.ldv, row_at(a.v, a.v_stride, kb, h, j0), a.v_stride[2], kKeys, keys, dv, kMmaThreads);
+    __syncthreads();
+    if (!warp_active) continue;
+    warp_product<true>(ss, L.lds, qs + warp * 16 * L.ldq, L.ldq, ks, L.ldk, d, kKeys);
+    __syncwarp();
+    float p[kKeys / 2];
+    for (int c = 0; c < kKeys / 2; ++c) p[c] = expf(score(j0, half + 2 * c, keys) - lse);
+    __syncwarp();  // the scores are read; dP goes where they were
+    warp_product<true>(ss, L.lds, dos + warp * 16 * L.ldo, L.ldo, vs, L.ldv, dv, kKeys);
+    __syncwarp();
+    for (int c = 0; c < kKeys / 2; ++c) {
+      const int jj = half + 2 * c;
+      dss[rr * L.ldp + jj] = __float2bfloat16_rn(p[c] * (ss[rr * L.lds + jj] - D));
+    }
+    __syncwarp();
+    warp_accumulate<HD>(dq, dss, L.ldp, ks, L.ldk, d);
+  }
+  if (!warp_active) return;
+  __syncwarp();
+  store_accumulators<HD>(dq, ss, L.lds, d);
+  __syncwarp();
+  if (row_ok) {
+    const float factor = a.scale * g.q_scale;
+    for (int64_t c = half; c < d; c += 2) gq[c] = ss[rr * L.lds + c] * factor;
+  }
+#endif
+}
+
+// Backward, key rows, tensor cores: grid (ceil(Sk / 64), H, Bkv), kMmaThreads threads,
+// MmaBackwardLayout bytes. Adds into grad_k and grad_v (contiguous); reads backward_rows_mma's
+// lse and D. Each warp owns 16 key rows; the scores are formed transposed (keys x queries).
+template <int HD>
+__global__ void __launch_bounds__(kMmaThreads) backward_keys_mma(backend::AttentionBackwardBf16Args g,
+                                                                  const float* lse_in, const float* delta_in) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#else
+  namespace wmma = nvcuda::wmma;
+  using half_t = __nv_bfloat16;
+  const backend::AttentionArgs<float, bf16>& a = g.forward;
+  BLIP_DYNAMIC_SHARED(raw);
+  const MmaBackwardLayout L(a.d, a.dv);
+  half_t* qs = reinterpret_cast<half_t*>(raw + L.q);
+  half_t* dos = reinterpret_cast<half_t*>(raw + L.o);
+  half_t* ks = reinterpret_cast<half_t*>(raw + L.k);
+  half_t* vs = reinterpret_cast<half_t*>(raw + L.v);
+  const int t = static_cast<int>(threadIdx.x), warp = t >> 5, lane = t & 31;
+  half_t* pss = reinterpret_cast<half_t*>(raw + L.p) + warp * 16 * L.ldp;
+  half_t* dss = reinterpret_cast<half_t*>(raw + L.ds) + warp * 16 * L.ldp;
+  float* ss = reinterpret_cast<float*>(raw + L.s) + warp * 16 * L.lds;
+  float* lse_s = reinterpret_cast<float*>(raw + L.lse);
+  float* delta_s = reinterpret_cast<float*>(raw + L.delta);
+  const int rr = lane >> 1, half = lane & 1;  // the lane's key row in the warp's 16, its columns' parity
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kKeys, h = blockIdx.y, kb = blockIdx.z;
+  const int64_t j = j0 + warp * 16 + rr, d = a.d, dv = a.dv;
+  const int64_t keys = a.Sk - j0 < kKeys ? a.Sk - j0 : kKeys;
+  const bool key_ok = j < a.Sk;
+  const bool warp_active = warp * 16 < keys;  // uniform over the warp
+  load_tile_bf16(ks, L.ldk, row_at(a.k, a.k_stride, kb, h, j0), a.k_stride[2], kKeys, keys, d, kMmaThreads);
+  load_tile_bf16(vs, L.ldv, row_at(a.v, a.v_stride, kb, h, j0), a.v_stride[2], kKeys, keys, dv, kMmaThreads);
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> dk[HD / 16], dvv[HD / 16];
+BLIP_UNROLL
+  for (int nt = 0; nt < HD / 16; ++nt) {
+    wmma::fill_fragment(dk[nt], 0.0f);
+    wmma::fill_fragment(dvv[nt], 0.0f);
+  }
+  for (int64_t b = 0; b < a.B; ++b) {
+    if (key_row_of(a, b) != kb) continue;  // uniform over the block
+    const float* mask = a.mask && key_ok ? a.mask + b * a.mask_stride[0] + h * a.mask_stride[1] + j * a.mask_stride[3]
+                                         : nullptr;
+    for (int64_t i0 = 0; i0 < a.Sq; i0 += kRows) {
+      const int64_t rows = a.Sq - i0 < kRows ? a.Sq - i0 : kRows;
+      __syncthreads();  // the previous query tile is done with (and the first time: k, v loaded)
+      load_tile_bf16(qs, L.ldq, row_at(a.q, a.q_stride, b, h, i0), a.q_stride[2], kRows, rows, d, kMmaThreads);
+      load_tile_rounded(dos, L.ldo, row_at(g.grad_out, g.grad_out_stride, b, h, i0), g.grad_out_stride[2], kRows,
+                        rows, dv, kMmaThreads);
+      for (int64_t e = t; e < kRows; e += kMmaThreads) {
+        const int64_t row_index = (b * a.H + h) * a.Sq + i0 + e;
+        lse_s[e] = e < rows ? lse_in[row_index] : INFINITY;
+        delta_s[e] = e < rows ? delta_in[row_index] : 0.0f;
+      }
+      __syncthreads();
+      if (!warp_active) continue;
+      // Pᵀ for the warp's keys: k [16, d] · qᵀ, then exp(score − lse of the query column).
+      warp_product<true>(ss, L.lds, ks + warp * 16 * L.ldk, L.ldk, qs, L.ldq, d, kRows);
+      __syncwarp();
+      float p[kRows / 2];
+      for (int c = 0; c < kRows / 2; ++c) {
+        const int ii = half + 2 * c;
+        float x = -INFINITY;
+        if (ii < rows && key_ok) {
+          x = ss[rr * L.lds + ii] * a.scale;
+          if (mask) x += mask[(i0 + ii) * a.mask_stride[2]];
+        }
+        p[c] = expf(x - lse_s[ii]);
+        pss[rr * L.ldp + ii] = __float2bfloat16_rn(p[c]);
+      }
+      __syncwarp();  // scores read, Pᵀ written
+      // dPᵀ = v [16, dv] · dOᵀ, then dSᵀ = Pᵀ ∘ (dPᵀ − D of the query column).
+      warp_product<true>(ss, L.lds, vs + warp * 16 * L.ldv, L.ldv, dos, L.ldo, dv, kRows);
+      __syncwarp();
+      for (int c = 0; c < kRows / 2; ++c) {
+        const int ii = half + 2 * c;
+        dss[rr * L.ldp + ii] = __float2bfloat16_rn(p[c] * (ss[rr * L.lds + ii] - delta_s[ii]));
+      }
+      __syncwarp();
+      warp_accumulate<HD>(dvv, pss, L.ldp, dos, L.ldo, dv);
+      warp_accumulate<HD>(dk, dss, L.ldp, qs, L.ldq, d);
+    }
+  }
+  if (!warp_active) return;
+  __syncwarp();
+  store_accumulators<HD>(dk, ss, L.lds, d);
+  __syncwarp();
+  if (key_ok) {
+    float* gk = g.grad_k + ((kb * a.H + h) * a.Sk + j) * d;
+    for (int64_t c = half; c < d; c += 2) gk[c] += ss[rr * L.lds + c] * a.scale;
+  }
+  __syncwarp();
+  store_accumulators<HD>(dvv, ss, L.lds, dv);
+  __syncwarp();
+  if (key_ok) {
+    float* gv = g.grad_v + ((kb * a.H + h) * a.Sk + j) * dv;
+    for (int64_t c = half; c < dv; c += 2) gv[c] += ss[rr * L.lds + c];
+  }
+#endif
 }
 
 }  // namespace blip::cuda::tiles

@@ -214,6 +214,61 @@ TEST_CASE("cuda tiles (emulated): tensor-core forward matches the CPU's bf16 and
   }
 }
 
+// The tensor-core backward of the bf16 forward against the CPU's attention_backward_bf16 (the float
+// backward on the widened bf16 inputs): q pre-scaled as the op does, the forward's own output
+// for D, grad_k / grad_v added to.
+void check_backward_mma(const Case& s, double tol) {
+  Problem<float> p(s, 31);
+  const float scale = static_cast<float>(s.scale != 0.0 ? s.scale : 1.0 / std::sqrt(static_cast<double>(s.d)));
+  std::vector<bf16> q16;
+  for (float x : p.q) q16.push_back(bf16(x * scale));
+  backend::AttentionArgs<float, bf16> fa = p.args(q16.data(), p.k16.data(), p.v16.data(), p.out.data());
+  fa.scale = 1.0f;
+  cpu::attention(fa);  // the forward's output, read by the kernels for D
+  auto backward_args = [&](std::vector<float>& gq, std::vector<float>& gk, std::vector<float>& gv) {
+    gq.assign(static_cast<size_t>(s.B * s.H * s.Sq * s.d), 9.0f);
+    gk.assign(static_cast<size_t>(s.Bkv * s.H * s.Sk * s.d), 0.0f);
+    gv.assign(static_cast<size_t>(s.Bkv * s.H * s.Sk * s.dv), 0.0f);
+    backend::AttentionBackwardBf16Args g;
+    g.forward = fa;
+    g.grad_out = p.grad_out.data();
+    g.grad_out_stride = {s.H * s.Sq * s.dv, s.Sq * s.dv, s.dv};
+    g.grad_q = gq.data(), g.grad_k = gk.data(), g.grad_v = gv.data();
+    g.q_scale = scale;
+    return g;
+  };
+  std::vector<float> gq, gk, gv, wq, wk, wv;
+  cpu::attention_backward_bf16(backward_args(wq, wk, wv));
+  const backend::AttentionBackwardBf16Args g = backward_args(gq, gk, gv);
+  const size_t bytes = tiles::MmaBackwardLayout(s.d, s.dv).bytes;
+  std::vector<float> lse(static_cast<size_t>(s.B * s.H * s.Sq), -3.0f), delta(lse.size(), -3.0f);
+  const auto rows_grid = grid((s.Sq + tiles::kRows - 1) / tiles::kRows, s.H, s.B);
+  const auto keys_grid = grid((s.Sk + tiles::kKeys - 1) / tiles::kKeys, s.H, s.Bkv);
+  const auto run = [&](auto rows_kernel, auto keys_kernel) {
+    simt::launch(rows_grid, tiles::kMmaThreads, bytes, rows_kernel, g, lse.data(), delta.data());
+    simt::launch(keys_grid, tiles::kMmaThreads, bytes, keys_kernel, g, static_cast<const float*>(lse.data()),
+                 static_cast<const float*>(delta.data()));
+  };
+  if (tiles::head_bound(s.d, s.dv) <= 64) run(tiles::backward_rows_mma<64>, tiles::backward_keys_mma<64>);
+  else run(tiles::backward_rows_mma<128>, tiles::backward_keys_mma<128>);
+  CHECK(worst(gq, wq) <= tol);
+  CHECK(worst(gk, wk) <= tol);
+  CHECK(worst(gv, wv) <= tol);
+}
+
+TEST_CASE("cuda tiles (emulated): tensor-core backward matches the CPU's bf16 backward") {
+  const Case shapes[] = {
+      {2, 2, 70, 90, 32, 48, 2, true, {}},                     // ragged tiles both ways, masked
+      {3, 1, 35, 77, 64, 64, 2, true, {1, 0, 1}, true},        // hard negatives: texts sharing images, strided q
+      {1, 1, 20, 64, 128, 128, 1, false, {}, false, 0.2},      // the 128 bound, one warp of rows
+      {1, 1, 100, 150, 64, 64, 1, true, {}}                    // several tiles of queries and keys
+  };
+  for (const Case& s : shapes) {
+    INFO("B=" << s.B << " Sq=" << s.Sq << " Sk=" << s.Sk << " d=" << s.d << " dv=" << s.dv);
+    check_backward_mma(s, 2e-2);
+  }
+}
+
 TEST_CASE("cuda tiles (emulated): a kv_index outside [0, Bkv) gives zeros, no read") {
   Case s = kShared;
   s.kv_index = {1, 7, 0, -1};

@@ -59,6 +59,15 @@ int main(int argc, char** argv) {
     common.precision = blip::parse_precision(precision);
     common.train_precision = blip::parse_precision(train_precision);
     common.cuda = blip::cli::resolve_device(device, common);  // after dist and precision
+    const bool asks_bf16 = common.precision != blip::Precision::fp32 || common.train_precision != blip::Precision::fp32;
+    if (asks_bf16 && !common.cuda && !common.quiet &&
+        blip::cpu::bf16_products_setting() == blip::cpu::Bf16Products::automatic && !blip::cpu::bf16_products_pay()) {
+      const blip::cpu::Bf16Timing& t = blip::cpu::bf16_timing();
+      if (t.bf16_available)
+        std::fprintf(stderr, "blip: bf16 products are slower than float ones on this CPU (a 256x768->768 linear layer: "
+                             "%.2f ms float, %.2f ms bf16), so they stay float; BLIP_CPU_BF16=on forces bf16\n",
+                     t.float_seconds * 1e3, t.bf16_seconds * 1e3);
+    }
   });
 
   auto commands = blip::cli::command_registry();

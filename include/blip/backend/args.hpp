@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "blip/core/dtype.hpp"
+
 namespace blip::backend {
 
 // A linear layer's weight [out, in] in the form a device's GEMM prefers, made once for weights that
@@ -68,6 +70,38 @@ struct AttentionBackwardArgs {
   T* grad_k = nullptr;
   T* grad_v = nullptr;
 };
+
+// The backward of the bf16 forward (attention_bf16), for bf16 autocast training: q, k, v are the
+// bf16 copies that forward read (q with the scale folded in: q = q_scale · q_float, and
+// forward.scale the scale left, 1 from the op). `forward.out` is that forward's output: a kernel
+// may take D = rowsum(grad_out ∘ out) from it rather than recompute it. Writes grad_q of the
+// unscaled q (q_scale times the product's) and adds into grad_k and grad_v, laid out as
+// AttentionBackwardArgs' (float, contiguous). Products may run in bf16 with float accumulation
+// (probabilities, dS and grad_out rounded), so results agree with the float backward on the
+// widened inputs to bf16 tolerances.
+struct AttentionBackwardBf16Args {
+  AttentionArgs<float, bf16> forward;
+  const float* grad_out = nullptr;
+  std::array<int64_t, 3> grad_out_stride{};
+  float* grad_q = nullptr;
+  float* grad_k = nullptr;
+  float* grad_v = nullptr;
+  float q_scale = 1.0f;
+};
+
+// The float backward of a bf16 one whose q, k, v were widened into contiguous arrays ([B, H, Sq, d],
+// [Bkv, H, Sk, d], [Bkv, H, Sk, dv]); grad_q still wants the q_scale factor applied after.
+inline AttentionBackwardArgs<float> widened(const AttentionBackwardBf16Args& g, const float* q, const float* k,
+                                            const float* v) {
+  const AttentionArgs<float, bf16>& a = g.forward;
+  const AttentionArgs<float> forward{
+      .q = q, .q_stride = {a.H * a.Sq * a.d, a.Sq * a.d, a.d}, .k = k, .k_stride = {a.H * a.Sk * a.d, a.Sk * a.d, a.d},
+      .v = v, .v_stride = {a.H * a.Sk * a.dv, a.Sk * a.dv, a.dv}, .mask = a.mask, .mask_stride = a.mask_stride,
+      .B = a.B, .H = a.H, .Sq = a.Sq, .Sk = a.Sk, .d = a.d, .dv = a.dv, .Bkv = a.Bkv, .scale = a.scale,
+      .kv_index = a.kv_index};
+  return {.forward = forward, .grad_out = g.grad_out, .grad_out_stride = g.grad_out_stride, .grad_q = g.grad_q,
+          .grad_k = g.grad_k, .grad_v = g.grad_v};
+}
 
 // One tensor of a multi-tensor parameter update: n contiguous elements in each array. A list of
 // them goes to one adamw / ema call (one launch per few dozen tensors on CUDA, the descriptors

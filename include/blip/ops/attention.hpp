@@ -11,7 +11,9 @@
 // many texts attend to one image's cross-attention keys/values without copies of them
 // (ITM re-ranking, hard negatives); k and v then have their own batch size.
 // In a bf16 PrecisionScope (float tensors) the forward's two products run in bf16 with float
-// accumulation (ops/precision.hpp); the softmax, the output and the backward stay float.
+// accumulation (ops/precision.hpp), the softmax and the output in float; the backward
+// differentiates those products (the bf16 q, k, v they read), with bf16 products where the device
+// has them (CUDA's tensor cores) and float ones elsewhere.
 #pragma once
 
 #include <cmath>
@@ -28,23 +30,32 @@ namespace detail {
 // once (q with the scale folded in, as the bf16 product has no alpha), float softmax and output.
 // `args` is the float call's block (mask, output, sizes); its q, k, v pointers are replaced. The
 // bf16 copies are laid out [B, S, H, d], as heads split from a projection are, so the kernel
-// can still run the texts that share one image's keys/values as one run of query rows.
+// can still run the texts that share one image's keys/values as one run of query rows. They are
+// returned with the block: the backward (attention_backward_bf16) differentiates the products
+// that ran, on the tensor cores where a GPU has them.
 template <Device D>
-void attention_in_bf16(const Tensor<float, D>& q, const Tensor<float, D>& k, const Tensor<float, D>& v,
-                       const backend::AttentionArgs<float>& args) {
+struct AttentionBf16 {
+  Tensor<bf16, D> q, k, v;
+  backend::AttentionArgs<float, bf16> args;
+};
+
+template <Device D>
+AttentionBf16<D> attention_in_bf16(const Tensor<float, D>& q, const Tensor<float, D>& k, const Tensor<float, D>& v,
+                                   const backend::AttentionArgs<float>& args) {
   const auto heads_inner = [](const Tensor<float, D>& x) { return permute(x, {0, 2, 1, 3}); };
   const auto heads_outer = [](const Tensor<bf16, D>& x) { return permute(x, {0, 2, 1, 3}); };
-  const Tensor<bf16, D> q16 = heads_outer(to_bf16(blip::scale(heads_inner(q), args.scale))),
-                        k16 = heads_outer(to_bf16(heads_inner(k))), v16 = heads_outer(to_bf16(heads_inner(v)));
+  AttentionBf16<D> r{.q = heads_outer(to_bf16(blip::scale(heads_inner(q), args.scale))),
+                     .k = heads_outer(to_bf16(heads_inner(k))), .v = heads_outer(to_bf16(heads_inner(v))),
+                     .args = {}};
   const auto strides3 = [](const Tensor<bf16, D>& x) {
     return std::array<int64_t, 3>{x.stride(0), x.stride(1), x.stride(2)};
   };
-  backend::AttentionArgs<float, bf16> a{
-      .q = q16.data(), .q_stride = strides3(q16), .k = k16.data(), .k_stride = strides3(k16),
-      .v = v16.data(), .v_stride = strides3(v16), .mask = args.mask, .mask_stride = args.mask_stride,
-      .out = args.out, .out_stride = args.out_stride, .B = args.B, .H = args.H, .Sq = args.Sq, .Sk = args.Sk,
-      .d = args.d, .dv = args.dv, .Bkv = args.Bkv, .scale = 1.0f, .kv_index = args.kv_index};
-  kernels<D>::attention_bf16(a);
+  r.args = {.q = r.q.data(), .q_stride = strides3(r.q), .k = r.k.data(), .k_stride = strides3(r.k),
+            .v = r.v.data(), .v_stride = strides3(r.v), .mask = args.mask, .mask_stride = args.mask_stride,
+            .out = args.out, .out_stride = args.out_stride, .B = args.B, .H = args.H, .Sq = args.Sq, .Sk = args.Sk,
+            .d = args.d, .dv = args.dv, .Bkv = args.Bkv, .scale = 1.0f, .kv_index = args.kv_index};
+  kernels<D>::attention_bf16(r.args);
+  return r;
 }
 
 }  // namespace detail
@@ -93,11 +104,27 @@ Tensor<T, D> scaled_dot_product_attention(const Tensor<T, D>& q, const Tensor<T,
       .B = B, .H = H, .Sq = Sq, .Sk = Sk, .d = d, .dv = dv, .Bkv = Bkv, .scale = factor,
       .kv_index = shared_kv ? kv_rows.data() : nullptr};
   if constexpr (std::same_as<T, float>) {
-    if (PrecisionScope::current() != Precision::fp32) detail::attention_in_bf16(qc, kc, vc, args);  // bf16 or int8
-    else kernels<D>::attention(args);
-  } else {
-    kernels<D>::attention(args);
+    if (bf16_products<D>()) {  // bf16 or int8, where bf16 products pay
+      const detail::AttentionBf16<D> low = detail::attention_in_bf16(qc, kc, vc, args);
+      // The backward reads the bf16 copies and this output (for D = rowsum(dO ∘ out)); out_memory
+      // is not the recorded tensor, so the closure holds no reference to its own node.
+      if (grad_needed(q, k, v))
+        record(out, "scaled_dot_product_attention", {&q, &k, &v},
+               [low, m, kv_rows, out_memory, rows_unit_stride, strides3, factor, B, H, Sq, Sk, d, dv,
+                Bkv](const Tensor<T, D>& gy) {
+                 const Tensor<T, D> g = rows_unit_stride(gy);
+                 Tensor<T, D> gq = Tensor<T, D>::empty({B, H, Sq, d});
+                 Tensor<T, D> gk = Tensor<T, D>::zeros({Bkv, H, Sk, d}), gv = Tensor<T, D>::zeros({Bkv, H, Sk, dv});
+                 const backend::AttentionBackwardBf16Args back{
+                     .forward = low.args, .grad_out = g.data(), .grad_out_stride = strides3(g), .grad_q = gq.data(),
+                     .grad_k = gk.data(), .grad_v = gv.data(), .q_scale = factor};
+                 kernels<D>::attention_backward_bf16(back);
+                 return std::vector{gq, gk, gv};
+               });
+      return out;
+    }
   }
+  kernels<D>::attention(args);
   // The backward recomputes the probabilities instead of keeping [B, H, Sq, Sk] per layer
   // between forward and backward (for BLIP-base training that is ~64 MB a ViT layer).
   if (grad_needed(q, k, v))

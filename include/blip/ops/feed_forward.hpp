@@ -21,7 +21,7 @@ Tensor<T, D> feed_forward_gelu(const Tensor<T, D>& x, const Tensor<T, D>& w1, co
     y = linear(gelu(hidden), w2.detach(), b2.detach());
   }
   // In a bf16 (or int8) PrecisionScope the backward's products are bf16 (ops/precision.hpp).
-  const bool in_bf16 = PrecisionScope::current() != Precision::fp32;
+  const bool in_bf16 = bf16_products<D>();
   if (grad_needed(x, w1, b1, w2, b2))
     record(y, "feed_forward_gelu", {&x, &w1, &b1, &w2, &b2},
            [x = x.detach(), w1 = w1.detach(), w2 = w2.detach(), hidden, in_bf16, rx = x.requires_grad()](const Tensor<T, D>& gy) {

@@ -249,7 +249,7 @@ Tensor<T, D> linear(const Tensor<T, D>& x, const Tensor<T, D>& weight, const Ten
     const Precision precision = PrecisionScope::current();
     if (precision == Precision::int8 && !needs_grad)
       if (Tensor<float, D> y = detail::linear_int8(x, weight, bias); y.defined()) return y;
-    if (precision != Precision::fp32) return detail::linear_bf16(x, weight, bias, needs_grad);
+    if (bf16_products<D>()) return detail::linear_bf16(x, weight, bias, needs_grad);
   }
   kernels<D>::linear(x2.data(), rows, in, w.data(), out, b.defined() ? b.data() : nullptr, y2.data());
   Shape out_shape = x.shape();

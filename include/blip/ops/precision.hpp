@@ -22,6 +22,9 @@
 //   channel (max |w_j| / 127) and packed, the activations quantised per call with one scale per
 //   row (token). Everything else is as in bf16: attention's products, and linear() where a
 //   gradient is recorded or under Weights::changing (there is no int8 training).
+// - Where bf16 products do not pay on the device (backend/cpu/bf16_products.hpp: an Intel CPU
+//   without AMX runs them at half its float rate), the bf16 products above stay float: bf16 and
+//   the non-int8 products of int8 then equal fp32. BLIP_CPU_BF16=on forces them.
 // - Precision::fp32 is the default and the reference: outside any scope nothing changes.
 // docs/performance.md states the measured accuracy (cosine to fp32 features, ITM logit error).
 #pragma once
@@ -35,6 +38,7 @@
 #include "blip/backend/args.hpp"
 #include "blip/core/error.hpp"
 #include "blip/core/tensor.hpp"
+#include "blip/ops/dispatch.hpp"
 
 namespace blip {
 
@@ -176,5 +180,13 @@ class PrecisionScope {
   std::shared_ptr<WeightCache> cache_;
   PrecisionScope* outer_;
 };
+
+// Whether the current scope's products run in bf16 on device D: the scope asks for bf16 (or int8,
+// whose other products are bf16) and bf16 products pay there (Kernels<D>::bf16_products_pay: on a
+// CPU whose bf16 GEMM is slower than its float one they stay float, more exact and faster).
+template <Device D>
+bool bf16_products() {
+  return PrecisionScope::current() != Precision::fp32 && kernels<D>::bf16_products_pay();
+}
 
 }  // namespace blip

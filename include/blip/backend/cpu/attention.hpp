@@ -190,4 +190,30 @@ void attention_backward(const backend::AttentionBackwardArgs<T>& g) {
   });
 }
 
+// The backward of the bf16 forward (backend/args.hpp: AttentionBackwardBf16Args): the float
+// backward on q, k, v widened from the bf16 copies the forward multiplied, so the gradients are
+// those of the products that ran. `forward.out` is not read (the float backward recomputes P).
+inline void attention_backward_bf16(const backend::AttentionBackwardBf16Args& g) {
+  const backend::AttentionArgs<float, bf16>& a = g.forward;
+  const auto widen = [&](const bf16* x, const std::array<int64_t, 3>& stride, int64_t batch, int64_t rows,
+                           int64_t cols) {
+    std::vector<float> y(static_cast<size_t>(batch * a.H * rows * cols));
+    parallel_for(batch * a.H, rows * cols, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / a.H, h = task % a.H;
+        for (int64_t r = 0; r < rows; ++r) {
+          const bf16* src = detail::row_of(x, stride, b, h, r);
+          float* dst = y.data() + (task * rows + r) * cols;
+          for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<float>(src[c]);
+        }
+      }
+    });
+    return y;
+  };
+  const std::vector<float> q = widen(a.q, a.q_stride, a.B, a.Sq, a.d), k = widen(a.k, a.k_stride, a.Bkv, a.Sk, a.d),
+                           v = widen(a.v, a.v_stride, a.Bkv, a.Sk, a.dv);
+  attention_backward(backend::widened(g, q.data(), k.data(), v.data()));
+  if (g.q_scale != 1.0f) isa::scale(g.grad_q, g.grad_q, a.B * a.H * a.Sq * a.d, g.q_scale);
+}
+
 }  // namespace blip::cpu

@@ -8,6 +8,7 @@
 
 #include "blip/backend/args.hpp"
 #include "blip/backend/cpu/attention.hpp"
+#include "blip/backend/cpu/bf16_products.hpp"
 #include "blip/backend/cpu/contrastive.hpp"
 #include "blip/backend/cpu/copy.hpp"
 #include "blip/backend/cpu/elementwise.hpp"
@@ -69,6 +70,8 @@ struct Kernels<Cpu> {
     cpu::gemm_bf16(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
   }
   static void to_bf16(const float* x, bf16* y, int64_t n) { cpu::isa::to_bf16(x, y, n); }
+  // Not a kernel: whether bf16 products run faster than float ones here (cpu/bf16_products.hpp).
+  static bool bf16_products_pay() { return cpu::bf16_products_pay(); }
 
   // Elementwise.
   template <class T>
@@ -197,6 +200,7 @@ struct Kernels<Cpu> {
   static void attention_backward(const AttentionBackwardArgs<T>& args) {
     cpu::attention_backward(args);
   }
+  static void attention_backward_bf16(const AttentionBackwardBf16Args& args) { cpu::attention_backward_bf16(args); }
 
   // Parameter updates.
   template <class T>

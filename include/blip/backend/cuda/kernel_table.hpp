@@ -161,6 +161,7 @@ struct Kernels<Cuda> : detail::CudaMissingKernels {
   static void attention_backward(const AttentionBackwardArgs<T>& args) {
     cuda::attention_backward(args);
   }
+  static void attention_backward_bf16(const AttentionBackwardBf16Args& args) { cuda::attention_backward_bf16(args); }
   template <class T, class M>
   static void masked_fill(const T* x, const M* mask, T value, T* y, int64_t n) {
     cuda::masked_fill(x, mask, value, y, n);
@@ -178,6 +179,8 @@ struct Kernels<Cuda> : detail::CudaMissingKernels {
     cuda::ema(tensors, count, keep, take);
   }
   static void to_bf16(const float* x, bf16* y, int64_t n) { cuda::to_bf16(x, y, n); }
+  // Not a kernel: bf16 products (tensor cores) always outrun float ones on the GPUs supported.
+  static bool bf16_products_pay() { return true; }
   template <class T>
   static void assign(const Shape& shape, const T* src, const Strides& src_strides, T* dst, const Strides& dst_strides) {
     if (is_contiguous_layout(shape, dst_strides)) cuda::copy_strided(shape, src, src_strides, dst);

@@ -59,8 +59,8 @@ inline bool tf32() {
 }
 
 // Which attention kernels run (src/cuda/attention.cu), for the whole process:
-// - automatic: the tensor-core kernel for bf16 q/k/v where d and dv are multiples of 16 (sm_80 or
-//   newer), the tiled kernels (FlashAttention-2 style) elsewhere, the direct ones where a head
+// - automatic: the tensor-core kernels for bf16 q/k/v (attention_bf16's forward and
+//   attention_backward_bf16) where d and dv are multiples of 16 (sm_80 or newer), the tiled kernels (FlashAttention-2 style) elsewhere, the direct ones where a head
 //   exceeds 128 or the tiles do not fit the GPU's shared memory;
 // - direct: one block per query row (the first version; kept as a reference and fallback);
 // - tiled: the tiled SIMT kernels, bf16 inputs widened (direct where they do not fit);
@@ -224,6 +224,7 @@ template <class T, class In>
 void attention(const backend::AttentionArgs<T, In>& args);
 template <class T>
 void attention_backward(const backend::AttentionBackwardArgs<T>& args);
+void attention_backward_bf16(const backend::AttentionBackwardBf16Args& args);
 
 #else
 
@@ -326,6 +327,9 @@ void attention(const backend::AttentionArgs<T, In>&) {
 template <class T>
 void attention_backward(const backend::AttentionBackwardArgs<T>&) {
   detail::kernels_without_cuda("attention_backward");
+}
+inline void attention_backward_bf16(const backend::AttentionBackwardBf16Args&) {
+  detail::kernels_without_cuda("attention_backward_bf16");
 }
 inline void check_indices(const int64_t*, int64_t, int64_t, const char*, const char*) {
   detail::kernels_without_cuda("check_indices");
