@@ -52,6 +52,8 @@ inline constexpr int kKeys = 64;  // keys per tile
 inline constexpr int kSimtThreads = 256;  // 4 per query (or key) row
 inline constexpr int kMmaThreads = 128;   // 4 warps of 16 query rows
 inline constexpr int64_t kMaxHead = 128;
+// The backward's transposed blocks (keys x query rows) share the query blocks' layouts.
+static_assert(kRows == kKeys, "attention tiles: square score tiles assumed");
 
 // The register arrays' bound for head sizes d and dv: 32, 64 or 128.
 constexpr int head_bound(int64_t d, int64_t dv) {
@@ -701,16 +703,19 @@ __global__ void __launch_bounds__(kMmaThreads) backward_rows_mma(backend::Attent
     warp_product<true>(ss, L.lds, qs + warp * 16 * L.ldq, L.ldq, ks, L.ldk, d, kKeys);
     __syncwarp();
     float tile_max = -INFINITY;
+    BLIP_UNROLL
     for (int c = 0; c < kKeys / 2; ++c) tile_max = max_t(tile_max, score(j0, half + 2 * c, keys));
     const float m_new = max_t(m, max_t(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1)));
     const float base = m_new == -INFINITY ? 0.0f : m_new;
     float sum = 0.0f;
+    BLIP_UNROLL
     for (int c = 0; c < kKeys / 2; ++c) sum += expf(score(j0, half + 2 * c, keys) - base);
     l = l * expf(m - base) + sum + __shfl_xor_sync(0xffffffffu, sum, 1);
     m = m_new;
     __syncwarp();  // every lane has read its scores before the next product overwrites them
   }
-  const float lse = l > 0.0f ? m + logf(l) : INFINITY;  // a row with no key to weigh: P = 0
+  const float lse = l > 0.0f ? m + logf(l) : INFINITY;  // a row with no key to weigh: P = 0,
+  if (!(l > 0.0f)) D = 0.0f;                              // and dS = 0 (its output, 0/0, is NaN)
   if (row_ok && half == 0) {
     lse_out[row_index] = lse;
     delta_out[row_index] = D;
@@ -729,10 +734,12 @@ BLIP_UNROLL
     warp_product<true>(ss, L.lds, qs + warp * 16 * L.ldq, L.ldq, ks, L.ldk, d, kKeys);
     __syncwarp();
     float p[kKeys / 2];
+    BLIP_UNROLL
     for (int c = 0; c < kKeys / 2; ++c) p[c] = expf(score(j0, half + 2 * c, keys) - lse);
     __syncwarp();  // the scores are read; dP goes where they were
     warp_product<true>(ss, L.lds, dos + warp * 16 * L.ldo, L.ldo, vs, L.ldv, dv, kKeys);
     __syncwarp();
+    BLIP_UNROLL
     for (int c = 0; c < kKeys / 2; ++c) {
       const int jj = half + 2 * c;
       dss[rr * L.ldp + jj] = __float2bfloat16_rn(p[c] * (ss[rr * L.lds + jj] - D));
@@ -809,6 +816,7 @@ BLIP_UNROLL
       warp_product<true>(ss, L.lds, ks + warp * 16 * L.ldk, L.ldk, qs, L.ldq, d, kRows);
       __syncwarp();
       float p[kRows / 2];
+      BLIP_UNROLL
       for (int c = 0; c < kRows / 2; ++c) {
         const int ii = half + 2 * c;
         float x = -INFINITY;
@@ -823,6 +831,7 @@ BLIP_UNROLL
       // dPᵀ = v [16, dv] · dOᵀ, then dSᵀ = Pᵀ ∘ (dPᵀ − D of the query column).
       warp_product<true>(ss, L.lds, vs + warp * 16 * L.ldv, L.ldv, dos, L.ldo, dv, kRows);
       __syncwarp();
+      BLIP_UNROLL
       for (int c = 0; c < kRows / 2; ++c) {
         const int ii = half + 2 * c;
         dss[rr * L.ldp + ii] = __float2bfloat16_rn(p[c] * (ss[rr * L.lds + ii] - delta_s[ii]));
