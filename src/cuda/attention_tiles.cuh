@@ -639,6 +639,25 @@ BLIP_UNROLL
   }
 }
 
+// The tensor-core backward's shared-memory tiles (MmaBackwardLayout), the warp's own blocks
+// offset for it: one preamble for both kernels.
+struct MmaBackwardTiles {
+  MmaBackwardLayout L;
+  __nv_bfloat16 *qs, *dos, *ks, *vs, *pss, *dss;
+  float *ss, *lse, *delta;
+  __device__ MmaBackwardTiles(unsigned char* raw, int64_t d, int64_t dv, int warp) : L(d, dv) {
+    qs = reinterpret_cast<__nv_bfloat16*>(raw + L.q);
+    dos = reinterpret_cast<__nv_bfloat16*>(raw + L.o);
+    ks = reinterpret_cast<__nv_bfloat16*>(raw + L.k);
+    vs = reinterpret_cast<__nv_bfloat16*>(raw + L.v);
+    pss = reinterpret_cast<__nv_bfloat16*>(raw + L.p) + warp * 16 * L.ldp;
+    dss = reinterpret_cast<__nv_bfloat16*>(raw + L.ds) + warp * 16 * L.ldp;
+    ss = reinterpret_cast<float*>(raw + L.s) + warp * 16 * L.lds;
+    lse = reinterpret_cast<float*>(raw + L.lse);
+    delta = reinterpret_cast<float*>(raw + L.delta);
+  }
+};
+
 // Backward, query rows, tensor cores: grid (ceil(Sq / 64), H, B), kMmaThreads threads,
 // MmaBackwardLayout bytes; d and dv multiples of 16, at most HD (64 or 128). Writes grad_q
 // (contiguous) and each row's lse and D into [B, H, Sq] arrays.
@@ -652,14 +671,11 @@ __global__ void __launch_bounds__(kMmaThreads) backward_rows_mma(backend::Attent
   using half_t = __nv_bfloat16;
   const backend::AttentionArgs<float, bf16>& a = g.forward;
   BLIP_DYNAMIC_SHARED(raw);
-  const MmaBackwardLayout L(a.d, a.dv);
-  half_t* qs = reinterpret_cast<half_t*>(raw + L.q);
-  half_t* dos = reinterpret_cast<half_t*>(raw + L.o);
-  half_t* ks = reinterpret_cast<half_t*>(raw + L.k);
-  half_t* vs = reinterpret_cast<half_t*>(raw + L.v);
   const int t = static_cast<int>(threadIdx.x), warp = t >> 5, lane = t & 31;
-  half_t* dss = reinterpret_cast<half_t*>(raw + L.ds) + warp * 16 * L.ldp;
-  float* ss = reinterpret_cast<float*>(raw + L.s) + warp * 16 * L.lds;
+  const MmaBackwardTiles tiles(raw, a.d, a.dv, warp);
+  const MmaBackwardLayout& L = tiles.L;
+  half_t *qs = tiles.qs, *dos = tiles.dos, *ks = tiles.ks, *vs = tiles.vs, *dss = tiles.dss;
+  float* ss = tiles.ss;
   const int rr = lane >> 1, half = lane & 1;  // the lane's row in the warp's 16, and its columns' parity
   const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kRows, h = blockIdx.y, b = blockIdx.z;
   const int64_t i = i0 + warp * 16 + rr, d = a.d, dv = a.dv;
@@ -770,17 +786,11 @@ __global__ void __launch_bounds__(kMmaThreads) backward_keys_mma(backend::Attent
   using half_t = __nv_bfloat16;
   const backend::AttentionArgs<float, bf16>& a = g.forward;
   BLIP_DYNAMIC_SHARED(raw);
-  const MmaBackwardLayout L(a.d, a.dv);
-  half_t* qs = reinterpret_cast<half_t*>(raw + L.q);
-  half_t* dos = reinterpret_cast<half_t*>(raw + L.o);
-  half_t* ks = reinterpret_cast<half_t*>(raw + L.k);
-  half_t* vs = reinterpret_cast<half_t*>(raw + L.v);
   const int t = static_cast<int>(threadIdx.x), warp = t >> 5, lane = t & 31;
-  half_t* pss = reinterpret_cast<half_t*>(raw + L.p) + warp * 16 * L.ldp;
-  half_t* dss = reinterpret_cast<half_t*>(raw + L.ds) + warp * 16 * L.ldp;
-  float* ss = reinterpret_cast<float*>(raw + L.s) + warp * 16 * L.lds;
-  float* lse_s = reinterpret_cast<float*>(raw + L.lse);
-  float* delta_s = reinterpret_cast<float*>(raw + L.delta);
+  const MmaBackwardTiles tiles(raw, a.d, a.dv, warp);
+  const MmaBackwardLayout& L = tiles.L;
+  half_t *qs = tiles.qs, *dos = tiles.dos, *ks = tiles.ks, *vs = tiles.vs, *pss = tiles.pss, *dss = tiles.dss;
+  float *ss = tiles.ss, *lse_s = tiles.lse, *delta_s = tiles.delta;
   const int rr = lane >> 1, half = lane & 1;  // the lane's key row in the warp's 16, its columns' parity
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kKeys, h = blockIdx.y, kb = blockIdx.z;
   const int64_t j = j0 + warp * 16 + rr, d = a.d, dv = a.dv;
