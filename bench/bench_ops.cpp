@@ -12,6 +12,7 @@
 //     OneDNN_Sgemm     dnnl_sgemm('N', 'T') on the same buffers into a preallocated C
 //     OneDNN_Bf16Blocked  the bf16 matmul primitive with the weights reordered once into its
 //                      preferred (blocked) layout; activations rounded per call, as Blip_LinearBf16
+//     OneDNN_F32Blocked   the same in float: the float matmul primitive on weights reordered once
 //     OneDNN_Int8      s8 weights (per-channel scales) x s8 activations (dynamic per-call scale,
 //                      quantisation timed) through oneDNN's matmul; counter rel_err against fp32
 //     OpenBLAS         cblas_sgemm(NoTrans, Trans) on the same buffers into a preallocated C
@@ -134,11 +135,13 @@ void BM_Gemm_Blip_LinearReduced(benchmark::State& state) {
   set_gemm_counters(state, g.m, g.k, g.n);
 }
 
-// The next step for the bf16 path, measured before it is built: the same bf16 matmul (oneDNN
-// primitive, f32 bias and output, activations rounded to bf16 per call and timed as in
-// Blip_LinearBf16) with the weights reordered once into the layout the primitive prefers
-// (format_tag any; blocked for brgemm) instead of Blip_LinearBf16's plain [n, k] rows.
-void BM_Gemm_OneDNN_Bf16Blocked(benchmark::State& state) {
+// oneDNN's matmul primitive (f32 bias and output) with the weights reordered once into the
+// layout it prefers (format_tag any; blocked for brgemm) instead of plain [n, k] rows. Bf16: the
+// activations rounded to bf16 per call and timed, as in Blip_LinearBf16. F32: what packing the
+// float weights for inference would give against Blip_Linear's plain ones.
+template <dnnl_data_type_t Type>
+void BM_Gemm_OneDNN_Blocked(benchmark::State& state) {
+  constexpr bool bf16 = Type == dnnl_bf16;
   GemmCase g(state.range(0), state.range(1), state.range(2));
   const int64_t m = g.m, k = g.k, n = g.n;
   // Every handle is released on every path (a CPU without bf16 matmuls skips at the primitive).
@@ -163,29 +166,31 @@ void BM_Gemm_OneDNN_Bf16Blocked(benchmark::State& state) {
     if (st != dnnl_success) state.SkipWithError(what);
     return st == dnnl_success;
   };
-  std::vector<blip::bf16> x16(static_cast<size_t>(m * k)), w16(static_cast<size_t>(n * k));
-  blip::cpu::isa::to_bf16(g.w.data(), w16.data(), n * k);
+  std::vector<blip::bf16> x16(static_cast<size_t>(bf16 ? m * k : 0)), w16(static_cast<size_t>(bf16 ? n * k : 0));
+  if constexpr (bf16) blip::cpu::isa::to_bf16(g.w.data(), w16.data(), n * k);
+  void* const x_in = bf16 ? static_cast<void*>(x16.data()) : static_cast<void*>(const_cast<float*>(g.x.data()));
+  void* const w_in = bf16 ? static_cast<void*>(w16.data()) : static_cast<void*>(const_cast<float*>(g.w.data()));
   dnnl_memory_desc_t src_md, plain_md, any_md, bias_md, dst_md;
   const dnnl_dims_t src_dims{m, k}, wei_dims{k, n}, bias_dims{1, n}, dst_dims{m, n};
   const dnnl_dims_t src_str{k, 1}, wei_str{1, k}, bias_str{n, 1}, dst_str{n, 1};  // wᵀ: [k, n] view of [n, k]
   dnnl_matmul_desc_t op;
   if (!ok(dnnl_engine_create(&h.engine, dnnl_cpu, 0), "engine") ||
       !ok(dnnl_stream_create(&h.stream, h.engine, dnnl_stream_default_flags), "stream") ||
-      !ok(dnnl_memory_desc_init_by_strides(&src_md, 2, src_dims, dnnl_bf16, src_str), "src desc") ||
-      !ok(dnnl_memory_desc_init_by_strides(&plain_md, 2, wei_dims, dnnl_bf16, wei_str), "weights desc") ||
-      !ok(dnnl_memory_desc_init_by_tag(&any_md, 2, wei_dims, dnnl_bf16, dnnl_format_tag_any), "weights desc") ||
+      !ok(dnnl_memory_desc_init_by_strides(&src_md, 2, src_dims, Type, src_str), "src desc") ||
+      !ok(dnnl_memory_desc_init_by_strides(&plain_md, 2, wei_dims, Type, wei_str), "weights desc") ||
+      !ok(dnnl_memory_desc_init_by_tag(&any_md, 2, wei_dims, Type, dnnl_format_tag_any), "weights desc") ||
       !ok(dnnl_memory_desc_init_by_strides(&bias_md, 2, bias_dims, dnnl_f32, bias_str), "bias desc") ||
       !ok(dnnl_memory_desc_init_by_strides(&dst_md, 2, dst_dims, dnnl_f32, dst_str), "dst desc") ||
       !ok(dnnl_matmul_desc_init(&op, &src_md, &any_md, &bias_md, &dst_md), "matmul desc") ||
-      !ok(dnnl_primitive_desc_create(&h.pd, &op, nullptr, h.engine, nullptr), "bf16 matmul not supported here") ||
-      !ok(dnnl_primitive_create(&h.prim, h.pd), "bf16 primitive"))
+      !ok(dnnl_primitive_desc_create(&h.pd, &op, nullptr, h.engine, nullptr), "matmul not supported here") ||
+      !ok(dnnl_primitive_create(&h.prim, h.pd), "primitive"))
     return;
   const char* impl = nullptr;
   dnnl_primitive_desc_query(h.pd, dnnl_query_impl_info_str, 0, &impl);
   state.SetLabel(impl ? impl : "?");
   const dnnl_memory_desc_t* blocked_md = dnnl_primitive_desc_query_md(h.pd, dnnl_query_weights_md, 0);
-  if (!ok(dnnl_memory_create(&h.src, &src_md, h.engine, x16.data()), "memory") ||
-      !ok(dnnl_memory_create(&h.plain, &plain_md, h.engine, w16.data()), "memory") ||
+  if (!ok(dnnl_memory_create(&h.src, &src_md, h.engine, x_in), "memory") ||
+      !ok(dnnl_memory_create(&h.plain, &plain_md, h.engine, w_in), "memory") ||
       !ok(dnnl_memory_create(&h.blocked, blocked_md, h.engine, DNNL_MEMORY_ALLOCATE), "memory") ||
       !ok(dnnl_memory_create(&h.bias, &bias_md, h.engine, g.b.data()), "memory") ||
       !ok(dnnl_memory_create(&h.dst, &dst_md, h.engine, g.c.data()), "memory") ||
@@ -200,7 +205,7 @@ void BM_Gemm_OneDNN_Bf16Blocked(benchmark::State& state) {
   const dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, h.src}, {DNNL_ARG_WEIGHTS, h.blocked}, {DNNL_ARG_BIAS, h.bias},
                                    {DNNL_ARG_DST, h.dst}};
   for (auto _ : state) {
-    blip::cpu::isa::to_bf16(g.x.data(), x16.data(), m * k);
+    if constexpr (bf16) blip::cpu::isa::to_bf16(g.x.data(), x16.data(), m * k);
     dnnl_primitive_execute(h.prim, h.stream, 4, args);
     dnnl_stream_wait(h.stream);
     benchmark::DoNotOptimize(g.c.data());
@@ -391,7 +396,8 @@ BENCHMARK(BM_Gemm_Blip_LinearNoBias)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Blip_LinearReduced<blip::Precision::bf16>)->Name("BM_Gemm_Blip_LinearBf16")->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Blip_LinearReduced<blip::Precision::int8>)->Name("BM_Gemm_Blip_LinearInt8")->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_OneDNN_Sgemm)->Apply(gemm_shapes);
-BENCHMARK(BM_Gemm_OneDNN_Bf16Blocked)->Apply(gemm_shapes);
+BENCHMARK(BM_Gemm_OneDNN_Blocked<dnnl_bf16>)->Name("BM_Gemm_OneDNN_Bf16Blocked")->Apply(gemm_shapes);
+BENCHMARK(BM_Gemm_OneDNN_Blocked<dnnl_f32>)->Name("BM_Gemm_OneDNN_F32Blocked")->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_OneDNN_Int8)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_OpenBLAS)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Eigen)->Apply(gemm_shapes);
