@@ -3,7 +3,7 @@
 // Contract: `Cpu` memory is host memory aligned to 64 bytes. `Cuda` memory is device memory from
 // a caching allocator (backend/cuda); in a build without BLIP_WITH_CUDA every Cuda primitive
 // throws blip::Error saying so, so CPU-only programs still compile and link. CPU tensor bytes are
-// counted (DeviceMemory<Cpu>::stats(): in use and peak) for memory measurements. Library code
+// counted (DeviceMemory<Cpu>::stats(): in use, peak and cached) for memory measurements. Library code
 // outside CPU kernels never dereferences a device pointer: it moves data with these copies.
 #pragma once
 
@@ -38,10 +38,12 @@ concept Device = std::same_as<D, Cpu> || std::same_as<D, Cuda>;
 template <Device D>
 struct DeviceMemory;
 
-// Bytes held by CPU tensors now and at most since the last reset (process-wide counters).
+// Bytes held by CPU tensors now and at most since the last reset (process-wide counters), and
+// the released mappings kept for reuse.
 struct MemoryStats {
   size_t bytes_in_use = 0;
   size_t peak_bytes = 0;
+  size_t cached_bytes = 0;
 };
 
 template <>
@@ -53,15 +55,19 @@ struct DeviceMemory<Cpu> {
   // less peak RSS). Released mappings wait in a cache (exact sizes, oldest evicted first): a
   // training step allocates the same sizes every step, and a reused mapping is already faulted
   // in, which fresh pages are not (the kernel zeroing fresh pages was 11-20% of a step). The
-  // cache may grow while live + cached bytes stay within the live high-water mark (or
-  // cache_limit), so it never raises the peak a workload already reached; empty_cache() and
-  // reset_peak() give the memory back.
+  // cache may grow while live + cached bytes stay within the live high-water mark plus
+  // cache_slack (or cache_limit), so it raises the peak a workload already reached by at most
+  // cache_slack; empty_cache() and reset_peak() give the memory back. Why the slack: without it
+  // inference thrashed — after a ViT layer the high-water mark left ~70 MB for a cache that a
+  // layer's outputs (~150 MB at 8 images) cycle through, so each layer mapped its feed-forward
+  // and residual outputs afresh (BLIP-base (a) 6 % slower, docs/performance.md).
 #if defined(__SANITIZE_ADDRESS__)
   static constexpr size_t direct_map = SIZE_MAX;  // under ASan every tensor goes through malloc, so it is checked
 #else
   static constexpr size_t direct_map = size_t{1} << 20;
 #endif
   static constexpr size_t cache_limit = size_t{384} << 20;
+  static constexpr size_t cache_slack = size_t{128} << 20;
 
   static void* allocate(size_t bytes) {
     if (bytes == 0) return nullptr;
@@ -88,7 +94,10 @@ struct DeviceMemory<Cpu> {
     if (bytes >= direct_map) keep_or_unmap(p, bytes);
     else std::free(p);
   }
-  static MemoryStats stats() { return {in_use().load(), peak_bytes().load()}; }
+  static MemoryStats stats() {
+    std::lock_guard lock(cache().mutex);
+    return {in_use().load(), peak_bytes().load(), cache().bytes};
+  }
   static void empty_cache() {
     std::lock_guard lock(cache().mutex);
     for (auto [size, ptr] : cache().blocks) ::munmap(ptr, size);
@@ -153,7 +162,9 @@ struct DeviceMemory<Cpu> {
     return nullptr;
   }
   // Live + cached bytes may reach this much (see the class comment).
-  static size_t allowance() { return std::max(cache_limit, peak_bytes().load(std::memory_order_relaxed)); }
+  static size_t allowance() {
+    return std::max(cache_limit, peak_bytes().load(std::memory_order_relaxed) + cache_slack);
+  }
   // Evicts the oldest cached mappings until `incoming` more bytes fit in the allowance.
   static void evict_locked(size_t incoming) {
     auto& c = cache();

@@ -4,7 +4,8 @@
 // PyTorch weight layouts. Why fused: the composed ops keep both the hidden pre-activation and
 // its GELU for the backward (2 x [tokens, 4D] floats per layer); this op keeps only the
 // pre-activation and recomputes the GELU in the backward — for BLIP-base training that is
-// ~340 MB less, for one extra elementwise pass. Same results as the composition.
+// ~340 MB less, for one extra elementwise pass. Same results as the composition. Without a
+// recorded gradient the GELU runs in place on the pre-activation.
 #pragma once
 
 #include "blip/ops/matmul.hpp"
@@ -15,14 +16,22 @@ template <Element T, Device D>
 Tensor<T, D> feed_forward_gelu(const Tensor<T, D>& x, const Tensor<T, D>& w1, const Tensor<T, D>& b1,
                                const Tensor<T, D>& w2, const Tensor<T, D>& b2) {
   Tensor<T, D> hidden, y;
+  const bool needs_grad = grad_needed(x, w1, b1, w2, b2);
   {
     NoGradGuard no_grad;
     hidden = linear(x.detach(), w1.detach(), b1.detach());
-    y = linear(gelu(hidden), w2.detach(), b2.detach());
+    if (needs_grad) {
+      y = linear(gelu(hidden), w2.detach(), b2.detach());
+    } else {
+      // Inference keeps no pre-activation: the GELU overwrites it, so a layer needs one [tokens, 4D]
+      // buffer instead of two (fewer fresh pages, docs/performance.md).
+      kernels<D>::unary(UnaryOp::gelu, hidden.data(), hidden.data(), hidden.numel());
+      y = linear(hidden, w2.detach(), b2.detach());
+    }
   }
   // In a bf16 (or int8) PrecisionScope the backward's products are bf16 (ops/precision.hpp).
   const bool in_bf16 = bf16_products<D>();
-  if (grad_needed(x, w1, b1, w2, b2))
+  if (needs_grad)
     record(y, "feed_forward_gelu", {&x, &w1, &b1, &w2, &b2},
            [x = x.detach(), w1 = w1.detach(), w2 = w2.detach(), hidden, in_bf16, rx = x.requires_grad()](const Tensor<T, D>& gy) {
              const int64_t in = w1.size(1), mid = w1.size(0), out = w2.size(0);
