@@ -69,30 +69,19 @@ void BM_a_image_features(benchmark::State& state) {
   finish(state, 8);
 }
 
-void BM_b_text_features(benchmark::State& state) {
+// Texts of 35 tokens: (b) a batch of 32 (seconds per text), and one query as search and serve
+// embed it (latency, where the linear layers multiply 35 rows).
+template <int64_t Texts>
+void BM_b_texts(benchmark::State& state) {
   const PrecisionScope precision(inference_precision(state));
   Model& m = model();
   Generator gen(2);
-  const auto batch = texts(32, 35, gen);
+  const auto batch = texts(Texts, 35, gen);
   NoGradGuard no_grad;
   const auto run = [&] { return m.text_feat(m.text_embeds(batch)); };
   run();  // warm-up, as the PyTorch peers do
   for (auto _ : state) benchmark::DoNotOptimize(run().data());
-  finish(state, 32);
-}
-
-// One text query as search and serve embed it (a single row of 35 tokens): latency, where the
-// linear layers multiply 35 rows.
-void BM_b_text_query(benchmark::State& state) {
-  const PrecisionScope precision(inference_precision(state));
-  Model& m = model();
-  Generator gen(6);
-  const auto batch = texts(1, 35, gen);
-  NoGradGuard no_grad;
-  const auto run = [&] { return m.text_feat(m.text_embeds(batch)); };
-  run();  // warm-up
-  for (auto _ : state) benchmark::DoNotOptimize(run().data());
-  finish(state, 1);
+  finish(state, Texts);
 }
 
 void BM_c_itm_rerank(benchmark::State& state) {
@@ -166,8 +155,8 @@ void BM_e_search_rerank16(benchmark::State& state) {
 
 BENCHMARK(BM_e_search_rerank16)->ArgName("precision")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
 BENCHMARK(BM_a_image_features)->ArgName("precision")->DenseRange(0, 2)->Unit(benchmark::kSecond)->Iterations(3)->UseRealTime();
-BENCHMARK(BM_b_text_features)->ArgName("precision")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
-BENCHMARK(BM_b_text_query)->ArgName("precision")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->Iterations(20)->UseRealTime();
+BENCHMARK(BM_b_texts<32>)->Name("BM_b_text_features")->ArgName("precision")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+BENCHMARK(BM_b_texts<1>)->Name("BM_b_text_query")->ArgName("precision")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->Iterations(20)->UseRealTime();
 BENCHMARK(BM_c_itm_rerank)->ArgName("precision")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
 BENCHMARK(BM_d_train_step)->ArgName("bf16")->Arg(0)->Arg(1)->Unit(benchmark::kSecond)->Iterations(2)->UseRealTime();
 BENCHMARK_MAIN();

@@ -60,7 +60,7 @@ struct DeviceMemory<Cpu> {
   // cache_slack; empty_cache() and reset_peak() give the memory back. Why the slack: without it
   // inference thrashed — after a ViT layer the high-water mark left ~70 MB for a cache that a
   // layer's outputs (~150 MB at 8 images) cycle through, so each layer mapped its feed-forward
-  // and residual outputs afresh (BLIP-base (a) 6 % slower, docs/performance.md).
+  // and residual outputs afresh (BLIP-base (a) ~4 % slower, docs/performance.md).
 #if defined(__SANITIZE_ADDRESS__)
   static constexpr size_t direct_map = SIZE_MAX;  // under ASan every tensor goes through malloc, so it is checked
 #else
