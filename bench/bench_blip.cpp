@@ -6,7 +6,8 @@
 // and the process's peak resident memory after each case (counter peak_rss_GiB; run one case
 // per process with --benchmark_filter for per-case peaks). Each case runs once untimed first,
 // as bench/pytorch_peers.py does for the same cases on PyTorch. Cases (a)-(c) and (e) take the
-// argument `precision`: 0 fp32, 1 bf16 GEMMs, 2 int8 linear layers (PrecisionScope: weights
+// argument `precision`: 0 fp32, 1 bf16 GEMMs, 2 int8 linear layers, 3 fp16 linear layers
+// (AVX512-FP16 CPUs; elsewhere as 1) (PrecisionScope: weights
 // converted once, in the warm-up, as torch.autocast's weight cache does within its scope); (b1)
 // BM_b_text_query is one text of 35 tokens, as search and serve embed a query; (d)
 // with bf16:1 trains under bf16 autocast (weights converted on every use, as they change every
@@ -24,7 +25,8 @@ using Model = StandardBlip<float, Cpu>;
 namespace {
 
 Precision inference_precision(const benchmark::State& state) {
-  return state.range(0) == 2 ? Precision::int8 : state.range(0) == 1 ? Precision::bf16 : Precision::fp32;
+  constexpr Precision by_index[] = {Precision::fp32, Precision::bf16, Precision::int8, Precision::fp16};
+  return by_index[state.range(0)];
 }
 
 Model& model() {
@@ -153,10 +155,10 @@ void BM_e_search_rerank16(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_e_search_rerank16)->ArgName("precision")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
-BENCHMARK(BM_a_image_features)->ArgName("precision")->DenseRange(0, 2)->Unit(benchmark::kSecond)->Iterations(3)->UseRealTime();
-BENCHMARK(BM_b_texts<32>)->Name("BM_b_text_features")->ArgName("precision")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
-BENCHMARK(BM_b_texts<1>)->Name("BM_b_text_query")->ArgName("precision")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->Iterations(20)->UseRealTime();
-BENCHMARK(BM_c_itm_rerank)->ArgName("precision")->DenseRange(0, 2)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+BENCHMARK(BM_e_search_rerank16)->ArgName("precision")->DenseRange(0, 3)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+BENCHMARK(BM_a_image_features)->ArgName("precision")->DenseRange(0, 3)->Unit(benchmark::kSecond)->Iterations(3)->UseRealTime();
+BENCHMARK(BM_b_texts<32>)->Name("BM_b_text_features")->ArgName("precision")->DenseRange(0, 3)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+BENCHMARK(BM_b_texts<1>)->Name("BM_b_text_query")->ArgName("precision")->DenseRange(0, 3)->Unit(benchmark::kMillisecond)->Iterations(20)->UseRealTime();
+BENCHMARK(BM_c_itm_rerank)->ArgName("precision")->DenseRange(0, 3)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
 BENCHMARK(BM_d_train_step)->ArgName("bf16")->Arg(0)->Arg(1)->Unit(benchmark::kSecond)->Iterations(2)->UseRealTime();
 BENCHMARK_MAIN();

@@ -9,6 +9,9 @@
 //                      accumulation; counter rel_err against fp32
 //     Blip_LinearInt8  the same in PrecisionScope(int8): weights quantised per channel and packed
 //                      once, activations quantised per row per call (timed), int32 accumulation
+//     Blip_LinearF16   the same in PrecisionScope(fp16): weights rounded to fp16 and packed once,
+//                      activations rounded per call, runs of 32 fp16 sums added in float
+//                      (AVX512-FP16; elsewhere the scope's bf16 path)
 //     OneDNN_Sgemm     dnnl_sgemm('N', 'T') on the same buffers into a preallocated C
 //     OneDNN_Bf16Blocked  the bf16 matmul primitive with the weights reordered once into its
 //                      preferred (blocked) layout; activations rounded per call, as Blip_LinearBf16
@@ -112,7 +115,7 @@ void BM_Gemm_Blip_LinearNoBias(benchmark::State& state) {
   set_gemm_counters(state, g.m, g.k, g.n);
 }
 
-// blip::linear in a bf16 or int8 PrecisionScope: the weight converted (and packed) once, in the
+// blip::linear in a bf16, int8 or fp16 PrecisionScope: the weight converted (and packed) once, in the
 // warm-up; activations rounded or quantised per call. Counter rel_err: ‖y − y_fp32‖ / ‖y_fp32‖.
 template <blip::Precision P>
 void BM_Gemm_Blip_LinearReduced(benchmark::State& state) {
@@ -395,6 +398,7 @@ BENCHMARK(BM_Gemm_Blip_Linear)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Blip_LinearNoBias)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Blip_LinearReduced<blip::Precision::bf16>)->Name("BM_Gemm_Blip_LinearBf16")->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_Blip_LinearReduced<blip::Precision::int8>)->Name("BM_Gemm_Blip_LinearInt8")->Apply(gemm_shapes);
+BENCHMARK(BM_Gemm_Blip_LinearReduced<blip::Precision::fp16>)->Name("BM_Gemm_Blip_LinearF16")->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_OneDNN_Sgemm)->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_OneDNN_Blocked<dnnl_bf16>)->Name("BM_Gemm_OneDNN_Bf16Blocked")->Apply(gemm_shapes);
 BENCHMARK(BM_Gemm_OneDNN_Blocked<dnnl_f32>)->Name("BM_Gemm_OneDNN_F32Blocked")->Apply(gemm_shapes);

@@ -5,7 +5,8 @@ Peers: HuggingFace transformers' BlipForImageTextRetrieval and mmpretrain's
 BlipRetrieval, both built at BLIP-base retrieval sizes with random weights
 (nothing is downloaded), CPU, 2 threads.
 
-Precisions (--precision, default fp32,bf16): each peer runs every case once in
+Precisions (--precision, default fp32,bf16; fp16 on request: the same with
+torch.float16, reported as "hf-fp16", "mmpretrain-fp16"): each peer runs every case once in
 plain float32 (reported as "hf", "mmpretrain") and once under
 torch.autocast('cpu', dtype=torch.bfloat16) (reported as "hf-bf16",
 "mmpretrain-bf16"; the weights stay float32, autocast casts them per call).
@@ -67,7 +68,7 @@ CASES = {
     "c": ("ITM re-rank (1 image x 16 texts)", K, "ms/pair"),
     "d": ("train step fwd+bwd (batch 4)", 1, "s/step"),
 }
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")  # fp16: torch.autocast('cpu', dtype=torch.float16)
 COSINE_CASES = ("a", "b")  # feature cases whose bf16 output is compared with fp32
 
 # mmpretrain 1.2 imports names that transformers 5 no longer has, so it gets
@@ -279,9 +280,11 @@ def run_peer(peer, precision, cases, n, n_train):
     versions["torch"] = torch.__version__
     fns, note = get_cases(model, make_inputs(torch), torch, F)
 
-    if precision == "bf16":
+    if precision != "fp32":
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+
         def autocast():
-            return torch.autocast("cpu", dtype=torch.bfloat16)
+            return torch.autocast("cpu", dtype=dtype)
     else:
         autocast = contextlib.nullcontext
 
@@ -386,8 +389,8 @@ def main():
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--peers", default="hf,mmpretrain")
     p.add_argument("--cases", default="a,b,c,d")
-    p.add_argument("--precision", default=",".join(PRECISIONS),
-                   help="fp32 and/or bf16 (torch.autocast on the CPU); each is its own run")
+    p.add_argument("--precision", default="fp32,bf16",
+                   help="fp32, bf16 and/or fp16 (torch.autocast on the CPU); each is its own run")
     p.add_argument("--n", type=int, default=5, help="timed iterations for (a)-(c)")
     p.add_argument("--n-train", type=int, default=3,
                    help="timed iterations for (d); 1 on busy cores (see top)")

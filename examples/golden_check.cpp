@@ -26,12 +26,12 @@ int main(int argc, char** argv) {
         args.erase(args.begin() + static_cast<std::ptrdiff_t>(i), args.begin() + static_cast<std::ptrdiff_t>(i) + 2);
         break;
       }
-  if (args.size() != 1 || args[0] == "--help" || (precision != "fp32" && precision != "bf16" && precision != "int8") ||
+  if (args.size() != 1 || args[0] == "--help" || (precision != "fp32" && precision != "bf16" && precision != "int8" && precision != "fp16") ||
       (device != "cpu" && device != "cuda")) {
-    std::fprintf(stderr, "usage: blip-golden-check [--vocab bert-vocab.txt] [--precision fp32|bf16|int8] [--device cpu|cuda] DIR\n"
+    std::fprintf(stderr, "usage: blip-golden-check [--vocab bert-vocab.txt] [--precision fp32|bf16|int8|fp16] [--device cpu|cuda] DIR\n"
                          "  verifies every golden set (model, tokenizer, image, retrieval, checkpoint) found under DIR;\n"
-                         "  --precision bf16|int8 checks the model sets' features and ITM logits with bf16 GEMMs or\n"
-                         "  int8 linear layers against their bounds (testing::reduced_precision_bounds, stated in\n"
+                         "  --precision bf16|int8|fp16 checks the model sets' features and ITM logits with bf16 GEMMs,\n"
+                         "  int8 or fp16 linear layers against their bounds (testing::reduced_precision_bounds, stated in\n"
                          "  docs/performance.md) instead of the fp32 tolerances;\n"
                          "  --device cuda runs the model sets on the GPU at the same tolerances\n");
     return args.size() == 1 && args[0] == "--help" ? 0 : 2;

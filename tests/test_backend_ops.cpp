@@ -381,8 +381,13 @@ TEST_CASE("backend ops: every op on every backend and variant against float64") 
       Result ref_fwd = ref;
       ref_fwd.resize(ours.size());
       check(c, "cpu bf16 GEMM (forward)", ours, ref_fwd, 3e-2);
-      const PrecisionScope int8(Precision::int8);  // int8 linear layers, per-token activation scales
-      check(c, "cpu int8 linear (forward)", c.cpu_float_forward(), ref_fwd, 3e-2);
+      {
+        const PrecisionScope int8(Precision::int8);  // int8 linear layers, per-token activation scales
+        check(c, "cpu int8 linear (forward)", c.cpu_float_forward(), ref_fwd, 3e-2);
+      }
+      const PrecisionScope fp16(Precision::fp16);  // fp16 linear layers where the CPU has AVX512-FP16
+      check(c, cpu::f16_products_available() ? "cpu fp16 linear (forward)" : "cpu fp16 scope (no AVX512-FP16: bf16)",
+            c.cpu_float_forward(), ref_fwd, 3e-2);
     } else {
       rows.push_back({c.name, "cpu bf16 GEMM", "skipped: no bf16 path"});
     }
@@ -739,4 +744,99 @@ TEST_CASE("backend ops: an int8 scope runs linear() in int8 without gradients an
     CHECK(rel(int8_y) == rel(bf16_y));  // no VNNI: the int8 scope took the bf16 path
   CHECK(parse_precision("int8") == Precision::int8);
   CHECK_THROWS_WITH(parse_precision("int4"), Catch::Contains("fp32, bf16, int8"));
+}
+
+TEST_CASE("backend ops: the fp16 linear product (AVX512-FP16), its float fallback and its scope") {
+  Generator gen(59);
+  const cpu::Isa initial = cpu::active_isa();
+  if (static_cast<int>(cpu::detected_isa()) >= static_cast<int>(cpu::Isa::avx2)) {  // a narrower ISA turns it off
+    cpu::set_isa(cpu::Isa::avx2);
+    CHECK_FALSE(cpu::f16_products_available());
+    const Tensor<float> w = randn<float>({32, 16}, gen);
+    CHECK_FALSE(backend::Kernels<Cpu>::pack_linear_f16(w.data(), 32, 16));
+    cpu::set_isa(initial);
+  }
+  if (!cpu::f16_products_available()) {
+    WARN("no AVX512-FP16 on this CPU (or not built by GCC >= 12): fp16 scopes take the bf16 path; kernel checks skipped");
+    return;
+  }
+  // Shapes with every edge: rows not a multiple of the 8-row tile, odd K (a zero-padded pair),
+  // columns not a multiple of the 32-column panel, K past one 64-wide fp16 run, one row.
+  struct Shape3 { int64_t rows, in, out; };
+  for (const Shape3 sh : {Shape3{1, 7, 3}, Shape3{35, 64, 48}, Shape3{37, 101, 45}, Shape3{9, 300, 70}, Shape3{600, 96, 64}}) {
+    INFO(sh.rows << " x " << sh.in << " -> " << sh.out);
+    const Tensor<float> x = randn<float>({sh.rows, sh.in}, gen), w = randn<float>({sh.out, sh.in}, gen, 0.0, 0.05);
+    const Tensor<float> b = randn<float>({sh.out}, gen);
+    const backend::PackedWeight packed = backend::Kernels<Cpu>::pack_linear_f16(w.data(), sh.out, sh.in);
+    REQUIRE(packed);
+    for (bool with_bias : {true, false}) {
+      std::vector<float> y(static_cast<size_t>(sh.rows * sh.out), -1.0f);
+      backend::Kernels<Cpu>::linear_f16_packed(x.data(), sh.rows, sh.in, packed, w.data(), sh.out,
+                                               with_bias ? b.data() : nullptr, y.data());
+      double worst = 0, scale = 0;
+      for (int64_t r = 0; r < sh.rows; ++r)
+        for (int64_t o = 0; o < sh.out; ++o) {
+          double ref = with_bias ? b.data()[o] : 0.0;
+          for (int64_t k = 0; k < sh.in; ++k) ref += double(x.data()[r * sh.in + k]) * w.data()[o * sh.in + k];
+          worst = std::max(worst, std::abs(ref - y[static_cast<size_t>(r * sh.out + o)]));
+          scale = std::max(scale, std::abs(ref));
+        }
+      CHECK(worst <= 3e-3 * scale);  // fp16 operands (2^-11) and runs of 32 fp16 sums; bf16's bound is 3e-2
+      CHECK(worst > 0);               // it did round: the fp16 kernel ran, not the float fallback
+    }
+  }
+  // An input that could overflow a run of fp16 sums, and a NaN: the layer is computed in float.
+  const int64_t in = 64, out = 32;
+  std::vector<float> w(static_cast<size_t>(out * in), 1.0f), x(static_cast<size_t>(2 * in), 3000.0f), y(2 * out);
+  const backend::PackedWeight packed = backend::Kernels<Cpu>::pack_linear_f16(w.data(), out, in);
+  REQUIRE(packed);
+  x[5] = 3000.5f;  // not an fp16 value: the float result keeps it
+  backend::Kernels<Cpu>::linear_f16_packed(x.data(), 2, in, packed, w.data(), out, nullptr, y.data());
+  CHECK(y[0] == 3000.0f * 63 + 3000.5f);
+  x[in + 1] = std::numeric_limits<float>::quiet_NaN();
+  backend::Kernels<Cpu>::linear_f16_packed(x.data(), 2, in, packed, w.data(), out, nullptr, y.data());
+  CHECK(std::isnan(y[out]));
+  CHECK(y[0] == 3000.0f * 63 + 3000.5f);
+  // A weight fp16 cannot hold is not packed (the scope then takes the bf16 path).
+  w[7] = 1e5f;
+  CHECK_FALSE(backend::Kernels<Cpu>::pack_linear_f16(w.data(), out, in));
+  CHECK_THROWS_WITH(backend::Kernels<Cpu>::linear_f16_packed(x.data(), 1, in + 2, packed, w.data(), out, nullptr, y.data()),
+                    Catch::Contains("linear_f16_packed"));
+  // The scope: fp16 without a gradient, the bf16 path with one (its backward exists).
+  const Tensor<float> wt = randn<float>({48, 64}, gen, 0.0, 0.1), bt = randn<float>({48}, gen);
+  Tensor<float> xt = randn<float>({35, 64}, gen);
+  Tensor<float> ref, fp16_y, bf16_y, grad_y;
+  {
+    NoGradGuard no_grad;
+    ref = linear(xt, wt, bt);
+    {
+      const PrecisionScope fp16(Precision::fp16);
+      fp16_y = linear(xt, wt, bt);
+    }
+    const PrecisionScope bf16(Precision::bf16);
+    bf16_y = linear(xt, wt, bt);
+  }
+  xt.set_requires_grad(true);
+  {
+    const PrecisionScope fp16(Precision::fp16);
+    grad_y = linear(xt, wt, bt);
+  }
+  sum(grad_y).backward();
+  CHECK(xt.grad().defined());
+  const auto rel = [&](const Tensor<float>& t) {
+    const std::vector<float> a = t.detach().to_vector(), r = ref.to_vector();
+    double err = 0, scale = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      err = std::max(err, std::abs(double(a[i]) - r[i]));
+      scale = std::max(scale, std::abs(double(r[i])));
+    }
+    return err / scale;
+  };
+  CHECK(rel(fp16_y) < 3e-3);
+  CHECK(rel(fp16_y) > 0);
+  CHECK(rel(grad_y) < 3e-2);  // with a gradient: the bf16 path (float where bf16 products do not pay)
+  CHECK(rel(grad_y) != rel(fp16_y));
+  CHECK(rel(bf16_y) < 3e-2);
+  CHECK(parse_precision("fp16") == Precision::fp16);
+  CHECK(std::string(precision_name(Precision::fp16)) == "fp16");
 }

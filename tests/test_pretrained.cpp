@@ -401,12 +401,12 @@ TEST_CASE("blip::Retriever loads a folder and embeds, scores and searches as the
   CHECK_THROWS_WITH(r.similarity(image_feat, transpose(text_feat, 0, 1)), Catch::Contains("needs [N, E] and [T, E]"));
 }
 
-TEST_CASE("blip::Retriever in bf16 and int8: features close to fp32, weights converted once per Retriever") {
+TEST_CASE("blip::Retriever in bf16, int8 and fp16: features close to fp32, weights converted once per Retriever") {
   const fs::path dir = hf_root() / "small";
   const io::SafeTensorsFile expected((dir / "expected.safetensors").string());
   const std::vector<std::string> captions = read_lines(dir / "captions.txt");
   const std::vector<float> want = expected.load<float>("text_feat").to_vector();
-  for (Precision precision : {Precision::bf16, Precision::int8}) {
+  for (Precision precision : {Precision::bf16, Precision::int8, Precision::fp16}) {
     INFO(precision_name(precision));
     Retriever<>::Options options;
     options.precision = precision;

@@ -41,8 +41,10 @@ struct CommonOptions {
 };
 
 // --device: "auto" is cuda when this blip was built with CUDA and sees a device, and the run is
-// one the GPU path serves (one process or NCCL, not int8), else cpu; an explicit "cuda" where it
+// one the GPU path serves (one process or NCCL, not int8 or fp16), else cpu; an explicit "cuda" where it
 // cannot run is an error saying why. "cpu" never touches the CUDA driver.
+inline bool cpu_only_precision(blip::Precision p) { return p == blip::Precision::int8 || p == blip::Precision::fp16; }
+
 inline bool resolve_device(const std::string& device, const CommonOptions& common) {
   if (device == "cpu") return false;
   const bool host_collectives = common.dist == blip::dist::Kind::mpi ||
@@ -52,12 +54,12 @@ inline bool resolve_device(const std::string& device, const CommonOptions& commo
     fail("--device cuda: this blip was built without CUDA (configure with the CUDA toolkit installed)");
 #endif
     BLIP_CHECK(blip::cuda::device_count() > 0, "--device cuda: no CUDA device is usable here (none found, or no driver)");
-    BLIP_CHECK(common.precision != blip::Precision::int8, "--device cuda: --precision int8 runs on the CPU only (use "
-               "bf16 on the GPU)");
+    BLIP_CHECK(!cpu_only_precision(common.precision), "--device cuda: --precision ", blip::precision_name(common.precision),
+               " runs on the CPU only (use bf16 on the GPU)");
     BLIP_CHECK(!host_collectives, "--device cuda: MPI moves host memory; run distributed on the GPU with --dist nccl");
     return true;
   }
-  return !host_collectives && common.precision != blip::Precision::int8 && blip::cuda::device_count() > 0;
+  return !host_collectives && !cpu_only_precision(common.precision) && blip::cuda::device_count() > 0;
 }
 
 // Runs f.template operator()<D>() with D the device --device chose (Cpu or Cuda).

@@ -35,8 +35,9 @@ int main(int argc, char** argv) {
   app.add_option("--precision", precision,
                  "GEMM precision of inference (eval, index, search, embed, score, the demo's evaluation): fp32; bf16 "
                  "(bf16 x bf16 products with float accumulation; norms, softmax and heads stay float); or int8 (linear "
-                 "layers int8 x int8 with per-channel weight and per-token activation scales, the rest as bf16)")
-      ->check(CLI::IsMember({"fp32", "bf16", "int8"}))->capture_default_str();
+                 "layers int8 x int8 with per-channel weight and per-token activation scales, the rest as bf16); or fp16 "
+                 "(linear layers fp16 x fp16 in runs of 32 added in float, on CPUs with AVX512-FP16, the rest as bf16)")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8", "fp16"}))->capture_default_str();
   std::string train_precision = "fp32";
   app.add_option("--train-precision", train_precision,
                  "GEMM precision of training (train, demo): fp32, or bf16 autocast (bf16 products forward and "
@@ -50,7 +51,7 @@ int main(int argc, char** argv) {
   std::string device = "auto";
   app.add_option("--device", device,
                  "Where the model runs: cpu, cuda, or auto (cuda when this blip was built with CUDA and a GPU is "
-                 "usable, unless under MPI or with --precision int8; else cpu). Every command that runs the model "
+                 "usable, unless under MPI or with --precision int8 or fp16; else cpu). Every command that runs the model "
                  "runs on either")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   app.parse_complete_callback([&] {

@@ -7,7 +7,8 @@
 // interface, so an op has no device branch. A kernel a device lacks throws blip::Error naming
 // it; `supports<D>(Kernel::name)` asks first. Element types: float and double everywhere
 // (bf16 operands for the *_bf16 kernels, int8 ones with float scales for quantize_rows_s8 and
-// linear_s8_packed, backend::PackedWeight for the packed forms); copies and fills also take the
+// linear_s8_packed, float activations with an fp16-packed weight for linear_f16_packed,
+// backend::PackedWeight for the packed forms); copies and fills also take the
 // integer types.
 //
 // Adding a kernel: its line in BLIP_KERNELS, one function in backend/cpu/<family>.hpp, one

@@ -230,6 +230,26 @@ Tensor<float, D> linear_int8(const Tensor<float, D>& x, const Tensor<float, D>& 
   return reshape(y, out_shape);
 }
 
+// linear() inside an fp16 PrecisionScope without a recorded gradient: the weight rounded to fp16
+// and packed once per scope, x rounded per call (backend/cpu/half_gemm.hpp; float where x could
+// overflow fp16). Undefined where the device has no fp16 product (the caller takes the bf16 path).
+template <Device D>
+Tensor<float, D> linear_fp16(const Tensor<float, D>& x, const Tensor<float, D>& weight, const Tensor<float, D>& bias) {
+  const int64_t in = weight.size(1), out = weight.size(0);
+  const int64_t rows = numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  const Tensor<float, D> w = contiguous(weight.detach());
+  const backend::PackedWeight packed = PrecisionScope::active()->packed_weight(
+      w, [](const Tensor<float, D>& wc) { return kernels<D>::pack_linear_f16(wc.data(), wc.size(0), wc.size(1)); });
+  if (!packed) return {};
+  const Tensor<float, D> x2 = contiguous(reshape(x.detach(), {rows, in}));
+  const Tensor<float, D> b = bias.defined() ? contiguous(bias.detach()) : Tensor<float, D>();
+  Tensor<float, D> y = Tensor<float, D>::empty({rows, out});
+  kernels<D>::linear_f16_packed(x2.data(), rows, in, packed, w.data(), out, b.defined() ? b.data() : nullptr, y.data());
+  Shape out_shape = x.shape();
+  out_shape.back() = out;
+  return reshape(y, out_shape);
+}
+
 }  // namespace detail
 
 template <Element T, Device D>
@@ -249,6 +269,8 @@ Tensor<T, D> linear(const Tensor<T, D>& x, const Tensor<T, D>& weight, const Ten
     const Precision precision = PrecisionScope::current();
     if (precision == Precision::int8 && !needs_grad)
       if (Tensor<float, D> y = detail::linear_int8(x, weight, bias); y.defined()) return y;
+    if (precision == Precision::fp16 && !needs_grad)
+      if (Tensor<float, D> y = detail::linear_fp16(x, weight, bias); y.defined()) return y;
     if (bf16_products<D>()) return detail::linear_bf16(x, weight, bias, needs_grad);
   }
   kernels<D>::linear(x2.data(), rows, in, w.data(), out, b.defined() ? b.data() : nullptr, y2.data());

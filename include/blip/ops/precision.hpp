@@ -22,6 +22,12 @@
 //   channel (max |w_j| / 127) and packed, the activations quantised per call with one scale per
 //   row (token). Everything else is as in bf16: attention's products, and linear() where a
 //   gradient is recorded or under Weights::changing (there is no int8 training).
+// - Precision::fp16 (inference, CPUs with AVX512-FP16): linear() without a recorded gradient
+//   multiplies fp16 by fp16, adding runs of at most 32 products in fp16 and the runs in float
+//   (backend/cpu/half_gemm.hpp) — each weight rounded and packed once per scope, the activations
+//   per call; a layer whose input could overflow fp16 runs in float. Everything else is as in
+//   bf16. Where the device has no fp16 product (no AVX512-FP16, a CUDA device) linear() takes
+//   the bf16 path.
 // - Where bf16 products do not pay on the device (backend/cpu/bf16_products.hpp: an Intel CPU
 //   without AMX runs them at half its float rate), the bf16 products above stay float: bf16 and
 //   the non-int8 products of int8 then equal fp32. BLIP_CPU_BF16=on forces them.
@@ -42,17 +48,23 @@
 
 namespace blip {
 
-enum class Precision { fp32, bf16, int8 };
+enum class Precision { fp32, bf16, int8, fp16 };
 
 inline const char* precision_name(Precision p) {
-  return p == Precision::bf16 ? "bf16" : p == Precision::int8 ? "int8" : "fp32";
+  switch (p) {
+    case Precision::bf16: return "bf16";
+    case Precision::int8: return "int8";
+    case Precision::fp16: return "fp16";
+    default: return "fp32";
+  }
 }
 
 inline Precision parse_precision(std::string_view name) {
   if (name == "fp32") return Precision::fp32;
   if (name == "bf16") return Precision::bf16;
   if (name == "int8") return Precision::int8;
-  fail("precision: '", std::string(name), "' is not one of fp32, bf16, int8");
+  if (name == "fp16") return Precision::fp16;
+  fail("precision: '", std::string(name), "' is not one of fp32, bf16, int8, fp16");
 }
 
 class PrecisionScope {
@@ -181,8 +193,8 @@ class PrecisionScope {
   PrecisionScope* outer_;
 };
 
-// Whether the current scope's products run in bf16 on device D: the scope asks for bf16 (or int8,
-// whose other products are bf16) and bf16 products pay there (Kernels<D>::bf16_products_pay: on a
+// Whether the current scope's products run in bf16 on device D: the scope asks for bf16 (or int8
+// or fp16, whose other products are bf16) and bf16 products pay there (Kernels<D>::bf16_products_pay: on a
 // CPU whose bf16 GEMM is slower than its float one they stay float, more exact and faster).
 template <Device D>
 bool bf16_products() {

@@ -13,6 +13,7 @@
 #include "blip/backend/cpu/copy.hpp"
 #include "blip/backend/cpu/elementwise.hpp"
 #include "blip/backend/cpu/gemm.hpp"
+#include "blip/backend/cpu/half_gemm.hpp"
 #include "blip/backend/cpu/index.hpp"
 #include "blip/backend/cpu/isa.hpp"
 #include "blip/backend/cpu/optim.hpp"
@@ -64,6 +65,11 @@ struct Kernels<Cpu> {
   static void linear_s8_packed(const int8_t* xq, const float* x_scale, int64_t rows, int64_t in, const PackedWeight& w,
                                int64_t out, const float* bias, float* y) {
     cpu::linear_s8_packed(xq, x_scale, rows, in, w, out, bias, y);
+  }
+  static PackedWeight pack_linear_f16(const float* w, int64_t out, int64_t in) { return cpu::pack_linear_f16(w, out, in); }
+  static void linear_f16_packed(const float* x, int64_t rows, int64_t in, const PackedWeight& packed, const float* w,
+                                int64_t out, const float* bias, float* y) {
+    cpu::linear_f16_packed(x, rows, in, packed, w, out, bias, y);
   }
   static void gemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const bf16* a, int64_t lda,
                         const bf16* b, int64_t ldb, float* c, int64_t ldc) {

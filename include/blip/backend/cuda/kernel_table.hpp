@@ -65,6 +65,8 @@ struct Kernels<Cuda> : detail::CudaMissingKernels {
   static PackedWeight pack_linear_bf16(const bf16*, int64_t, int64_t) { return {}; }
   // No int8 GEMM on Cuda yet: an empty weight sends linear() under an int8 scope to its bf16 path.
   static PackedWeight pack_linear_s8(const float*, int64_t, int64_t) { return {}; }
+  // No fp16 GEMM on Cuda: an fp16 scope's linear layers take the bf16 path there.
+  static PackedWeight pack_linear_f16(const float*, int64_t, int64_t) { return {}; }
   template <class T>
   static void binary(BinaryOp op, const Shape& shape, const T* a, const Strides& sa, const T* b, const Strides& sb,
                      T* out) {

@@ -1,0 +1,239 @@
+// blip/backend/cpu/half_gemm.hpp — fp16 linear layers on CPUs with AVX512-FP16.
+//
+// Contract:
+// - f16_products_available(): this CPU has AVX512-FP16, the active instruction set is avx512
+//   (BLIP_CPU_ISA / set_isa can turn it off) and the library was compiled by GCC ≥ 12 (clang 14
+//   has no AVX512-FP16 intrinsics; without them the functions below pack nothing).
+// - pack_linear_f16(w, out, in): the float weight w [out, in] rounded to fp16 once, in panels of
+//   32 output columns; empty where not available, or where w holds a value fp16 cannot (non-finite,
+//   |w| ≥ 65504).
+// - linear_f16_packed(x, rows, in, packed, w, out, bias, y): y = x · wᵀ + bias with x rounded to
+//   fp16 per call. Each output lane multiplies and adds in fp16 for runs of at most 32 products
+//   (half the k values of a 64-wide slice: the even and the odd ones go to separate lanes), then the
+//   run is added to float accumulators; the bias is added in float. Relative error about 5e-4 of the
+//   output's scale (the bf16 product's is ~2e-3). Where x is non-finite, or large enough that a run
+//   could leave fp16's range (max|x| · max|w| · 32 > 32768), the layer is computed in float from w
+//   instead, so the result never overflows silently.
+// Why: an Intel core with AVX512-FP16 but no AMX exposed (the Xeon of docs/performance.md) runs
+// fp16 FMAs at 2.15x its float rate (32 lanes per instruction at the same throughput) while its bf16
+// dot products (VDPBF16PS, what oneDNN 2.6's bf16 matmul uses) run at half the float rate; oneDNN
+// 2.6 has no fp16 matmul on CPUs. Accumulating a whole row in fp16 would lose ~1 % at K = 768;
+// runs of 32 keep the error below bf16's. The A operand is broadcast a dword (two k values) at a
+// time: a 16-bit broadcast from memory costs a shuffle uop on the FMA port, a 32-bit one does not.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "blip/backend/args.hpp"
+#include "blip/backend/cpu/gemm.hpp"
+#include "blip/backend/cpu/isa.hpp"
+#include "blip/backend/cpu/parallel.hpp"
+#include "blip/core/error.hpp"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && !defined(__CUDACC__)
+#define BLIP_HAVE_F16_GEMM 1
+#include <immintrin.h>
+#else
+#define BLIP_HAVE_F16_GEMM 0
+#endif
+
+namespace blip::cpu {
+
+namespace half_detail {
+constexpr int64_t kPanel = 32;  // output columns per panel: two zmm of 16 columns x 2 k parities
+constexpr int64_t kRun = 32;    // k pairs added in fp16 before the float accumulators take them
+constexpr int kRows = 8;        // rows per tile (8 x 32 outputs: 16 fp16 accumulators in registers)
+constexpr float kRunLimit = 32768.0f;  // max|x| * max|w| * kRun must stay below it (fp16 max 65504)
+
+struct HalfPanels {
+  std::vector<uint16_t> data;  // [panels][pairs][64]: half h (columns 16h..16h+15), column, k parity
+  int64_t out = 0, in = 0, pairs = 0, panels = 0;
+  float max_abs = 0;  // of the weight
+};
+}  // namespace half_detail
+
+inline bool f16_products_available() {
+#if BLIP_HAVE_F16_GEMM
+  static const bool cpu_has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512fp16") != 0;
+  }();
+  return cpu_has && active_isa() == Isa::avx512;
+#else
+  return false;
+#endif
+}
+
+}  // namespace blip::cpu
+
+#if BLIP_HAVE_F16_GEMM
+#pragma GCC push_options
+#pragma GCC target("avx512fp16,avx512f,avx512bw,avx512dq,avx512vl,f16c,fma")
+// GCC 12 reports the placeholder operand of its own masked builtins (extract, max, cvtps_ph) as
+// maybe uninitialised once they are inlined here (GCC bug 105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+namespace blip::cpu::f16 {
+
+// fp16 bits of n floats (round to nearest even) into dst, padded with zeros to `padded`; returns
+// max |x| over them, or +inf where one is NaN or infinite.
+inline float convert_row(const float* x, int64_t n, uint16_t* dst, int64_t padded) {
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  __m512 max_abs = _mm512_setzero_ps();
+  __mmask16 unordered = 0;
+  for (int64_t k = 0; k < padded; k += 16) {
+    const int64_t left = n - k;
+    const __mmask16 m = left >= 16 ? __mmask16(0xffff) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + k);
+    max_abs = _mm512_max_ps(max_abs, _mm512_andnot_ps(sign, v));
+    unordered |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    const __m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const int64_t room = padded - k;
+    const __mmask16 store = room >= 16 ? __mmask16(0xffff) : __mmask16((1u << room) - 1);
+    _mm256_mask_storeu_epi16(dst + k, store, h);
+  }
+  return unordered ? INFINITY : _mm512_reduce_max_ps(max_abs);
+}
+
+inline __m512 low_to_float(__m512h v) { return _mm512_cvtxph_ps(_mm512_castph512_ph256(v)); }
+inline __m512 high_to_float(__m512h v) {
+  return _mm512_cvtxph_ps(_mm256_castsi256_ph(_mm512_extracti64x4_epi64(_mm512_castph_si512(v), 1)));
+}
+
+// y[r, 0..cols) = a[r] · panel + bias for the tile's rows r < rows_valid. a: fp16 rows of `lda`
+// halves (even); b: one panel, `pairs` x 64 halves. Float accumulators: per row four zmm, (16
+// columns of half 0 or 1) x (lanes 0-15 or 16-31 of the fp16 one), each lane one (column, k parity).
+template <int... R>
+inline void tile(std::integer_sequence<int, R...>, const uint16_t* a, int64_t lda, int rows_valid, const uint16_t* b,
+                 int64_t pairs, const float* bias, float* y, int64_t ldy, int cols) {
+  constexpr int rows = sizeof...(R);
+  // Rows past the end read the last valid one (results not stored): no padding of x needed.
+  const int32_t* ar[rows] = {reinterpret_cast<const int32_t*>(a + std::min(R, rows_valid - 1) * lda)...};
+  __m512 f[rows][4];
+  __m512h h0[rows], h1[rows];
+  ((f[R][0] = f[R][1] = f[R][2] = f[R][3] = _mm512_setzero_ps()), ...);
+  for (int64_t q0 = 0; q0 < pairs; q0 += half_detail::kRun) {
+    const int64_t q1 = std::min(pairs, q0 + half_detail::kRun);
+    ((h0[R] = _mm512_setzero_ph(), h1[R] = _mm512_setzero_ph()), ...);
+    for (int64_t q = q0; q < q1; ++q) {
+      const __m512h b0 = _mm512_castsi512_ph(_mm512_loadu_si512(b + q * 64));
+      const __m512h b1 = _mm512_castsi512_ph(_mm512_loadu_si512(b + q * 64 + 32));
+      ((h0[R] = _mm512_fmadd_ph(_mm512_castsi512_ph(_mm512_set1_epi32(ar[R][q])), b0, h0[R]),
+        h1[R] = _mm512_fmadd_ph(_mm512_castsi512_ph(_mm512_set1_epi32(ar[R][q])), b1, h1[R])),
+       ...);
+    }
+    ((f[R][0] = _mm512_add_ps(f[R][0], low_to_float(h0[R])), f[R][1] = _mm512_add_ps(f[R][1], high_to_float(h0[R])),
+      f[R][2] = _mm512_add_ps(f[R][2], low_to_float(h1[R])), f[R][3] = _mm512_add_ps(f[R][3], high_to_float(h1[R]))),
+     ...);
+  }
+  // Lane 2c + e of f[r][2h + i] holds column 16h + 8i + c, parity e: add the parities.
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
+  const __mmask16 m1 = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
+  const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+  const __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+  for (int r = 0; r < rows && r < rows_valid; ++r) {
+    const __m512 c0 = _mm512_add_ps(_mm512_permutex2var_ps(f[r][0], even, f[r][1]),
+                                    _mm512_permutex2var_ps(f[r][0], odd, f[r][1]));
+    const __m512 c1 = _mm512_add_ps(_mm512_permutex2var_ps(f[r][2], even, f[r][3]),
+                                    _mm512_permutex2var_ps(f[r][2], odd, f[r][3]));
+    _mm512_mask_storeu_ps(y + r * ldy, m0, _mm512_add_ps(c0, bias0));
+    _mm512_mask_storeu_ps(y + r * ldy + 16, m1, _mm512_add_ps(c1, bias1));
+  }
+}
+
+inline std::shared_ptr<half_detail::HalfPanels> pack(const float* w, int64_t out, int64_t in) {
+  auto p = std::make_shared<half_detail::HalfPanels>();
+  p->out = out;
+  p->in = in;
+  p->pairs = (in + 1) / 2;
+  p->panels = (out + half_detail::kPanel - 1) / half_detail::kPanel;
+  p->data.assign(static_cast<size_t>(p->panels * p->pairs * 64), 0);
+  std::vector<uint16_t> row(static_cast<size_t>(p->pairs * 2));
+  for (int64_t j = 0; j < out; ++j) {
+    p->max_abs = std::max(p->max_abs, convert_row(w + j * in, in, row.data(), p->pairs * 2));
+    const int64_t panel = j / half_detail::kPanel, c = j % half_detail::kPanel;
+    uint16_t* dst = p->data.data() + panel * p->pairs * 64 + (c / 16) * 32 + (c % 16) * 2;
+    for (int64_t q = 0; q < p->pairs; ++q) {
+      dst[q * 64] = row[2 * q];
+      dst[q * 64 + 1] = row[2 * q + 1];
+    }
+  }
+  if (!(p->max_abs < 65504.0f)) return nullptr;  // a weight fp16 cannot hold
+  return p;
+}
+
+// false where x is out of the kernel's safe range (the caller computes in float instead).
+inline bool linear(const float* x, int64_t rows, const half_detail::HalfPanels& w, const float* bias, float* y) {
+  using namespace half_detail;
+  const int64_t ld = w.pairs * 2;
+  thread_local std::vector<uint16_t> x16;  // grows to the largest call, reused: no allocation per call
+  if (x16.size() < static_cast<size_t>(rows * ld)) x16.resize(static_cast<size_t>(rows * ld));
+  uint16_t* a = x16.data();
+  std::atomic<float> max_x{0.0f};
+  parallel_for(rows, w.in, [&](int64_t begin, int64_t end) {
+    float m = 0;
+    for (int64_t i = begin; i < end; ++i) m = std::max(m, convert_row(x + i * w.in, w.in, a + i * ld, ld));
+    float seen = max_x.load(std::memory_order_relaxed);
+    while (m > seen && !max_x.compare_exchange_weak(seen, m, std::memory_order_relaxed)) {
+    }
+  });
+  if (!(max_x.load() * w.max_abs * static_cast<float>(kRun) <= kRunLimit)) return false;
+  // Rows in chunks whose fp16 copy fits in L2 (~512 KB); within a chunk a panel serves all its
+  // tiles before the next: both operands stay in cache. Equal chunks keep two threads balanced.
+  const int64_t chunks = std::max<int64_t>(1, (rows * ld * 2 + (512 << 10) - 1) / (512 << 10));
+  const int64_t chunk_rows = ((rows + chunks - 1) / chunks + kRows - 1) / kRows * kRows;
+  const int64_t tiles = chunk_rows / kRows, per_chunk = w.panels * tiles;
+  parallel_for(chunks * per_chunk, kRows * kPanel * w.in, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t chunk = t / per_chunk, panel = (t % per_chunk) / tiles, i0 = chunk * chunk_rows + (t % tiles) * kRows;
+      if (i0 >= rows) continue;
+      const int valid = static_cast<int>(std::min<int64_t>(kRows, rows - i0));
+      const int cols = static_cast<int>(std::min(kPanel, w.out - panel * kPanel));
+      tile(std::make_integer_sequence<int, kRows>{}, a + i0 * ld, ld, valid,
+           w.data.data() + panel * w.pairs * 64, w.pairs, bias ? bias + panel * kPanel : nullptr,
+           y + i0 * w.out + panel * kPanel, w.out, cols);
+    }
+  });
+  return true;
+}
+
+}  // namespace blip::cpu::f16
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+#endif
+
+namespace blip::cpu {
+
+inline backend::PackedWeight pack_linear_f16(const float* w, int64_t out, int64_t in) {
+#if BLIP_HAVE_F16_GEMM
+  if (out > 0 && in > 0 && f16_products_available())
+    if (std::shared_ptr<half_detail::HalfPanels> p = f16::pack(w, out, in)) return {std::move(p), out, in};
+#else
+  (void)w, (void)out, (void)in;
+#endif
+  return {};
+}
+
+// y = x · wᵀ + bias through `packed` (pack_linear_f16 of w [out, in]); in float from w where x is
+// out of fp16's safe range.
+inline void linear_f16_packed(const float* x, int64_t rows, int64_t in, const backend::PackedWeight& packed,
+                              const float* w, int64_t out, const float* bias, float* y) {
+  BLIP_CHECK(packed && packed.out == out && packed.in == in, "linear_f16_packed: the packed weight is [",
+             packed.out, ", ", packed.in, "], the call's [", out, ", ", in, "]");
+  if (rows == 0) return;
+#if BLIP_HAVE_F16_GEMM
+  const auto& panels = *std::static_pointer_cast<const half_detail::HalfPanels>(packed.layout);
+  if (f16::linear(x, rows, panels, bias, y)) return;
+#endif
+  linear<float>(x, rows, in, w, out, bias, y);
+}
+
+}  // namespace blip::cpu
