@@ -552,7 +552,7 @@ TEST_CASE("backend ops: a fixed-weight bf16 scope packs each weight once and nev
     int packs = 0;
     for (int u = 0; u < uses; ++u)
       for (const auto& w : ws)
-        (void)scope.packed_weight(w, [&](const Tensor<float>& wc) {
+        (void)scope.packed_weight(w, PrecisionScope::Packing::bf16, [&](const Tensor<float>& wc) {
           ++packs;
           std::vector<bf16> w16(static_cast<size_t>(wc.numel()));
           backend::Kernels<Cpu>::to_bf16(wc.data(), w16.data(), wc.numel());
@@ -761,28 +761,35 @@ TEST_CASE("backend ops: the fp16 linear product (AVX512-FP16), its float fallbac
     return;
   }
   // Shapes with every edge: rows not a multiple of the 8-row tile, odd K (a zero-padded pair),
-  // columns not a multiple of the 32-column panel, K past one 64-wide fp16 run, one row.
+  // columns not a multiple of the 32-column panel (a last panel of 3, 13, 16 and 24 columns), K
+  // past one 64-wide fp16 run, one row; and BLIP's: K = 768 over two row chunks (577 rows), K =
+  // 3072 over several.
   struct Shape3 { int64_t rows, in, out; };
-  for (const Shape3 sh : {Shape3{1, 7, 3}, Shape3{35, 64, 48}, Shape3{37, 101, 45}, Shape3{9, 300, 70}, Shape3{600, 96, 64}}) {
+  for (const Shape3 sh : {Shape3{1, 7, 3}, Shape3{35, 64, 48}, Shape3{37, 101, 45}, Shape3{9, 300, 56},
+                          Shape3{600, 96, 64}, Shape3{577, 768, 64}, Shape3{200, 3072, 40}}) {
     INFO(sh.rows << " x " << sh.in << " -> " << sh.out);
     const Tensor<float> x = randn<float>({sh.rows, sh.in}, gen), w = randn<float>({sh.out, sh.in}, gen, 0.0, 0.05);
-    const Tensor<float> b = randn<float>({sh.out}, gen);
+    const Tensor<float> b = randn<float>({sh.out}, gen, 0.0, 0.1);
     const backend::PackedWeight packed = backend::Kernels<Cpu>::pack_linear_f16(w.data(), sh.out, sh.in);
     REQUIRE(packed);
     for (bool with_bias : {true, false}) {
-      std::vector<float> y(static_cast<size_t>(sh.rows * sh.out), -1.0f);
+      INFO("bias " << with_bias);
+      constexpr int64_t guard = 40;  // sentinels after the output: nothing may be written there
+      std::vector<float> y(static_cast<size_t>(sh.rows * sh.out + guard), -7.0f);
       backend::Kernels<Cpu>::linear_f16_packed(x.data(), sh.rows, sh.in, packed, w.data(), sh.out,
                                                with_bias ? b.data() : nullptr, y.data());
+      CHECK(std::all_of(y.end() - guard, y.end(), [](float v) { return v == -7.0f; }));
       double worst = 0, scale = 0;
       for (int64_t r = 0; r < sh.rows; ++r)
         for (int64_t o = 0; o < sh.out; ++o) {
-          double ref = with_bias ? b.data()[o] : 0.0;
-          for (int64_t k = 0; k < sh.in; ++k) ref += double(x.data()[r * sh.in + k]) * w.data()[o * sh.in + k];
+          double dot = 0;
+          for (int64_t k = 0; k < sh.in; ++k) dot += double(x.data()[r * sh.in + k]) * w.data()[o * sh.in + k];
+          const double ref = dot + (with_bias ? b.data()[o] : 0.0);
           worst = std::max(worst, std::abs(ref - y[static_cast<size_t>(r * sh.out + o)]));
-          scale = std::max(scale, std::abs(ref));
+          scale = std::max(scale, std::abs(dot));
         }
       CHECK(worst <= 3e-3 * scale);  // fp16 operands (2^-11) and runs of 32 fp16 sums; bf16's bound is 3e-2
-      CHECK(worst > 0);               // it did round: the fp16 kernel ran, not the float fallback
+      CHECK(worst > 2e-5 * scale);   // it did round to fp16: a float product is ~1e-7 off here
     }
   }
   // An input that could overflow a run of fp16 sums, and a NaN: the layer is computed in float.
@@ -793,6 +800,12 @@ TEST_CASE("backend ops: the fp16 linear product (AVX512-FP16), its float fallbac
   x[5] = 3000.5f;  // not an fp16 value: the float result keeps it
   backend::Kernels<Cpu>::linear_f16_packed(x.data(), 2, in, packed, w.data(), out, nullptr, y.data());
   CHECK(y[0] == 3000.0f * 63 + 3000.5f);
+  std::vector<float> small_w(static_cast<size_t>(out * in), 1e-4f), big_x(static_cast<size_t>(in), 0.0f);
+  big_x[0] = 70000.0f;  // beyond fp16 (65504) though the run bound holds (70000 · 1e-4 · 32 < 32768)
+  const backend::PackedWeight small = backend::Kernels<Cpu>::pack_linear_f16(small_w.data(), out, in);
+  REQUIRE(small);
+  backend::Kernels<Cpu>::linear_f16_packed(big_x.data(), 1, in, small, small_w.data(), out, nullptr, y.data());
+  CHECK(y[0] == 70000.0f * 1e-4f);
   x[in + 1] = std::numeric_limits<float>::quiet_NaN();
   backend::Kernels<Cpu>::linear_f16_packed(x.data(), 2, in, packed, w.data(), out, nullptr, y.data());
   CHECK(std::isnan(y[out]));

@@ -91,7 +91,7 @@ Tensor<bf16, D> bf16_weight(const Tensor<float, D>& w) {
 
 template <Device D>
 backend::PackedWeight packed_bf16_weight(const Tensor<float, D>& w) {
-  return PrecisionScope::active()->packed_weight(w, [](const Tensor<float, D>& wc) {
+  return PrecisionScope::active()->packed_weight(w, PrecisionScope::Packing::bf16, [](const Tensor<float, D>& wc) {
     const Tensor<bf16, D> w16 = to_bf16(wc);  // rounded as the plain copy is, then reordered
     return kernels<D>::pack_linear_bf16(w16.data(), wc.size(0), wc.size(1));
   });
@@ -213,7 +213,8 @@ Tensor<float, D> linear_int8(const Tensor<float, D>& x, const Tensor<float, D>& 
   const int64_t in = weight.size(1), out = weight.size(0);
   const int64_t rows = numel(Shape(x.shape().begin(), x.shape().end() - 1));
   const backend::PackedWeight packed =
-      PrecisionScope::active()->packed_weight(contiguous(weight.detach()), [](const Tensor<float, D>& w) {
+      PrecisionScope::active()->packed_weight(contiguous(weight.detach()), PrecisionScope::Packing::s8,
+                                              [](const Tensor<float, D>& w) {
         return kernels<D>::pack_linear_s8(w.data(), w.size(0), w.size(1));
       });
   if (!packed) return {};
@@ -239,7 +240,8 @@ Tensor<float, D> linear_fp16(const Tensor<float, D>& x, const Tensor<float, D>& 
   const int64_t rows = numel(Shape(x.shape().begin(), x.shape().end() - 1));
   const Tensor<float, D> w = contiguous(weight.detach());
   const backend::PackedWeight packed = PrecisionScope::active()->packed_weight(
-      w, [](const Tensor<float, D>& wc) { return kernels<D>::pack_linear_f16(wc.data(), wc.size(0), wc.size(1)); });
+      w, PrecisionScope::Packing::f16,
+      [](const Tensor<float, D>& wc) { return kernels<D>::pack_linear_f16(wc.data(), wc.size(0), wc.size(1)); });
   if (!packed) return {};
   const Tensor<float, D> x2 = contiguous(reshape(x.detach(), {rows, in}));
   const Tensor<float, D> b = bias.defined() ? contiguous(bias.detach()) : Tensor<float, D>();

@@ -35,6 +35,7 @@
 // docs/performance.md states the measured accuracy (cosine to fp32 features, ITM logit error).
 #pragma once
 
+#include <array>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -68,18 +69,22 @@ inline Precision parse_precision(std::string_view name) {
 }
 
 class PrecisionScope {
-  // What was made of one weight: its plain bf16 copy and/or its packed form, each on first use.
+  static constexpr size_t kPackings = 3;
+  // What was made of one weight: its plain bf16 copy and/or its packed forms, each on first use.
   template <Device D>
   struct Entry {
     std::weak_ptr<void> owner;
     Shape shape;
     Tensor<bf16, D> copy;
-    backend::PackedWeight packed;
-    bool pack_tried = false;
+    std::array<backend::PackedWeight, kPackings> packed;
+    std::array<bool, kPackings> pack_tried{};
   };
 
  public:
   enum class Weights { fixed, changing };
+  // The packed forms a weight can have, each in its own slot: an int8 or fp16 scope whose packing
+  // the device lacks still gets the bf16 path's packed weight.
+  enum class Packing { bf16, s8, f16 };
 
   // The converted weights of Weights::fixed scopes. A scope makes its own unless it is given one:
   // then the conversions outlive the scope and serve every scope given the same cache, on any
@@ -143,22 +148,23 @@ class PrecisionScope {
     return e.copy;
   }
 
-  // A linear weight [out, in] in the device's preferred form for this precision, made once per
-  // cache by
-  // `pack(w)` (which returns backend::PackedWeight: bf16 packed, or int8 with its scales); empty
+  // A linear weight [out, in] in the device's preferred form for `packing`, made once per cache by
+  // `pack(w)` (which returns backend::PackedWeight: bf16 packed, int8 with its scales, or fp16
+  // panels; each packing has its own slot); empty
   // with Weights::changing (it would be repacked on every use) or where the device has nothing
   // better than the plain layout. Only the packed form is kept, not also the plain copy:
   // BLIP-base's weights are 0.45 GB in bf16.
   template <Device D, class Pack>
-  backend::PackedWeight packed_weight(const Tensor<float, D>& w, Pack pack) {
+  backend::PackedWeight packed_weight(const Tensor<float, D>& w, Packing packing, Pack pack) {
     if (weights_ == Weights::changing) return {};
     const std::lock_guard<std::mutex> lock(cache_->mutex_);
     Entry<D>& e = entry(w);
-    if (!e.pack_tried) {
-      e.packed = pack(w);
-      e.pack_tried = true;
+    const auto slot = static_cast<size_t>(packing);
+    if (!e.pack_tried[slot]) {
+      e.packed[slot] = pack(w);
+      e.pack_tried[slot] = true;
     }
-    return e.packed;
+    return e.packed[slot];
   }
 
  private:

@@ -52,6 +52,8 @@ constexpr int kRows = 8;        // rows per tile (8 x 32 outputs: 16 fp16 accumu
 constexpr float kRunLimit = 32768.0f;  // max|x| * max|w| * kRun must stay below it (fp16 max 65504)
 
 struct HalfPanels {
+  static constexpr uint32_t kTag = 0x50363146;  // "F16P": first member, checked by linear_f16_packed
+  uint32_t tag = kTag;
   std::vector<uint16_t> data;  // [panels][pairs][64]: half h (columns 16h..16h+15), column, k parity
   int64_t out = 0, in = 0, pairs = 0, panels = 0;
   float max_abs = 0;  // of the weight
@@ -83,7 +85,8 @@ namespace blip::cpu::f16 {
 
 // fp16 bits of n floats (round to nearest even) into dst, padded with zeros to `padded`; returns
 // max |x| over them, or +inf where one is NaN or infinite.
-inline float convert_row(const float* x, int64_t n, uint16_t* dst, int64_t padded) {
+inline float convert_row(const float* x, int64_t n, void* dst_bytes, int64_t padded) {
+  auto* dst = static_cast<uint16_t*>(dst_bytes);  // written only by masked vector stores (may alias)
   const __m512 sign = _mm512_set1_ps(-0.0f);
   __m512 max_abs = _mm512_setzero_ps();
   __mmask16 unordered = 0;
@@ -107,14 +110,14 @@ inline __m512 high_to_float(__m512h v) {
 }
 
 // y[r, 0..cols) = a[r] · panel + bias for the tile's rows r < rows_valid. a: fp16 rows of `lda`
-// halves (even); b: one panel, `pairs` x 64 halves. Float accumulators: per row four zmm, (16
+// dwords (two halves each: k = 2q, 2q + 1); b: one panel, `pairs` x 64 halves. Float accumulators: per row four zmm, (16
 // columns of half 0 or 1) x (lanes 0-15 or 16-31 of the fp16 one), each lane one (column, k parity).
 template <int... R>
-inline void tile(std::integer_sequence<int, R...>, const uint16_t* a, int64_t lda, int rows_valid, const uint16_t* b,
+inline void tile(std::integer_sequence<int, R...>, const uint32_t* a, int64_t lda, int rows_valid, const uint16_t* b,
                  int64_t pairs, const float* bias, float* y, int64_t ldy, int cols) {
   constexpr int rows = sizeof...(R);
   // Rows past the end read the last valid one (results not stored): no padding of x needed.
-  const int32_t* ar[rows] = {reinterpret_cast<const int32_t*>(a + std::min(R, rows_valid - 1) * lda)...};
+  const uint32_t* ar[rows] = {(a + std::min(R, rows_valid - 1) * lda)...};
   __m512 f[rows][4];
   __m512h h0[rows], h1[rows];
   ((f[R][0] = f[R][1] = f[R][2] = f[R][3] = _mm512_setzero_ps()), ...);
@@ -124,8 +127,8 @@ inline void tile(std::integer_sequence<int, R...>, const uint16_t* a, int64_t ld
     for (int64_t q = q0; q < q1; ++q) {
       const __m512h b0 = _mm512_castsi512_ph(_mm512_loadu_si512(b + q * 64));
       const __m512h b1 = _mm512_castsi512_ph(_mm512_loadu_si512(b + q * 64 + 32));
-      ((h0[R] = _mm512_fmadd_ph(_mm512_castsi512_ph(_mm512_set1_epi32(ar[R][q])), b0, h0[R]),
-        h1[R] = _mm512_fmadd_ph(_mm512_castsi512_ph(_mm512_set1_epi32(ar[R][q])), b1, h1[R])),
+      ((h0[R] = _mm512_fmadd_ph(_mm512_castsi512_ph(_mm512_set1_epi32(static_cast<int>(ar[R][q]))), b0, h0[R]),
+        h1[R] = _mm512_fmadd_ph(_mm512_castsi512_ph(_mm512_set1_epi32(static_cast<int>(ar[R][q]))), b1, h1[R])),
        ...);
     }
     ((f[R][0] = _mm512_add_ps(f[R][0], low_to_float(h0[R])), f[R][1] = _mm512_add_ps(f[R][1], high_to_float(h0[R])),
@@ -137,15 +140,18 @@ inline void tile(std::integer_sequence<int, R...>, const uint16_t* a, int64_t ld
   const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
   const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
   const __mmask16 m1 = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
+  const bool high = cols > 16;  // (no pointer past the arrays' ends is formed otherwise)
   const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
-  const __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+  const __m512 bias1 = bias && high ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
   for (int r = 0; r < rows && r < rows_valid; ++r) {
     const __m512 c0 = _mm512_add_ps(_mm512_permutex2var_ps(f[r][0], even, f[r][1]),
                                     _mm512_permutex2var_ps(f[r][0], odd, f[r][1]));
-    const __m512 c1 = _mm512_add_ps(_mm512_permutex2var_ps(f[r][2], even, f[r][3]),
-                                    _mm512_permutex2var_ps(f[r][2], odd, f[r][3]));
     _mm512_mask_storeu_ps(y + r * ldy, m0, _mm512_add_ps(c0, bias0));
-    _mm512_mask_storeu_ps(y + r * ldy + 16, m1, _mm512_add_ps(c1, bias1));
+    if (high) {
+      const __m512 c1 = _mm512_add_ps(_mm512_permutex2var_ps(f[r][2], even, f[r][3]),
+                                      _mm512_permutex2var_ps(f[r][2], odd, f[r][3]));
+      _mm512_mask_storeu_ps(y + r * ldy + 16, m1, _mm512_add_ps(c1, bias1));
+    }
   }
 }
 
@@ -173,33 +179,35 @@ inline std::shared_ptr<half_detail::HalfPanels> pack(const float* w, int64_t out
 // false where x is out of the kernel's safe range (the caller computes in float instead).
 inline bool linear(const float* x, int64_t rows, const half_detail::HalfPanels& w, const float* bias, float* y) {
   using namespace half_detail;
-  const int64_t ld = w.pairs * 2;
-  thread_local std::vector<uint16_t> x16;  // grows to the largest call, reused: no allocation per call
+  const int64_t ld = w.pairs;  // dwords per row: two fp16 values each
+  thread_local std::vector<uint32_t> x16;  // grows to the largest call, reused: no allocation per call
   if (x16.size() < static_cast<size_t>(rows * ld)) x16.resize(static_cast<size_t>(rows * ld));
-  uint16_t* a = x16.data();
+  uint32_t* a = x16.data();
   std::atomic<float> max_x{0.0f};
   parallel_for(rows, w.in, [&](int64_t begin, int64_t end) {
     float m = 0;
-    for (int64_t i = begin; i < end; ++i) m = std::max(m, convert_row(x + i * w.in, w.in, a + i * ld, ld));
+    for (int64_t i = begin; i < end; ++i) m = std::max(m, convert_row(x + i * w.in, w.in, a + i * ld, 2 * ld));
     float seen = max_x.load(std::memory_order_relaxed);
     while (m > seen && !max_x.compare_exchange_weak(seen, m, std::memory_order_relaxed)) {
     }
   });
-  if (!(max_x.load() * w.max_abs * static_cast<float>(kRun) <= kRunLimit)) return false;
-  // Rows in chunks whose fp16 copy fits in L2 (~512 KB); within a chunk a panel serves all its
-  // tiles before the next: both operands stay in cache. Equal chunks keep two threads balanced.
-  const int64_t chunks = std::max<int64_t>(1, (rows * ld * 2 + (512 << 10) - 1) / (512 << 10));
-  const int64_t chunk_rows = ((rows + chunks - 1) / chunks + kRows - 1) / kRows * kRows;
-  const int64_t tiles = chunk_rows / kRows, per_chunk = w.panels * tiles;
-  parallel_for(chunks * per_chunk, kRows * kPanel * w.in, [&](int64_t begin, int64_t end) {
+  const float mx = max_x.load();
+  if (!(mx <= 65504.0f && mx * w.max_abs * static_cast<float>(kRun) <= kRunLimit)) return false;
+  // Tiles of kRows rows, in chunks whose fp16 copy fits in L2 (~512 KB); within a chunk a panel
+  // serves all the chunk's tiles before the next panel: both operands stay in cache. Tasks are
+  // (chunk, panel, tile) over real tiles only, so two threads get equal work.
+  const int64_t tiles = (rows + kRows - 1) / kRows;
+  const int64_t chunks = std::clamp<int64_t>((rows * ld * 4 + (512 << 10) - 1) / (512 << 10), 1, tiles);
+  const int64_t per_chunk = (tiles + chunks - 1) / chunks;  // tiles per chunk; the last may have fewer
+  parallel_for(tiles * w.panels, kRows * kPanel * w.in, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t chunk = t / per_chunk, panel = (t % per_chunk) / tiles, i0 = chunk * chunk_rows + (t % tiles) * kRows;
-      if (i0 >= rows) continue;
+      const int64_t chunk = t / (per_chunk * w.panels), first = chunk * per_chunk;
+      const int64_t in_chunk = std::min(per_chunk, tiles - first), local = t - first * w.panels;
+      const int64_t panel = local / in_chunk, i0 = (first + local % in_chunk) * kRows;
       const int valid = static_cast<int>(std::min<int64_t>(kRows, rows - i0));
       const int cols = static_cast<int>(std::min(kPanel, w.out - panel * kPanel));
-      tile(std::make_integer_sequence<int, kRows>{}, a + i0 * ld, ld, valid,
-           w.data.data() + panel * w.pairs * 64, w.pairs, bias ? bias + panel * kPanel : nullptr,
-           y + i0 * w.out + panel * kPanel, w.out, cols);
+      tile(std::make_integer_sequence<int, kRows>{}, a + i0 * ld, ld, valid, w.data.data() + panel * w.pairs * 64,
+           w.pairs, bias ? bias + panel * kPanel : nullptr, y + i0 * w.out + panel * kPanel, w.out, cols);
     }
   });
   return true;
@@ -228,10 +236,12 @@ inline void linear_f16_packed(const float* x, int64_t rows, int64_t in, const ba
                               const float* w, int64_t out, const float* bias, float* y) {
   BLIP_CHECK(packed && packed.out == out && packed.in == in, "linear_f16_packed: the packed weight is [",
              packed.out, ", ", packed.in, "], the call's [", out, ", ", in, "]");
+  const auto& panels = *static_cast<const half_detail::HalfPanels*>(packed.layout.get());
+  BLIP_CHECK(panels.tag == half_detail::HalfPanels::kTag, "linear_f16_packed: the weight was not packed by "
+             "pack_linear_f16");
   if (rows == 0) return;
 #if BLIP_HAVE_F16_GEMM
-  const auto& panels = *std::static_pointer_cast<const half_detail::HalfPanels>(packed.layout);
-  if (f16::linear(x, rows, panels, bias, y)) return;
+  if (f16_products_available() && f16::linear(x, rows, panels, bias, y)) return;  // (the ISA may have changed)
 #endif
   linear<float>(x, rows, in, w, out, bias, y);
 }
