@@ -340,6 +340,17 @@ std::vector<Case> op_table() {
 
 bool cuda_present() { return cuda::device_count() > 0; }
 
+// max |y - ref| / max |ref| over all elements.
+double max_rel_error(const Tensor<float>& y, const Tensor<float>& ref) {
+  const std::vector<float> a = y.detach().to_vector(), r = ref.to_vector();
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    err = std::max(err, std::abs(double(a[i]) - r[i]));
+    scale = std::max(scale, std::abs(double(r[i])));
+  }
+  return err / scale;
+}
+
 }  // namespace
 
 TEST_CASE("backend ops: every op on every backend and variant against float64") {
@@ -727,15 +738,7 @@ TEST_CASE("backend ops: an int8 scope runs linear() in int8 without gradients an
   }
   sum(bf16_y).backward();
   CHECK(x.grad().defined());
-  const auto rel = [&](const Tensor<float>& y) {
-    const std::vector<float> a = y.detach().to_vector(), r = ref.to_vector();
-    double err = 0, scale = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-      err = std::max(err, std::abs(double(a[i]) - r[i]));
-      scale = std::max(scale, std::abs(double(r[i])));
-    }
-    return err / scale;
-  };
+  const auto rel = [&](const Tensor<float>& y) { return max_rel_error(y, ref); };
   CHECK(rel(int8_y) < 3e-2);
   CHECK(rel(bf16_y) < 1e-2);
   if (cpu::detail::int8_products_exact())
@@ -836,15 +839,7 @@ TEST_CASE("backend ops: the fp16 linear product (AVX512-FP16), its float fallbac
   }
   sum(grad_y).backward();
   CHECK(xt.grad().defined());
-  const auto rel = [&](const Tensor<float>& t) {
-    const std::vector<float> a = t.detach().to_vector(), r = ref.to_vector();
-    double err = 0, scale = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-      err = std::max(err, std::abs(double(a[i]) - r[i]));
-      scale = std::max(scale, std::abs(double(r[i])));
-    }
-    return err / scale;
-  };
+  const auto rel = [&](const Tensor<float>& y) { return max_rel_error(y, ref); };
   CHECK(rel(fp16_y) < 3e-3);
   CHECK(rel(fp16_y) > 0);
   CHECK(rel(grad_y) < 3e-2);  // with a gradient: the bf16 path (float where bf16 products do not pay)

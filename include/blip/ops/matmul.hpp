@@ -262,12 +262,8 @@ Tensor<T, D> linear(const Tensor<T, D>& x, const Tensor<T, D>& weight, const Ten
   BLIP_CHECK(!bias.defined() || bias.shape() == Shape{out}, "linear: bias ", bias.shape(),
              " does not match weight ", weight.shape());
   const int64_t rows = numel(Shape(x.shape().begin(), x.shape().end() - 1));
-  const Tensor<T, D> x2 = reshape(x.detach(), {rows, in});
-  const Tensor<T, D> w = contiguous(weight.detach());
-  const Tensor<T, D> b = bias.defined() ? contiguous(bias.detach()) : Tensor<T, D>();
-  Tensor<T, D> y2 = Tensor<T, D>::empty({rows, out});
   const bool needs_grad = grad_needed(x, weight, bias);
-  if constexpr (std::same_as<T, float>) {
+  if constexpr (std::same_as<T, float>) {  // the reduced paths make their own operands and output
     const Precision precision = PrecisionScope::current();
     if (precision == Precision::int8 && !needs_grad)
       if (Tensor<float, D> y = detail::linear_int8(x, weight, bias); y.defined()) return y;
@@ -275,6 +271,10 @@ Tensor<T, D> linear(const Tensor<T, D>& x, const Tensor<T, D>& weight, const Ten
       if (Tensor<float, D> y = detail::linear_fp16(x, weight, bias); y.defined()) return y;
     if (bf16_products<D>()) return detail::linear_bf16(x, weight, bias, needs_grad);
   }
+  const Tensor<T, D> x2 = reshape(x.detach(), {rows, in});
+  const Tensor<T, D> w = contiguous(weight.detach());
+  const Tensor<T, D> b = bias.defined() ? contiguous(bias.detach()) : Tensor<T, D>();
+  Tensor<T, D> y2 = Tensor<T, D>::empty({rows, out});
   kernels<D>::linear(x2.data(), rows, in, w.data(), out, b.defined() ? b.data() : nullptr, y2.data());
   Shape out_shape = x.shape();
   out_shape.back() = out;
