@@ -10,7 +10,7 @@
 //     Blip_LinearInt8  the same in PrecisionScope(int8): weights quantised per channel and packed
 //                      once, activations quantised per row per call (timed), int32 accumulation
 //     Blip_LinearF16   the same in PrecisionScope(fp16): weights rounded to fp16 and packed once,
-//                      activations rounded per call, runs of 32 fp16 sums added in float
+//                      activations rounded per call, runs of 64 fp16 sums added in float
 //                      (AVX512-FP16; elsewhere the scope's bf16 path)
 //     OneDNN_Sgemm     dnnl_sgemm('N', 'T') on the same buffers into a preallocated C
 //     OneDNN_Bf16Blocked  the bf16 matmul primitive with the weights reordered once into its

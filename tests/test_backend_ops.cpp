@@ -763,10 +763,10 @@ TEST_CASE("backend ops: the fp16 linear product (AVX512-FP16), its float fallbac
     WARN("no AVX512-FP16 on this CPU (or not built by GCC >= 12): fp16 scopes take the bf16 path; kernel checks skipped");
     return;
   }
-  // Shapes with every edge: rows not a multiple of the 8-row tile, odd K (a zero-padded pair),
-  // columns not a multiple of the 32-column panel (a last panel of 3, 13, 16 and 24 columns), K
-  // past one 64-wide fp16 run, one row; and BLIP's: K = 768 over two row chunks (577 rows), K =
-  // 3072 over several.
+  // Shapes with every edge: rows not a multiple of the 12-row tile (1, 8, 9 and 11 left over), odd K
+  // (a zero-padded pair), columns not a multiple of the 32-column panel (a last panel of 3, 13, 16
+  // and 24 columns), K past one 128-wide fp16 run, one row; and BLIP's: K = 768 over two row chunks
+  // (577 rows), K = 3072 over several.
   struct Shape3 { int64_t rows, in, out; };
   for (const Shape3 sh : {Shape3{1, 7, 3}, Shape3{35, 64, 48}, Shape3{37, 101, 45}, Shape3{9, 300, 56},
                           Shape3{600, 96, 64}, Shape3{577, 768, 64}, Shape3{200, 3072, 40}}) {
@@ -791,7 +791,7 @@ TEST_CASE("backend ops: the fp16 linear product (AVX512-FP16), its float fallbac
           worst = std::max(worst, std::abs(ref - y[static_cast<size_t>(r * sh.out + o)]));
           scale = std::max(scale, std::abs(dot));
         }
-      CHECK(worst <= 3e-3 * scale);  // fp16 operands (2^-11) and runs of 32 fp16 sums; bf16's bound is 3e-2
+      CHECK(worst <= 3e-3 * scale);  // fp16 operands (2^-11) and runs of 64 fp16 sums; bf16's bound is 3e-2
       CHECK(worst > 2e-5 * scale);   // it did round to fp16: a float product is ~1e-7 off here
     }
   }
@@ -804,11 +804,32 @@ TEST_CASE("backend ops: the fp16 linear product (AVX512-FP16), its float fallbac
   backend::Kernels<Cpu>::linear_f16_packed(x.data(), 2, in, packed, w.data(), out, nullptr, y.data());
   CHECK(y[0] == 3000.0f * 63 + 3000.5f);
   std::vector<float> small_w(static_cast<size_t>(out * in), 1e-4f), big_x(static_cast<size_t>(in), 0.0f);
-  big_x[0] = 70000.0f;  // beyond fp16 (65504) though the run bound holds (70000 · 1e-4 · 32 < 32768)
+  big_x[0] = 70000.0f;  // beyond fp16 (65504) though the run bound holds (70000 · 1e-4 < 32768)
   const backend::PackedWeight small = backend::Kernels<Cpu>::pack_linear_f16(small_w.data(), out, in);
   REQUIRE(small);
   backend::Kernels<Cpu>::linear_f16_packed(big_x.data(), 1, in, small, small_w.data(), out, nullptr, y.data());
   CHECK(y[0] == 70000.0f * 1e-4f);
+  // The run bound is per window of 128 k: one large value among small ones keeps the fp16 path
+  // (max|x| · max|w| · 64 would not), a window whose sum of |x| exceeds 32768 / max|w| does not,
+  // even where no single |x| is large and the row's other windows are zero.
+  {
+    const int64_t kin = 384, kout = 32;  // three windows
+    std::vector<float> wk(static_cast<size_t>(kout * kin), 1.0f), xk(static_cast<size_t>(kin), 0.0f), yk(kout);
+    const backend::PackedWeight pk = backend::Kernels<Cpu>::pack_linear_f16(wk.data(), kout, kin);
+    REQUIRE(pk);
+    xk[130] = 1000.3f;  // window 1; fp16 holds 1000.5 (its spacing there is 0.5), float 1000.3
+    for (int64_t k = 0; k < 128; ++k) xk[static_cast<size_t>(k)] = 0.5f + 0.25f * float(k % 3);  // window 0
+    double exact = double(1000.3f);
+    for (int64_t k = 0; k < 128; ++k) exact += 0.5 + 0.25 * double(k % 3);
+    backend::Kernels<Cpu>::linear_f16_packed(xk.data(), 1, kin, pk, wk.data(), kout, nullptr, yk.data());
+    CHECK(std::abs(yk[0] - exact) <= 3e-3 * exact);
+    CHECK(yk[0] != static_cast<float>(exact));  // rounded: the fp16 path ran
+    std::fill(xk.begin(), xk.end(), 0.0f);
+    for (int64_t k = 256; k < 384; ++k) xk[static_cast<size_t>(k)] = 300.0f;  // window 2: 38400 > 32768
+    xk[300] = 300.125f;  // not an fp16 value (spacing 0.25 there); every float partial sum is exact
+    backend::Kernels<Cpu>::linear_f16_packed(xk.data(), 1, kin, pk, wk.data(), kout, nullptr, yk.data());
+    CHECK(yk[0] == 300.0f * 127 + 300.125f);
+  }
   x[in + 1] = std::numeric_limits<float>::quiet_NaN();
   backend::Kernels<Cpu>::linear_f16_packed(x.data(), 2, in, packed, w.data(), out, nullptr, y.data());
   CHECK(std::isnan(y[out]));

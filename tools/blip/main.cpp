@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
                  "GEMM precision of inference (eval, index, search, embed, score, the demo's evaluation): fp32; bf16 "
                  "(bf16 x bf16 products with float accumulation; norms, softmax and heads stay float); or int8 (linear "
                  "layers int8 x int8 with per-channel weight and per-token activation scales, the rest as bf16); or fp16 "
-                 "(linear layers fp16 x fp16 in runs of 32 added in float, on CPUs with AVX512-FP16, the rest as bf16)")
+                 "(linear layers fp16 x fp16 in runs of 64 added in float, on CPUs with AVX512-FP16, the rest as bf16)")
       ->check(CLI::IsMember({"fp32", "bf16", "int8", "fp16"}))->capture_default_str();
   std::string train_precision = "fp32";
   app.add_option("--train-precision", train_precision,

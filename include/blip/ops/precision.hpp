@@ -23,7 +23,7 @@
 //   row (token). Everything else is as in bf16: attention's products, and linear() where a
 //   gradient is recorded or under Weights::changing (there is no int8 training).
 // - Precision::fp16 (inference, CPUs with AVX512-FP16): linear() without a recorded gradient
-//   multiplies fp16 by fp16, adding runs of at most 32 products in fp16 and the runs in float
+//   multiplies fp16 by fp16, adding runs of at most 64 products in fp16 and the runs in float
 //   (backend/cpu/half_gemm.hpp) — each weight rounded and packed once per scope, the activations
 //   per call; a layer whose input could overflow fp16 runs in float. Everything else is as in
 //   bf16. Where the device has no fp16 product (no AVX512-FP16, a CUDA device) linear() takes

@@ -8,18 +8,21 @@
 //   32 output columns; empty where not available, or where w holds a value fp16 cannot (non-finite,
 //   |w| ≥ 65504).
 // - linear_f16_packed(x, rows, in, packed, w, out, bias, y): y = x · wᵀ + bias with x rounded to
-//   fp16 per call. Each output lane multiplies and adds in fp16 for runs of at most 32 products
-//   (half the k values of a 64-wide slice: the even and the odd ones go to separate lanes), then the
-//   run is added to float accumulators; the bias is added in float. Relative error about 5e-4 of the
-//   output's scale (the bf16 product's is ~2e-3). Where x is non-finite, or large enough that a run
-//   could leave fp16's range (max|x| · max|w| · 32 > 32768), the layer is computed in float from w
-//   instead, so the result never overflows silently.
+//   fp16 per call. Each output lane multiplies and adds in fp16 for runs of at most 64 products
+//   (half the k values of a 128-wide window: the even and the odd ones go to separate lanes), then
+//   the run is added to float accumulators; the bias is added in float. Relative error about 6e-4 of
+//   the output's scale at K = 768, 9e-4 at K = 3072 (the bf16 product's is ~2e-3). Where x is
+//   non-finite, |x| > 65504, or a run could leave fp16's range (max|w| times the largest sum of |x|
+//   over one window of a row > 32768: a bound on every partial sum of the run), the layer is computed
+//   in float from w instead, so the result never overflows silently.
 // Why: an Intel core with AVX512-FP16 but no AMX exposed (the Xeon of docs/performance.md) runs
 // fp16 FMAs at 2.15x its float rate (32 lanes per instruction at the same throughput) while its bf16
 // dot products (VDPBF16PS, what oneDNN 2.6's bf16 matmul uses) run at half the float rate; oneDNN
 // 2.6 has no fp16 matmul on CPUs. Accumulating a whole row in fp16 would lose ~1 % at K = 768;
-// runs of 32 keep the error below bf16's. The A operand is broadcast a dword (two k values) at a
-// time: a 16-bit broadcast from memory costs a shuffle uop on the FMA port, a 32-bit one does not.
+// runs of 64 keep the error below bf16's, and the float additions between runs (two conversions
+// and two adds per 64 FMAs) cost ~11 % of the FMA ports (runs of 32: twice that; the GEMM was
+// 4-17 % slower). The A operand is broadcast a dword (two k values) at a time: a 16-bit broadcast from
+// memory costs a shuffle uop on the FMA port, a 32-bit one does not.
 #pragma once
 
 #include <algorithm>
@@ -47,14 +50,16 @@ namespace blip::cpu {
 
 namespace half_detail {
 constexpr int64_t kPanel = 32;  // output columns per panel: two zmm of 16 columns x 2 k parities
-constexpr int64_t kRun = 32;    // k pairs added in fp16 before the float accumulators take them
-constexpr int kRows = 8;        // rows per tile (8 x 32 outputs: 16 fp16 accumulators in registers)
-constexpr float kRunLimit = 32768.0f;  // max|x| * max|w| * kRun must stay below it (fp16 max 65504)
+constexpr int64_t kRun = 64;    // k pairs (a window of 128 k) added in fp16 before the float accumulators
+constexpr int kRows = 12;       // rows per tile (12 x 32 outputs: 24 fp16 accumulators in registers)
+constexpr int64_t kAhead = 8;   // pairs of the panel prefetched ahead (+2-8 % measured); also its padding
+constexpr float kRunLimit = 32768.0f;  // max|w| * (largest window sum of |x|) stays within it (fp16 max 65504)
 
 struct HalfPanels {
   static constexpr uint32_t kTag = 0x50363146;  // "F16P": first member, checked by linear_f16_packed
   uint32_t tag = kTag;
-  std::vector<uint16_t> data;  // [panels][pairs][64]: half h (columns 16h..16h+15), column, k parity
+  std::vector<uint16_t> data;  // [panels][pairs][64]: half h (columns 16h..16h+15), column, k parity;
+                               // then kAhead x 64 zeros, so the last prefetch stays inside
   int64_t out = 0, in = 0, pairs = 0, panels = 0;
   float max_abs = 0;  // of the weight
 };
@@ -83,25 +88,37 @@ inline bool f16_products_available() {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 namespace blip::cpu::f16 {
 
-// fp16 bits of n floats (round to nearest even) into dst, padded with zeros to `padded`; returns
-// max |x| over them, or +inf where one is NaN or infinite.
-inline float convert_row(const float* x, int64_t n, void* dst_bytes, int64_t padded) {
+struct RowRange {
+  float max_abs = 0;     // max |x|, +inf where one is NaN or infinite
+  float max_window = 0;  // the largest sum of |x| over one run's window (k in [128 j, 128 j + 128))
+};
+
+// fp16 bits of n floats (round to nearest even) into dst, padded with zeros to `padded`.
+inline RowRange convert_row(const float* x, int64_t n, void* dst_bytes, int64_t padded) {
   auto* dst = static_cast<uint16_t*>(dst_bytes);  // written only by masked vector stores (may alias)
   const __m512 sign = _mm512_set1_ps(-0.0f);
-  __m512 max_abs = _mm512_setzero_ps();
+  __m512 max_abs = _mm512_setzero_ps(), window = _mm512_setzero_ps();
   __mmask16 unordered = 0;
+  float max_window = 0;
   for (int64_t k = 0; k < padded; k += 16) {
     const int64_t left = n - k;
     const __mmask16 m = left >= 16 ? __mmask16(0xffff) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
     const __m512 v = _mm512_maskz_loadu_ps(m, x + k);
-    max_abs = _mm512_max_ps(max_abs, _mm512_andnot_ps(sign, v));
+    const __m512 a = _mm512_andnot_ps(sign, v);
+    max_abs = _mm512_max_ps(max_abs, a);
+    window = _mm512_add_ps(window, a);
+    if ((k + 16) % (2 * half_detail::kRun) == 0 || k + 16 >= padded) {
+      max_window = std::max(max_window, _mm512_reduce_add_ps(window));
+      window = _mm512_setzero_ps();
+    }
     unordered |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     const __m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const int64_t room = padded - k;
     const __mmask16 store = room >= 16 ? __mmask16(0xffff) : __mmask16((1u << room) - 1);
     _mm256_mask_storeu_epi16(dst + k, store, h);
   }
-  return unordered ? INFINITY : _mm512_reduce_max_ps(max_abs);
+  if (unordered) return {INFINITY, INFINITY};
+  return {_mm512_reduce_max_ps(max_abs), max_window};
 }
 
 inline __m512 low_to_float(__m512h v) { return _mm512_cvtxph_ps(_mm512_castph512_ph256(v)); }
@@ -110,8 +127,10 @@ inline __m512 high_to_float(__m512h v) {
 }
 
 // y[r, 0..cols) = a[r] · panel + bias for the tile's rows r < rows_valid. a: fp16 rows of `lda`
-// dwords (two halves each: k = 2q, 2q + 1); b: one panel, `pairs` x 64 halves. Float accumulators: per row four zmm, (16
-// columns of half 0 or 1) x (lanes 0-15 or 16-31 of the fp16 one), each lane one (column, k parity).
+// dwords (two halves each: k = 2q, 2q + 1); b: one panel, `pairs` x 64 halves (and kAhead x 64
+// readable after it). Float accumulators (in memory: only the fp16 ones fit in registers): per row
+// four zmm, (16 columns of half 0 or 1) x (lanes 0-15 or 16-31 of the fp16 one), each lane one
+// (column, k parity).
 template <int... R>
 inline void tile(std::integer_sequence<int, R...>, const uint32_t* a, int64_t lda, int rows_valid, const uint16_t* b,
                  int64_t pairs, const float* bias, float* y, int64_t ldy, int cols) {
@@ -127,6 +146,8 @@ inline void tile(std::integer_sequence<int, R...>, const uint32_t* a, int64_t ld
     for (int64_t q = q0; q < q1; ++q) {
       const __m512h b0 = _mm512_castsi512_ph(_mm512_loadu_si512(b + q * 64));
       const __m512h b1 = _mm512_castsi512_ph(_mm512_loadu_si512(b + q * 64 + 32));
+      _mm_prefetch(reinterpret_cast<const char*>(b + (q + half_detail::kAhead) * 64), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(b + (q + half_detail::kAhead) * 64 + 32), _MM_HINT_T0);
       ((h0[R] = _mm512_fmadd_ph(_mm512_castsi512_ph(_mm512_set1_epi32(static_cast<int>(ar[R][q]))), b0, h0[R]),
         h1[R] = _mm512_fmadd_ph(_mm512_castsi512_ph(_mm512_set1_epi32(static_cast<int>(ar[R][q]))), b1, h1[R])),
        ...);
@@ -161,10 +182,10 @@ inline std::shared_ptr<half_detail::HalfPanels> pack(const float* w, int64_t out
   p->in = in;
   p->pairs = (in + 1) / 2;
   p->panels = (out + half_detail::kPanel - 1) / half_detail::kPanel;
-  p->data.assign(static_cast<size_t>(p->panels * p->pairs * 64), 0);
+  p->data.assign(static_cast<size_t>((p->panels * p->pairs + half_detail::kAhead) * 64), 0);
   std::vector<uint16_t> row(static_cast<size_t>(p->pairs * 2));
   for (int64_t j = 0; j < out; ++j) {
-    p->max_abs = std::max(p->max_abs, convert_row(w + j * in, in, row.data(), p->pairs * 2));
+    p->max_abs = std::max(p->max_abs, convert_row(w + j * in, in, row.data(), p->pairs * 2).max_abs);
     const int64_t panel = j / half_detail::kPanel, c = j % half_detail::kPanel;
     uint16_t* dst = p->data.data() + panel * p->pairs * 64 + (c / 16) * 32 + (c % 16) * 2;
     for (int64_t q = 0; q < p->pairs; ++q) {
@@ -183,16 +204,25 @@ inline bool linear(const float* x, int64_t rows, const half_detail::HalfPanels& 
   thread_local std::vector<uint32_t> x16;  // grows to the largest call, reused: no allocation per call
   if (x16.size() < static_cast<size_t>(rows * ld)) x16.resize(static_cast<size_t>(rows * ld));
   uint32_t* a = x16.data();
-  std::atomic<float> max_x{0.0f};
-  parallel_for(rows, w.in, [&](int64_t begin, int64_t end) {
-    float m = 0;
-    for (int64_t i = begin; i < end; ++i) m = std::max(m, convert_row(x + i * w.in, w.in, a + i * ld, 2 * ld));
-    float seen = max_x.load(std::memory_order_relaxed);
-    while (m > seen && !max_x.compare_exchange_weak(seen, m, std::memory_order_relaxed)) {
+  std::atomic<float> max_x{0.0f}, max_window{0.0f};
+  const auto raise = [](std::atomic<float>& to, float v) {
+    float seen = to.load(std::memory_order_relaxed);
+    while (v > seen && !to.compare_exchange_weak(seen, v, std::memory_order_relaxed)) {
     }
+  };
+  parallel_for(rows, w.in, [&](int64_t begin, int64_t end) {
+    RowRange m;
+    for (int64_t i = begin; i < end; ++i) {
+      const RowRange r = convert_row(x + i * w.in, w.in, a + i * ld, 2 * ld);
+      m.max_abs = std::max(m.max_abs, r.max_abs);
+      m.max_window = std::max(m.max_window, r.max_window);
+    }
+    raise(max_x, m.max_abs);
+    raise(max_window, m.max_window);
   });
-  const float mx = max_x.load();
-  if (!(mx <= 65504.0f && mx * w.max_abs * static_cast<float>(kRun) <= kRunLimit)) return false;
+  // Every partial sum of a run is at most max|w| times its window's sum of |x| (times 1 + 2^-5 for
+  // the roundings on the way): within kRunLimit it stays below fp16's 65504.
+  if (!(max_x.load() <= 65504.0f && max_window.load() * w.max_abs <= kRunLimit)) return false;
   // Tiles of kRows rows, in chunks whose fp16 copy fits in L2 (~512 KB); within a chunk a panel
   // serves all the chunk's tiles before the next panel: both operands stay in cache. Tasks are
   // (chunk, panel, tile) over real tiles only, so two threads get equal work.
