@@ -52,7 +52,7 @@ namespace half_detail {
 constexpr int64_t kPanel = 32;  // output columns per panel: two zmm of 16 columns x 2 k parities
 constexpr int64_t kRun = 64;    // k pairs (a window of 128 k) added in fp16 before the float accumulators
 constexpr int kRows = 12;       // rows per tile (12 x 32 outputs: 24 fp16 accumulators in registers)
-constexpr int64_t kAhead = 8;   // pairs of the panel prefetched ahead (+2-8 % measured); also its padding
+constexpr int64_t kAhead = 8;   // pairs of the panel prefetched ahead (+0-9 % measured); also its padding
 constexpr float kRunLimit = 32768.0f;  // max|w| * (largest window sum of |x|) stays within it (fp16 max 65504)
 
 struct HalfPanels {
