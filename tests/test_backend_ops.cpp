@@ -825,10 +825,24 @@ TEST_CASE("backend ops: the fp16 linear product (AVX512-FP16), its float fallbac
     CHECK(std::abs(yk[0] - exact) <= 3e-3 * exact);
     CHECK(yk[0] != static_cast<float>(exact));  // rounded: the fp16 path ran
     std::fill(xk.begin(), xk.end(), 0.0f);
-    for (int64_t k = 256; k < 384; ++k) xk[static_cast<size_t>(k)] = 300.0f;  // window 2: 38400 > 32768
-    xk[300] = 300.125f;  // not an fp16 value (spacing 0.25 there); every float partial sum is exact
+    for (int64_t k = 256; k < 384; k += 2) xk[static_cast<size_t>(k)] = 600.0f;  // window 2's even k: 38400
+    xk[300] = 600.125f;  // not an fp16 value (spacing 0.5 there); every float partial sum is exact
     backend::Kernels<Cpu>::linear_f16_packed(xk.data(), 1, kin, pk, wk.data(), kout, nullptr, yk.data());
-    CHECK(yk[0] == 300.0f * 127 + 300.125f);
+    CHECK(yk[0] == 600.0f * 63 + 600.125f);
+    // A lane adds one parity of a window: the bound is per parity. The last, partial window of
+    // K = 300 (k 256-299) with its 22 even k past the limit, then both parities within it.
+    const int64_t pin = 300;
+    std::vector<float> wp(static_cast<size_t>(kout * pin), 1.0f), xp(static_cast<size_t>(pin), 0.0f);
+    const backend::PackedWeight pp = backend::Kernels<Cpu>::pack_linear_f16(wp.data(), kout, pin);
+    REQUIRE(pp);
+    for (int64_t k = 256; k < pin; ++k) xp[static_cast<size_t>(k)] = 1500.0f;  // 22 even k: 33000 > 32768
+    xp[257] = 1500.25f;  // not an fp16 value (spacing 1 there); every float partial sum is exact
+    backend::Kernels<Cpu>::linear_f16_packed(xp.data(), 1, pin, pp, wp.data(), kout, nullptr, yk.data());
+    CHECK(yk[0] == 1500.0f * 43 + 1500.25f);
+    for (int64_t k = 256; k < pin; ++k) xp[static_cast<size_t>(k)] = 1024.0f;  // 22 x 1024 = 22528 per parity
+    xp[257] = 1024.25f;  // fp16 holds 1024 (spacing 1); the fp16 partial sums, multiples of 1024, are exact
+    backend::Kernels<Cpu>::linear_f16_packed(xp.data(), 1, pin, pp, wp.data(), kout, nullptr, yk.data());
+    CHECK(yk[0] == 1024.0f * 44);  // the fp16 path ran (the float one gives 1024 * 44 + 0.25)
   }
   x[in + 1] = std::numeric_limits<float>::quiet_NaN();
   backend::Kernels<Cpu>::linear_f16_packed(x.data(), 2, in, packed, w.data(), out, nullptr, y.data());

@@ -11,10 +11,12 @@
 //   fp16 per call. Each output lane multiplies and adds in fp16 for runs of at most 64 products
 //   (half the k values of a 128-wide window: the even and the odd ones go to separate lanes), then
 //   the run is added to float accumulators; the bias is added in float. Relative error about 6e-4 of
-//   the output's scale at K = 768, 9e-4 at K = 3072 (the bf16 product's is ~2e-3). Where x is
+//   the output's scale at K = 768, 9e-4 at K = 3072 where products have mixed signs, as with
+//   trained weights (the bf16 product's is ~2e-3); a run of 64 same-signed products can drift by up
+//   to 64 half-ulps of fp16 (~1.5 %; 0.75 % in the kernel test's run of equal ones). Where x is
 //   non-finite, |x| > 65504, or a run could leave fp16's range (max|w| times the largest sum of |x|
-//   over one window of a row > 32768: a bound on every partial sum of the run), the layer is computed
-//   in float from w instead, so the result never overflows silently.
+//   over the even or the odd k of one window of a row > 32768: a bound on every partial sum of a
+//   lane's run), the layer is computed in float from w instead, so it never overflows silently.
 // Why: an Intel core with AVX512-FP16 but no AMX exposed (the Xeon of docs/performance.md) runs
 // fp16 FMAs at 2.15x its float rate (32 lanes per instruction at the same throughput) while its bf16
 // dot products (VDPBF16PS, what oneDNN 2.6's bf16 matmul uses) run at half the float rate; oneDNN
@@ -90,7 +92,8 @@ namespace blip::cpu::f16 {
 
 struct RowRange {
   float max_abs = 0;     // max |x|, +inf where one is NaN or infinite
-  float max_window = 0;  // the largest sum of |x| over one run's window (k in [128 j, 128 j + 128))
+  float max_window = 0;  // the largest sum of |x| over the even or the odd k of one run's window
+                         // (k in [128 j, 128 j + 128)): what one lane's run adds
 };
 
 // fp16 bits of n floats (round to nearest even) into dst, padded with zeros to `padded`.
@@ -107,8 +110,9 @@ inline RowRange convert_row(const float* x, int64_t n, void* dst_bytes, int64_t 
     const __m512 a = _mm512_andnot_ps(sign, v);
     max_abs = _mm512_max_ps(max_abs, a);
     window = _mm512_add_ps(window, a);
-    if ((k + 16) % (2 * half_detail::kRun) == 0 || k + 16 >= padded) {
-      max_window = std::max(max_window, _mm512_reduce_add_ps(window));
+    if ((k + 16) % (2 * half_detail::kRun) == 0 || k + 16 >= padded) {  // k is even: even lanes hold even k
+      max_window = std::max({max_window, _mm512_mask_reduce_add_ps(0x5555, window),
+                             _mm512_mask_reduce_add_ps(0xaaaa, window)});
       window = _mm512_setzero_ps();
     }
     unordered |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
@@ -220,8 +224,9 @@ inline bool linear(const float* x, int64_t rows, const half_detail::HalfPanels& 
     raise(max_x, m.max_abs);
     raise(max_window, m.max_window);
   });
-  // Every partial sum of a run is at most max|w| times its window's sum of |x| (times 1 + 2^-5 for
-  // the roundings on the way): within kRunLimit it stays below fp16's 65504.
+  // Every partial sum of a lane's run is at most max|w| times the sum of |x| over its parity of the
+  // window (times ~1 + 2^-5 for the 66 roundings on the way): within kRunLimit it stays below fp16's
+  // 65504. Never stricter than max|x| · max|w| · 64, and far looser where one activation dominates.
   if (!(max_x.load() <= 65504.0f && max_window.load() * w.max_abs <= kRunLimit)) return false;
   // Tiles of kRows rows, in chunks whose fp16 copy fits in L2 (~512 KB); within a chunk a panel
   // serves all the chunk's tiles before the next panel: both operands stay in cache. Tasks are
