@@ -208,26 +208,18 @@ inline bool linear(const float* x, int64_t rows, const half_detail::HalfPanels& 
   thread_local std::vector<uint32_t> x16;  // grows to the largest call, reused: no allocation per call
   if (x16.size() < static_cast<size_t>(rows * ld)) x16.resize(static_cast<size_t>(rows * ld));
   uint32_t* a = x16.data();
-  std::atomic<float> max_x{0.0f}, max_window{0.0f};
-  const auto raise = [](std::atomic<float>& to, float v) {
-    float seen = to.load(std::memory_order_relaxed);
-    while (v > seen && !to.compare_exchange_weak(seen, v, std::memory_order_relaxed)) {
-    }
-  };
-  parallel_for(rows, w.in, [&](int64_t begin, int64_t end) {
-    RowRange m;
-    for (int64_t i = begin; i < end; ++i) {
-      const RowRange r = convert_row(x + i * w.in, w.in, a + i * ld, 2 * ld);
-      m.max_abs = std::max(m.max_abs, r.max_abs);
-      m.max_window = std::max(m.max_window, r.max_window);
-    }
-    raise(max_x, m.max_abs);
-    raise(max_window, m.max_window);
-  });
   // Every partial sum of a lane's run is at most max|w| times the sum of |x| over its parity of the
   // window (times ~1 + 2^-5 for the 66 roundings on the way): within kRunLimit it stays below fp16's
   // 65504. Never stricter than max|x| · max|w| · 64, and far looser where one activation dominates.
-  if (!(max_x.load() <= 65504.0f && max_window.load() * w.max_abs <= kRunLimit)) return false;
+  std::atomic<bool> out_of_range{false};
+  parallel_for(rows, w.in, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const RowRange r = convert_row(x + i * w.in, w.in, a + i * ld, 2 * ld);
+      if (!(r.max_abs <= 65504.0f && r.max_window * w.max_abs <= kRunLimit))
+        out_of_range.store(true, std::memory_order_relaxed);
+    }
+  });
+  if (out_of_range.load()) return false;
   // Tiles of kRows rows, in chunks whose fp16 copy fits in L2 (~512 KB); within a chunk a panel
   // serves all the chunk's tiles before the next panel: both operands stay in cache. Tasks are
   // (chunk, panel, tile) over real tiles only, so two threads get equal work.
