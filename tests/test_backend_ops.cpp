@@ -403,8 +403,14 @@ TEST_CASE("backend ops: every op on every backend and variant against float64") 
       rows.push_back({c.name, "cpu bf16 GEMM", "skipped: no bf16 path"});
     }
     if (c.has_bf16) {  // training autocast: bf16 products forward and backward, weights converted per use
-      const PrecisionScope autocast(Precision::bf16, PrecisionScope::Weights::changing);
-      check(c, "cpu bf16 autocast (fwd+bwd)", c.cpu_float(), ref, 3e-2);
+      {
+        const PrecisionScope autocast(Precision::bf16, PrecisionScope::Weights::changing);
+        check(c, "cpu bf16 autocast (fwd+bwd)", c.cpu_float(), ref, 3e-2);
+      }
+      // fp16 products forward and backward (gemm_f16), held to a tighter bound than bf16's
+      const PrecisionScope autocast(Precision::fp16, PrecisionScope::Weights::changing);
+      if (cpu::f16_products_available()) check(c, "cpu fp16 autocast (fwd+bwd)", c.cpu_float(), ref, 5e-3);
+      else rows.push_back({c.name, "cpu fp16 autocast", "skipped: no AVX512-FP16 (bf16 path)"});
     }
     std::string missing;
     for (Kernel k : c.kernels)
@@ -749,7 +755,7 @@ TEST_CASE("backend ops: an int8 scope runs linear() in int8 without gradients an
   CHECK_THROWS_WITH(parse_precision("int4"), Catch::Contains("fp32, bf16, int8"));
 }
 
-TEST_CASE("backend ops: the fp16 linear product (AVX512-FP16), its float fallback and its scope") {
+TEST_CASE("backend ops: the fp16 products (AVX512-FP16): linear, gemm_f16, scaling, the float fallback, the scope") {
   Generator gen(59);
   const cpu::Isa initial = cpu::active_isa();
   if (static_cast<int>(cpu::detected_isa()) >= static_cast<int>(cpu::Isa::avx2)) {  // a narrower ISA turns it off
@@ -795,65 +801,90 @@ TEST_CASE("backend ops: the fp16 linear product (AVX512-FP16), its float fallbac
       CHECK(worst > 2e-5 * scale);   // it did round to fp16: a float product is ~1e-7 off here
     }
   }
-  // An input that could overflow a run of fp16 sums, and a NaN: the layer is computed in float.
+  // gemm_f16, the training products: each operand transposed or not (and as stored by a view),
+  // row strides past the width, a bias, every tile/panel edge, K past several runs (the weight
+  // gradient's K is the row count), magnitudes fp16 could not hold unscaled.
+  struct Gemm { int64_t m, n, k; };
+  for (const Gemm g : {Gemm{1, 1, 1}, Gemm{1, 7, 3}, Gemm{13, 45, 101}, Gemm{37, 33, 300}, Gemm{25, 70, 1157}}) {
+    for (int trans = 0; trans < 4; ++trans) {
+      for (const double mag : {1.0, 1e-6, 3e3}) {
+        const bool ta = trans & 1, tb = trans & 2;
+        INFO(g.m << " x " << g.n << " x " << g.k << ", trans_a " << ta << ", trans_b " << tb << ", |a| ~ " << mag);
+        const int64_t lda = (ta ? g.m : g.k) + 3, ldb = (tb ? g.k : g.n) + 5, ldc = g.n + 2;
+        const Tensor<float> a = randn<float>({ta ? g.k : g.m, lda}, gen, 0.0, mag);
+        const Tensor<float> b = randn<float>({tb ? g.n : g.k, ldb}, gen, 0.0, 0.05 * mag);
+        const Tensor<float> bias = randn<float>({g.n}, gen, 0.0, 0.1 * mag * mag);
+        constexpr int64_t guard = 40;
+        std::vector<float> c(static_cast<size_t>((g.m - 1) * ldc + g.n + guard), -7.0f);
+        backend::Kernels<Cpu>::gemm_f16(ta, tb, g.m, g.n, g.k, a.data(), lda, b.data(), ldb, bias.data(), c.data(), ldc);
+        CHECK(std::all_of(c.end() - guard, c.end(), [](float v) { return v == -7.0f; }));
+        double worst = 0, scale = 0;
+        for (int64_t i = 0; i < g.m; ++i)
+          for (int64_t j = 0; j < g.n; ++j) {
+            double dot = 0;
+            for (int64_t q = 0; q < g.k; ++q)
+              dot += double(a.data()[ta ? q * lda + i : i * lda + q]) * b.data()[tb ? j * ldb + q : q * ldb + j];
+            worst = std::max(worst, std::abs(dot + bias.data()[j] - c[static_cast<size_t>(i * ldc + j)]));
+            scale = std::max(scale, std::abs(dot) + std::abs(bias.data()[j]));
+          }
+        CHECK(worst <= 3e-3 * scale);
+        if (g.k > 1) CHECK(worst > 2e-6 * scale);  // rounded to fp16
+      }
+    }
+  }
+  {  // a NaN in an operand: the product is computed in float
+    std::vector<float> a(4 * 8, 1.0f), b(8 * 3, 1.0f), c(4 * 3);
+    a[9] = std::numeric_limits<float>::quiet_NaN();
+    a[0] = 1.0f + 0x1.0p-13f;  // not an fp16 value: the float product keeps it
+    backend::Kernels<Cpu>::gemm_f16(false, false, 4, 3, 8, a.data(), 8, b.data(), 3, nullptr, c.data(), 3);
+    CHECK(std::isnan(c[3]));
+    CHECK(c[0] == 8.0f + 0x1.0p-13f);
+  }
+  // Every row of x and column of w is scaled by a power of two before rounding: values whose
+  // products or runs would overflow fp16 (or fall into its subnormals) keep fp16's 11 bits.
   const int64_t in = 64, out = 32;
+  const auto check_scaled = [&](double x_mag, double w_mag) {
+    INFO("|x| ~ " << x_mag << ", |w| ~ " << w_mag);
+    const Tensor<float> xs = randn<float>({5, 300}, gen, 0.0, x_mag), ws = randn<float>({out, 300}, gen, 0.0, w_mag);
+    const backend::PackedWeight pw = backend::Kernels<Cpu>::pack_linear_f16(ws.data(), out, 300);
+    REQUIRE(pw);
+    std::vector<float> ys(static_cast<size_t>(5 * out));
+    backend::Kernels<Cpu>::linear_f16_packed(xs.data(), 5, 300, pw, ws.data(), out, nullptr, ys.data());
+    double worst = 0, scale = 0;
+    for (int64_t r = 0; r < 5; ++r)
+      for (int64_t o = 0; o < out; ++o) {
+        double dot = 0;
+        for (int64_t k = 0; k < 300; ++k) dot += double(xs.data()[r * 300 + k]) * ws.data()[o * 300 + k];
+        worst = std::max(worst, std::abs(dot - ys[static_cast<size_t>(r * out + o)]));
+        scale = std::max(scale, std::abs(dot));
+      }
+    CHECK(worst <= 3e-3 * scale);
+    CHECK(worst > 2e-5 * scale);  // fp16 ran (a float product is ~1e-7 off)
+  };
+  check_scaled(1e4, 10.0);   // products ~1e5: beyond fp16's 65504 unscaled
+  check_scaled(1e-5, 1e-4);  // products ~1e-9: below fp16's smallest subnormal (6e-8) unscaled
+  check_scaled(1.0, 1e5);    // a weight beyond fp16's range is packed (scaled) too
+  // A run of 64 equal products whose unscaled sum (192000) is far beyond fp16: within 3e-3.
   std::vector<float> w(static_cast<size_t>(out * in), 1.0f), x(static_cast<size_t>(2 * in), 3000.0f), y(2 * out);
   const backend::PackedWeight packed = backend::Kernels<Cpu>::pack_linear_f16(w.data(), out, in);
   REQUIRE(packed);
-  x[5] = 3000.5f;  // not an fp16 value: the float result keeps it
+  x[5] = 3000.5f;  // not an fp16 value at this scale: the fp16 result differs from the float one
   backend::Kernels<Cpu>::linear_f16_packed(x.data(), 2, in, packed, w.data(), out, nullptr, y.data());
-  CHECK(y[0] == 3000.0f * 63 + 3000.5f);
-  std::vector<float> small_w(static_cast<size_t>(out * in), 1e-4f), big_x(static_cast<size_t>(in), 0.0f);
-  big_x[0] = 70000.0f;  // beyond fp16 (65504) though the run bound holds (70000 · 1e-4 < 32768)
-  const backend::PackedWeight small = backend::Kernels<Cpu>::pack_linear_f16(small_w.data(), out, in);
-  REQUIRE(small);
-  backend::Kernels<Cpu>::linear_f16_packed(big_x.data(), 1, in, small, small_w.data(), out, nullptr, y.data());
-  CHECK(y[0] == 70000.0f * 1e-4f);
-  // The run bound is per window of 128 k: one large value among small ones keeps the fp16 path
-  // (max|x| · max|w| · 64 would not), a window whose sum of |x| exceeds 32768 / max|w| does not,
-  // even where no single |x| is large and the row's other windows are zero.
-  {
-    const int64_t kin = 384, kout = 32;  // three windows
-    std::vector<float> wk(static_cast<size_t>(kout * kin), 1.0f), xk(static_cast<size_t>(kin), 0.0f), yk(kout);
-    const backend::PackedWeight pk = backend::Kernels<Cpu>::pack_linear_f16(wk.data(), kout, kin);
-    REQUIRE(pk);
-    xk[130] = 1000.3f;  // window 1; fp16 holds 1000.5 (its spacing there is 0.5), float 1000.3
-    for (int64_t k = 0; k < 128; ++k) xk[static_cast<size_t>(k)] = 0.5f + 0.25f * float(k % 3);  // window 0
-    double exact = double(1000.3f);
-    for (int64_t k = 0; k < 128; ++k) exact += 0.5 + 0.25 * double(k % 3);
-    backend::Kernels<Cpu>::linear_f16_packed(xk.data(), 1, kin, pk, wk.data(), kout, nullptr, yk.data());
-    CHECK(std::abs(yk[0] - exact) <= 3e-3 * exact);
-    CHECK(yk[0] != static_cast<float>(exact));  // rounded: the fp16 path ran
-    std::fill(xk.begin(), xk.end(), 0.0f);
-    for (int64_t k = 256; k < 384; k += 2) xk[static_cast<size_t>(k)] = 600.0f;  // window 2's even k: 38400
-    xk[300] = 600.125f;  // not an fp16 value (spacing 0.5 there); every float partial sum is exact
-    backend::Kernels<Cpu>::linear_f16_packed(xk.data(), 1, kin, pk, wk.data(), kout, nullptr, yk.data());
-    CHECK(yk[0] == 600.0f * 63 + 600.125f);
-    // A lane adds one parity of a window: the bound is per parity. The last, partial window of
-    // K = 300 (k 256-299) with its 22 even k past the limit, then both parities within it.
-    const int64_t pin = 300;
-    std::vector<float> wp(static_cast<size_t>(kout * pin), 1.0f), xp(static_cast<size_t>(pin), 0.0f);
-    const backend::PackedWeight pp = backend::Kernels<Cpu>::pack_linear_f16(wp.data(), kout, pin);
-    REQUIRE(pp);
-    for (int64_t k = 256; k < pin; ++k) xp[static_cast<size_t>(k)] = 1500.0f;  // 22 even k: 33000 > 32768
-    xp[257] = 1500.25f;  // not an fp16 value (spacing 1 there); every float partial sum is exact
-    backend::Kernels<Cpu>::linear_f16_packed(xp.data(), 1, pin, pp, wp.data(), kout, nullptr, yk.data());
-    CHECK(yk[0] == 1500.0f * 43 + 1500.25f);
-    for (int64_t k = 256; k < pin; ++k) xp[static_cast<size_t>(k)] = 1024.0f;  // 22 x 1024 = 22528 per parity
-    xp[257] = 1024.25f;  // fp16 holds 1024 (spacing 1); the fp16 partial sums, multiples of 1024, are exact
-    backend::Kernels<Cpu>::linear_f16_packed(xp.data(), 1, pin, pp, wp.data(), kout, nullptr, yk.data());
-    CHECK(yk[0] == 1024.0f * 44);  // the fp16 path ran (the float one gives 1024 * 44 + 0.25)
-  }
+  const float exact = 3000.0f * 63 + 3000.5f;
+  CHECK(std::abs(y[0] - exact) <= 3e-3 * exact);
+  CHECK(y[0] != exact);
+  // A NaN in x: the layer is computed in float (NaN where the float product has one, exact elsewhere).
   x[in + 1] = std::numeric_limits<float>::quiet_NaN();
   backend::Kernels<Cpu>::linear_f16_packed(x.data(), 2, in, packed, w.data(), out, nullptr, y.data());
   CHECK(std::isnan(y[out]));
-  CHECK(y[0] == 3000.0f * 63 + 3000.5f);
-  // A weight fp16 cannot hold is not packed (the scope then takes the bf16 path).
-  w[7] = 1e5f;
+  CHECK(y[0] == exact);
+  // A weight with a non-finite value is not packed (the scope then takes the float/bf16 path).
+  w[7] = std::numeric_limits<float>::infinity();
   CHECK_FALSE(backend::Kernels<Cpu>::pack_linear_f16(w.data(), out, in));
   CHECK_THROWS_WITH(backend::Kernels<Cpu>::linear_f16_packed(x.data(), 1, in + 2, packed, w.data(), out, nullptr, y.data()),
                     Catch::Contains("linear_f16_packed"));
-  // The scope: fp16 without a gradient, the bf16 path with one (its backward exists).
+  // The scope: fp16 with fixed weights (packed) and in training autocast with a gradient, whose
+  // backward multiplies in fp16 too.
   const Tensor<float> wt = randn<float>({48, 64}, gen, 0.0, 0.1), bt = randn<float>({48}, gen);
   Tensor<float> xt = randn<float>({35, 64}, gen);
   Tensor<float> ref, fp16_y, bf16_y, grad_y;
@@ -867,18 +898,28 @@ TEST_CASE("backend ops: the fp16 linear product (AVX512-FP16), its float fallbac
     const PrecisionScope bf16(Precision::bf16);
     bf16_y = linear(xt, wt, bt);
   }
+  const Tensor<float> gy = randn<float>({35, 48}, gen, 0.0, 1e-5);  // gradients far below fp16's normals
+  Tensor<float> wg = clone(wt);
+  wg.set_requires_grad(true);
   xt.set_requires_grad(true);
   {
-    const PrecisionScope fp16(Precision::fp16);
-    grad_y = linear(xt, wt, bt);
+    const PrecisionScope fp16(Precision::fp16, PrecisionScope::Weights::changing);
+    grad_y = linear(xt, wg, bt);
   }
-  sum(grad_y).backward();
-  CHECK(xt.grad().defined());
+  sum(mul(grad_y, gy)).backward();
+  const Tensor<float> gx16 = clone(xt.grad()), gw16 = clone(wg.grad());
+  xt.zero_grad();
+  wg.zero_grad();
+  sum(mul(linear(xt, wg, bt), gy)).backward();  // float
   const auto rel = [&](const Tensor<float>& y) { return max_rel_error(y, ref); };
   CHECK(rel(fp16_y) < 3e-3);
   CHECK(rel(fp16_y) > 0);
-  CHECK(rel(grad_y) < 3e-2);  // with a gradient: the bf16 path (float where bf16 products do not pay)
-  CHECK(rel(grad_y) != rel(fp16_y));
+  CHECK(rel(grad_y) < 3e-3);
+  CHECK(rel(grad_y) > 0);
+  CHECK(max_rel_error(gx16, xt.grad()) < 3e-3);
+  CHECK(max_rel_error(gx16, xt.grad()) > 0);
+  CHECK(max_rel_error(gw16, wg.grad()) < 3e-3);
+  CHECK(max_rel_error(gw16, wg.grad()) > 0);
   CHECK(rel(bf16_y) < 3e-2);
   CHECK(parse_precision("fp16") == Precision::fp16);
   CHECK(std::string(precision_name(Precision::fp16)) == "fp16");

@@ -40,9 +40,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fp32", "bf16", "int8", "fp16"}))->capture_default_str();
   std::string train_precision = "fp32";
   app.add_option("--train-precision", train_precision,
-                 "GEMM precision of training (train, demo): fp32, or bf16 autocast (bf16 products forward and "
-                 "backward; weights, optimiser state, norms and losses stay float)")
-      ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
+                 "GEMM precision of training (train, demo): fp32; bf16 autocast (bf16 products forward and "
+                 "backward; weights, optimiser state, norms and losses stay float); or fp16 autocast (the linear "
+                 "layers' products fp16 forward and backward, on CPUs with AVX512-FP16, the rest as bf16)")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))->capture_default_str();
   std::string dist = "auto";
   app.add_option("--dist", dist,
                  "Process group: auto (MPI when started by mpirun/mpiexec), none, mpi, nccl; train and eval then "
@@ -60,7 +61,10 @@ int main(int argc, char** argv) {
     common.precision = blip::parse_precision(precision);
     common.train_precision = blip::parse_precision(train_precision);
     common.cuda = blip::cli::resolve_device(device, common);  // after dist and precision
-    const bool asks_bf16 = common.precision != blip::Precision::fp32 || common.train_precision != blip::Precision::fp32;
+    const auto asks_bf16_of = [](blip::Precision p) {  // fp16 where it runs: its other products are float here
+      return p == blip::Precision::fp16 ? !blip::cpu::f16_products_available() : p != blip::Precision::fp32;
+    };
+    const bool asks_bf16 = asks_bf16_of(common.precision) || asks_bf16_of(common.train_precision);
     if (asks_bf16 && !common.cuda && !common.quiet &&
         blip::cpu::bf16_products_setting() == blip::cpu::Bf16Products::automatic && !blip::cpu::bf16_products_pay()) {
       const blip::cpu::Bf16Timing& t = blip::cpu::bf16_timing();

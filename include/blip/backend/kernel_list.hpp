@@ -18,6 +18,7 @@
 #define BLIP_KERNELS(X)                                                                                      \
   X(gemm) X(gemm_batched) X(gemm_bf16) X(linear) X(linear_bf16) X(pack_linear_bf16) X(linear_bf16_packed)    \
   X(pack_linear_s8) X(quantize_rows_s8) X(linear_s8_packed) X(pack_linear_f16) X(linear_f16_packed)          \
+  X(gemm_f16)                                                                                                \
   X(binary) X(scale) X(unary) X(gelu_backward)                                                               \
   X(softmax) X(softmax_backward) X(log_softmax) X(log_softmax_backward) X(layer_norm)                        \
   X(layer_norm_backward) X(l2_normalize) X(l2_normalize_backward) X(sum_middle) X(check_indices)             \
@@ -27,7 +28,7 @@
   X(sample_negatives) X(queue_enqueue) X(queue_advance)
 
 #define BLIP_CUDA_MISSING(X)                                                                                 \
-  X(linear_bf16_packed) X(quantize_rows_s8) X(linear_s8_packed) X(linear_f16_packed)
+  X(linear_bf16_packed) X(quantize_rows_s8) X(linear_s8_packed) X(linear_f16_packed) X(gemm_f16)
 
 namespace blip::backend {
 

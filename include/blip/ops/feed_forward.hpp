@@ -29,25 +29,26 @@ Tensor<T, D> feed_forward_gelu(const Tensor<T, D>& x, const Tensor<T, D>& w1, co
       y = linear(hidden, w2.detach(), b2.detach());
     }
   }
-  // In a bf16 (or int8) PrecisionScope the backward's products are bf16 (ops/precision.hpp).
-  const bool in_bf16 = bf16_products<D>();
+  // In a reduced-precision PrecisionScope the backward's products follow the forward's
+  // (ops/precision.hpp: fp16, bf16 or float).
+  const Products products = scope_products<D>();
   if (needs_grad)
     record(y, "feed_forward_gelu", {&x, &w1, &b1, &w2, &b2},
-           [x = x.detach(), w1 = w1.detach(), w2 = w2.detach(), hidden, in_bf16, rx = x.requires_grad()](const Tensor<T, D>& gy) {
+           [x = x.detach(), w1 = w1.detach(), w2 = w2.detach(), hidden, products, rx = x.requires_grad()](const Tensor<T, D>& gy) {
              const int64_t in = w1.size(1), mid = w1.size(0), out = w2.size(0);
              const int64_t rows = numel(Shape(x.shape().begin(), x.shape().end() - 1));
              const Tensor<T, D> g2 = reshape(gy, {rows, out});
              const Tensor<T, D> h2 = reshape(hidden, {rows, mid});
              const Tensor<T, D> activated = gelu(h2);  // recomputed, not kept
-             const Tensor<T, D> gw2 = detail::product(transpose(g2, 0, 1), activated, in_bf16);
+             const Tensor<T, D> gw2 = detail::product(transpose(g2, 0, 1), activated, products);
              const Tensor<T, D> gb2 = sum(g2, {0});
-             const Tensor<T, D> g_act = detail::product(g2, w2, in_bf16);
+             const Tensor<T, D> g_act = detail::product(g2, w2, products);
              Tensor<T, D> gh = Tensor<T, D>::empty({rows, mid});
              kernels<D>::gelu_backward(h2.data(), g_act.data(), gh.data(), gh.numel());
              const Tensor<T, D> x2 = reshape(x, {rows, in});
-             const Tensor<T, D> gw1 = detail::product(transpose(gh, 0, 1), x2, in_bf16);
+             const Tensor<T, D> gw1 = detail::product(transpose(gh, 0, 1), x2, products);
              const Tensor<T, D> gb1 = sum(gh, {0});
-             const Tensor<T, D> gx = rx ? reshape(detail::product(gh, w1, in_bf16), x.shape()) : Tensor<T, D>();
+             const Tensor<T, D> gx = rx ? reshape(detail::product(gh, w1, products), x.shape()) : Tensor<T, D>();
              return std::vector{gx, gw1, gb1, gw2, gb2};
            });
   return y;

@@ -107,12 +107,29 @@ Tensor<float, D> product_bf16(const Tensor<bf16, D>& a, bool ta, const Tensor<bf
   return c;
 }
 
-// a [m,k] · b [k,n] for 2-D float tensors: in bf16 when `in_bf16` (a transposed view of a
-// contiguous tensor is read as such), else matmul.
+// a [m,k] · b [k,n] (+ bias per column) for 2-D float tensors with fp16 products (gemm_f16; a
+// transposed view of a contiguous tensor is read as such), into a new float [m, n].
+template <Device D>
+Tensor<float, D> product_f16(const Tensor<float, D>& a_in, const Tensor<float, D>& b_in,
+                             const Tensor<float, D>& bias = {}) {
+  Tensor<float, D> a = a_in.detach(), b = b_in.detach();
+  MatrixLayout la = matrix_layout(a), lb = matrix_layout(b);
+  if (!la.ok) { a = contiguous(a); la = matrix_layout(a); }
+  if (!lb.ok) { b = contiguous(b); lb = matrix_layout(b); }
+  const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
+  Tensor<float, D> c = Tensor<float, D>::empty({m, n});
+  kernels<D>::gemm_f16(la.transposed, lb.transposed, m, n, k, a.data(), la.ld, b.data(), lb.ld,
+                       bias.defined() ? bias.data() : nullptr, c.data(), n);
+  return c;
+}
+
+// a [m,k] · b [k,n] for 2-D float tensors with `products` (a transposed view of a contiguous
+// tensor is read as such).
 template <Element T, Device D>
-Tensor<T, D> product(const Tensor<T, D>& a, const Tensor<T, D>& b, bool in_bf16) {
+Tensor<T, D> product(const Tensor<T, D>& a, const Tensor<T, D>& b, Products products) {
   if constexpr (std::same_as<T, float>) {
-    if (in_bf16) {
+    if (products == Products::fp16) return product_f16(a, b);
+    if (products == Products::bf16) {
       const auto operand = [](const Tensor<float, D>& x, bool& transposed) {
         transposed = !x.is_contiguous() && x.stride(0) == 1 && x.stride(1) == x.size(0);
         return to_bf16(transposed ? transpose(x, 0, 1) : x);
@@ -231,25 +248,44 @@ Tensor<float, D> linear_int8(const Tensor<float, D>& x, const Tensor<float, D>& 
   return reshape(y, out_shape);
 }
 
-// linear() inside an fp16 PrecisionScope without a recorded gradient: the weight rounded to fp16
-// and packed once per scope, x rounded per call (backend/cpu/half_gemm.hpp; float where x could
-// overflow fp16). Undefined where the device has no fp16 product (the caller takes the bf16 path).
+// linear() inside an fp16 PrecisionScope on a device with fp16 products
+// (backend/cpu/half_gemm.hpp): without a recorded gradient and with fixed weights, the weight
+// rounded and packed once per scope and x rounded per call; otherwise (training autocast, a
+// recorded gradient) both rounded per call, and the backward's two products in fp16 too.
 template <Device D>
-Tensor<float, D> linear_fp16(const Tensor<float, D>& x, const Tensor<float, D>& weight, const Tensor<float, D>& bias) {
+Tensor<float, D> linear_fp16(const Tensor<float, D>& x, const Tensor<float, D>& weight, const Tensor<float, D>& bias,
+                             bool needs_grad) {
   const int64_t in = weight.size(1), out = weight.size(0);
   const int64_t rows = numel(Shape(x.shape().begin(), x.shape().end() - 1));
   const Tensor<float, D> w = contiguous(weight.detach());
-  const backend::PackedWeight packed = PrecisionScope::active()->packed_weight(
-      w, PrecisionScope::Packing::f16,
-      [](const Tensor<float, D>& wc) { return kernels<D>::pack_linear_f16(wc.data(), wc.size(0), wc.size(1)); });
-  if (!packed) return {};
   const Tensor<float, D> x2 = contiguous(reshape(x.detach(), {rows, in}));
   const Tensor<float, D> b = bias.defined() ? contiguous(bias.detach()) : Tensor<float, D>();
-  Tensor<float, D> y = Tensor<float, D>::empty({rows, out});
-  kernels<D>::linear_f16_packed(x2.data(), rows, in, packed, w.data(), out, b.defined() ? b.data() : nullptr, y.data());
   Shape out_shape = x.shape();
   out_shape.back() = out;
-  return reshape(y, out_shape);
+  if (!needs_grad) {
+    const backend::PackedWeight packed = PrecisionScope::active()->packed_weight(
+        w, PrecisionScope::Packing::f16,
+        [](const Tensor<float, D>& wc) { return kernels<D>::pack_linear_f16(wc.data(), wc.size(0), wc.size(1)); });
+    if (packed) {  // (empty under Weights::changing)
+      Tensor<float, D> y = Tensor<float, D>::empty({rows, out});
+      kernels<D>::linear_f16_packed(x2.data(), rows, in, packed, w.data(), out, b.defined() ? b.data() : nullptr,
+                                    y.data());
+      return reshape(y, out_shape);
+    }
+  }
+  Tensor<float, D> y = reshape(product_f16(x2, transpose(w, 0, 1), b), out_shape);
+  if (needs_grad)
+    record(y, "linear", {&x, &weight, &bias},
+           [x2, w, in_shape = x.shape(), rx = x.requires_grad(), rw = weight.requires_grad(),
+            rb = bias.defined() && bias.requires_grad()](const Tensor<float, D>& gy) {
+             const Tensor<float, D> g2 = reshape(gy, {x2.size(0), w.size(0)});
+             Tensor<float, D> gx, gw, gb;
+             if (rx) gx = reshape(product_f16(g2, w), in_shape);
+             if (rw) gw = product_f16(transpose(g2, 0, 1), x2);
+             if (rb) gb = sum(g2, {0});
+             return std::vector{gx, gw, gb};
+           });
+  return y;
 }
 
 }  // namespace detail
@@ -267,9 +303,9 @@ Tensor<T, D> linear(const Tensor<T, D>& x, const Tensor<T, D>& weight, const Ten
     const Precision precision = PrecisionScope::current();
     if (precision == Precision::int8 && !needs_grad)
       if (Tensor<float, D> y = detail::linear_int8(x, weight, bias); y.defined()) return y;
-    if (precision == Precision::fp16 && !needs_grad)
-      if (Tensor<float, D> y = detail::linear_fp16(x, weight, bias); y.defined()) return y;
-    if (bf16_products<D>()) return detail::linear_bf16(x, weight, bias, needs_grad);
+    const Products products = scope_products<D>();
+    if (products == Products::fp16) return detail::linear_fp16(x, weight, bias, needs_grad);
+    if (products == Products::bf16) return detail::linear_bf16(x, weight, bias, needs_grad);
   }
   const Tensor<T, D> x2 = reshape(x.detach(), {rows, in});
   const Tensor<T, D> w = contiguous(weight.detach());

@@ -22,12 +22,15 @@
 //   channel (max |w_j| / 127) and packed, the activations quantised per call with one scale per
 //   row (token). Everything else is as in bf16: attention's products, and linear() where a
 //   gradient is recorded or under Weights::changing (there is no int8 training).
-// - Precision::fp16 (inference, CPUs with AVX512-FP16): linear() without a recorded gradient
-//   multiplies fp16 by fp16, adding runs of at most 64 products in fp16 and the runs in float
-//   (backend/cpu/half_gemm.hpp) — each weight rounded and packed once per scope, the activations
-//   per call; a layer whose input could overflow fp16 runs in float. Everything else is as in
-//   bf16. Where the device has no fp16 product (no AVX512-FP16, a CUDA device) linear() takes
-//   the bf16 path.
+// - Precision::fp16 (CPUs with AVX512-FP16): linear() and the fused feed-forward multiply fp16 by
+//   fp16, adding runs of at most 64 products in fp16 and the runs in float, each row and column
+//   scaled by a power of two so nothing overflows (backend/cpu/half_gemm.hpp). Without a recorded
+//   gradient and with Weights::fixed each weight is rounded and packed once per scope, the
+//   activations per call; under Weights::changing (training autocast) or with a recorded gradient
+//   both operands are rounded per call, and the backward's products (gx = g · w, gw = gᵀ · x) are
+//   fp16 too. Everything else is as in bf16 (attention's products, the reductions, the
+//   optimiser). Where the device has no fp16 product (no AVX512-FP16, a CUDA device) linear()
+//   takes the bf16 path.
 // - Where bf16 products do not pay on the device (backend/cpu/bf16_products.hpp: an Intel CPU
 //   without AMX runs them at half its float rate), the bf16 products above stay float: bf16 and
 //   the non-int8 products of int8 then equal fp32. BLIP_CPU_BF16=on forces them.
@@ -205,6 +208,16 @@ class PrecisionScope {
 template <Device D>
 bool bf16_products() {
   return PrecisionScope::current() != Precision::fp32 && kernels<D>::bf16_products_pay();
+}
+
+// What the current scope's linear layers (and the feed-forward's backward products) multiply in on
+// device D: fp16 in an fp16 scope where the device has fp16 products, else bf16 where
+// bf16_products<D>(), else float.
+enum class Products { fp32, bf16, fp16 };
+template <Device D>
+Products scope_products() {
+  if (PrecisionScope::current() == Precision::fp16 && kernels<D>::f16_products_available()) return Products::fp16;
+  return bf16_products<D>() ? Products::bf16 : Products::fp32;
 }
 
 }  // namespace blip

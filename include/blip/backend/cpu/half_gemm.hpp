@@ -1,30 +1,42 @@
-// blip/backend/cpu/half_gemm.hpp — fp16 linear layers on CPUs with AVX512-FP16.
+// blip/backend/cpu/half_gemm.hpp — fp16 products on CPUs with AVX512-FP16: linear layers and GEMMs.
 //
 // Contract:
 // - f16_products_available(): this CPU has AVX512-FP16, the active instruction set is avx512
 //   (BLIP_CPU_ISA / set_isa can turn it off) and the library was compiled by GCC ≥ 12 (clang 14
-//   has no AVX512-FP16 intrinsics; without them the functions below pack nothing).
-// - pack_linear_f16(w, out, in): the float weight w [out, in] rounded to fp16 once, in panels of
-//   32 output columns; empty where not available, or where w holds a value fp16 cannot (non-finite,
-//   |w| ≥ 65504).
+//   has no AVX512-FP16 intrinsics; without them the functions below pack nothing and gemm_f16
+//   multiplies in float).
+// - pack_linear_f16(w, out, in): the float weight w [out, in] rounded to fp16 once, each output
+//   channel scaled by a power of two, in panels of 32 output columns; empty where not available or
+//   where w holds a non-finite value or one beyond 2^100.
 // - linear_f16_packed(x, rows, in, packed, w, out, bias, y): y = x · wᵀ + bias with x rounded to
-//   fp16 per call. Each output lane multiplies and adds in fp16 for runs of at most 64 products
-//   (half the k values of a 128-wide window: the even and the odd ones go to separate lanes), then
-//   the run is added to float accumulators; the bias is added in float. Relative error about 6e-4 of
+//   fp16 per call, each row scaled by a power of two.
+// - gemm_f16(trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc): c [m, n] = op(a) · op(b)
+//   (+ bias per column where given) for float a [m, k] (stored [k, m] with trans_a) and b [k, n]
+//   (stored [n, k] with trans_b), both rounded to fp16 per call: the training products (weights
+//   that change every step, gradients).
+// - Numerics, all three: every row of the left operand and every column of the right one is
+//   scaled by a power of two so that its largest |value| lies in [8, 16) (exact: only exponents
+//   change) before rounding to fp16, and unscaled in float at the end. Products are then below 256
+//   and a lane's run of at most 64 fp16 products below 16384: fp16 cannot overflow, whatever the
+//   data's range, and gradients of 1e-6 keep fp16's 11 bits instead of falling into its
+//   subnormals. Each output lane multiplies and adds in fp16 for runs of at most 64 products (half
+//   the k values of a 128-wide window: the even and the odd ones go to separate lanes), then the
+//   run is added to float accumulators; the bias is added in float. Relative error about 6e-4 of
 //   the output's scale at K = 768, 9e-4 at K = 3072 where products have mixed signs, as with
-//   trained weights (the bf16 product's is ~2e-3); a run of 64 same-signed products can drift by up
-//   to 64 half-ulps of fp16 (~1.5 %; 0.75 % in the kernel test's run of equal ones). Where x is
-//   non-finite, |x| > 65504, or a run could leave fp16's range (max|w| times the largest sum of |x|
-//   over the even or the odd k of one window of a row > 32768: a bound on every partial sum of a
-//   lane's run), the layer is computed in float from w instead, so it never overflows silently.
+//   trained weights (the bf16 product's is ~2e-3); a run of 64 same-signed products can drift by
+//   up to 64 half-ulps of fp16 (~1.5 %; 0.75 % in the kernel test's run of equal ones). Where an
+//   operand holds a non-finite value (or one beyond 2^100) the product is computed in float, so
+//   NaN and infinity propagate as they would there.
 // Why: an Intel core with AVX512-FP16 but no AMX exposed (the Xeon of docs/performance.md) runs
 // fp16 FMAs at 2.15x its float rate (32 lanes per instruction at the same throughput) while its bf16
 // dot products (VDPBF16PS, what oneDNN 2.6's bf16 matmul uses) run at half the float rate; oneDNN
 // 2.6 has no fp16 matmul on CPUs. Accumulating a whole row in fp16 would lose ~1 % at K = 768;
 // runs of 64 keep the error below bf16's, and the float additions between runs (two conversions
 // and two adds per 64 FMAs) cost ~11 % of the FMA ports (runs of 32: twice that; the GEMM was
-// 4-17 % slower). The A operand is broadcast a dword (two k values) at a time: a 16-bit broadcast from
-// memory costs a shuffle uop on the FMA port, a 32-bit one does not.
+// 4-17 % slower). The left operand is broadcast a dword (two k values) at a time: a 16-bit
+// broadcast from memory costs a shuffle uop on the FMA port, a 32-bit one does not. The scaling
+// replaced a range guard that sent a layer to float where a run could overflow: it costs one
+// more pass over each row (in L1) and one multiply per output vector.
 #pragma once
 
 #include <algorithm>
@@ -55,16 +67,36 @@ constexpr int64_t kPanel = 32;  // output columns per panel: two zmm of 16 colum
 constexpr int64_t kRun = 64;    // k pairs (a window of 128 k) added in fp16 before the float accumulators
 constexpr int kRows = 12;       // rows per tile (12 x 32 outputs: 24 fp16 accumulators in registers)
 constexpr int64_t kAhead = 8;   // pairs of the panel prefetched ahead (+0-9 % measured); also its padding
-constexpr float kRunLimit = 32768.0f;  // max|w| * (largest window sum of |x|) stays within it (fp16 max 65504)
+constexpr int kTop = 4;         // a scaled row or column has max |v| in [2^(kTop-1), 2^kTop)
+constexpr int kMaxShift = 100;  // scales within 2^±100: beyond, a value is too large (float path)
+                                // or so small that fp16 flushes it whatever the scale
 
+// The right operand: [panels][pairs][64] halves (half h: columns 16h..16h+15, column, k parity),
+// then kAhead x 64 zeros so the last prefetch stays inside; and 1 / (each column's scale).
 struct HalfPanels {
   static constexpr uint32_t kTag = 0x50363146;  // "F16P": first member, checked by linear_f16_packed
   uint32_t tag = kTag;
-  std::vector<uint16_t> data;  // [panels][pairs][64]: half h (columns 16h..16h+15), column, k parity;
-                               // then kAhead x 64 zeros, so the last prefetch stays inside
+  std::vector<uint16_t> data;
+  std::vector<float> unscale;  // [panels * 32]
   int64_t out = 0, in = 0, pairs = 0, panels = 0;
-  float max_abs = 0;  // of the weight
 };
+
+// The power of two s with max_abs · s in [2^(kTop-1), 2^kTop) (1 for zero), and 1 / s; false where
+// max_abs is not finite or beyond 2^(kMaxShift + kTop - 1).
+inline bool scale_for(float max_abs, float& scale, float& unscale) {
+  if (!(max_abs <= 3.0e38f)) return false;
+  if (max_abs == 0.0f) {
+    scale = unscale = 1.0f;
+    return true;
+  }
+  int e = 0;
+  (void)std::frexp(max_abs, &e);  // max_abs = f · 2^e, f in [0.5, 1)
+  const int shift = std::min(kTop - e, kMaxShift);
+  if (shift < -kMaxShift) return false;
+  scale = std::ldexp(1.0f, shift);
+  unscale = std::ldexp(1.0f, -shift);
+  return true;
+}
 }  // namespace half_detail
 
 inline bool f16_products_available() {
@@ -90,39 +122,59 @@ inline bool f16_products_available() {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 namespace blip::cpu::f16 {
 
-struct RowRange {
-  float max_abs = 0;     // max |x|, +inf where one is NaN or infinite
-  float max_window = 0;  // the largest sum of |x| over the even or the odd k of one run's window
-                         // (k in [128 j, 128 j + 128)): what one lane's run adds
-};
+using half_detail::kPanel;
+using half_detail::kRows;
 
-// fp16 bits of n floats (round to nearest even) into dst, padded with zeros to `padded`.
-inline RowRange convert_row(const float* x, int64_t n, void* dst_bytes, int64_t padded) {
-  auto* dst = static_cast<uint16_t*>(dst_bytes);  // written only by masked vector stores (may alias)
+inline __mmask16 first(int64_t count) {
+  return count >= 16 ? __mmask16(0xffff) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
+}
+constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+
+// max |x| over n floats; +inf where one is NaN or infinite.
+inline float max_abs(const float* x, int64_t n) {
   const __m512 sign = _mm512_set1_ps(-0.0f);
-  __m512 max_abs = _mm512_setzero_ps(), window = _mm512_setzero_ps();
+  __m512 m = _mm512_setzero_ps();
   __mmask16 unordered = 0;
-  float max_window = 0;
-  for (int64_t k = 0; k < padded; k += 16) {
-    const int64_t left = n - k;
-    const __mmask16 m = left >= 16 ? __mmask16(0xffff) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
-    const __m512 v = _mm512_maskz_loadu_ps(m, x + k);
-    const __m512 a = _mm512_andnot_ps(sign, v);
-    max_abs = _mm512_max_ps(max_abs, a);
-    window = _mm512_add_ps(window, a);
-    if ((k + 16) % (2 * half_detail::kRun) == 0 || k + 16 >= padded) {  // k is even: even lanes hold even k
-      max_window = std::max({max_window, _mm512_mask_reduce_add_ps(0x5555, window),
-                             _mm512_mask_reduce_add_ps(0xaaaa, window)});
-      window = _mm512_setzero_ps();
-    }
+  for (int64_t k = 0; k < n; k += 16) {
+    const __m512 v = _mm512_maskz_loadu_ps(first(n - k), x + k);
+    m = _mm512_max_ps(m, _mm512_andnot_ps(sign, v));
     unordered |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    const __m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const int64_t room = padded - k;
-    const __mmask16 store = room >= 16 ? __mmask16(0xffff) : __mmask16((1u << room) - 1);
-    _mm256_mask_storeu_epi16(dst + k, store, h);
   }
-  if (unordered) return {INFINITY, INFINITY};
-  return {_mm512_reduce_max_ps(max_abs), max_window};
+  return unordered ? INFINITY : _mm512_reduce_max_ps(m);
+}
+
+// Columnwise max |x| of columns [c0, c1) of a [rows, ·] matrix (row stride ld) into out[0, c1 - c0),
+// row by row (a column strip walked downwards defeats the prefetchers); false where one is NaN.
+inline bool column_max_abs(const float* x, int64_t rows, int64_t c0, int64_t c1, int64_t ld, float* out) {
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  std::fill(out, out + (c1 - c0), 0.0f);
+  __mmask16 unordered = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = c0; j < c1; j += 16) {
+      const __mmask16 mask = first(c1 - j);
+      const __m512 v = _mm512_maskz_loadu_ps(mask, x + r * ld + j);
+      const __m512 m = _mm512_max_ps(_mm512_maskz_loadu_ps(mask, out + (j - c0)), _mm512_andnot_ps(sign, v));
+      _mm512_mask_storeu_ps(out + (j - c0), mask, m);
+      unordered |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    }
+  return unordered == 0;
+}
+
+// fp16 bits of x · scale for n floats into dst, padded with zeros to `padded`.
+inline void convert_row(const float* x, int64_t n, float scale, uint16_t* dst, int64_t padded) {
+  const __m512 s = _mm512_set1_ps(scale);
+  for (int64_t k = 0; k < padded; k += 16) {
+    const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(first(n - k), x + k), s);
+    _mm256_mask_storeu_epi16(dst + k, first(padded - k), _mm512_cvtps_ph(v, kRound));
+  }
+}
+
+// Sixteen dwords (lo_k, hi_k) from two rows' 16 floats, each column scaled: fp16 of lo in the low
+// half of each dword, of hi in the high one.
+inline __m512i pair_dwords(__m512 lo, __m512 hi, __m512 scale) {
+  const __m512i l = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(_mm512_mul_ps(lo, scale), kRound));
+  const __m512i h = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(_mm512_mul_ps(hi, scale), kRound));
+  return _mm512_or_si512(l, _mm512_slli_epi32(h, 16));
 }
 
 inline __m512 low_to_float(__m512h v) { return _mm512_cvtxph_ps(_mm512_castph512_ph256(v)); }
@@ -130,17 +182,27 @@ inline __m512 high_to_float(__m512h v) {
   return _mm512_cvtxph_ps(_mm256_castsi256_ph(_mm512_extracti64x4_epi64(_mm512_castph_si512(v), 1)));
 }
 
-// y[r, 0..cols) = a[r] · panel + bias for the tile's rows r < rows_valid. a: fp16 rows of `lda`
-// dwords (two halves each: k = 2q, 2q + 1); b: one panel, `pairs` x 64 halves (and kAhead x 64
-// readable after it). Float accumulators (in memory: only the fp16 ones fit in registers): per row
-// four zmm, (16 columns of half 0 or 1) x (lanes 0-15 or 16-31 of the fp16 one), each lane one
-// (column, k parity).
-template <int... R>
-inline void tile(std::integer_sequence<int, R...>, const uint32_t* a, int64_t lda, int rows_valid, const uint16_t* b,
-                 int64_t pairs, const float* bias, float* y, int64_t ldy, int cols) {
+// The left operand in fp16: either rows of `ld` dwords (two halves each: k = 2q, 2q + 1), or packed
+// in tiles of kRows rows, [tile][pair][row] (then zero rows pad the last tile).
+struct Left {
+  const uint32_t* data = nullptr;
+  bool packed = false;
+  int64_t ld = 0;                  // dwords per row (rows layout)
+  const float* unscale = nullptr;  // [rows]: 1 / each row's scale
+};
+
+// y[r, 0..cols) = (a[r] · panel) · unscale_r · unscale_c + bias for the tile's rows r < rows_valid.
+// b: one panel, `pairs` x 64 halves (and kAhead x 64 readable after it). Float accumulators (in
+// memory: only the fp16 ones fit in registers): per row four zmm, (16 columns of half 0 or 1) x
+// (lanes 0-15 or 16-31 of the fp16 one), each lane one (column, k parity).
+template <bool Packed, int... R>
+inline void tile(std::integer_sequence<int, R...>, const uint32_t* a, int64_t lda, int rows_valid,
+                 const float* row_unscale, const uint16_t* b, int64_t pairs, const float* col_unscale,
+                 const float* bias, float* y, int64_t ldy, int cols) {
   constexpr int rows = sizeof...(R);
-  // Rows past the end read the last valid one (results not stored): no padding of x needed.
-  const uint32_t* ar[rows] = {(a + std::min(R, rows_valid - 1) * lda)...};
+  // Rows layout: rows past the end read the last valid one (results not stored): x needs no padding.
+  const uint32_t* ar[rows] = {(a + (Packed ? R : std::min(R, rows_valid - 1) * lda))...};
+  const int64_t step = Packed ? rows : 1;  // dwords from one pair to the next
   __m512 f[rows][4];
   __m512h h0[rows], h1[rows];
   ((f[R][0] = f[R][1] = f[R][2] = f[R][3] = _mm512_setzero_ps()), ...);
@@ -152,8 +214,8 @@ inline void tile(std::integer_sequence<int, R...>, const uint32_t* a, int64_t ld
       const __m512h b1 = _mm512_castsi512_ph(_mm512_loadu_si512(b + q * 64 + 32));
       _mm_prefetch(reinterpret_cast<const char*>(b + (q + half_detail::kAhead) * 64), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(b + (q + half_detail::kAhead) * 64 + 32), _MM_HINT_T0);
-      ((h0[R] = _mm512_fmadd_ph(_mm512_castsi512_ph(_mm512_set1_epi32(static_cast<int>(ar[R][q]))), b0, h0[R]),
-        h1[R] = _mm512_fmadd_ph(_mm512_castsi512_ph(_mm512_set1_epi32(static_cast<int>(ar[R][q]))), b1, h1[R])),
+      ((h0[R] = _mm512_fmadd_ph(_mm512_castsi512_ph(_mm512_set1_epi32(static_cast<int>(ar[R][q * step]))), b0, h0[R]),
+        h1[R] = _mm512_fmadd_ph(_mm512_castsi512_ph(_mm512_set1_epi32(static_cast<int>(ar[R][q * step]))), b1, h1[R])),
        ...);
     }
     ((f[R][0] = _mm512_add_ps(f[R][0], low_to_float(h0[R])), f[R][1] = _mm512_add_ps(f[R][1], high_to_float(h0[R])),
@@ -163,80 +225,216 @@ inline void tile(std::integer_sequence<int, R...>, const uint32_t* a, int64_t ld
   // Lane 2c + e of f[r][2h + i] holds column 16h + 8i + c, parity e: add the parities.
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-  const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
-  const __mmask16 m1 = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
+  const __mmask16 m0 = first(cols), m1 = first(cols - 16);
   const bool high = cols > 16;  // (no pointer past the arrays' ends is formed otherwise)
   const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
   const __m512 bias1 = bias && high ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+  const __m512 unscale0 = _mm512_loadu_ps(col_unscale), unscale1 = _mm512_loadu_ps(col_unscale + 16);
   for (int r = 0; r < rows && r < rows_valid; ++r) {
+    const __m512 ur = _mm512_set1_ps(row_unscale[r]);
     const __m512 c0 = _mm512_add_ps(_mm512_permutex2var_ps(f[r][0], even, f[r][1]),
                                     _mm512_permutex2var_ps(f[r][0], odd, f[r][1]));
-    _mm512_mask_storeu_ps(y + r * ldy, m0, _mm512_add_ps(c0, bias0));
+    _mm512_mask_storeu_ps(y + r * ldy, m0, _mm512_fmadd_ps(c0, _mm512_mul_ps(ur, unscale0), bias0));
     if (high) {
       const __m512 c1 = _mm512_add_ps(_mm512_permutex2var_ps(f[r][2], even, f[r][3]),
                                       _mm512_permutex2var_ps(f[r][2], odd, f[r][3]));
-      _mm512_mask_storeu_ps(y + r * ldy + 16, m1, _mm512_add_ps(c1, bias1));
+      _mm512_mask_storeu_ps(y + r * ldy + 16, m1, _mm512_fmadd_ps(c1, _mm512_mul_ps(ur, unscale1), bias1));
     }
   }
+}
+
+// The right operand B [k, n] (logical) as panels, from b stored [n, k] (`n_major`, a linear
+// weight) or [k, n], row stride ld; false where it holds a non-finite value or one beyond 2^100.
+inline bool pack_into(const float* b, bool n_major, int64_t k, int64_t n, int64_t ld, half_detail::HalfPanels& p) {
+  using namespace half_detail;
+  p.out = n;
+  p.in = k;
+  p.pairs = (k + 1) / 2;
+  p.panels = (n + kPanel - 1) / kPanel;
+  const size_t halves = static_cast<size_t>((p.panels * p.pairs + kAhead) * 64);
+  if (p.data.size() < halves) p.data.resize(halves);
+  std::fill(p.data.begin() + static_cast<std::ptrdiff_t>(p.panels * p.pairs * 64), p.data.begin() +
+            static_cast<std::ptrdiff_t>(halves), uint16_t{0});
+  p.unscale.assign(static_cast<size_t>(p.panels * kPanel), 1.0f);
+  std::vector<float> scale(static_cast<size_t>(p.panels * kPanel), 0.0f);  // 0 for padded columns
+  std::atomic<bool> out_of_range{false};
+  // Each column's scale (a row of b when n_major).
+  if (n_major) {
+    parallel_for(n, k, [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j)
+        if (!scale_for(max_abs(b + j * ld, k), scale[static_cast<size_t>(j)], p.unscale[static_cast<size_t>(j)]))
+          out_of_range.store(true, std::memory_order_relaxed);
+    });
+  } else {
+    parallel_for((n + 15) / 16, 16 * k, [&](int64_t begin, int64_t end) {
+      const int64_t c0 = begin * 16, c1 = std::min(n, end * 16);
+      std::vector<float> m(static_cast<size_t>(c1 - c0));
+      bool ok = column_max_abs(b, k, c0, c1, ld, m.data());
+      for (int64_t j = c0; ok && j < c1; ++j)
+        ok = scale_for(m[static_cast<size_t>(j - c0)], scale[static_cast<size_t>(j)], p.unscale[static_cast<size_t>(j)]);
+      if (!ok) out_of_range.store(true, std::memory_order_relaxed);
+    });
+  }
+  if (out_of_range.load()) return false;
+  auto* dst = reinterpret_cast<uint32_t*>(p.data.data());  // 32 dwords per (panel, pair)
+  if (!n_major) {  // rows 2q and 2q + 1 of b, 16 columns each: one (panel, pair, half) slot; by blocks
+    // of 16 pairs, so the rows read stay in cache while every (panel, half) of the range is written
+    parallel_for(p.panels * 2, 16 * k, [&](int64_t begin, int64_t end) {
+      for (int64_t q0 = 0; q0 < p.pairs; q0 += 16)
+        for (int64_t ph = begin; ph < end; ++ph) {
+          const int64_t panel = ph / 2, half = ph % 2, j0 = panel * kPanel + half * 16;
+          const __mmask16 mask = first(n - j0);
+          const __m512 s = _mm512_loadu_ps(scale.data() + j0);
+          uint32_t* out = dst + panel * p.pairs * 32 + half * 16;
+          for (int64_t q = q0; q < std::min(p.pairs, q0 + 16); ++q) {
+            const __m512 lo = _mm512_maskz_loadu_ps(mask, b + 2 * q * ld + j0);
+            const __m512 hi = 2 * q + 1 < k ? _mm512_maskz_loadu_ps(mask, b + (2 * q + 1) * ld + j0) : _mm512_setzero_ps();
+            _mm512_storeu_si512(out + q * 32, pair_dwords(lo, hi, s));
+          }
+        }
+    });
+    return true;
+  }
+  parallel_for(p.panels * 2, 16 * k, [&](int64_t begin, int64_t end) {
+    alignas(64) uint32_t block[16 * 16];
+    const __m512i across = _mm512_mullo_epi32(_mm512_set1_epi32(16), _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8,
+                                                                                      7, 6, 5, 4, 3, 2, 1, 0));
+    for (int64_t ph = begin; ph < end; ++ph) {  // (panel, half): 16 columns
+      const int64_t panel = ph / 2, half = ph % 2, j0 = panel * kPanel + half * 16;
+      const int64_t cols = std::clamp<int64_t>(n - j0, 0, 16);
+      uint32_t* out = dst + panel * p.pairs * 32 + half * 16;
+      // n_major: 16 rows of b (columns of B) x 16 pairs, converted, then transposed by gathers.
+      for (int64_t q0 = 0; q0 < p.pairs; q0 += 16) {
+        for (int64_t c = 0; c < 16; ++c) {
+          __m512i v = _mm512_setzero_si512();
+          if (c < cols) {
+            const float* row = b + (j0 + c) * ld + 2 * q0;
+            const __m512 s = _mm512_set1_ps(scale[static_cast<size_t>(j0 + c)]);
+            const __m256i lo = _mm512_cvtps_ph(_mm512_mul_ps(_mm512_maskz_loadu_ps(first(k - 2 * q0), row), s), kRound);
+            const __m256i hi =
+                _mm512_cvtps_ph(_mm512_mul_ps(_mm512_maskz_loadu_ps(first(k - 2 * q0 - 16), row + 16), s), kRound);
+            v = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);  // pairs q0..q0+15 in order
+          }
+          _mm512_store_si512(block + c * 16, v);
+        }
+        for (int64_t q = q0; q < std::min(p.pairs, q0 + 16); ++q)
+          _mm512_storeu_si512(out + q * 32, _mm512_i32gather_epi32(across, block + (q - q0), 4));
+      }
+    }
+  });
+  return true;
+}
+
+// The left operand A [m, k] (logical) in fp16 with each row's scale, from a stored [m, k]
+// (`k_major` false: rows layout) or [k, m] (packed in tiles); false where it holds a non-finite
+// value or one beyond 2^100. Buffers grow to the largest call and are reused.
+inline bool convert_left(const float* a, bool k_major, int64_t m, int64_t k, int64_t ld, std::vector<uint32_t>& data,
+                         std::vector<float>& unscale, Left& left) {
+  using half_detail::scale_for;
+  const int64_t pairs = (k + 1) / 2, tiles = (m + kRows - 1) / kRows;
+  const size_t dwords = static_cast<size_t>(k_major ? tiles * kRows * pairs : m * pairs);
+  if (data.size() < dwords) data.resize(dwords);
+  if (unscale.size() < static_cast<size_t>(tiles * kRows)) unscale.resize(static_cast<size_t>(tiles * kRows));
+  std::atomic<bool> out_of_range{false};
+  left = Left{data.data(), k_major, pairs, unscale.data()};
+  if (!k_major) {
+    parallel_for(m, k, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        float s = 1;
+        if (!scale_for(max_abs(a + i * ld, k), s, unscale[static_cast<size_t>(i)]))
+          out_of_range.store(true, std::memory_order_relaxed);
+        else
+          convert_row(a + i * ld, k, s, reinterpret_cast<uint16_t*>(data.data() + i * pairs), 2 * pairs);
+      }
+    });
+    return !out_of_range.load();
+  }
+  // k_major: each thread takes a range of tiles (columns of a): their maxima row by row, then
+  // blocks of 16 pairs (32 rows of a, in cache) written to every tile of the range.
+  parallel_for(tiles, kRows * k, [&](int64_t begin, int64_t end) {
+    const int64_t c0 = begin * kRows, c1 = std::min(m, end * kRows);
+    std::vector<float> scale(static_cast<size_t>(end - begin) * kRows + 16, 0.0f);  // 0 past m
+    bool ok = column_max_abs(a, k, c0, c1, ld, scale.data());
+    for (int64_t i = c0; ok && i < c1; ++i)
+      ok = scale_for(scale[static_cast<size_t>(i - c0)], scale[static_cast<size_t>(i - c0)],
+                     unscale[static_cast<size_t>(i)]);
+    if (!ok) {
+      out_of_range.store(true, std::memory_order_relaxed);
+      return;
+    }
+    for (int64_t q0 = 0; q0 < pairs; q0 += 16)
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t i0 = t * kRows;
+        const __mmask16 mask = first(std::min<int64_t>(kRows, m - i0));
+        const __m512 s = _mm512_loadu_ps(scale.data() + (i0 - c0));
+        uint32_t* out = data.data() + t * kRows * pairs;
+        for (int64_t q = q0; q < std::min(pairs, q0 + 16); ++q) {
+          const __m512 lo = _mm512_maskz_loadu_ps(mask, a + 2 * q * ld + i0);
+          const __m512 hi = 2 * q + 1 < k ? _mm512_maskz_loadu_ps(mask, a + (2 * q + 1) * ld + i0) : _mm512_setzero_ps();
+          _mm512_mask_storeu_epi32(out + q * kRows, __mmask16((1u << kRows) - 1), pair_dwords(lo, hi, s));
+        }
+      }
+  });
+  return !out_of_range.load();
+}
+
+// y [m, n] (row stride ldy) = left · panels, unscaled, + bias.
+inline void multiply(const Left& a, int64_t m, const half_detail::HalfPanels& w, const float* bias, float* y,
+                     int64_t ldy) {
+  using namespace half_detail;
+  // Tiles of kRows rows, in chunks whose fp16 copy fits in L2 (~512 KB); within a chunk a panel
+  // serves all the chunk's tiles before the next panel: both operands stay in cache. Tasks are
+  // (chunk, panel, tile) over real tiles only, so two threads get equal work.
+  const int64_t pairs = w.pairs;
+  const int64_t tiles = (m + kRows - 1) / kRows;
+  const int64_t chunks = std::clamp<int64_t>((m * pairs * 4 + (512 << 10) - 1) / (512 << 10), 1, tiles);
+  const int64_t per_chunk = (tiles + chunks - 1) / chunks;  // tiles per chunk; the last may have fewer
+  parallel_for(tiles * w.panels, kRows * kPanel * w.in, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t chunk = t / (per_chunk * w.panels), first_tile = chunk * per_chunk;
+      const int64_t in_chunk = std::min(per_chunk, tiles - first_tile), local = t - first_tile * w.panels;
+      const int64_t panel = local / in_chunk, tile_index = first_tile + local % in_chunk, i0 = tile_index * kRows;
+      const int valid = static_cast<int>(std::min<int64_t>(kRows, m - i0));
+      const int cols = static_cast<int>(std::min(kPanel, w.out - panel * kPanel));
+      const uint16_t* b = w.data.data() + panel * pairs * 64;
+      const float* bias_p = bias ? bias + panel * kPanel : nullptr;
+      const float* unscale = w.unscale.data() + panel * kPanel;
+      float* yp = y + i0 * ldy + panel * kPanel;
+      if (a.packed)
+        tile<true>(std::make_integer_sequence<int, kRows>{}, a.data + tile_index * kRows * pairs, 0, valid,
+                   a.unscale + i0, b, pairs, unscale, bias_p, yp, ldy, cols);
+      else
+        tile<false>(std::make_integer_sequence<int, kRows>{}, a.data + i0 * a.ld, a.ld, valid, a.unscale + i0, b,
+                    pairs, unscale, bias_p, yp, ldy, cols);
+    }
+  });
 }
 
 inline std::shared_ptr<half_detail::HalfPanels> pack(const float* w, int64_t out, int64_t in) {
   auto p = std::make_shared<half_detail::HalfPanels>();
-  p->out = out;
-  p->in = in;
-  p->pairs = (in + 1) / 2;
-  p->panels = (out + half_detail::kPanel - 1) / half_detail::kPanel;
-  p->data.assign(static_cast<size_t>((p->panels * p->pairs + half_detail::kAhead) * 64), 0);
-  std::vector<uint16_t> row(static_cast<size_t>(p->pairs * 2));
-  for (int64_t j = 0; j < out; ++j) {
-    p->max_abs = std::max(p->max_abs, convert_row(w + j * in, in, row.data(), p->pairs * 2).max_abs);
-    const int64_t panel = j / half_detail::kPanel, c = j % half_detail::kPanel;
-    uint16_t* dst = p->data.data() + panel * p->pairs * 64 + (c / 16) * 32 + (c % 16) * 2;
-    for (int64_t q = 0; q < p->pairs; ++q) {
-      dst[q * 64] = row[2 * q];
-      dst[q * 64 + 1] = row[2 * q + 1];
-    }
-  }
-  if (!(p->max_abs < 65504.0f)) return nullptr;  // a weight fp16 cannot hold
+  if (!pack_into(w, true, in, out, in, *p)) return nullptr;  // a weight fp16 cannot scale
   return p;
 }
 
-// false where x is out of the kernel's safe range (the caller computes in float instead).
+// false where x holds a value the kernel cannot scale (the caller computes in float instead).
 inline bool linear(const float* x, int64_t rows, const half_detail::HalfPanels& w, const float* bias, float* y) {
-  using namespace half_detail;
-  const int64_t ld = w.pairs;  // dwords per row: two fp16 values each
-  thread_local std::vector<uint32_t> x16;  // grows to the largest call, reused: no allocation per call
-  if (x16.size() < static_cast<size_t>(rows * ld)) x16.resize(static_cast<size_t>(rows * ld));
-  uint32_t* a = x16.data();
-  // Every partial sum of a lane's run is at most max|w| times the sum of |x| over its parity of the
-  // window (times ~1 + 2^-5 for the 66 roundings on the way): within kRunLimit it stays below fp16's
-  // 65504. Never stricter than max|x| · max|w| · 64, and far looser where one activation dominates.
-  std::atomic<bool> out_of_range{false};
-  parallel_for(rows, w.in, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const RowRange r = convert_row(x + i * w.in, w.in, a + i * ld, 2 * ld);
-      if (!(r.max_abs <= 65504.0f && r.max_window * w.max_abs <= kRunLimit))
-        out_of_range.store(true, std::memory_order_relaxed);
-    }
-  });
-  if (out_of_range.load()) return false;
-  // Tiles of kRows rows, in chunks whose fp16 copy fits in L2 (~512 KB); within a chunk a panel
-  // serves all the chunk's tiles before the next panel: both operands stay in cache. Tasks are
-  // (chunk, panel, tile) over real tiles only, so two threads get equal work.
-  const int64_t tiles = (rows + kRows - 1) / kRows;
-  const int64_t chunks = std::clamp<int64_t>((rows * ld * 4 + (512 << 10) - 1) / (512 << 10), 1, tiles);
-  const int64_t per_chunk = (tiles + chunks - 1) / chunks;  // tiles per chunk; the last may have fewer
-  parallel_for(tiles * w.panels, kRows * kPanel * w.in, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t chunk = t / (per_chunk * w.panels), first = chunk * per_chunk;
-      const int64_t in_chunk = std::min(per_chunk, tiles - first), local = t - first * w.panels;
-      const int64_t panel = local / in_chunk, i0 = (first + local % in_chunk) * kRows;
-      const int valid = static_cast<int>(std::min<int64_t>(kRows, rows - i0));
-      const int cols = static_cast<int>(std::min(kPanel, w.out - panel * kPanel));
-      tile(std::make_integer_sequence<int, kRows>{}, a + i0 * ld, ld, valid, w.data.data() + panel * w.pairs * 64,
-           w.pairs, bias ? bias + panel * kPanel : nullptr, y + i0 * w.out + panel * kPanel, w.out, cols);
-    }
-  });
+  thread_local std::vector<uint32_t> x16;  // grow to the largest call, reused: no allocation per call
+  thread_local std::vector<float> unscale;
+  Left left;
+  if (!convert_left(x, false, rows, w.in, w.in, x16, unscale, left)) return false;
+  multiply(left, rows, w, bias, y, w.out);
+  return true;
+}
+
+inline bool gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                 const float* b, int64_t ldb, const float* bias, float* c, int64_t ldc) {
+  thread_local std::vector<uint32_t> a16;
+  thread_local std::vector<float> unscale;
+  thread_local half_detail::HalfPanels panels;
+  Left left;
+  if (!convert_left(a, trans_a, m, k, lda, a16, unscale, left)) return false;
+  if (!pack_into(b, trans_b, k, n, ldb, panels)) return false;
+  multiply(left, m, panels, bias, c, ldc);
   return true;
 }
 
@@ -257,8 +455,8 @@ inline backend::PackedWeight pack_linear_f16(const float* w, int64_t out, int64_
   return {};
 }
 
-// y = x · wᵀ + bias through `packed` (pack_linear_f16 of w [out, in]); in float from w where x is
-// out of fp16's safe range.
+// y = x · wᵀ + bias through `packed` (pack_linear_f16 of w [out, in]); in float from w where x
+// holds a non-finite value.
 inline void linear_f16_packed(const float* x, int64_t rows, int64_t in, const backend::PackedWeight& packed,
                               const float* w, int64_t out, const float* bias, float* y) {
   BLIP_CHECK(packed && packed.out == out && packed.in == in, "linear_f16_packed: the packed weight is [",
@@ -271,6 +469,20 @@ inline void linear_f16_packed(const float* x, int64_t rows, int64_t in, const ba
   if (f16_products_available() && f16::linear(x, rows, panels, bias, y)) return;  // (the ISA may have changed)
 #endif
   linear<float>(x, rows, in, w, out, bias, y);
+}
+
+// c [m, n] = op(a) · op(b) (+ bias[j] in column j where bias is given) in fp16 products (the
+// contract above); in float where not available or where an operand holds a non-finite value.
+inline void gemm_f16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                     const float* b, int64_t ldb, const float* bias, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+#if BLIP_HAVE_F16_GEMM
+  if (k > 0 && f16_products_available() && f16::gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc)) return;
+#endif
+  gemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+  if (bias)
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] += bias[j];
 }
 
 }  // namespace blip::cpu

@@ -75,9 +75,15 @@ struct Kernels<Cpu> {
                         const bf16* b, int64_t ldb, float* c, int64_t ldc) {
     cpu::gemm_bf16(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
   }
+  static void gemm_f16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                       const float* b, int64_t ldb, const float* bias, float* c, int64_t ldc) {
+    cpu::gemm_f16(trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
+  }
   static void to_bf16(const float* x, bf16* y, int64_t n) { cpu::isa::to_bf16(x, y, n); }
   // Not a kernel: whether bf16 products run faster than float ones here (cpu/bf16_products.hpp).
   static bool bf16_products_pay() { return cpu::bf16_products_pay(); }
+  // Not a kernel: whether gemm_f16 and the fp16 linear layers multiply in fp16 here (AVX512-FP16).
+  static bool f16_products_available() { return cpu::f16_products_available(); }
 
   // Elementwise.
   template <class T>

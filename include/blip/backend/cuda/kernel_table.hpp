@@ -183,6 +183,8 @@ struct Kernels<Cuda> : detail::CudaMissingKernels {
   static void to_bf16(const float* x, bf16* y, int64_t n) { cuda::to_bf16(x, y, n); }
   // Not a kernel: bf16 products (tensor cores) always outrun float ones on the GPUs supported.
   static bool bf16_products_pay() { return true; }
+  // Not a kernel: no fp16 products on Cuda yet (an fp16 scope takes the bf16 path there).
+  static bool f16_products_available() { return false; }
   template <class T>
   static void assign(const Shape& shape, const T* src, const Strides& src_strides, T* dst, const Strides& dst_strides) {
     if (is_contiguous_layout(shape, dst_strides)) cuda::copy_strided(shape, src, src_strides, dst);
