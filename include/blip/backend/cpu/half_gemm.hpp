@@ -7,7 +7,7 @@
 //   multiplies in float).
 // - pack_linear_f16(w, out, in): the float weight w [out, in] rounded to fp16 once, each output
 //   channel scaled by a power of two, in panels of 32 output columns; empty where not available or
-//   where w holds a non-finite value or one beyond 2^100.
+//   where w holds a non-finite value or one of magnitude 2^64 or more.
 // - linear_f16_packed(x, rows, in, packed, w, out, bias, y): y = x · wᵀ + bias with x rounded to
 //   fp16 per call, each row scaled by a power of two.
 // - gemm_f16(trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc): c [m, n] = op(a) · op(b)
@@ -24,9 +24,12 @@
 //   run is added to float accumulators; the bias is added in float. Relative error about 6e-4 of
 //   the output's scale at K = 768, 9e-4 at K = 3072 where products have mixed signs, as with
 //   trained weights (the bf16 product's is ~2e-3); a run of 64 same-signed products can drift by
-//   up to 64 half-ulps of fp16 (~1.5 %; 0.75 % in the kernel test's run of equal ones). Where an
-//   operand holds a non-finite value (or one beyond 2^100) the product is computed in float, so
-//   NaN and infinity propagate as they would there.
+//   up to 64 half-ulps of fp16 (~1.5 %; 0.75 % in the kernel test's run of equal ones). Scales stay
+//   within 2^±60 (the row's and the column's unscaling, applied one after the other, can then
+//   neither overflow nor underflow where the float result does not): a row or column whose largest
+//   |value| is below 2^-57 is scaled by 2^60 only, and values below ~2^-74 of it flush to zero.
+//   Where an operand holds a non-finite value or one of magnitude 2^64 or more, the product is
+//   computed in float, so NaN and infinity propagate as they would there.
 // Why: an Intel core with AVX512-FP16 but no AMX exposed (the Xeon of docs/performance.md) runs
 // fp16 FMAs at 2.15x its float rate (32 lanes per instruction at the same throughput) while its bf16
 // dot products (VDPBF16PS, what oneDNN 2.6's bf16 matmul uses) run at half the float rate; oneDNN
@@ -68,8 +71,8 @@ constexpr int64_t kRun = 64;    // k pairs (a window of 128 k) added in fp16 bef
 constexpr int kRows = 12;       // rows per tile (12 x 32 outputs: 24 fp16 accumulators in registers)
 constexpr int64_t kAhead = 8;   // pairs of the panel prefetched ahead (+0-9 % measured); also its padding
 constexpr int kTop = 4;         // a scaled row or column has max |v| in [2^(kTop-1), 2^kTop)
-constexpr int kMaxShift = 100;  // scales within 2^±100: beyond, a value is too large (float path)
-                                // or so small that fp16 flushes it whatever the scale
+constexpr int kMaxShift = 60;   // scales within 2^±60: |v| ≥ 2^64 takes the float path, rows or
+                                // columns below 2^-57 are scaled by 2^60 only (see the contract)
 
 // The right operand: [panels][pairs][64] halves (half h: columns 16h..16h+15, column, k parity),
 // then kAhead x 64 zeros so the last prefetch stays inside; and 1 / (each column's scale).
@@ -81,8 +84,8 @@ struct HalfPanels {
   int64_t out = 0, in = 0, pairs = 0, panels = 0;
 };
 
-// The power of two s with max_abs · s in [2^(kTop-1), 2^kTop) (1 for zero), and 1 / s; false where
-// max_abs is not finite or beyond 2^(kMaxShift + kTop - 1).
+// The power of two s with max_abs · s in [2^(kTop-1), 2^kTop) (1 for zero; at most 2^kMaxShift),
+// and 1 / s; false where max_abs is not finite or at least 2^(kMaxShift + kTop).
 inline bool scale_for(float max_abs, float& scale, float& unscale) {
   if (!(max_abs <= 3.0e38f)) return false;
   if (max_abs == 0.0f) {
@@ -226,7 +229,7 @@ inline void tile(std::integer_sequence<int, R...>, const uint32_t* a, int64_t ld
   const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
   const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
   const __mmask16 m0 = first(cols), m1 = first(cols - 16);
-  const bool high = cols > 16;  // (no pointer past the arrays' ends is formed otherwise)
+  const bool high = cols > 16;  // (bias + 16 is not read otherwise)
   const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
   const __m512 bias1 = bias && high ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
   const __m512 unscale0 = _mm512_loadu_ps(col_unscale), unscale1 = _mm512_loadu_ps(col_unscale + 16);
@@ -234,17 +237,17 @@ inline void tile(std::integer_sequence<int, R...>, const uint32_t* a, int64_t ld
     const __m512 ur = _mm512_set1_ps(row_unscale[r]);
     const __m512 c0 = _mm512_add_ps(_mm512_permutex2var_ps(f[r][0], even, f[r][1]),
                                     _mm512_permutex2var_ps(f[r][0], odd, f[r][1]));
-    _mm512_mask_storeu_ps(y + r * ldy, m0, _mm512_fmadd_ps(c0, _mm512_mul_ps(ur, unscale0), bias0));
+    _mm512_mask_storeu_ps(y + r * ldy, m0, _mm512_fmadd_ps(_mm512_mul_ps(c0, ur), unscale0, bias0));
     if (high) {
       const __m512 c1 = _mm512_add_ps(_mm512_permutex2var_ps(f[r][2], even, f[r][3]),
                                       _mm512_permutex2var_ps(f[r][2], odd, f[r][3]));
-      _mm512_mask_storeu_ps(y + r * ldy + 16, m1, _mm512_fmadd_ps(c1, _mm512_mul_ps(ur, unscale1), bias1));
+      _mm512_mask_storeu_ps(y + r * ldy + 16, m1, _mm512_fmadd_ps(_mm512_mul_ps(c1, ur), unscale1, bias1));
     }
   }
 }
 
 // The right operand B [k, n] (logical) as panels, from b stored [n, k] (`n_major`, a linear
-// weight) or [k, n], row stride ld; false where it holds a non-finite value or one beyond 2^100.
+// weight) or [k, n], row stride ld; false where it holds a non-finite value or one of 2^64 or more.
 inline bool pack_into(const float* b, bool n_major, int64_t k, int64_t n, int64_t ld, half_detail::HalfPanels& p) {
   using namespace half_detail;
   p.out = n;
@@ -327,7 +330,7 @@ inline bool pack_into(const float* b, bool n_major, int64_t k, int64_t n, int64_
 
 // The left operand A [m, k] (logical) in fp16 with each row's scale, from a stored [m, k]
 // (`k_major` false: rows layout) or [k, m] (packed in tiles); false where it holds a non-finite
-// value or one beyond 2^100. Buffers grow to the largest call and are reused.
+// value or one of 2^64 or more. Buffers grow to the largest call and are reused.
 inline bool convert_left(const float* a, bool k_major, int64_t m, int64_t k, int64_t ld, std::vector<uint32_t>& data,
                          std::vector<float>& unscale, Left& left) {
   using half_detail::scale_for;
@@ -417,13 +420,23 @@ inline std::shared_ptr<half_detail::HalfPanels> pack(const float* w, int64_t out
 }
 
 // false where x holds a value the kernel cannot scale (the caller computes in float instead).
+// The per-thread operand buffers below are kept between calls (no allocation per call) up to
+// this size; a larger one (a call far beyond BLIP's shapes: BLIP-base training needs ~14 MB) is
+// given back after its call.
+constexpr size_t kKeepBytes = size_t{64} << 20;
+template <class V>
+void trim(V& v) {
+  if (v.capacity() * sizeof(typename V::value_type) > kKeepBytes) V().swap(v);
+}
+
 inline bool linear(const float* x, int64_t rows, const half_detail::HalfPanels& w, const float* bias, float* y) {
-  thread_local std::vector<uint32_t> x16;  // grow to the largest call, reused: no allocation per call
+  thread_local std::vector<uint32_t> x16;
   thread_local std::vector<float> unscale;
   Left left;
-  if (!convert_left(x, false, rows, w.in, w.in, x16, unscale, left)) return false;
-  multiply(left, rows, w, bias, y, w.out);
-  return true;
+  const bool ok = convert_left(x, false, rows, w.in, w.in, x16, unscale, left);
+  if (ok) multiply(left, rows, w, bias, y, w.out);
+  trim(x16);
+  return ok;
 }
 
 inline bool gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
@@ -432,10 +445,11 @@ inline bool gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, co
   thread_local std::vector<float> unscale;
   thread_local half_detail::HalfPanels panels;
   Left left;
-  if (!convert_left(a, trans_a, m, k, lda, a16, unscale, left)) return false;
-  if (!pack_into(b, trans_b, k, n, ldb, panels)) return false;
-  multiply(left, m, panels, bias, c, ldc);
-  return true;
+  const bool ok = convert_left(a, trans_a, m, k, lda, a16, unscale, left) && pack_into(b, trans_b, k, n, ldb, panels);
+  if (ok) multiply(left, m, panels, bias, c, ldc);
+  trim(a16);
+  trim(panels.data);
+  return ok;
 }
 
 }  // namespace blip::cpu::f16
