@@ -248,6 +248,23 @@ Tensor<float, D> linear_int8(const Tensor<float, D>& x, const Tensor<float, D>& 
   return reshape(y, out_shape);
 }
 
+// Records the backward of y = x2 · wᵀ + bias (x2: x as [rows, in], w: the weight, both detached):
+// gx = g · w, gw = gᵀ · x2, gb = sum(g), the two products in `products` (detail::product).
+template <Element T, Device D>
+void record_linear(Tensor<T, D>& y, const Tensor<T, D>& x, const Tensor<T, D>& weight, const Tensor<T, D>& bias,
+                   const Tensor<T, D>& x2, const Tensor<T, D>& w, Products products) {
+  record(y, "linear", {&x, &weight, &bias},
+         [x2, w, products, in_shape = x.shape(), rx = x.requires_grad(), rw = weight.requires_grad(),
+          rb = bias.defined() && bias.requires_grad()](const Tensor<T, D>& gy) {
+           const Tensor<T, D> g2 = reshape(gy, {x2.size(0), w.size(0)});
+           Tensor<T, D> gx, gw, gb;
+           if (rx) gx = reshape(product(g2, w, products), in_shape);
+           if (rw) gw = product(transpose(g2, 0, 1), x2, products);
+           if (rb) gb = sum(g2, {0});
+           return std::vector{gx, gw, gb};
+         });
+}
+
 // linear() inside an fp16 PrecisionScope on a device with fp16 products
 // (backend/cpu/half_gemm.hpp): without a recorded gradient and with fixed weights, the weight
 // rounded and packed once per scope and x rounded per call; otherwise (training autocast, a
@@ -274,17 +291,7 @@ Tensor<float, D> linear_fp16(const Tensor<float, D>& x, const Tensor<float, D>& 
     }
   }
   Tensor<float, D> y = reshape(product_f16(x2, transpose(w, 0, 1), b), out_shape);
-  if (needs_grad)
-    record(y, "linear", {&x, &weight, &bias},
-           [x2, w, in_shape = x.shape(), rx = x.requires_grad(), rw = weight.requires_grad(),
-            rb = bias.defined() && bias.requires_grad()](const Tensor<float, D>& gy) {
-             const Tensor<float, D> g2 = reshape(gy, {x2.size(0), w.size(0)});
-             Tensor<float, D> gx, gw, gb;
-             if (rx) gx = reshape(product_f16(g2, w), in_shape);
-             if (rw) gw = product_f16(transpose(g2, 0, 1), x2);
-             if (rb) gb = sum(g2, {0});
-             return std::vector{gx, gw, gb};
-           });
+  if (needs_grad) record_linear(y, x, weight, bias, x2, w, Products::fp16);
   return y;
 }
 
@@ -315,17 +322,7 @@ Tensor<T, D> linear(const Tensor<T, D>& x, const Tensor<T, D>& weight, const Ten
   Shape out_shape = x.shape();
   out_shape.back() = out;
   Tensor<T, D> y = reshape(y2, out_shape);
-  if (needs_grad)
-    record(y, "linear", {&x, &weight, &bias},
-           [x2, w, in_shape = x.shape(), rx = x.requires_grad(), rw = weight.requires_grad(),
-            rb = bias.defined() && bias.requires_grad()](const Tensor<T, D>& gy) {
-             const Tensor<T, D> g2 = reshape(gy, {x2.size(0), w.size(0)});
-             Tensor<T, D> gx, gw, gb;
-             if (rx) gx = reshape(matmul(g2, w), in_shape);
-             if (rw) gw = matmul(transpose(g2, 0, 1), x2);
-             if (rb) gb = sum(g2, {0});
-             return std::vector{gx, gw, gb};
-           });
+  if (needs_grad) detail::record_linear(y, x, weight, bias, x2, w, Products::fp32);
   return y;
 }
 
