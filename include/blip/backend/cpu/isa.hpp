@@ -1,11 +1,10 @@
 // blip/backend/cpu/isa.hpp — run-time choice of the instruction set for the project's own float
 // kernels.
 //
-// Kernels with SIMD versions: exp, GELU and its backward, softmax and its backward, layer norm
-// forward and backward, L2 normalisation forward and backward, row dot products (the exact
-// search scan), scale, contiguous binary ops,
-// sums over an axis, AdamW, the momentum EMA, float -> bf16, per-row int8 quantisation and the
-// int8 product's dequantisation.
+// Kernels with SIMD versions: exp, GELU and its backward, softmax and log_softmax and their
+// backwards, layer norm forward and backward, L2 normalisation forward and backward, row dot
+// products (the exact search scan), scale, contiguous binary ops, sums over an axis, AdamW, the
+// momentum EMA, float -> bf16, per-row int8 quantisation and the int8 product's dequantisation.
 //
 // Contract:
 // - One binary carries an AVX-512 (F/BW/DQ/VL), an AVX2+FMA and a portable version of each
@@ -177,6 +176,15 @@ void gelu_backward(const T* x, const T* gy, T* gx, int64_t n) {
 template <class T>
 void softmax_rows(const T* x, T* y, int64_t rows, int64_t cols) {
   BLIP_ISA_DISPATCH(T, simd::softmax_rows(x, y, rows, cols), cpu::softmax_rows(x, y, rows, cols));
+}
+template <class T>
+void log_softmax_rows(const T* x, T* y, int64_t rows, int64_t cols) {
+  BLIP_ISA_DISPATCH(T, simd::log_softmax_rows(x, y, rows, cols), cpu::log_softmax_rows(x, y, rows, cols));
+}
+template <class T>
+void log_softmax_backward_rows(const T* y, const T* gy, T* gx, int64_t rows, int64_t cols) {
+  BLIP_ISA_DISPATCH(T, simd::log_softmax_backward_rows(y, gy, gx, rows, cols),
+                    cpu::log_softmax_backward_rows(y, gy, gx, rows, cols));
 }
 template <class T>
 void layer_norm_rows(const T* x, const T* weight, const T* bias, T* y, T* mean, T* rstd, int64_t rows, int64_t cols,

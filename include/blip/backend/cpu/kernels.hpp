@@ -129,11 +129,11 @@ struct Kernels<Cpu> {
   }
   template <class T>
   static void log_softmax(const T* x, T* y, int64_t rows, int64_t cols) {
-    cpu::log_softmax_rows(x, y, rows, cols);
+    cpu::isa::log_softmax_rows(x, y, rows, cols);
   }
   template <class T>
   static void log_softmax_backward(const T* y, const T* gy, T* gx, int64_t rows, int64_t cols) {
-    cpu::log_softmax_backward_rows(y, gy, gx, rows, cols);
+    cpu::isa::log_softmax_backward_rows(y, gy, gx, rows, cols);
   }
   template <class T>
   static void layer_norm(const T* x, const T* weight, const T* bias, T* y, T* mean, T* rstd, int64_t rows,
