@@ -35,7 +35,7 @@ inline BlipConfig fashion_mnist_config() {
   // image-to-text R@1, training 1.2x more images per second. One text layer and three ViT layers:
   // the text encoder reads 5 sequences per image a step (ITC, its momentum copy, 3 ITM pairs) of
   // 40 fixed captions, so its second layer cost ~40 % of the step and bought nothing; a third
-  // image layer over 5 tokens costs 3-7 %. 3 minutes: R@1 87.8-88.1 against 86.7-87.0 (docs/demo.md).
+  // image layer over 5 tokens costs 3-7 %. 3 minutes: R@1 87.6-88.1 against 86.7-87.0 (docs/demo.md).
   c.vision = VisionConfig{.img_size = 28, .patch_size = 14, .in_channels = 1, .embed_dims = 64, .num_layers = 3,
                           .num_heads = 4, .feedforward_channels = 256, .layer_norm_eps = 1e-6};
   c.text.hidden_size = c.text.encoder_width = 64;
