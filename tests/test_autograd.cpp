@@ -20,6 +20,34 @@ TEST_CASE("gradients accumulate across backward calls and through shared inputs"
   REQUIRE(x.grad().to_vector() == std::vector<double>{8, 16});
 }
 
+TEST_CASE("gradients are summed in place only where nothing else holds them", "[autograd]") {
+  const std::vector<float> c_values{0.5f, -1.0f, 2.0f};
+  for (const bool add_first : {true, false}) {
+    INFO("add first: " << add_first);
+    // add() hands one gradient tensor to both its inputs, so a's first contribution may be the
+    // very tensor that becomes b's gradient: summing a's second one into it must not change b's.
+    auto a = Tensor<float>::from_vector({3}, {1.0f, 2.0f, 3.0f}).set_requires_grad(true);
+    auto b = Tensor<float>::from_vector({3}, {4.0f, 5.0f, 6.0f}).set_requires_grad(true);
+    const auto c = Tensor<float>::from_vector({3}, c_values);
+    const Tensor<float> sum_ab = sum(add(a, b)), dot_ac = sum(mul(a, c));
+    (add_first ? add(sum_ab, dot_ac) : add(dot_ac, sum_ab)).backward();
+    CHECK(a.grad().to_vector() == std::vector<float>{1.5f, 0.0f, 3.0f});
+    CHECK(b.grad().to_vector() == std::vector<float>{1.0f, 1.0f, 1.0f});
+  }
+  // A gradient nobody else holds is summed in place (no new memory); one the caller kept is not
+  // changed by the next backward().
+  auto x = Tensor<float>::from_vector({4}, {1.0f, 2.0f, 3.0f, 4.0f}).set_requires_grad(true);
+  sum(mul(x, x)).backward();
+  const float* first = x.grad().data();
+  sum(scale(x, 3.0f)).backward();
+  CHECK(x.grad().data() == first);
+  CHECK(x.grad().to_vector() == std::vector<float>{5.0f, 7.0f, 9.0f, 11.0f});
+  const Tensor<float> kept = x.grad();
+  sum(x).backward();
+  CHECK(kept.to_vector() == std::vector<float>{5.0f, 7.0f, 9.0f, 11.0f});
+  CHECK(x.grad().to_vector() == std::vector<float>{6.0f, 8.0f, 10.0f, 12.0f});
+}
+
 TEST_CASE("NoGradGuard and detach() stop recording", "[autograd]") {
   auto x = Tensor<float>::from_vector({2}, {1.0f, 2.0f}).set_requires_grad(true);
   {

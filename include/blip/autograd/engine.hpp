@@ -18,9 +18,23 @@ namespace blip {
 
 namespace detail {
 
+// into += g. In place where `into` alone holds its memory (no alias another input received, not
+// the seed, not a grad() the caller kept), so a tensor used k times maps no fresh memory for its
+// k - 1 sums: BLIP-base training sums two contributions into each text-encoder weight gradient and
+// several dense [30524, 768] word-embedding ones, each of which otherwise took fresh pages the
+// kernel had to zero (docs/performance.md). Else a new sum, as before.
 template <Element T, Device D>
 void accumulate(Tensor<T, D>& into, const Tensor<T, D>& g) {
-  into = into.defined() ? add(into, g) : g;
+  if (!into.defined()) {
+    into = g;
+    return;
+  }
+  if (into.storage().use_count() == 1 && into.is_contiguous() && into.shape() == g.shape()) {
+    const Tensor<T, D> gc = contiguous(g);
+    kernels<D>::binary(BinaryOp::add, into.shape(), into.data(), into.strides(), gc.data(), gc.strides(), into.data());
+    return;
+  }
+  into = add(into, g);
 }
 
 }  // namespace detail
