@@ -943,3 +943,60 @@ TEST_CASE("backend ops: the fp16 products (AVX512-FP16): linear, gemm_f16, scali
   CHECK(parse_precision("fp16") == Precision::fp16);
   CHECK(std::string(precision_name(Precision::fp16)) == "fp16");
 }
+
+TEST_CASE("backend ops: fp16 outputs of 2 MiB or more are streamed past the caches, with the same values") {
+  if (!cpu::f16_products_available()) {
+    WARN("no AVX512-FP16 on this CPU (or not built by GCC >= 12): nothing to stream");
+    return;
+  }
+  Generator gen(61);
+  // 1030 x 528 floats = 2.07 MiB: streamed where y's rows start on 64-byte lines (a tensor; 528 a
+  // multiple of 16), with ordinary stores where they do not (y one float past a line); the last
+  // panel (16 columns: ordinary stores in both) and the last tile (10 rows) are partial.
+  const int64_t rows = 1030, in = 96, out = 528;
+  const Tensor<float> x = randn<float>({rows, in}, gen), w = randn<float>({out, in}, gen, 0.0, 0.05);
+  const Tensor<float> b = randn<float>({out}, gen, 0.0, 0.1);
+  const backend::PackedWeight packed = backend::Kernels<Cpu>::pack_linear_f16(w.data(), out, in);
+  REQUIRE(packed);
+  Tensor<float> streamed = Tensor<float>::empty({rows, out});
+  REQUIRE(reinterpret_cast<uintptr_t>(streamed.data()) % 64 == 0);
+  backend::Kernels<Cpu>::linear_f16_packed(x.data(), rows, in, packed, w.data(), out, b.data(), streamed.data());
+  constexpr int64_t guard = 40;
+  std::vector<float> plain(static_cast<size_t>(rows * out + 16 + guard), -7.0f);
+  float* y = plain.data() + 1;
+  while (reinterpret_cast<uintptr_t>(y) % 64 == 0) ++y;  // rows off the lines: not streamed
+  backend::Kernels<Cpu>::linear_f16_packed(x.data(), rows, in, packed, w.data(), out, b.data(), y);
+  CHECK(std::all_of(y + rows * out, y + rows * out + guard, [](float v) { return v == -7.0f; }));
+  CHECK(std::equal(y, y + rows * out, streamed.data()));
+  double worst = 0, scale = 0;
+  for (int64_t r = 0; r < rows; r += 7)
+    for (int64_t o = 0; o < out; ++o) {
+      double dot = 0;
+      for (int64_t k = 0; k < in; ++k) dot += double(x.data()[r * in + k]) * w.data()[o * in + k];
+      worst = std::max(worst, std::abs(dot + b.data()[o] - streamed.data()[r * out + o]));
+      scale = std::max(scale, std::abs(dot));
+    }
+  CHECK(worst <= 3e-3 * scale);
+  CHECK(worst > 2e-5 * scale);
+  // gemm_f16 (training): a streamed output with a row stride past its width (ldc a multiple of 16)
+  // leaves the gaps between rows untouched.
+  const int64_t m = 720, n = 740, k = 50, ldc = 752;  // 2.03 MiB
+  const Tensor<float> a = randn<float>({m, k}, gen), bm = randn<float>({k, n}, gen, 0.0, 0.1);
+  Tensor<float> c = Tensor<float>::empty({m, ldc});
+  std::fill(c.data(), c.data() + m * ldc, -7.0f);
+  backend::Kernels<Cpu>::gemm_f16(false, false, m, n, k, a.data(), k, bm.data(), n, nullptr, c.data(), ldc);
+  bool gaps_kept = true;
+  double worst_c = 0, scale_c = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = n; j < ldc; ++j) gaps_kept = gaps_kept && c.data()[i * ldc + j] == -7.0f;
+    if (i % 5 == 0)
+      for (int64_t j = 0; j < n; ++j) {
+        double dot = 0;
+        for (int64_t q = 0; q < k; ++q) dot += double(a.data()[i * k + q]) * bm.data()[q * n + j];
+        worst_c = std::max(worst_c, std::abs(dot - c.data()[i * ldc + j]));
+        scale_c = std::max(scale_c, std::abs(dot));
+      }
+  }
+  CHECK(gaps_kept);
+  CHECK(worst_c <= 3e-3 * scale_c);
+}

@@ -39,7 +39,10 @@
 // 4-17 % slower). The left operand is broadcast a dword (two k values) at a time: a 16-bit
 // broadcast from memory costs a shuffle uop on the FMA port, a 32-bit one does not. The scaling
 // replaced a range guard that sent a layer to float where a run could overflow: it costs one
-// more pass over each row (in L1) and one multiply per output vector.
+// more pass over each row (in L1) and one multiply per output vector. An output of 2 MiB or more
+// (a core's L2) is written with non-temporal stores: an ordinary store first reads its line from
+// memory, and those reads slowed the tiles by 10-15 % wherever the output was not already cached
+// (BLIP's 2308- and 4616-row products: 1.63-1.68x fp32 before, 1.84-1.94x after).
 #pragma once
 
 #include <algorithm>
@@ -70,6 +73,7 @@ constexpr int64_t kPanel = 32;  // output columns per panel: two zmm of 16 colum
 constexpr int64_t kRun = 64;    // k pairs (a window of 128 k) added in fp16 before the float accumulators
 constexpr int kRows = 12;       // rows per tile (12 x 32 outputs: 24 fp16 accumulators in registers)
 constexpr int64_t kAhead = 8;   // pairs of the panel prefetched ahead (+0-9 % measured); also its padding
+constexpr int64_t kStreamBytes = int64_t{2} << 20;  // outputs from this size are streamed (a core's L2)
 constexpr int kTop = 4;         // a scaled row or column has max |v| in [2^(kTop-1), 2^kTop)
 constexpr int kMaxShift = 60;   // scales within 2^±60: |v| ≥ 2^64 takes the float path, rows or
                                 // columns below 2^-57 are scaled by 2^60 only (see the contract)
@@ -198,7 +202,7 @@ struct Left {
 // b: one panel, `pairs` x 64 halves (and kAhead x 64 readable after it). Float accumulators (in
 // memory: only the fp16 ones fit in registers): per row four zmm, (16 columns of half 0 or 1) x
 // (lanes 0-15 or 16-31 of the fp16 one), each lane one (column, k parity).
-template <bool Packed, int... R>
+template <bool Packed, bool Stream, int... R>
 inline void tile(std::integer_sequence<int, R...>, const uint32_t* a, int64_t lda, int rows_valid,
                  const float* row_unscale, const uint16_t* b, int64_t pairs, const float* col_unscale,
                  const float* bias, float* y, int64_t ldy, int cols) {
@@ -233,15 +237,20 @@ inline void tile(std::integer_sequence<int, R...>, const uint32_t* a, int64_t ld
   const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
   const __m512 bias1 = bias && high ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
   const __m512 unscale0 = _mm512_loadu_ps(col_unscale), unscale1 = _mm512_loadu_ps(col_unscale + 16);
+  const bool stream = Stream && cols == kPanel;  // whole lines only
   for (int r = 0; r < rows && r < rows_valid; ++r) {
     const __m512 ur = _mm512_set1_ps(row_unscale[r]);
     const __m512 c0 = _mm512_add_ps(_mm512_permutex2var_ps(f[r][0], even, f[r][1]),
                                     _mm512_permutex2var_ps(f[r][0], odd, f[r][1]));
-    _mm512_mask_storeu_ps(y + r * ldy, m0, _mm512_fmadd_ps(_mm512_mul_ps(c0, ur), unscale0, bias0));
+    const __m512 y0 = _mm512_fmadd_ps(_mm512_mul_ps(c0, ur), unscale0, bias0);
+    if (stream) _mm512_stream_ps(y + r * ldy, y0);
+    else _mm512_mask_storeu_ps(y + r * ldy, m0, y0);
     if (high) {
       const __m512 c1 = _mm512_add_ps(_mm512_permutex2var_ps(f[r][2], even, f[r][3]),
                                       _mm512_permutex2var_ps(f[r][2], odd, f[r][3]));
-      _mm512_mask_storeu_ps(y + r * ldy + 16, m1, _mm512_fmadd_ps(_mm512_mul_ps(c1, ur), unscale1, bias1));
+      const __m512 y1 = _mm512_fmadd_ps(_mm512_mul_ps(c1, ur), unscale1, bias1);
+      if (stream) _mm512_stream_ps(y + r * ldy + 16, y1);
+      else _mm512_mask_storeu_ps(y + r * ldy + 16, m1, y1);
     }
   }
 }
@@ -392,6 +401,12 @@ inline void multiply(const Left& a, int64_t m, const half_detail::HalfPanels& w,
   const int64_t tiles = (m + kRows - 1) / kRows;
   const int64_t chunks = std::clamp<int64_t>((m * pairs * 4 + (512 << 10) - 1) / (512 << 10), 1, tiles);
   const int64_t per_chunk = (tiles + chunks - 1) / chunks;  // tiles per chunk; the last may have fewer
+  // An output larger than a core's L2 is written around the caches (non-temporal stores of whole
+  // 64-byte lines): otherwise every tile's 24 stores first read their lines from memory, and those
+  // reads cost the tiles 10-15 % (docs/performance.md); the op after reads the output from memory
+  // either way at this size.
+  const bool stream = m * w.out * int64_t{sizeof(float)} >= kStreamBytes &&
+                      reinterpret_cast<uintptr_t>(y) % 64 == 0 && ldy % 16 == 0;
   parallel_for(tiles * w.panels, kRows * kPanel * w.in, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t chunk = t / (per_chunk * w.panels), first_tile = chunk * per_chunk;
@@ -403,13 +418,18 @@ inline void multiply(const Left& a, int64_t m, const half_detail::HalfPanels& w,
       const float* bias_p = bias ? bias + panel * kPanel : nullptr;
       const float* unscale = w.unscale.data() + panel * kPanel;
       float* yp = y + i0 * ldy + panel * kPanel;
-      if (a.packed)
-        tile<true>(std::make_integer_sequence<int, kRows>{}, a.data + tile_index * kRows * pairs, 0, valid,
-                   a.unscale + i0, b, pairs, unscale, bias_p, yp, ldy, cols);
-      else
-        tile<false>(std::make_integer_sequence<int, kRows>{}, a.data + i0 * a.ld, a.ld, valid, a.unscale + i0, b,
-                    pairs, unscale, bias_p, yp, ldy, cols);
+      const auto run = [&]<bool Stream>() {
+        if (a.packed)
+          tile<true, Stream>(std::make_integer_sequence<int, kRows>{}, a.data + tile_index * kRows * pairs, 0, valid,
+                             a.unscale + i0, b, pairs, unscale, bias_p, yp, ldy, cols);
+        else
+          tile<false, Stream>(std::make_integer_sequence<int, kRows>{}, a.data + i0 * a.ld, a.ld, valid,
+                              a.unscale + i0, b, pairs, unscale, bias_p, yp, ldy, cols);
+      };
+      if (stream) run.template operator()<true>();
+      else run.template operator()<false>();
     }
+    if (stream) _mm_sfence();  // the streamed lines are visible before the threads join
   });
 }
 
