@@ -50,6 +50,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -403,34 +404,34 @@ inline void multiply(const Left& a, int64_t m, const half_detail::HalfPanels& w,
   const int64_t per_chunk = (tiles + chunks - 1) / chunks;  // tiles per chunk; the last may have fewer
   // An output larger than a core's L2 is written around the caches (non-temporal stores of whole
   // 64-byte lines): otherwise every tile's 24 stores first read their lines from memory, and those
-  // reads cost the tiles 10-15 % (docs/performance.md); the op after reads the output from memory
-  // either way at this size.
+  // reads cost the tiles 10-15 % (docs/performance.md); a pass reading the output right after
+  // took no longer.
   const bool stream = m * w.out * int64_t{sizeof(float)} >= kStreamBytes &&
                       reinterpret_cast<uintptr_t>(y) % 64 == 0 && ldy % 16 == 0;
-  parallel_for(tiles * w.panels, kRows * kPanel * w.in, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t chunk = t / (per_chunk * w.panels), first_tile = chunk * per_chunk;
-      const int64_t in_chunk = std::min(per_chunk, tiles - first_tile), local = t - first_tile * w.panels;
-      const int64_t panel = local / in_chunk, tile_index = first_tile + local % in_chunk, i0 = tile_index * kRows;
-      const int valid = static_cast<int>(std::min<int64_t>(kRows, m - i0));
-      const int cols = static_cast<int>(std::min(kPanel, w.out - panel * kPanel));
-      const uint16_t* b = w.data.data() + panel * pairs * 64;
-      const float* bias_p = bias ? bias + panel * kPanel : nullptr;
-      const float* unscale = w.unscale.data() + panel * kPanel;
-      float* yp = y + i0 * ldy + panel * kPanel;
-      const auto run = [&]<bool Stream>() {
+  const auto sweep = [&]<bool Stream>(std::bool_constant<Stream>) {
+    parallel_for(tiles * w.panels, kRows * kPanel * w.in, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t chunk = t / (per_chunk * w.panels), first_tile = chunk * per_chunk;
+        const int64_t in_chunk = std::min(per_chunk, tiles - first_tile), local = t - first_tile * w.panels;
+        const int64_t panel = local / in_chunk, tile_index = first_tile + local % in_chunk, i0 = tile_index * kRows;
+        const int valid = static_cast<int>(std::min<int64_t>(kRows, m - i0));
+        const int cols = static_cast<int>(std::min(kPanel, w.out - panel * kPanel));
+        const uint16_t* b = w.data.data() + panel * pairs * 64;
+        const float* bias_p = bias ? bias + panel * kPanel : nullptr;
+        const float* unscale = w.unscale.data() + panel * kPanel;
+        float* yp = y + i0 * ldy + panel * kPanel;
         if (a.packed)
           tile<true, Stream>(std::make_integer_sequence<int, kRows>{}, a.data + tile_index * kRows * pairs, 0, valid,
                              a.unscale + i0, b, pairs, unscale, bias_p, yp, ldy, cols);
         else
           tile<false, Stream>(std::make_integer_sequence<int, kRows>{}, a.data + i0 * a.ld, a.ld, valid,
                               a.unscale + i0, b, pairs, unscale, bias_p, yp, ldy, cols);
-      };
-      if (stream) run.template operator()<true>();
-      else run.template operator()<false>();
-    }
-    if (stream) _mm_sfence();  // the streamed lines are visible before the threads join
-  });
+      }
+      if constexpr (Stream) _mm_sfence();  // the streamed lines are visible before the threads join
+    });
+  };
+  if (stream) sweep(std::true_type{});
+  else sweep(std::false_type{});
 }
 
 inline std::shared_ptr<half_detail::HalfPanels> pack(const float* w, int64_t out, int64_t in) {
